@@ -1,0 +1,1 @@
+"""Benchmarks of medbalance against reference implementations; run ``python -m benchmarks``."""

@@ -1,0 +1,55 @@
+"""Run every ``benchmarks/bench_*.py`` module and print one table plus JSON lines.
+
+Usage: ``python -m benchmarks [--quick] [--threads N] [--only SUBSTRING] [--device DEV]
+[--channels-last]``. Every module exposes ``run(*, quick, device, channels_last) -> list[Row]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+import torch
+
+import benchmarks
+from benchmarks.harness import machine_info, report
+
+log = logging.getLogger("benchmarks")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke run)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    parser.add_argument("--only", default="", help="run only modules whose name contains this")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="models and inputs in channels_last"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    log.info("machine: %s", machine_info())
+
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
+    )
+    rows = []
+    for name in names:
+        if args.only not in name:
+            continue
+        log.info("running %s", name)
+        module = importlib.import_module(f"benchmarks.{name}")
+        rows += module.run(quick=args.quick, device=args.device, channels_last=args.channels_last)
+    sys.stdout.write(report(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

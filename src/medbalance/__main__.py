@@ -1,0 +1,3 @@
+from medbalance.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""``medbalance`` command line: a thin layer over :mod:`medbalance.engine`.
+
+Exit codes: 0 success, 2 bad input (one ``error: ...`` line, no traceback), 1 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from medbalance import __version__
+from medbalance._atomic import atomic_write_text
+from medbalance.config import ConfigError, load_config
+from medbalance.data.io import DataError, IMAGE_SUFFIXES, list_images, read_image, write_mask
+from medbalance.engine.checkpoint import CheckpointError
+from medbalance.engine.engine import TrainingError
+from medbalance.engine.rundir import RunDirError
+
+log = logging.getLogger("medbalance")
+
+_USER_ERRORS = (ConfigError, DataError, CheckpointError, RunDirError, TrainingError, ValueError, FileNotFoundError)
+BUILTIN_CONFIGS = ("demo", "intraclass", "nuclei", "longtail")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + prog name)
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def _config_path(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    if name in BUILTIN_CONFIGS:
+        return Path(str(resources.files("medbalance") / "configs" / f"{name}.yaml"))
+    raise ConfigError(f"config file '{name}' does not exist (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
+
+
+def _print_summary(result) -> None:
+    metrics = result.metrics
+    split = "test" if "test" in metrics else "val"
+    scores = metrics[split]
+    keys = [k for k in ("mean_dice_fg", "mean_iou_fg", "recall_majority", "recall_minority", "accuracy",
+                        "macro_precision", "macro_recall") if k in scores]
+    print(f"run folder: {result.run_dir}")
+    print(f"{split} scores (best epoch {metrics['best_epoch']}): " + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from medbalance.engine import train
+
+    cfg = load_config(_config_path("demo"), args.set)
+    log.info("demo: U-Net on intra-class phantoms (%d train images of %dpx, %d epochs)",
+             cfg.data.n_train, cfg.data.size, cfg.epochs)
+    _print_summary(train(cfg, out=args.out, progress=False if args.quiet else None))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from medbalance.engine import train
+
+    if args.resume:
+        if args.set or args.config:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop CONFIG and --set")
+        if not Path(args.resume, "checkpoints", "last.pt").is_file():
+            raise CheckpointError(f"'{args.resume}' has no checkpoints/last.pt to resume from")
+        _print_summary(train(resume=args.resume, progress=False if args.quiet else None))
+        return
+    if not args.config:
+        raise ConfigError("train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR")
+    _print_summary(train(load_config(_config_path(args.config), args.set), out=args.out, progress=False if args.quiet else None))
+
+
+def _input_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise DataError(f"'{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    raise DataError(f"input '{path}' does not exist")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from medbalance.engine.run import load_run, predict_arrays
+
+    run = load_run(args.run_dir)
+    files = _input_files(Path(args.input))
+    out = Path(args.out)
+    segmentation = run.meta["task"] == "segmentation"
+    targets = [out / f"{f.stem}.png" for f in files] if segmentation else [out / "predictions.csv"]
+    clash = [t for t in targets if t.exists()]
+    if clash:
+        raise DataError(f"'{clash[0]}' already exists; choose an empty --out folder (nothing is overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    names = run.meta["class_names"]
+    rows = ["name,prediction,label," + ",".join(f"p_{c}" for c in names)]
+    for path in files:
+        image = read_image(path, channels=run.meta["in_channels"])
+        probs, labels = predict_arrays(run, image[None])
+        if segmentation:
+            write_mask(out / f"{path.stem}.png", labels[0], binary=run.task.out_channels == 1)
+        else:
+            k = int(labels[0])
+            rows.append(f"{path.name},{k},{names[k]}," + ",".join(f"{p:.6f}" for p in probs[0]))
+    if not segmentation:
+        atomic_write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    print(f"wrote {len(files)} prediction(s) to {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from medbalance.data.build import build_splits
+    from medbalance.data.folder import read_folder
+    from medbalance.engine.run import evaluate_run, load_run
+
+    run = load_run(args.run_dir)
+    source = Path(args.data)
+    if source.suffix in (".yaml", ".yml"):
+        splits = build_splits(load_config(source))
+        data, split = (splits.test, "test") if splits.test is not None else (splits.val, "val")
+    elif source.is_dir():
+        size = getattr(run.cfg.data, "size", None)
+        data, split = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size), "folder"
+    else:
+        raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
+    scores = evaluate_run(args.run_dir, data)
+    folder = Path(args.run_dir) / "evaluations"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}.json"
+    atomic_write_text(path, json.dumps({"data": str(source), "split": split, "scores": scores}, indent=1))
+    scalars = {k: v for k, v in scores.items() if isinstance(v, float) and np.isfinite(v)}
+    for key, value in scalars.items():
+        print(f"{key:>20s}  {value:.4f}")
+    print(f"scores written to {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="medbalance", description="Class-imbalanced medical image analysis.")
+    parser.add_argument("--version", action="version", version=f"medbalance {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", parents=[common], help="train a small U-Net on the embedded intra-class phantoms (quick start)")
+    p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", parents=[common], help="train from a YAML config, or resume an interrupted run")
+    p.add_argument("config", nargs="?", help=f"YAML file or a built-in config ({', '.join(BUILTIN_CONFIGS)})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set lr=1e-4 --set data.size=64 (repeatable)")
+    p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from checkpoints/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", parents=[common], help="predict images (a file or a folder) with a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--input", required=True, metavar="PATH", help="an image file or a folder of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the predicted masks / predictions.csv")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", parents=[common], help="score a trained run on a labelled folder or a config's test split")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", required=True, metavar="PATH_OR_CONFIG",
+                   help="folder in the generic layout, or a YAML config (its test split, else val)")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        args.func(args)
+    except _USER_ERRORS as exc:
+        sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted; resume with 'medbalance train --resume RUN_DIR'\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,274 @@
+"""Run configuration: a YAML file validated into pydantic models with one-line errors.
+
+A config has flat training settings at the top level (``epochs``, ``lr``, ``device``...) and
+three sections: ``data`` (which dataset and how to split it), ``model`` (a network name from
+:data:`medbalance.nets.NETS` plus its keyword arguments) and ``loss`` (anything
+:func:`medbalance.losses.build_loss` accepts).  Every run folder stores the fully resolved
+config as ``config.yaml`` so that the run can be repeated, resumed or used for prediction.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "dump_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line meant for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IntraclassPhantomData(_Strict):
+    kind: Literal["intraclass_phantom"] = "intraclass_phantom"
+    size: int = Field(96, ge=16)
+    n_train: int = Field(160, ge=1)
+    n_val: int = Field(32, ge=1)
+    n_test: int = Field(32, ge=0)
+    seed: int = 0
+
+
+class NucleiPhantomData(_Strict):
+    kind: Literal["nuclei_phantom"] = "nuclei_phantom"
+    size: int = Field(128, ge=16)
+    n_train: int = Field(160, ge=1)
+    n_val: int = Field(32, ge=1)
+    n_test: int = Field(32, ge=0)
+    seed: int = 0
+
+
+class LongtailPhantomData(_Strict):
+    kind: Literal["longtail_phantom"] = "longtail_phantom"
+    size: int = Field(32, ge=8)
+    num_classes: int = Field(8, ge=2)
+    n_max: int = Field(200, ge=1)
+    imbalance_ratio: float = Field(50.0, ge=1.0)
+    n_val_per_class: int = Field(20, ge=1)
+    n_test_per_class: int = Field(20, ge=0)
+    seed: int = 0
+
+
+class FolderData(_Strict):
+    """A folder in the generic layout of SPEC section 8.
+
+    Segmentation: ``images/`` and ``masks/`` matched by file stem. Classification: one
+    sub-folder per class. ``val_fraction`` / ``test_fraction`` split it with ``seed``.
+    """
+
+    kind: Literal["folder"] = "folder"
+    path: str
+    task: Literal["segmentation", "classification"] = "segmentation"
+    size: int | None = Field(None, ge=8)
+    channels: Literal[1, 3] = 1
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+DataConfig = Union[IntraclassPhantomData, NucleiPhantomData, LongtailPhantomData, FolderData]
+_DATA_KINDS: dict[str, type[BaseModel]] = {
+    "intraclass_phantom": IntraclassPhantomData,
+    "nuclei_phantom": NucleiPhantomData,
+    "longtail_phantom": LongtailPhantomData,
+    "folder": FolderData,
+}
+
+
+class ModelConfig(BaseModel):
+    """``name`` picks the network; every other key is passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "unet"
+
+
+class RunConfig(_Strict):
+    """Everything one training run needs. Defaults follow SPEC section 5.6 (Adam, cosine)."""
+
+    name: str = "run"
+    seed: int = 0
+    deterministic: bool = True
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    lr_min: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    monitor: str | None = None
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    device: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = "32"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+    data: DataConfig = Field(default_factory=IntraclassPhantomData, discriminator="kind")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: Any = "dice_ce"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as an int.
+        return str(value) if isinstance(value, int) else value
+
+    @property
+    def task(self) -> str:
+        if isinstance(self.data, FolderData):
+            return self.data.task
+        return "classification" if isinstance(self.data, LongtailPhantomData) else "segmentation"
+
+
+def _suggest(key: str, candidates: list[str]) -> str:
+    # A key that extends or abbreviates a known one ('lr_rate', 'base_channel') means that one;
+    # plain edit similarity would pick 'strategy' for 'lr_rate'.
+    related = [c for c in candidates if len(c) >= 2 and (key.startswith(c) or c.startswith(key))]
+    match = [max(related, key=len)] if related else difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else f" (expected one of: {', '.join(sorted(candidates))})"
+
+
+def _check_keys(raw: dict, model: type[BaseModel], source: str, section: str) -> None:
+    fields = list(model.model_fields)
+    where = f" under '{section}'" if section else ""
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"unknown key '{key}'{where} in {source}{_suggest(str(key), fields)}")
+
+
+def _check_unknown_keys(raw: dict, source: str) -> None:
+    """Reject unknown keys before pydantic so the message can name the key and a suggestion."""
+    _check_keys(raw, RunConfig, source, "")
+    data = raw.get("data")
+    if isinstance(data, dict):
+        kind = data.get("kind", "intraclass_phantom")
+        if kind not in _DATA_KINDS:
+            raise ConfigError(
+                f"invalid value for 'data.kind' in {source}: got '{kind}'{_suggest(str(kind), list(_DATA_KINDS))}"
+            )
+        _check_keys(data, _DATA_KINDS[kind], source, "data")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"] if part not in _DATA_KINDS)
+    got = first.get("input")
+    got_text = f", got {got!r}" if not isinstance(got, dict) else ""
+    return f"invalid value for '{loc}' in {source}: {first['msg'].lower()}{got_text}"
+
+
+def _check_model_kwargs(cfg: RunConfig, source: str) -> None:
+    from medbalance.nets import NETS
+
+    name = cfg.model.name
+    if name not in NETS:
+        raise ConfigError(f"unknown model '{name}' in {source}{_suggest(name, list(NETS))}")
+    params = inspect.signature(NETS[name]).parameters
+    for key in cfg.model.model_extra or {}:
+        if key not in params:
+            raise ConfigError(f"unknown key '{key}' under 'model' in {source}{_suggest(key, list(params))}")
+
+
+def _check_loss(cfg: RunConfig, source: str) -> None:
+    from medbalance.losses import build_loss
+
+    try:
+        build_loss(cfg.loss)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid 'loss' in {source}: {exc}") from None
+
+
+def parse_config(raw: dict | None, *, source: str = "config") -> RunConfig:
+    """Validate a plain dict (as read from YAML) into a :class:`RunConfig`.
+
+    Raises:
+        ConfigError: one line naming the key, what was expected and what was found.
+    """
+    raw = dict(raw or {})
+    if not all(isinstance(k, str) for k in raw):
+        raise ConfigError(f"{source} must be a mapping of names to values")
+    _check_unknown_keys(raw, source)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+    _check_model_kwargs(cfg, source)
+    _check_loss(cfg, source)
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping safely (``yaml.safe_load``: no object construction)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file '{path}': {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path.name} is not valid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name} must hold a mapping of keys to values, found {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` / ``section.key=value`` overrides; values are parsed as YAML scalars."""
+    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a YAML config file."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return parse_config(raw, source=Path(path).name)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The fully resolved config as YAML text (what ``config.yaml`` in a run folder holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,81 @@
+"""Turn the ``data`` section of a run config into train / validation / test splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medbalance.config import (
+    FolderData,
+    IntraclassPhantomData,
+    LongtailPhantomData,
+    NucleiPhantomData,
+    RunConfig,
+)
+from medbalance.data import phantoms
+from medbalance.data.datasets import ArrayDataset, Splits
+from medbalance.data.folder import read_folder
+
+__all__ = ["build_splits", "split_indices"]
+
+# Phantom splits use disjoint seed streams so that validation/test never share an image with train.
+_SPLIT_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+
+
+def _from_phantoms(ps: phantoms.PhantomSet, num_classes: int) -> ArrayDataset:
+    extras = {"regions": ps.regions} if ps.regions is not None else None
+    return ArrayDataset(ps.images, ps.target, num_classes=num_classes, class_names=ps.class_names, extras=extras)
+
+
+def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train / val / test index split; val and test get at least one item when asked for."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * fractions[0])) if fractions[0] > 0 else 0
+    n_test = max(1, round(n * fractions[1])) if fractions[1] > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(f"{n} samples cannot be split into train/val/test with fractions {fractions}")
+    return np.sort(order[n_val + n_test :]), np.sort(order[:n_val]), np.sort(order[n_val : n_val + n_test])
+
+
+def build_splits(cfg: RunConfig) -> Splits:
+    """Build (or read) the datasets a run trains, validates and tests on."""
+    data = cfg.data
+    if isinstance(data, (IntraclassPhantomData, NucleiPhantomData)):
+        make = phantoms.intraclass_phantoms if isinstance(data, IntraclassPhantomData) else phantoms.nuclei_phantoms
+        sets = {
+            split: make(n, size=data.size, seed=data.seed + _SPLIT_OFFSETS[split])
+            for split, n in (("train", data.n_train), ("val", data.n_val), ("test", data.n_test))
+            if n > 0
+        }
+        num_classes = len(sets["train"].class_names)
+        out = {k: _from_phantoms(v, num_classes) for k, v in sets.items()}
+        return Splits(out["train"], out["val"], out.get("test"), info={"source": data.kind})
+    if isinstance(data, LongtailPhantomData):
+        counts = phantoms.longtail_counts(data.num_classes, data.n_max, data.imbalance_ratio)
+        train = phantoms.longtail_phantoms(counts, size=data.size, seed=data.seed)
+        val = phantoms.longtail_phantoms([data.n_val_per_class] * data.num_classes, size=data.size,
+                                         seed=data.seed + _SPLIT_OFFSETS["val"])
+        test = None
+        if data.n_test_per_class:
+            test = phantoms.longtail_phantoms([data.n_test_per_class] * data.num_classes, size=data.size,
+                                              seed=data.seed + _SPLIT_OFFSETS["test"])
+        num_classes = data.num_classes
+        return Splits(
+            _from_phantoms(train, num_classes),
+            _from_phantoms(val, num_classes),
+            _from_phantoms(test, num_classes) if test is not None else None,
+            info={"source": data.kind, "class_counts": counts, "imbalance_ratio": data.imbalance_ratio},
+        )
+    assert isinstance(data, FolderData)
+    full = read_folder(data.path, task=data.task, channels=data.channels, size=data.size)
+    train_idx, val_idx, test_idx = split_indices(len(full), (data.val_fraction, data.test_fraction), data.seed)
+    return Splits(
+        full.subset(train_idx),
+        full.subset(val_idx),
+        full.subset(test_idx) if len(test_idx) else None,
+        info={
+            "source": str(data.path),
+            "train_names": [full.names[i] for i in train_idx],
+            "val_names": [full.names[i] for i in val_idx],
+            "test_names": [full.names[i] for i in test_idx],
+        },
+    )

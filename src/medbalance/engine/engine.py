@@ -1,0 +1,320 @@
+"""The one training loop of medbalance, on Lightning Fabric.
+
+A run is a list of :class:`Stage` objects executed in order by :meth:`Engine.fit`; each stage
+says which parameters train, which are frozen, the loss and the number of epochs, and gets a
+fresh optimiser and cosine schedule (SPEC 5.6: "cosine annealing to 0 within each step").
+Multi-stage methods (dual-path: paths, then fusion, then everything) are data passed to this
+loop, never a copy of it. Variants override one small hook (:meth:`Engine.compute_loss`,
+:meth:`Engine.forward`).
+
+Every epoch ends with a validation pass, a row in ``history.csv`` and an atomic
+``checkpoints/last.pt`` holding model, optimiser, scheduler, stage/epoch counters, the best
+score so far and every RNG state; ``best.pt`` is written when the monitored validation score
+improves. Shuffling is seeded by (seed, epoch), so a run resumed from ``last.pt`` after a kill
+ends with the same weights as an uninterrupted run (CPU, ``deterministic: true``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from tqdm.auto import tqdm
+
+from medbalance.config import RunConfig
+from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medbalance.engine.rundir import HistoryLog
+
+__all__ = ["Stage", "Engine", "TrainingError", "make_fabric"]
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a (possibly multi-step) recipe.
+
+    Args:
+        name: shown in the progress bar and ``history.csv``.
+        epochs: epochs of this stage.
+        loss: ``loss(outputs, target) -> scalar``.
+        trainable: parameter-name prefixes to train (``None``: every parameter not in ``frozen``).
+        frozen: parameter-name prefixes to freeze; their BatchNorm statistics are frozen too.
+        lr: learning rate of this stage (``None``: the config's ``lr``).
+        monitor: validation score that selects ``best.pt`` (``None``: config / task default).
+            Scores are maximised, except names ending in ``loss``.
+        target_key: batch entry the loss compares against.
+    """
+
+    name: str
+    epochs: int
+    loss: LossFn
+    trainable: tuple[str, ...] | None = None
+    frozen: tuple[str, ...] = ()
+    lr: float | None = None
+    monitor: str | None = None
+    target_key: str = "target"
+
+
+def make_fabric(cfg: RunConfig) -> Fabric:
+    """Fabric from the config's device / precision / devices / num_nodes / strategy."""
+    accelerator = "cuda" if cfg.device == "gpu" else cfg.device
+    precision = "32-true" if cfg.precision == "32" else cfg.precision
+    return Fabric(accelerator=accelerator, precision=precision, devices=cfg.devices,
+                  num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+
+
+def _matches(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+class Engine:
+    """Trains and evaluates ``model`` for one run folder.
+
+    Args:
+        model: the network; outputs logits ``(N, C, *spatial)`` or ``(N, C)``.
+        task: a :mod:`medbalance.engine.tasks` task (labels and scores from logits).
+        cfg: resolved run config (optimiser, schedule, batch size, device, seed...).
+        run_dir: the run folder (``checkpoints/`` and ``history.csv`` go there); ``None``
+            trains without writing anything.
+        fabric: an existing Fabric (default: :func:`make_fabric` of ``cfg``).
+    """
+
+    def __init__(self, model: nn.Module, task: Any, cfg: RunConfig, *, run_dir: str | Path | None = None,
+                 fabric: Fabric | None = None, meta: dict | None = None) -> None:
+        self.model = model
+        self.task = task
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.meta = dict(meta or {})
+        self.fabric = fabric or make_fabric(cfg)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.fabric.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    # ----------------------------------------------------------------------------- hooks
+    def forward(self, module: nn.Module, batch: dict) -> torch.Tensor:
+        return module(batch["image"])
+
+    def compute_loss(self, stage: Stage, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
+        return stage.loss(outputs, batch[stage.target_key])
+
+    # ----------------------------------------------------------------------------- data
+    def _loader(self, data: Dataset, *, train: bool) -> tuple[DataLoader, torch.Generator | None]:
+        generator = torch.Generator() if train else None
+        sampler = RandomSampler(data, generator=generator) if train else SequentialSampler(data)
+        batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        loader = DataLoader(
+            data, batch_size=batch, sampler=sampler, num_workers=self.cfg.num_workers,
+            drop_last=train and len(data) > batch, pin_memory=self.fabric.device.type == "cuda",
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+        return self.fabric.setup_dataloaders(loader, use_distributed_sampler=train), generator
+
+    def _seed_epoch(self, loader: DataLoader, generator: torch.Generator | None, epoch: int) -> None:
+        # Order depends on (seed, epoch) only, so a resumed run sees the same batches.
+        if generator is not None:
+            generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+
+    # ----------------------------------------------------------------------------- stages
+    def _prepare_stage(self, stage: Stage) -> list[nn.Parameter]:
+        params = []
+        for name, p in self.model.named_parameters():
+            train = (stage.trainable is None or _matches(name, stage.trainable)) and not _matches(name, stage.frozen)
+            p.requires_grad_(train)
+            if train:
+                params.append(p)
+        if not params:
+            raise ValueError(f"stage '{stage.name}' trains no parameter (trainable={stage.trainable}, frozen={stage.frozen})")
+        return params
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        # A frozen part keeps its BatchNorm statistics: otherwise "frozen" would still drift.
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                own = list(module.parameters(recurse=False))
+                if own and not any(p.requires_grad for p in own):
+                    module.eval()
+
+    def _optimizer(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+
+    def _monitor(self, stage: Stage) -> tuple[str, bool]:
+        key = stage.monitor or self.cfg.monitor or self.task.default_monitor
+        return key, not key.endswith("loss")
+
+    # ----------------------------------------------------------------------------- fit
+    def fit(self, stages: Sequence[Stage], train_data: Dataset, val_data: Dataset, *, resume: bool = False) -> list[dict]:
+        """Run ``stages`` in order; with ``resume`` continue from ``run_dir/checkpoints/last.pt``.
+
+        Returns:
+            The rows of ``history.csv``.
+        """
+        if resume and self.run_dir is None:
+            raise ValueError("resume needs a run_dir")
+        fabric = self.fabric
+        history = HistoryLog(self.run_dir / "history.csv" if self.run_dir else None)
+        start_stage, start_epoch, global_epoch, best, state = 0, 0, 0, None, None
+        if resume:
+            state = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+            self.model.load_state_dict(state["model"])
+            start_stage, start_epoch = state["stage_index"], state["stage_epoch"]
+            global_epoch, best = state["epoch"], state["best"]
+            history.truncate(global_epoch)
+            log.info("resuming %s at stage '%s' epoch %d", self.run_dir, stages[start_stage].name, start_epoch)
+            if start_epoch >= stages[start_stage].epochs:
+                start_stage, start_epoch, state = start_stage + 1, 0, None
+                best = None
+        train_loader, generator = self._loader(train_data, train=True)
+        val_loader, _ = self._loader(val_data, train=False)
+
+        for si in range(start_stage, len(stages)):
+            stage = stages[si]
+            params = self._prepare_stage(stage)
+            module = fabric.setup_module(self.model)
+            optimizer = fabric.setup_optimizers(self._optimizer(params, stage.lr or self.cfg.lr))
+            steps = max(1, len(train_loader)) * stage.epochs
+            scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=self.cfg.lr_min)
+                         if self.cfg.scheduler == "cosine" else None)
+            monitor, maximise = self._monitor(stage)
+            if state is not None:
+                optimizer.load_state_dict(state["optimizer"])
+                if scheduler is not None and state.get("scheduler") is not None:
+                    scheduler.load_state_dict(state["scheduler"])
+                set_rng_state(state["rng"])
+                state = None
+            for epoch in range(start_epoch, stage.epochs):
+                self._seed_epoch(train_loader, generator, global_epoch)
+                t0 = time.perf_counter()
+                train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, global_epoch)
+                scores = self.evaluate(val_loader, stage=stage, module=module)
+                global_epoch += 1
+                value = scores.get(monitor)
+                if value is None:
+                    raise ValueError(f"monitor '{monitor}' is not a validation score (have: {', '.join(sorted(scores))})")
+                improved = best is None or best["stage"] != si or (
+                    value > best["value"] if maximise else value < best["value"])
+                if improved:
+                    best = {"value": float(value), "epoch": global_epoch, "stage": si}
+                ckpt = {
+                    "format": 1, "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "stage_index": si, "stage_name": stage.name, "stage_epoch": epoch + 1, "epoch": global_epoch,
+                    "best": best, "rng": rng_state(), "scores": _scalars(scores), "meta": self.meta,
+                }
+                row = {"epoch": global_epoch, "stage": stage.name, "stage_epoch": epoch + 1,
+                       "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                       **{f"val_{k}": v for k, v in _scalars(scores).items()},
+                       "seconds": round(time.perf_counter() - t0, 3)}
+                if fabric.is_global_zero:
+                    if self.run_dir is not None:
+                        ckpt_dir = self.run_dir / "checkpoints"
+                        if improved:
+                            save_checkpoint(ckpt_dir / "best.pt", ckpt)
+                        save_checkpoint(ckpt_dir / "last.pt", ckpt)
+                    history.append(row)
+                fabric.barrier()
+                log.info("%s epoch %d/%d  loss %.4f  val %s %.4f%s", stage.name, epoch + 1, stage.epochs,
+                         train_loss, monitor, value, "  (best)" if improved else "")
+            start_epoch = 0
+        return history.rows
+
+    def _train_epoch(self, module, optimizer, scheduler, loader, stage: Stage, epoch: int, global_epoch: int) -> float:
+        self._train_mode()
+        total = torch.zeros((), device=self.fabric.device)
+        refresh = max(1, len(loader) // 20)
+        bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
+                   disable=not (self.cfg.progress and self.fabric.is_global_zero), dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            with self.fabric.autocast():
+                outputs = self.forward(module, batch)
+            loss = self.compute_loss(stage, outputs, batch)
+            self.fabric.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.detach()
+            if (step + 1) % refresh == 0 or step + 1 == len(loader):
+                running = total.item() / (step + 1)  # one sync every few steps, not every step
+                if not math.isfinite(running):
+                    raise TrainingError(
+                        f"loss became {running} in stage '{stage.name}' epoch {epoch + 1} by step {step + 1}; "
+                        "stopped, the last good checkpoint is kept")
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        steps = torch.tensor(float(max(1, len(loader))), device=self.fabric.device)
+        return float(self.fabric.all_reduce(total / steps, reduce_op="mean"))
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader | Dataset, *, stage: Stage | None = None, module: nn.Module | None = None) -> dict:
+        """Scores of the model on ``loader`` (a DataLoader or a Dataset); adds ``loss`` with a stage."""
+        if isinstance(loader, Dataset):
+            loader, _ = self._loader(loader, train=False)
+        module = module if module is not None else self.fabric.setup_module(self.model)
+        self.model.eval()
+        state = self.task.new_state()
+        loss_sum = torch.zeros((), device=self.fabric.device)
+        for batch in loader:
+            with self.fabric.autocast():
+                outputs = self.forward(module, batch)
+            if stage is not None:
+                loss_sum += self.compute_loss(stage, outputs, batch).detach()
+            self.task.update(state, self.task.predict(outputs), batch)
+        scores = self.task.scores(self._sync(state))
+        if stage is not None:
+            scores["loss"] = float(self.fabric.all_reduce(loss_sum / max(1, len(loader)), reduce_op="mean"))
+        return scores
+
+    def _sync(self, state: dict) -> dict:
+        if self.fabric.world_size == 1:
+            return state
+        out = {}
+        for key, value in state.items():
+            if isinstance(value, list):  # per-sample statistics: gather
+                local = torch.cat(value).to(self.fabric.device)
+                out[key] = [self.fabric.all_gather(local).flatten(0, 1).cpu()]
+            elif isinstance(value, torch.Tensor):  # counts: sum
+                out[key] = self.fabric.all_reduce(value.to(self.fabric.device), reduce_op="sum").cpu()
+            else:
+                out[key] = value
+        return out
+
+    @torch.no_grad()
+    def predict(self, data: Dataset):
+        """Yield ``(indices, probabilities, labels)`` per batch, on the CPU."""
+        loader, _ = self._loader(data, train=False)
+        module = self.fabric.setup_module(self.model)
+        self.model.eval()
+        for batch in loader:
+            with self.fabric.autocast():
+                logits = self.forward(module, batch)
+            yield batch["index"].cpu(), self.task.probabilities(logits).cpu(), self.task.predict(logits).cpu()
+
+
+def _scalars(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if isinstance(v, (int, float))}

@@ -1,0 +1,170 @@
+"""Training, evaluation and prediction from a config: the Python API behind the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning_fabric.utilities.seed import seed_everything
+from torch import nn
+
+import medbalance
+from medbalance.config import RunConfig, dump_config, load_config, parse_config, read_yaml
+from medbalance.data.build import build_splits
+from medbalance.data.datasets import ArrayDataset
+from medbalance.data.io import write_mask
+from medbalance._atomic import atomic_write_text
+from medbalance.engine.checkpoint import CheckpointError, load_checkpoint
+from medbalance.engine.engine import Engine, Stage
+from medbalance.engine.rundir import create_run_dir
+from medbalance.engine.tasks import make_task
+from medbalance.losses import build_loss
+from medbalance.nets import build_net
+from medbalance.report import preview_strip, write_report
+
+__all__ = ["RunResult", "train", "load_run", "evaluate_run", "write_predictions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+
+
+@dataclass
+class LoadedRun:
+    cfg: RunConfig
+    model: nn.Module
+    task: object
+    meta: dict
+
+
+def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Module:
+    kwargs = dict(cfg.model.model_extra or {})
+    for key, value in (("in_channels", in_channels), ("num_classes", out_channels)):
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(f"model.{key} is {kwargs[key]} but the data needs {value}")
+        kwargs[key] = value
+    return build_net(cfg.model.name, **kwargs)
+
+
+def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str | Path | None = None,
+          progress: bool | None = None) -> RunResult:
+    """Train one run and write its folder (config, checkpoints, history, metrics, predictions, report).
+
+    Args:
+        cfg: the resolved config (ignored with ``resume``: the run folder's own config is used).
+        out: parent folder; the run gets a new timestamped sub-folder, never an existing one.
+        resume: an interrupted run folder to continue.
+        progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        cfg = cfg or RunConfig()
+        run_dir = create_run_dir(out, cfg.name)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    if progress is not None:
+        cfg = cfg.model_copy(update={"progress": progress})
+    splits = build_splits(cfg)
+    if resume is None:
+        atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))
+    task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold)
+    seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
+    model = _build_model(cfg, splits.train.in_channels, task.out_channels)
+    meta = {"medbalance": medbalance.__version__, "task": cfg.task, "num_classes": task.num_classes,
+            "in_channels": splits.train.in_channels, "out_channels": task.out_channels,
+            "class_names": list(splits.train.class_names), "model": cfg.model.name}
+    engine = Engine(model, task, cfg, run_dir=run_dir, meta=meta)
+    stages = [Stage("train", cfg.epochs, build_loss(cfg.loss))]
+    history = engine.fit(stages, splits.train, splits.val, resume=resume is not None)
+
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    model.load_state_dict(best["model"])
+    metrics = {"best_epoch": best["epoch"], "epochs": len(history), "monitor": engine._monitor(stages[-1])[0],
+               "val": engine.evaluate(splits.val)}
+    eval_set = splits.test if splits.test is not None else splits.val
+    if splits.test is not None:
+        metrics["test"] = engine.evaluate(splits.test)
+    metrics["class_names"] = list(splits.train.class_names)
+    if engine.fabric.is_global_zero:
+        previews = write_predictions(engine, eval_set, run_dir / "predictions")
+        write_report(run_dir, metrics, previews)
+        # metrics.json last: its presence marks a finished run.
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    return RunResult(run_dir, metrics)
+
+
+def write_predictions(engine: Engine, data: ArrayDataset, folder: Path, *, num_previews: int = 8) -> list:
+    """Masks as PNG (binary 0/255, multi-class indices) or ``predictions.csv`` for classification.
+
+    Returns:
+        Up to ``num_previews`` ``(name, image | truth | prediction strip)`` pairs for the report.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    task = engine.task
+    rows, previews = [], []
+    for indices, probs, labels in engine.predict(data):
+        for i, p, y in zip(indices.tolist(), probs, labels):
+            name = data.names[i]
+            if task.name == "segmentation":
+                write_mask(folder / f"{Path(name).name}.png", y.numpy(), binary=task.out_channels == 1)
+                if len(previews) < num_previews:
+                    previews.append((name, preview_strip(data.images[i], data.target[i], y.numpy())))
+            else:
+                rows.append(f"{name},{int(data.target[i])},{int(y)}," + ",".join(f"{v:.6f}" for v in p.tolist()))
+    if rows:
+        header = "name,target,prediction," + ",".join(f"p_{c}" for c in data.class_names)
+        atomic_write_text(folder / "predictions.csv", "\n".join([header, *rows]) + "\n")
+    return previews
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
+    """Rebuild a trained model from a run folder's ``config.yaml`` and checkpoint.
+
+    Raises:
+        CheckpointError: missing run folder/checkpoint, or one that does not fit the model.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"'{run_dir}' is not a run folder (no config.yaml)")
+    cfg = parse_config(read_yaml(run_dir / "config.yaml"), source=f"{run_dir.name}/config.yaml")
+    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
+    meta = state.get("meta") or {}
+    try:
+        task = make_task(meta["task"], meta["num_classes"], threshold=cfg.threshold)
+        model = _build_model(cfg, meta["in_channels"], meta["out_channels"])
+        model.load_state_dict(state["model"])
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint in '{run_dir}' lacks metadata {exc}") from None
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise CheckpointError(f"checkpoint in '{run_dir}' does not fit model '{cfg.model.name}': {first}") from None
+    model.eval()
+    return LoadedRun(cfg, model, task, meta)
+
+
+def evaluate_run(run_dir: str | Path, data: ArrayDataset) -> dict:
+    """Scores of a trained run on ``data``."""
+    run = load_run(run_dir)
+    if data.num_classes > run.task.num_classes:
+        raise ValueError(f"the data has labels up to {data.num_classes - 1} but the run was trained with "
+                         f"{run.task.num_classes} classes")
+    if data.in_channels != run.meta["in_channels"]:
+        raise ValueError(f"the data has {data.in_channels} image channels but the run expects {run.meta['in_channels']}")
+    engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1}))
+    return engine.evaluate(data)
+
+
+def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels for ``(N, C_in, H, W)`` images (eval mode, no autograd)."""
+    with torch.inference_mode():
+        logits = run.model(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
+        return run.task.probabilities(logits).numpy(), run.task.predict(logits).numpy()

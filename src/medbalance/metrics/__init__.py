@@ -1,0 +1,12 @@
+"""Metrics from one confusion matrix: segmentation (Dice, IoU, precision, recall) and
+classification (accuracy, macro precision / recall / F1).
+
+See :mod:`medbalance.metrics.functional` for the definitions, including the empty-mask case.
+"""
+
+from __future__ import annotations
+
+from medbalance.metrics.confusion import ConfusionMatrix
+from medbalance.metrics.functional import classification_scores, confusion_matrix, segmentation_scores
+
+__all__ = ["ConfusionMatrix", "classification_scores", "confusion_matrix", "segmentation_scores"]

@@ -1,0 +1,46 @@
+"""Networks: segmentation (U-Net family) and long-tail classification (CIFAR ResNet).
+
+All backbones are written here (no torchvision / timm). Build by name with
+:func:`build_net`; :data:`NETS` is the registry it reads.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+from medbalance.nets.resnet import ResNet32
+from medbalance.nets.unet import UNet
+
+__all__ = ["NETS", "ResNet32", "UNet", "build_net"]
+
+#: Registry of network names accepted by :func:`build_net` (lower case).
+NETS: dict[str, type[nn.Module]] = {
+    "unet": UNet,
+    "resnet32": ResNet32,
+}
+
+
+def build_net(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate the network registered under ``name`` in :data:`NETS`.
+
+    Args:
+        name: registry key, case-insensitive (e.g. ``"unet"``).
+        **kwargs: passed to the network's constructor.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones and the closest match.
+
+    Example:
+        >>> build_net("unet", in_channels=1, num_classes=2, base_channels=8).num_classes
+        2
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in NETS:
+        known = ", ".join(sorted(NETS))
+        close = difflib.get_close_matches(str(key), NETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown network {name!r}{hint} (known: {known})")
+    return NETS[key](**kwargs)

@@ -1,0 +1,168 @@
+"""The training engine: exact resume, stages with frozen parts, checkpoints, NaN handling."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medbalance.config import parse_config
+from medbalance.data.datasets import ArrayDataset
+from medbalance.engine import Engine, SegmentationTask, Stage, TrainingError, load_checkpoint
+from medbalance.losses import build_loss
+from medbalance.nets import UNet
+
+
+def _data(n: int, seed: int) -> ArrayDataset:
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 1, 16, 16), dtype=np.float32)
+    target = (images[:, 0] > 0.6).astype(np.int64)  # learnable: bright pixels are foreground
+    return ArrayDataset(images, target, num_classes=2)
+
+
+def _cfg(**kw):
+    return parse_config({"epochs": 3, "batch_size": 4, "lr": 1e-2, "progress": False, "seed": 7, **kw})
+
+
+def _engine(run_dir, cfg, model=None):
+    torch.manual_seed(123)
+    model = model or UNet(1, 1, base_channels=4, depth=2)
+    return Engine(model, SegmentationTask(2), cfg, run_dir=run_dir)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupting_loss(loss, calls_before_interrupt):
+    count = {"n": 0}
+
+    def fn(outputs, target):
+        count["n"] += 1
+        if count["n"] > calls_before_interrupt:
+            raise _Interrupt
+        return loss(outputs, target)
+
+    return fn
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    cfg = _cfg()
+    train, val = _data(20, 0), _data(8, 1)
+    loss = build_loss("dice_ce")
+    (tmp_path / "a" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    full = _engine(tmp_path / "a", cfg)
+    full.fit([Stage("train", 3, loss)], train, val)
+
+    # Interrupt run b in the middle of epoch 2 (5 train batches + 2 val batches per epoch).
+    interrupted = _engine(tmp_path / "b", cfg)
+    with pytest.raises(_Interrupt):
+        interrupted.fit([Stage("train", 3, _interrupting_loss(loss, 7 + 3))], train, val)
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 1
+
+    torch.manual_seed(999)  # a fresh process would start from other weights and RNG state
+    resumed = Engine(UNet(1, 1, base_channels=4, depth=2), SegmentationTask(2), cfg, run_dir=tmp_path / "b")
+    rows = resumed.fit([Stage("train", 3, loss)], train, val, resume=True)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    a = full.model.state_dict()
+    b = resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(tmp_path / "a" / "history.csv") as fa, open(tmp_path / "b" / "history.csv") as fb:
+        ra, rb = list(csv.DictReader(fa)), list(csv.DictReader(fb))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(ra) == strip(rb)
+
+
+class _TwoPart(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.b = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_stages_freeze_parameters_and_batchnorm_statistics(tmp_path):
+    cfg = _cfg()
+    train, val = _data(12, 0), _data(4, 1)
+    (tmp_path / "checkpoints").mkdir()
+    engine = _engine(tmp_path, cfg, model=_TwoPart())
+    loss = build_loss("ce")
+    engine.fit([Stage("a_only", 1, loss, trainable=("a",))], train, val)
+    a_after_1 = {k: v.clone() for k, v in engine.model.a.state_dict().items()}
+    b_after_1 = engine.model.b.weight.detach().clone()
+    engine.fit([Stage("a_only", 1, loss, trainable=("a",)), Stage("b_only", 2, loss, frozen=("a",))],
+               train, val, resume=True)
+    for key, value in engine.model.a.state_dict().items():  # weights and running stats alike
+        assert torch.equal(value, a_after_1[key]), key
+    assert not torch.equal(engine.model.b.weight, b_after_1)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["stage_name"] == "b_only" and state["epoch"] == 3
+    with pytest.raises(ValueError, match="trains no parameter"):
+        engine.fit([Stage("nothing", 1, loss, trainable=("c",))], train, val)
+
+
+def test_checkpoint_contents_and_best_selection(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    engine = _engine(tmp_path, _cfg())
+    rows = engine.fit([Stage("train", 3, build_loss("dice_ce"))], _data(12, 0), _data(4, 1))
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert {"model", "optimizer", "scheduler", "rng", "epoch", "best"} <= set(last)
+    dice = [float(r["val_mean_dice_fg"]) for r in rows]
+    assert best["epoch"] == int(np.argmax(dice)) + 1 == last["best"]["epoch"]
+    assert not list(tmp_path.glob("checkpoints/.*tmp*"))  # no temporary file left behind
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    engine = _engine(tmp_path, _cfg())
+    loss = build_loss("ce")
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(outputs, target):
+        calls["n"] += 1
+        value = loss(outputs, target)
+        return value * float("nan") if calls["n"] > 4 else value  # 3 train + 1 val batch per epoch
+
+    with pytest.raises(TrainingError, match=r"stage 'train' epoch 2"):
+        engine.fit([Stage("train", 3, nan_in_epoch_2)], _data(12, 0), _data(4, 1))
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_cosine_schedule_matches_the_formula(tmp_path):
+    cfg = _cfg(lr=0.01, lr_min=0.001, epochs=2)
+    engine = _engine(None, cfg)
+    lrs = []
+    loss = build_loss("ce")
+
+    def spy(outputs, target):
+        if torch.is_grad_enabled():
+            lrs.append(engine_opt_lr())
+        return loss(outputs, target)
+
+    holder = {}
+    orig = engine._optimizer
+
+    def capture(params, lr):
+        holder["opt"] = orig(params, lr)
+        return holder["opt"]
+
+    engine._optimizer = capture
+    engine_opt_lr = lambda: holder["opt"].param_groups[0]["lr"]  # noqa: E731
+    engine.fit([Stage("train", 2, spy)], _data(12, 0), _data(4, 1))
+    total = 6  # 3 steps x 2 epochs
+    expected = [0.001 + (0.01 - 0.001) * (1 + np.cos(np.pi * t / total)) / 2 for t in range(total)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    engine = _engine(None, _cfg(precision="bf16-mixed", epochs=1))
+    rows = engine.fit([Stage("train", 1, build_loss("dice_ce"))], _data(8, 0), _data(4, 1))
+    assert np.isfinite(float(rows[0]["train_loss"]))
