@@ -8,9 +8,12 @@ Workloads (2D, one input channel, two classes):
 All three networks use BatchNorm and ReLU so that the comparison is about architecture and
 implementation, not about configuration (MONAI's defaults are instance norm with PReLU /
 LeakyReLU). ``monai.networks.nets.UNet`` gets ``channels=(b, 2b, 4b, 8b, 16b)``,
-``strides=(2, 2, 2, 2)`` and ``num_res_units=2``: two convolutions per level like the
-classic double conv (and the setting of MONAI's tutorials); with the default 0 every level
-is a single strided conv, a much smaller network. ``BasicUNet`` is MONAI's classic U-Net;
+``strides=(2, 2, 2, 2)`` and ``num_res_units=2`` (the spleen-segmentation tutorial's
+setting): two convolutions per encoder level like the classic double conv, where the
+default 0 gives a single strided conv per level. It is a different design all the same:
+the first conv already has stride 2 (nothing but the output layers runs at full
+resolution), the 16b level stays at the 8b level's size and the decoder has one conv per
+level, so it needs about a quarter of the FLOPs. ``BasicUNet`` is MONAI's classic U-Net;
 ``features=(b, 2b, 4b, 8b, 16b, b)`` matches ours except that its last up step keeps
 ``2b`` channels after the transposed conv (ours halves to ``b``).
 """

@@ -140,10 +140,11 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip() == "error: unknown key 'lr_rate' in config.yaml (did you mean 'lr'?)"
     assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()
     for argv, message in (
         (["train", str(tmp_path / "nope.yaml")], "does not exist"),
         (["train", "--resume", str(tmp_path)], "no checkpoints/last.pt"),
-        (["predict", str(tmp_path), "--input", "x", "--out", "y"], "not a run folder"),
+        (["predict", str(tmp_path / "runs"), "--input", "x", "--out", "y"], "not a run folder"),
         (["train", "demo", "--set", "epochs=zero"], "'epochs'"),
         (["frobnicate"], "invalid choice"),
     ):

@@ -17,6 +17,8 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medbalance.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "RunConfig",
@@ -27,10 +29,6 @@ __all__ = [
     "apply_overrides",
     "dump_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message is one line meant for the user."""
 
 
 class _Strict(BaseModel):

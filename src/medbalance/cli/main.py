@@ -8,24 +8,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from medbalance import __version__
 from medbalance._atomic import atomic_write_text
-from medbalance.config import ConfigError, load_config
-from medbalance.data.io import DataError, IMAGE_SUFFIXES, list_images, read_image, write_mask
-from medbalance.engine.checkpoint import CheckpointError
-from medbalance.engine.engine import TrainingError
-from medbalance.engine.rundir import RunDirError
+from medbalance.config import load_config
+from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
 log = logging.getLogger("medbalance")
 
-_USER_ERRORS = (ConfigError, DataError, CheckpointError, RunDirError, TrainingError, ValueError, FileNotFoundError)
 BUILTIN_CONFIGS = ("demo", "intraclass", "nuclei", "longtail")
 
 
@@ -45,6 +40,8 @@ def _config_path(name: str) -> Path:
 
 
 def _print_summary(result) -> None:
+    if not result.is_global_zero:
+        return
     metrics = result.metrics
     split = "test" if "test" in metrics else "val"
     scores = metrics[split]
@@ -55,30 +52,33 @@ def _print_summary(result) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    cfg = load_config(_config_path("demo"), args.set)
     from medbalance.engine import train
 
-    cfg = load_config(_config_path("demo"), args.set)
     log.info("demo: U-Net on intra-class phantoms (%d train images of %dpx, %d epochs)",
              cfg.data.n_train, cfg.data.size, cfg.epochs)
     _print_summary(train(cfg, out=args.out, progress=False if args.quiet else None))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from medbalance.engine import train
-
     if args.resume:
         if args.set or args.config:
             raise ConfigError("--resume continues a run with its own config.yaml; drop CONFIG and --set")
         if not Path(args.resume, "checkpoints", "last.pt").is_file():
             raise CheckpointError(f"'{args.resume}' has no checkpoints/last.pt to resume from")
-        _print_summary(train(resume=args.resume, progress=False if args.quiet else None))
-        return
-    if not args.config:
+        cfg = None
+    elif args.config:
+        cfg = load_config(_config_path(args.config), args.set)
+    else:
         raise ConfigError("train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR")
-    _print_summary(train(load_config(_config_path(args.config), args.set), out=args.out, progress=False if args.quiet else None))
+    from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good
+
+    _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
 
 
 def _input_files(path: Path) -> list[Path]:
+    from medbalance.data.io import IMAGE_SUFFIXES, list_images
+
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -90,6 +90,7 @@ def _input_files(path: Path) -> list[Path]:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from medbalance.data.io import read_image, write_mask
     from medbalance.engine.run import load_run, predict_arrays
 
     run = load_run(args.run_dir)
@@ -136,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     folder.mkdir(exist_ok=True)
     path = folder / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}.json"
     atomic_write_text(path, json.dumps({"data": str(source), "split": split, "scores": scores}, indent=1))
-    scalars = {k: v for k, v in scores.items() if isinstance(v, float) and np.isfinite(v)}
+    scalars = {k: v for k, v in scores.items() if isinstance(v, float) and math.isfinite(v)}
     for key, value in scalars.items():
         print(f"{key:>20s}  {value:.4f}")
     print(f"scores written to {path}")
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         args.func(args)
-    except _USER_ERRORS as exc:
+    except USER_ERRORS as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
         return 2
     except KeyboardInterrupt:

@@ -7,13 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medbalance.errors import DataError
+
 __all__ = ["IMAGE_SUFFIXES", "DataError", "read_image", "read_mask", "write_mask", "list_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".npy")
-
-
-class DataError(ValueError):
-    """A data file or folder that cannot be used; the message is one line for the user."""
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -10,12 +10,9 @@ import numpy as np
 import torch
 
 from medbalance._atomic import replace_atomically
+from medbalance.errors import CheckpointError
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or does not fit the model."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

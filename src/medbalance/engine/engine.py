@@ -33,16 +33,13 @@ from tqdm.auto import tqdm
 from medbalance.config import RunConfig
 from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medbalance.engine.rundir import HistoryLog
+from medbalance.errors import TrainingError
 
 __all__ = ["Stage", "Engine", "TrainingError", "make_fabric"]
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,11 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     """Fabric from the config's device / precision / devices / num_nodes / strategy."""
     accelerator = "cuda" if cfg.device == "gpu" else cfg.device
     precision = "32-true" if cfg.precision == "32" else cfg.precision
-    return Fabric(accelerator=accelerator, precision=precision, devices=cfg.devices,
-                  num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+    fabric = Fabric(accelerator=accelerator, precision=precision, devices=cfg.devices,
+                    num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+    # Several devices on one machine: Fabric re-launches this command once per extra process.
+    fabric.launch()
+    return fabric
 
 
 def _matches(name: str, prefixes: Sequence[str]) -> bool:
@@ -210,7 +210,7 @@ class Engine:
                 self._seed_epoch(train_loader, generator, global_epoch)
                 t0 = time.perf_counter()
                 train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, global_epoch)
-                scores = self.evaluate(val_loader, stage=stage, module=module)
+                scores = self.evaluate(val_loader, stage=stage)
                 global_epoch += 1
                 value = scores.get(monitor)
                 if value is None:
@@ -270,13 +270,20 @@ class Engine:
         return float(self.fabric.all_reduce(total / steps, reduce_op="mean"))
 
     # ----------------------------------------------------------------------------- evaluation
+    def _eval_module(self) -> nn.Module:
+        return self.model.to(self.fabric.device).eval()
+
     @torch.no_grad()
-    def evaluate(self, loader: DataLoader | Dataset, *, stage: Stage | None = None, module: nn.Module | None = None) -> dict:
-        """Scores of the model on ``loader`` (a DataLoader or a Dataset); adds ``loss`` with a stage."""
+    def evaluate(self, loader: DataLoader | Dataset, *, stage: Stage | None = None) -> dict:
+        """Scores of the model on ``loader`` (a DataLoader or a Dataset); adds ``loss`` with a stage.
+
+        Every process evaluates the whole set with the unwrapped model (no distributed sampler,
+        which would pad it with repeated samples, and no collective call), so the scores need no
+        gathering and are the same on every rank.
+        """
         if isinstance(loader, Dataset):
             loader, _ = self._loader(loader, train=False)
-        module = module if module is not None else self.fabric.setup_module(self.model)
-        self.model.eval()
+        module = self._eval_module()
         state = self.task.new_state()
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
@@ -285,31 +292,16 @@ class Engine:
             if stage is not None:
                 loss_sum += self.compute_loss(stage, outputs, batch).detach()
             self.task.update(state, self.task.predict(outputs), batch)
-        scores = self.task.scores(self._sync(state))
+        scores = self.task.scores(state)
         if stage is not None:
-            scores["loss"] = float(self.fabric.all_reduce(loss_sum / max(1, len(loader)), reduce_op="mean"))
+            scores["loss"] = float(loss_sum / max(1, len(loader)))
         return scores
-
-    def _sync(self, state: dict) -> dict:
-        if self.fabric.world_size == 1:
-            return state
-        out = {}
-        for key, value in state.items():
-            if isinstance(value, list):  # per-sample statistics: gather
-                local = torch.cat(value).to(self.fabric.device)
-                out[key] = [self.fabric.all_gather(local).flatten(0, 1).cpu()]
-            elif isinstance(value, torch.Tensor):  # counts: sum
-                out[key] = self.fabric.all_reduce(value.to(self.fabric.device), reduce_op="sum").cpu()
-            else:
-                out[key] = value
-        return out
 
     @torch.no_grad()
     def predict(self, data: Dataset):
         """Yield ``(indices, probabilities, labels)`` per batch, on the CPU."""
         loader, _ = self._loader(data, train=False)
-        module = self.fabric.setup_module(self.model)
-        self.model.eval()
+        module = self._eval_module()
         for batch in loader:
             with self.fabric.autocast():
                 logits = self.forward(module, batch)

@@ -18,10 +18,11 @@ from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
 from medbalance._atomic import atomic_write_text
-from medbalance.engine.checkpoint import CheckpointError, load_checkpoint
-from medbalance.engine.engine import Engine, Stage
+from medbalance.engine.checkpoint import load_checkpoint
+from medbalance.engine.engine import Engine, Stage, make_fabric
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
+from medbalance.errors import CheckpointError
 from medbalance.losses import build_loss
 from medbalance.nets import build_net
 from medbalance.report import preview_strip, write_report
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 class RunResult:
     run_dir: Path
     metrics: dict
+    is_global_zero: bool = True  # False in the extra processes of a multi-device run
 
 
 @dataclass
@@ -64,17 +66,19 @@ def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str
         resume: an interrupted run folder to continue.
         progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg = load_config(run_dir / "config.yaml")
-    else:
-        cfg = cfg or RunConfig()
-        run_dir = create_run_dir(out, cfg.name)
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
     if progress is not None:
         cfg = cfg.model_copy(update={"progress": progress})
+    fabric = make_fabric(cfg)
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        # One folder per run, chosen by rank 0 and shared with the other processes.
+        run_dir = create_run_dir(out, cfg.name) if fabric.is_global_zero else None
+        run_dir = Path(fabric.broadcast(str(run_dir), src=0))
     splits = build_splits(cfg)
-    if resume is None:
+    if resume is None and fabric.is_global_zero:
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))
     task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold)
     seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
@@ -82,7 +86,7 @@ def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str
     meta = {"medbalance": medbalance.__version__, "task": cfg.task, "num_classes": task.num_classes,
             "in_channels": splits.train.in_channels, "out_channels": task.out_channels,
             "class_names": list(splits.train.class_names), "model": cfg.model.name}
-    engine = Engine(model, task, cfg, run_dir=run_dir, meta=meta)
+    engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta)
     stages = [Stage("train", cfg.epochs, build_loss(cfg.loss))]
     history = engine.fit(stages, splits.train, splits.val, resume=resume is not None)
 
@@ -99,7 +103,7 @@ def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str
         write_report(run_dir, metrics, previews)
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
-    return RunResult(run_dir, metrics)
+    return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
 
 
 def write_predictions(engine: Engine, data: ArrayDataset, folder: Path, *, num_previews: int = 8) -> list:

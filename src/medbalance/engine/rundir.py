@@ -8,12 +8,9 @@ import time
 from pathlib import Path
 
 from medbalance._atomic import atomic_write_text
+from medbalance.errors import RunDirError
 
 __all__ = ["RunDirError", "create_run_dir", "HistoryLog"]
-
-
-class RunDirError(ValueError):
-    """The output folder cannot hold a new run."""
 
 
 def create_run_dir(parent: str | Path, name: str) -> Path:

@@ -1,0 +1,19 @@
+"""Shared fixtures: where the real public datasets are (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``$MEDBALANCE_DATA`` or ``../shared/data`` beside the checkout; skips the test when absent."""
+    root = Path(os.environ.get("MEDBALANCE_DATA", _DEFAULT_DATA))
+    if not root.is_dir():
+        pytest.skip(f"real datasets not found at {root} (set MEDBALANCE_DATA)")
+    return root
