@@ -122,7 +122,7 @@ def test_intraclass_minority_fraction_and_contrast() -> None:
 
     bg, majority, minority = mean_of(0), mean_of(1), mean_of(2)
     assert (majority - bg).mean() > 0.25  # the majority is clearly visible
-    # The dropout keeps only a small part of the contrast (minority_contrast=0.15, then blurred).
+    # The dropout keeps only a small part of the contrast (minority_contrast=0.1, then blurred).
     ratio = (minority - bg) / (majority - bg)
     assert np.median(ratio) < 0.35
     assert (ratio < 0.6).mean() > 0.95

@@ -177,17 +177,7 @@ class Engine:
             raise ValueError("resume needs a run_dir")
         fabric = self.fabric
         history = HistoryLog(self.run_dir / "history.csv" if self.run_dir else None)
-        start_stage, start_epoch, global_epoch, best, state = 0, 0, 0, None, None
-        if resume:
-            state = load_checkpoint(self.run_dir / "checkpoints" / "last.pt")
-            self.model.load_state_dict(state["model"])
-            start_stage, start_epoch = state["stage_index"], state["stage_epoch"]
-            global_epoch, best = state["epoch"], state["best"]
-            history.truncate(global_epoch)
-            log.info("resuming %s at stage '%s' epoch %d", self.run_dir, stages[start_stage].name, start_epoch)
-            if start_epoch >= stages[start_stage].epochs:
-                start_stage, start_epoch, state = start_stage + 1, 0, None
-                best = None
+        start_stage, start_epoch, global_epoch, best, state = self._restore(stages, history) if resume else (0, 0, 0, None, None)
         train_loader, generator = self._loader(train_data, train=True)
         val_loader, _ = self._loader(val_data, train=False)
 
@@ -200,49 +190,73 @@ class Engine:
             scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=self.cfg.lr_min)
                          if self.cfg.scheduler == "cosine" else None)
             monitor, maximise = self._monitor(stage)
-            if state is not None:
+            if state is not None:  # resuming inside this stage
                 optimizer.load_state_dict(state["optimizer"])
                 if scheduler is not None and state.get("scheduler") is not None:
                     scheduler.load_state_dict(state["scheduler"])
                 set_rng_state(state["rng"])
                 state = None
+            value = None
             for epoch in range(start_epoch, stage.epochs):
                 self._seed_epoch(train_loader, generator, global_epoch)
                 t0 = time.perf_counter()
-                train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, global_epoch)
+                shown = {} if value is None else {monitor: f"{value:.4f}"}  # last epoch's validation score
+                train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, shown)
                 scores = self.evaluate(val_loader, stage=stage)
                 global_epoch += 1
-                value = scores.get(monitor)
-                if value is None:
+                if monitor not in scores:
                     raise ValueError(f"monitor '{monitor}' is not a validation score (have: {', '.join(sorted(scores))})")
+                value = scores[monitor]
                 improved = best is None or best["stage"] != si or (
                     value > best["value"] if maximise else value < best["value"])
                 if improved:
                     best = {"value": float(value), "epoch": global_epoch, "stage": si}
+                row = {"epoch": global_epoch, "stage": stage.name, "stage_epoch": epoch + 1,
+                       "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                       **{f"val_{k}": v for k, v in _scalars(scores).items()},
+                       "seconds": round(time.perf_counter() - t0, 3)}
                 ckpt = {
                     "format": 1, "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "stage_index": si, "stage_name": stage.name, "stage_epoch": epoch + 1, "epoch": global_epoch,
                     "best": best, "rng": rng_state(), "scores": _scalars(scores), "meta": self.meta,
                 }
-                row = {"epoch": global_epoch, "stage": stage.name, "stage_epoch": epoch + 1,
-                       "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-                       **{f"val_{k}": v for k, v in _scalars(scores).items()},
-                       "seconds": round(time.perf_counter() - t0, 3)}
-                if fabric.is_global_zero:
-                    if self.run_dir is not None:
-                        ckpt_dir = self.run_dir / "checkpoints"
-                        if improved:
-                            save_checkpoint(ckpt_dir / "best.pt", ckpt)
-                        save_checkpoint(ckpt_dir / "last.pt", ckpt)
-                    history.append(row)
-                fabric.barrier()
+                self._end_epoch(ckpt, row, history, improved=improved)
                 log.info("%s epoch %d/%d  loss %.4f  val %s %.4f%s", stage.name, epoch + 1, stage.epochs,
                          train_loss, monitor, value, "  (best)" if improved else "")
             start_epoch = 0
         return history.rows
 
-    def _train_epoch(self, module, optimizer, scheduler, loader, stage: Stage, epoch: int, global_epoch: int) -> float:
+    def _restore(self, stages: Sequence[Stage], history: HistoryLog) -> tuple[int, int, int, dict | None, dict | None]:
+        """Load ``last.pt``: weights now, optimiser/scheduler/RNG once its stage is set up."""
+        ckpt_dir = self.run_dir / "checkpoints"
+        for stale in ckpt_dir.glob(".*.tmp-*"):  # a write the kill cut short
+            stale.unlink()
+        state = load_checkpoint(ckpt_dir / "last.pt")
+        self.model.load_state_dict(state["model"])
+        stage, epoch, global_epoch, best = state["stage_index"], state["stage_epoch"], state["epoch"], state["best"]
+        history.truncate(global_epoch)
+        log.info("resuming %s at stage '%s' epoch %d", self.run_dir, stages[stage].name, epoch)
+        if epoch >= stages[stage].epochs:  # the checkpoint closed its stage: start the next one afresh
+            return stage + 1, 0, global_epoch, None, None
+        return stage, epoch, global_epoch, best, state
+
+    def _end_epoch(self, ckpt: dict, row: dict, history: HistoryLog, *, improved: bool) -> None:
+        """History row first, then checkpoints, ``last.pt`` last.
+
+        A kill anywhere in between leaves ``last.pt`` at the previous epoch; resuming truncates
+        the history to it and replays this epoch, which gives the same row and checkpoints.
+        """
+        if self.fabric.is_global_zero:
+            history.append(row)
+            if self.run_dir is not None:
+                ckpt_dir = self.run_dir / "checkpoints"
+                if improved:
+                    save_checkpoint(ckpt_dir / "best.pt", ckpt)
+                save_checkpoint(ckpt_dir / "last.pt", ckpt)
+        self.fabric.barrier()
+
+    def _train_epoch(self, module, optimizer, scheduler, loader, stage: Stage, epoch: int, shown: dict) -> float:
         self._train_mode()
         total = torch.zeros((), device=self.fabric.device)
         refresh = max(1, len(loader) // 20)
@@ -264,7 +278,7 @@ class Engine:
                     raise TrainingError(
                         f"loss became {running} in stage '{stage.name}' epoch {epoch + 1} by step {step + 1}; "
                         "stopped, the last good checkpoint is kept")
-                bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", **shown)
         bar.close()
         steps = torch.tensor(float(max(1, len(loader))), device=self.fabric.device)
         return float(self.fabric.all_reduce(total / steps, reduce_op="mean"))
