@@ -35,8 +35,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class IntraclassPhantomData(_Strict):
-    kind: Literal["intraclass_phantom"] = "intraclass_phantom"
+class _SegmentationPhantoms(_Strict):
     size: int = Field(96, ge=16)
     n_train: int = Field(160, ge=1)
     n_val: int = Field(32, ge=1)
@@ -44,13 +43,17 @@ class IntraclassPhantomData(_Strict):
     seed: int = 0
 
 
-class NucleiPhantomData(_Strict):
+class IntraclassPhantomData(_SegmentationPhantoms):
+    """Binary target with a faded minority sub-region (SPEC 8a)."""
+
+    kind: Literal["intraclass_phantom"] = "intraclass_phantom"
+
+
+class NucleiPhantomData(_SegmentationPhantoms):
+    """Seven-class nuclei with CoNIC class fractions (SPEC 8b)."""
+
     kind: Literal["nuclei_phantom"] = "nuclei_phantom"
     size: int = Field(128, ge=16)
-    n_train: int = Field(160, ge=1)
-    n_val: int = Field(32, ge=1)
-    n_test: int = Field(32, ge=0)
-    seed: int = 0
 
 
 class LongtailPhantomData(_Strict):
