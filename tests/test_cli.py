@@ -158,3 +158,23 @@ def test_help_for_every_command():
     for cmd in ([], ["demo"], ["train"], ["predict"], ["evaluate"]):
         res = _cli(*cmd, "--help")
         assert res.returncode == 0 and "usage: medbalance" in res.stdout
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), *TINY_SEG]) == 0
+    run = _only_run(tmp_path)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("base_channels: 4", "base_channels: 8"))
+    assert main(["predict", str(run), "--input", str(tmp_path), "--out", str(tmp_path / "pred")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint in") and "does not fit model 'unet'" in err
+    assert not (tmp_path / "pred").exists()
+
+
+def test_two_cpu_processes_train_through_fabric_ddp(tmp_path):
+    res = _cli("train", "intraclass", *TINY_SEG[2:], "--set", "devices=2", "--set", "device=cpu",
+               "--set", "epochs=1", "--out", str(tmp_path), "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = _only_run(tmp_path)  # one folder, shared by both processes
+    assert (run / "metrics.json").is_file() and len((run / "history.csv").read_text().splitlines()) == 2
+    assert res.stdout.count("run folder:") == 1

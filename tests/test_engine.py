@@ -166,3 +166,29 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     engine = _engine(None, _cfg(precision="bf16-mixed", epochs=1))
     rows = engine.fit([Stage("train", 1, build_loss("dice_ce"))], _data(8, 0), _data(4, 1))
     assert np.isfinite(float(rows[0]["train_loss"]))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_checkpoints_load_with_weights_only_so_a_crafted_pickle_cannot_run_code(tmp_path):
+    import pickle
+
+    from medbalance.errors import CheckpointError
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": Exploit()}))
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"model": {"w": torch.ones(3)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -38,11 +38,16 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     return (np.moveaxis(img, 0, -1) * 255).astype(np.uint8)
 
 
-def preview_strip(image: np.ndarray, target: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Image | ground truth | prediction side by side, label maps colour-coded."""
+def preview_strip(image: np.ndarray, target: np.ndarray, pred: np.ndarray, *, min_height: int = 160) -> np.ndarray:
+    """Image | ground truth | prediction side by side, label maps colour-coded.
+
+    Small images are enlarged by an integer factor (pixels stay sharp) to at least ``min_height``.
+    """
     colours = lambda lab: _PALETTE[np.asarray(lab) % len(_PALETTE)]  # noqa: E731
-    gap = np.full((image.shape[1], 4, 3), 255, np.uint8)
-    return np.concatenate([_to_rgb(image), gap, colours(target), gap, colours(pred)], axis=1)
+    gap = np.full((image.shape[1], 2, 3), 255, np.uint8)
+    strip = np.concatenate([_to_rgb(image), gap, colours(target), gap, colours(pred)], axis=1)
+    k = max(1, -(-min_height // image.shape[1]))
+    return strip.repeat(k, axis=0).repeat(k, axis=1)
 
 
 def _table(rows: Sequence[Sequence], header: Sequence[str]) -> str:
