@@ -83,7 +83,7 @@ def test_train_from_a_yaml_file_and_folder_data(tmp_path, capsys):
         Image.fromarray(mask).save(data / "masks" / f"case{i}.png")
     cfg = tmp_path / "folder.yaml"
     cfg.write_text(f"epochs: 2\nbatch_size: 4\nprogress: false\ndata:\n  kind: folder\n  path: {data}\n"
-                   "  val_fraction: 0.2\n  test_fraction: 0.2\nmodel:\n  name: unet\n  base_channels: 4\n")
+                   "  size: 16\n  val_fraction: 0.2\n  test_fraction: 0.2\nmodel:\n  name: unet\n  base_channels: 4\n")
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs")]) == 0
     run = _only_run(tmp_path / "runs")
     splits = json.loads((run / "splits.json").read_text())
@@ -93,7 +93,7 @@ def test_train_from_a_yaml_file_and_folder_data(tmp_path, capsys):
     assert main(["predict", str(run), "--input", str(data / "images"), "--out", str(tmp_path / "pred")]) == 0
     preds = sorted(p.name for p in (tmp_path / "pred").glob("*.png"))
     assert preds == sorted(f"case{i}.png" for i in range(10))
-    assert np.asarray(Image.open(tmp_path / "pred" / "case0.png")).shape == (24, 24)
+    assert np.asarray(Image.open(tmp_path / "pred" / "case0.png")).shape == (24, 24)  # trained at 16, back at 24
     assert main(["predict", str(run), "--input", str(data / "images" / "case0.png"), "--out", str(tmp_path / "pred")]) == 2
     assert "already exists" in capsys.readouterr().err
 
@@ -178,3 +178,10 @@ def test_two_cpu_processes_train_through_fabric_ddp(tmp_path):
     run = _only_run(tmp_path)  # one folder, shared by both processes
     assert (run / "metrics.json").is_file() and len((run / "history.csv").read_text().splitlines()) == 2
     assert res.stdout.count("run folder:") == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_asking_for_a_missing_gpu_is_a_config_error(tmp_path):
+    res = _cli("train", "demo", "--set", "device=cuda", "--out", str(tmp_path / "runs"))
+    assert res.returncode == 2 and res.stderr.startswith("error: cannot run with device=cuda"), res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "runs").exists()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from medbalance.cli.main import main
 from medbalance.data.folder import read_segmentation_folder
@@ -35,4 +36,8 @@ def test_train_and_predict_on_kvasir(shared_data, tmp_path, capsys):
     run = next((tmp_path / "runs").iterdir())
     assert json.loads((run / "metrics.json").read_text())["val"]["num_images"] == 2
     assert main(["predict", str(run), "--input", str(root / "images"), "--out", str(tmp_path / "pred")]) == 0
-    assert len(list((tmp_path / "pred").glob("*.png"))) == 5
+    masks = sorted((tmp_path / "pred").glob("*.png"))
+    assert len(masks) == 5
+    for mask in masks:  # trained at 32 x 32; each mask comes back at its image's own size
+        with Image.open(mask) as m, Image.open(root / "images" / f"{mask.stem}.jpg") as im:
+            assert m.size == im.size

@@ -14,6 +14,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from medbalance import __version__
 from medbalance._atomic import atomic_write_text
 from medbalance.config import load_config
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
-        args.func(args)
+        with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+            args.func(args)
     except USER_ERRORS as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
         return 2

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from medbalance.config import RunConfig
 from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medbalance.engine.rundir import HistoryLog
-from medbalance.errors import TrainingError
+from medbalance.errors import ConfigError, TrainingError
 
 __all__ = ["Stage", "Engine", "TrainingError", "make_fabric"]
 
@@ -72,8 +72,13 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     """Fabric from the config's device / precision / devices / num_nodes / strategy."""
     accelerator = "cuda" if cfg.device == "gpu" else cfg.device
     precision = "32-true" if cfg.precision == "32" else cfg.precision
-    fabric = Fabric(accelerator=accelerator, precision=precision, devices=cfg.devices,
-                    num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+    try:
+        fabric = Fabric(accelerator=accelerator, precision=precision, devices=cfg.devices,
+                        num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+    except (RuntimeError, ValueError) as exc:  # e.g. device: cuda on a machine without a GPU
+        reason = str(exc).splitlines()[0].replace("`", "'")
+        raise ConfigError(f"cannot run with device={cfg.device}, precision={cfg.precision}, devices={cfg.devices}, "
+                          f"num_nodes={cfg.num_nodes}, strategy={cfg.strategy}: {reason}") from None
     # Several devices on one machine: Fabric re-launches this command once per extra process.
     fabric.launch()
     return fabric
@@ -261,7 +266,8 @@ class Engine:
         total = torch.zeros((), device=self.fabric.device)
         refresh = max(1, len(loader) // 20)
         bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
-                   disable=not (self.cfg.progress and self.fabric.is_global_zero), dynamic_ncols=True)
+                   disable=None if self.cfg.progress and self.fabric.is_global_zero else True,  # None: off without a TTY
+                   dynamic_ncols=True)
         for step, batch in enumerate(bar):
             with self.fabric.autocast():
                 outputs = self.forward(module, batch)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning_fabric.utilities.seed import seed_everything
 from torch import nn
 
 import medbalance
-from medbalance.config import RunConfig, dump_config, load_config, parse_config, read_yaml
+from medbalance.config import FolderData, RunConfig, dump_config, load_config, parse_config, read_yaml
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
@@ -27,7 +28,7 @@ from medbalance.losses import build_loss
 from medbalance.nets import build_net
 from medbalance.report import preview_strip, write_report
 
-__all__ = ["RunResult", "train", "load_run", "evaluate_run", "write_predictions"]
+__all__ = ["RunResult", "train", "load_run", "evaluate_run", "predict_arrays", "write_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,18 @@ def evaluate_run(run_dir: str | Path, data: ArrayDataset) -> dict:
 
 
 def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels for ``(N, C_in, H, W)`` images (eval mode, no autograd)."""
+    """Probabilities and labels for ``(N, C_in, H, W)`` images (eval mode, no autograd).
+
+    A run trained on a folder resized to ``data.size`` sees its input resized the same way;
+    segmentation logits are then resized back (bilinear), so masks match the input image.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    size = run.cfg.data.size if isinstance(run.cfg.data, FolderData) else None
     with torch.inference_mode():
-        logits = run.model(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
+        if size is None or x.shape[-2:] == (size, size):
+            logits = run.model(x)
+        else:
+            logits = run.model(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+            if logits.ndim == 4:
+                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return run.task.probabilities(logits).numpy(), run.task.predict(logits).numpy()
