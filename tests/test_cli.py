@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medbalance.cli.main import main
@@ -131,6 +132,8 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     b = json.loads((run / "metrics.json").read_text())
     assert a == b
     assert len((run / "history.csv").read_text().splitlines()) == 5
+    again = _cli("train", "--resume", str(run))
+    assert again.returncode == 2 and "is a finished run" in again.stderr
 
 
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
@@ -180,7 +183,7 @@ def test_two_cpu_processes_train_through_fabric_ddp(tmp_path):
     assert res.stdout.count("run folder:") == 1
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_asking_for_a_missing_gpu_is_a_config_error(tmp_path):
     res = _cli("train", "demo", "--set", "device=cuda", "--out", str(tmp_path / "runs"))
     assert res.returncode == 2 and res.stderr.startswith("error: cannot run with device=cuda"), res.stderr

@@ -67,6 +67,8 @@ def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str
         resume: an interrupted run folder to continue.
         progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
     """
+    if resume is not None and (Path(resume) / "metrics.json").exists():
+        raise CheckpointError(f"'{resume}' is a finished run (it has metrics.json); nothing to resume")
     cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
     if progress is not None:
         cfg = cfg.model_copy(update={"progress": progress})
