@@ -23,23 +23,17 @@ log = logging.getLogger("benchmarks")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke run)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--only", default="", help="run only modules whose name contains this")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--channels-last", action="store_true", help="models and inputs in channels_last"
-    )
+    parser.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     log.info("machine: %s", machine_info())
 
-    names = sorted(
-        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
-    )
+    names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
     rows = []
     for name in names:
         if args.only not in name:

@@ -198,9 +198,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
     def fmt(cells: list[str]) -> str:
         # Text columns left-aligned, numbers right-aligned.
-        padded = [
-            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ]
+        padded = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"

@@ -149,9 +149,7 @@ def loss_inputs(draw: Callable, *, hard: bool = False, min_spatial_dims: int = 0
 
 # The property tests live on the base class and run once per subclass (loss); hypothesis flags
 # that as "differing executors" because its example database is keyed by the shared function.
-PROPERTY_SETTINGS = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.differing_executors]
-)
+PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.differing_executors])
 
 
 class LossTester:
@@ -302,4 +300,3 @@ class LossTester:
         if self.supports_ignore_index:
             with pytest.raises(ValueError, match="ignore_index=255 needs an integer label target"):
                 self.loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), ignore_index=255)
-

@@ -17,8 +17,22 @@ from PIL import Image
 
 from medbalance.cli.main import main
 
-TINY_SEG = ["--set", "epochs=2", "--set", "data.size=32", "--set", "data.n_train=16", "--set", "data.n_val=8",
-            "--set", "data.n_test=4", "--set", "model.base_channels=4", "--set", "progress=false"]
+TINY_SEG = [
+    "--set",
+    "epochs=2",
+    "--set",
+    "data.size=32",
+    "--set",
+    "data.n_train=16",
+    "--set",
+    "data.n_val=8",
+    "--set",
+    "data.n_test=4",
+    "--set",
+    "model.base_channels=4",
+    "--set",
+    "progress=false",
+]
 
 
 def _only_run(out: Path) -> Path:
@@ -36,8 +50,15 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean_dice_fg" in out and "recall_minority" in out
     run = _only_run(tmp_path)
-    for name in ("config.yaml", "metrics.json", "history.csv", "report.html", "splits.json",
-                 "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.csv",
+        "report.html",
+        "splits.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     masks = sorted((run / "predictions").glob("*.png"))
     assert len(masks) == 4
@@ -50,11 +71,29 @@ def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
-@pytest.mark.parametrize("config,extra", [
-    ("nuclei", []),
-    ("longtail", ["--set", "data.n_max=40", "--set", "data.imbalance_ratio=10", "--set", "data.num_classes=4",
-                  "--set", "data.n_val_per_class=4", "--set", "data.n_test_per_class=4", "--set", "data.size=16"]),
-])
+@pytest.mark.parametrize(
+    "config,extra",
+    [
+        ("nuclei", []),
+        (
+            "longtail",
+            [
+                "--set",
+                "data.n_max=40",
+                "--set",
+                "data.imbalance_ratio=10",
+                "--set",
+                "data.num_classes=4",
+                "--set",
+                "data.n_val_per_class=4",
+                "--set",
+                "data.n_test_per_class=4",
+                "--set",
+                "data.size=16",
+            ],
+        ),
+    ],
+)
 def test_train_each_phantom_kind(tmp_path, capsys, config, extra):
     overrides = TINY_SEG if config != "longtail" else ["--set", "epochs=2", "--set", "progress=false"]
     assert main(["train", config, "--out", str(tmp_path), *overrides, *extra]) == 0
@@ -76,15 +115,17 @@ def test_train_from_a_yaml_file_and_folder_data(tmp_path, capsys):
     for i in range(10):
         img = rng.integers(0, 80, (24, 24), dtype=np.uint8)
         mask = np.zeros((24, 24), np.uint8)
-        mask[4 + i % 5: 12 + i % 5, 6:14] = 255
+        mask[4 + i % 5 : 12 + i % 5, 6:14] = 255
         img[mask > 0] += 120
         (data / "images").mkdir(parents=True, exist_ok=True)
         (data / "masks").mkdir(exist_ok=True)
         Image.fromarray(img).save(data / "images" / f"case{i}.png")
         Image.fromarray(mask).save(data / "masks" / f"case{i}.png")
     cfg = tmp_path / "folder.yaml"
-    cfg.write_text(f"epochs: 2\nbatch_size: 4\nprogress: false\ndata:\n  kind: folder\n  path: {data}\n"
-                   "  size: 16\n  val_fraction: 0.2\n  test_fraction: 0.2\nmodel:\n  name: unet\n  base_channels: 4\n")
+    cfg.write_text(
+        f"epochs: 2\nbatch_size: 4\nprogress: false\ndata:\n  kind: folder\n  path: {data}\n"
+        "  size: 16\n  val_fraction: 0.2\n  test_fraction: 0.2\nmodel:\n  name: unet\n  base_channels: 4\n"
+    )
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs")]) == 0
     run = _only_run(tmp_path / "runs")
     splits = json.loads((run / "splits.json").read_text())
@@ -95,7 +136,9 @@ def test_train_from_a_yaml_file_and_folder_data(tmp_path, capsys):
     preds = sorted(p.name for p in (tmp_path / "pred").glob("*.png"))
     assert preds == sorted(f"case{i}.png" for i in range(10))
     assert np.asarray(Image.open(tmp_path / "pred" / "case0.png")).shape == (24, 24)  # trained at 16, back at 24
-    assert main(["predict", str(run), "--input", str(data / "images" / "case0.png"), "--out", str(tmp_path / "pred")]) == 2
+    assert (
+        main(["predict", str(run), "--input", str(data / "images" / "case0.png"), "--out", str(tmp_path / "pred")]) == 2
+    )
     assert "already exists" in capsys.readouterr().err
 
     # evaluate: on a labelled folder, and on a config's test split.
@@ -107,12 +150,31 @@ def test_train_from_a_yaml_file_and_folder_data(tmp_path, capsys):
 
 
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
-    args = ["train", "intraclass", "--set", "epochs=4", "--set", "data.size=32", "--set", "data.n_train=32",
-            "--set", "data.n_val=8", "--set", "data.n_test=8", "--set", "model.base_channels=4", "--set", "progress=false"]
+    args = [
+        "train",
+        "intraclass",
+        "--set",
+        "epochs=4",
+        "--set",
+        "data.size=32",
+        "--set",
+        "data.n_train=32",
+        "--set",
+        "data.n_val=8",
+        "--set",
+        "data.n_test=8",
+        "--set",
+        "model.base_channels=4",
+        "--set",
+        "progress=false",
+    ]
     full = _cli(*args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "medbalance", *args, "--out", str(tmp_path / "killed")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medbalance", *args, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     history = None
     while time.time() < deadline and proc.poll() is None:
@@ -175,8 +237,20 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, capsys):
 
 
 def test_two_cpu_processes_train_through_fabric_ddp(tmp_path):
-    res = _cli("train", "intraclass", *TINY_SEG[2:], "--set", "devices=2", "--set", "device=cpu",
-               "--set", "epochs=1", "--out", str(tmp_path), "--quiet")
+    res = _cli(
+        "train",
+        "intraclass",
+        *TINY_SEG[2:],
+        "--set",
+        "devices=2",
+        "--set",
+        "device=cpu",
+        "--set",
+        "epochs=1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run = _only_run(tmp_path)  # one folder, shared by both processes
     assert (run / "metrics.json").is_file() and len((run / "history.csv").read_text().splitlines()) == 2

@@ -45,8 +45,9 @@ def test_wrong_types_and_ranges_are_one_line():
 
 
 def test_overrides_parse_yaml_scalars_and_nest():
-    raw = apply_overrides({"data": {"kind": "nuclei_phantom"}}, ["lr=1e-4", "data.size=64", "deterministic=false",
-                                                                 "model.name=unet"])
+    raw = apply_overrides(
+        {"data": {"kind": "nuclei_phantom"}}, ["lr=1e-4", "data.size=64", "deterministic=false", "model.name=unet"]
+    )
     cfg = parse_config(raw)
     assert cfg.lr == 1e-4 and cfg.data.size == 64 and cfg.deterministic is False
     with pytest.raises(ConfigError, match="key=value"):

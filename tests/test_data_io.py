@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from medbalance.data.build import split_indices
-from medbalance.data.io import DataError, read_image, read_mask
 from medbalance.data.folder import read_classification_folder, read_segmentation_folder
+from medbalance.data.io import DataError, read_image, read_mask
 
 
 def _write(path, arr):

@@ -96,8 +96,9 @@ def test_stages_freeze_parameters_and_batchnorm_statistics(tmp_path):
     engine.fit([Stage("a_only", 1, loss, trainable=("a",))], train, val)
     a_after_1 = {k: v.clone() for k, v in engine.model.a.state_dict().items()}
     b_after_1 = engine.model.b.weight.detach().clone()
-    engine.fit([Stage("a_only", 1, loss, trainable=("a",)), Stage("b_only", 2, loss, frozen=("a",))],
-               train, val, resume=True)
+    engine.fit(
+        [Stage("a_only", 1, loss, trainable=("a",)), Stage("b_only", 2, loss, frozen=("a",))], train, val, resume=True
+    )
     for key, value in engine.model.a.state_dict().items():  # weights and running stats alike
         assert torch.equal(value, a_after_1[key]), key
     assert not torch.equal(engine.model.b.weight, b_after_1)
@@ -133,7 +134,9 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_
     with pytest.raises(TrainingError, match=r"stage 'train' epoch 2"):
         engine.fit([Stage("train", 3, nan_in_epoch_2)], _data(12, 0), _data(4, 1))
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
 
 
 def test_cosine_schedule_matches_the_formula(tmp_path):

@@ -296,8 +296,13 @@ class TestDice:
         kwargs = dict(include_background=include_background, squared=squared, smooth=1e-3)
         ours = LF.dice_loss(logits, target, batch_reduction="batch" if batch else "image", **kwargs)
         monai = _monai_dice(
-            logits, target, include_background=include_background, batch=batch, squared_pred=squared,
-            smooth_nr=1e-3, smooth_dr=1e-3,
+            logits,
+            target,
+            include_background=include_background,
+            batch=batch,
+            squared_pred=squared,
+            smooth_nr=1e-3,
+            smooth_dr=1e-3,
         )
         torch.testing.assert_close(ours, monai)
 
@@ -354,18 +359,16 @@ class TestDice:
             _close(value, ref.dice_loss(_np(logits), _np(target), two_sided=True, weight=weight))
         # equal weights: the mean of the foreground Dice loss and the complement's Dice loss
         g = target.float().reshape(logits.shape)
-        expected = 0.5 * (
-            LF.dice_loss(logits, g, reduction="none") + LF.dice_loss(-logits, 1.0 - g, reduction="none")
-        ).mean()
+        expected = (
+            0.5 * (LF.dice_loss(logits, g, reduction="none") + LF.dice_loss(-logits, 1.0 - g, reduction="none")).mean()
+        )
         torch.testing.assert_close(LF.dice_loss(logits, target, two_sided=True), expected)
         with pytest.raises(ValueError, match="two_sided applies to binary logits \\(C == 1\\), got C=3"):
             LF.dice_loss(torch.zeros(1, 3, 4), torch.zeros(1, 4, dtype=torch.long), two_sided=True)
 
     def test_binary_include_background_has_no_effect(self) -> None:
         logits, target = make_inputs(1, (6, 6), "labels", seed=13)
-        torch.testing.assert_close(
-            LF.dice_loss(logits, target, include_background=False), LF.dice_loss(logits, target)
-        )
+        torch.testing.assert_close(LF.dice_loss(logits, target, include_background=False), LF.dice_loss(logits, target))
 
     def test_empty_prediction_and_mask(self) -> None:
         target = torch.zeros(2, 1, 8, 8)
@@ -498,8 +501,16 @@ class TestRegistry:
         ("spec", "error", "message"),
         [
             ("dise", ValueError, "unknown loss 'dise' (did you mean 'dice'? known losses: ce, dice, dice_ce)"),
-            ({"name": "dice", "smoth": 1}, ValueError, "unknown argument 'smoth' for loss 'dice' (did you mean 'smooth'?"),
-            ({"name": "ce", "smooth": 1}, ValueError, "unknown argument 'smooth' for loss 'ce' (accepted: weight (term"),
+            (
+                {"name": "dice", "smoth": 1},
+                ValueError,
+                "unknown argument 'smoth' for loss 'dice' (did you mean 'smooth'?",
+            ),
+            (
+                {"name": "ce", "smooth": 1},
+                ValueError,
+                "unknown argument 'smooth' for loss 'ce' (accepted: weight (term",
+            ),
             ({"weight": 1.0}, ValueError, "has no 'name'"),
             ([], ValueError, "loss spec list is empty"),
             (3, TypeError, "loss spec must be a name, a dict or a list of them, got int"),
@@ -510,12 +521,3 @@ class TestRegistry:
     def test_bad_specs(self, spec, error, message) -> None:
         with pytest.raises(error, match=re.escape(message)):
             build_loss(spec)
-
-
-@pytest.mark.parametrize("module", ["_utils", "functional", "modules", "registry"])
-def test_docstring_examples(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"medbalance.losses.{module}"), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

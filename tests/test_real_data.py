@@ -30,8 +30,10 @@ def test_train_and_predict_on_kvasir(shared_data, tmp_path, capsys):
     if not root.is_dir():
         pytest.skip("kvasir_seg_mini not present")
     cfg = tmp_path / "kvasir.yaml"
-    cfg.write_text(f"epochs: 1\nbatch_size: 2\nprogress: false\ndata: {{kind: folder, path: '{root}', size: 32, "
-                   "channels: 3, val_fraction: 0.4}\nmodel: {name: unet, base_channels: 4}\n")
+    cfg.write_text(
+        f"epochs: 1\nbatch_size: 2\nprogress: false\ndata: {{kind: folder, path: '{root}', size: 32, "
+        "channels: 3, val_fraction: 0.4}\nmodel: {name: unet, base_channels: 4}\n"
+    )
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs")]) == 0
     run = next((tmp_path / "runs").iterdir())
     assert json.loads((run / "metrics.json").read_text())["val"]["num_images"] == 2

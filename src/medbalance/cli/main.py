@@ -47,8 +47,19 @@ def _print_summary(result) -> None:
     metrics = result.metrics
     split = "test" if "test" in metrics else "val"
     scores = metrics[split]
-    keys = [k for k in ("mean_dice_fg", "mean_iou_fg", "recall_majority", "recall_minority", "accuracy",
-                        "macro_precision", "macro_recall") if k in scores]
+    keys = [
+        k
+        for k in (
+            "mean_dice_fg",
+            "mean_iou_fg",
+            "recall_majority",
+            "recall_minority",
+            "accuracy",
+            "macro_precision",
+            "macro_recall",
+        )
+        if k in scores
+    ]
     print(f"run folder: {result.run_dir}")
     print(f"{split} scores (best epoch {metrics['best_epoch']}): " + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
 
@@ -57,8 +68,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfg = load_config(_config_path("demo"), args.set)
     from medbalance.engine import train
 
-    log.info("demo: U-Net on intra-class phantoms (%d train images of %dpx, %d epochs)",
-             cfg.data.n_train, cfg.data.size, cfg.epochs)
+    log.info(
+        "demo: U-Net on intra-class phantoms (%d train images of %dpx, %d epochs)",
+        cfg.data.n_train,
+        cfg.data.size,
+        cfg.epochs,
+    )
     _print_summary(train(cfg, out=args.out, progress=False if args.quiet else None))
 
 
@@ -72,7 +87,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     elif args.config:
         cfg = load_config(_config_path(args.config), args.set)
     else:
-        raise ConfigError("train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR")
+        raise ConfigError(
+            "train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR"
+        )
     from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good
 
     _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
@@ -152,15 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("demo", parents=[common], help="train a small U-Net on the embedded intra-class phantoms (quick start)")
+    p = sub.add_parser(
+        "demo", parents=[common], help="train a small U-Net on the embedded intra-class phantoms (quick start)"
+    )
     p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", parents=[common], help="train from a YAML config, or resume an interrupted run")
     p.add_argument("config", nargs="?", help=f"YAML file or a built-in config ({', '.join(BUILTIN_CONFIGS)})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set lr=1e-4 --set data.size=64 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set lr=1e-4 --set data.size=64 (repeatable)",
+    )
     p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from checkpoints/last.pt")
     p.set_defaults(func=cmd_train)
@@ -171,10 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the predicted masks / predictions.csv")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", parents=[common], help="score a trained run on a labelled folder or a config's test split")
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="score a trained run on a labelled folder or a config's test split"
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True, metavar="PATH_OR_CONFIG",
-                   help="folder in the generic layout, or a YAML config (its test split, else val)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH_OR_CONFIG",
+        help="folder in the generic layout, or a YAML config (its test split, else val)",
+    )
     p.set_defaults(func=cmd_evaluate)
     return parser
 

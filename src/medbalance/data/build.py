@@ -52,12 +52,14 @@ def build_splits(cfg: RunConfig) -> Splits:
     if isinstance(data, LongtailPhantomData):
         counts = phantoms.longtail_counts(data.num_classes, data.n_max, data.imbalance_ratio)
         train = phantoms.longtail_phantoms(counts, size=data.size, seed=data.seed)
-        val = phantoms.longtail_phantoms([data.n_val_per_class] * data.num_classes, size=data.size,
-                                         seed=data.seed + _SPLIT_OFFSETS["val"])
+        val = phantoms.longtail_phantoms(
+            [data.n_val_per_class] * data.num_classes, size=data.size, seed=data.seed + _SPLIT_OFFSETS["val"]
+        )
         test = None
         if data.n_test_per_class:
-            test = phantoms.longtail_phantoms([data.n_test_per_class] * data.num_classes, size=data.size,
-                                              seed=data.seed + _SPLIT_OFFSETS["test"])
+            test = phantoms.longtail_phantoms(
+                [data.n_test_per_class] * data.num_classes, size=data.size, seed=data.seed + _SPLIT_OFFSETS["test"]
+            )
         num_classes = data.num_classes
         return Splits(
             _from_phantoms(train, num_classes),

@@ -94,8 +94,7 @@ def _check_range(name: str, value: float, low: float, high: float) -> float:
 
 def _check_interval(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:
     if len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise ValueError(f"{name} must be a (min, max) pair with {low} <= min <= max <= {high}, "
-                         f"got {value!r}")
+        raise ValueError(f"{name} must be a (min, max) pair with {low} <= min <= max <= {high}, got {value!r}")
     return float(value[0]), float(value[1])
 
 
@@ -519,6 +518,7 @@ def _render_nuclei_kind(
 
 # ----------------------------------------------------------------------------- (c) long tail
 
+
 def _box(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.maximum(np.abs(u), np.abs(v))
 
@@ -583,9 +583,7 @@ def longtail_counts(num_classes: int, n_max: int, imbalance_ratio: float) -> lis
     ]
 
 
-def longtail_phantoms(
-    counts: Sequence[int], *, size: int | tuple[int, int] = 32, seed: int = 0
-) -> PhantomSet:
+def longtail_phantoms(counts: Sequence[int], *, size: int | tuple[int, int] = 32, seed: int = 0) -> PhantomSet:
     """Long-tailed classification phantoms: ``counts[c]`` images of pattern family ``c``.
 
     Each class is one pattern family (``LONGTAIL_PATTERNS``: disc, square, ring, cross, ...)

@@ -73,12 +73,19 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     accelerator = "cuda" if cfg.device == "gpu" else cfg.device
     precision = "32-true" if cfg.precision == "32" else cfg.precision
     try:
-        fabric = Fabric(accelerator=accelerator, precision=precision, devices=cfg.devices,
-                        num_nodes=cfg.num_nodes, strategy=cfg.strategy)
+        fabric = Fabric(
+            accelerator=accelerator,
+            precision=precision,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+        )
     except (RuntimeError, ValueError) as exc:  # e.g. device: cuda on a machine without a GPU
         reason = str(exc).splitlines()[0].replace("`", "'")
-        raise ConfigError(f"cannot run with device={cfg.device}, precision={cfg.precision}, devices={cfg.devices}, "
-                          f"num_nodes={cfg.num_nodes}, strategy={cfg.strategy}: {reason}") from None
+        raise ConfigError(
+            f"cannot run with device={cfg.device}, precision={cfg.precision}, devices={cfg.devices}, "
+            f"num_nodes={cfg.num_nodes}, strategy={cfg.strategy}: {reason}"
+        ) from None
     # Several devices on one machine: Fabric re-launches this command once per extra process.
     fabric.launch()
     return fabric
@@ -98,10 +105,34 @@ class Engine:
         run_dir: the run folder (``checkpoints/`` and ``history.csv`` go there); ``None``
             trains without writing anything.
         fabric: an existing Fabric (default: :func:`make_fabric` of ``cfg``).
+        meta: facts stored in every checkpoint to rebuild the model (task, classes, channels).
+
+    Example:
+        >>> from medbalance.config import parse_config
+        >>> from medbalance.data.phantoms import intraclass_phantoms
+        >>> from medbalance.data.datasets import ArrayDataset
+        >>> from medbalance.engine.tasks import SegmentationTask
+        >>> from medbalance.losses import DiceCELoss
+        >>> from medbalance.nets import UNet
+        >>> ps = intraclass_phantoms(8, size=32)
+        >>> data = ArrayDataset(ps.images, ps.target, num_classes=2)
+        >>> cfg = parse_config({"progress": False, "batch_size": 4})
+        >>> engine = Engine(UNet(1, 1, base_channels=4, depth=2), SegmentationTask(2), cfg)
+        >>> rows = engine.fit([Stage("warm-up", 1, DiceCELoss())], data, data)
+        >>> rows[0]["epoch"], rows[0]["stage"]
+        (1, 'warm-up')
     """
 
-    def __init__(self, model: nn.Module, task: Any, cfg: RunConfig, *, run_dir: str | Path | None = None,
-                 fabric: Fabric | None = None, meta: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Any,
+        cfg: RunConfig,
+        *,
+        run_dir: str | Path | None = None,
+        fabric: Fabric | None = None,
+        meta: dict | None = None,
+    ) -> None:
         self.model = model
         self.task = task
         self.cfg = cfg
@@ -126,8 +157,12 @@ class Engine:
         sampler = RandomSampler(data, generator=generator) if train else SequentialSampler(data)
         batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
         loader = DataLoader(
-            data, batch_size=batch, sampler=sampler, num_workers=self.cfg.num_workers,
-            drop_last=train and len(data) > batch, pin_memory=self.fabric.device.type == "cuda",
+            data,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            drop_last=train and len(data) > batch,
+            pin_memory=self.fabric.device.type == "cuda",
             persistent_workers=self.cfg.num_workers > 0,
         )
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=train), generator
@@ -148,7 +183,9 @@ class Engine:
             if train:
                 params.append(p)
         if not params:
-            raise ValueError(f"stage '{stage.name}' trains no parameter (trainable={stage.trainable}, frozen={stage.frozen})")
+            raise ValueError(
+                f"stage '{stage.name}' trains no parameter (trainable={stage.trainable}, frozen={stage.frozen})"
+            )
         return params
 
     def _train_mode(self) -> None:
@@ -167,12 +204,15 @@ class Engine:
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         return cls(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
 
-    def _monitor(self, stage: Stage) -> tuple[str, bool]:
+    def monitor_of(self, stage: Stage) -> tuple[str, bool]:
+        """The validation score that selects ``best.pt`` in ``stage``, and whether higher is better."""
         key = stage.monitor or self.cfg.monitor or self.task.default_monitor
         return key, not key.endswith("loss")
 
     # ----------------------------------------------------------------------------- fit
-    def fit(self, stages: Sequence[Stage], train_data: Dataset, val_data: Dataset, *, resume: bool = False) -> list[dict]:
+    def fit(
+        self, stages: Sequence[Stage], train_data: Dataset, val_data: Dataset, *, resume: bool = False
+    ) -> list[dict]:
         """Run ``stages`` in order; with ``resume`` continue from ``run_dir/checkpoints/last.pt``.
 
         Returns:
@@ -182,7 +222,9 @@ class Engine:
             raise ValueError("resume needs a run_dir")
         fabric = self.fabric
         history = HistoryLog(self.run_dir / "history.csv" if self.run_dir else None)
-        start_stage, start_epoch, global_epoch, best, state = self._restore(stages, history) if resume else (0, 0, 0, None, None)
+        start_stage, start_epoch, global_epoch, best, state = (
+            self._restore(stages, history) if resume else (0, 0, 0, None, None)
+        )
         train_loader, generator = self._loader(train_data, train=True)
         val_loader, _ = self._loader(val_data, train=False)
 
@@ -192,9 +234,12 @@ class Engine:
             module = fabric.setup_module(self.model)
             optimizer = fabric.setup_optimizers(self._optimizer(params, stage.lr or self.cfg.lr))
             steps = max(1, len(train_loader)) * stage.epochs
-            scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=self.cfg.lr_min)
-                         if self.cfg.scheduler == "cosine" else None)
-            monitor, maximise = self._monitor(stage)
+            scheduler = (
+                torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=self.cfg.lr_min)
+                if self.cfg.scheduler == "cosine"
+                else None
+            )
+            monitor, maximise = self.monitor_of(stage)
             if state is not None:  # resuming inside this stage
                 optimizer.load_state_dict(state["optimizer"])
                 if scheduler is not None and state.get("scheduler") is not None:
@@ -210,25 +255,51 @@ class Engine:
                 scores = self.evaluate(val_loader, stage=stage)
                 global_epoch += 1
                 if monitor not in scores:
-                    raise ValueError(f"monitor '{monitor}' is not a validation score (have: {', '.join(sorted(scores))})")
+                    raise ValueError(
+                        f"monitor '{monitor}' is not a validation score (have: {', '.join(sorted(scores))})"
+                    )
                 value = scores[monitor]
-                improved = best is None or best["stage"] != si or (
-                    value > best["value"] if maximise else value < best["value"])
+                improved = (
+                    best is None
+                    or best["stage"] != si
+                    or (value > best["value"] if maximise else value < best["value"])
+                )
                 if improved:
                     best = {"value": float(value), "epoch": global_epoch, "stage": si}
-                row = {"epoch": global_epoch, "stage": stage.name, "stage_epoch": epoch + 1,
-                       "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-                       **{f"val_{k}": v for k, v in _scalars(scores).items()},
-                       "seconds": round(time.perf_counter() - t0, 3)}
+                row = {
+                    "epoch": global_epoch,
+                    "stage": stage.name,
+                    "stage_epoch": epoch + 1,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "train_loss": train_loss,
+                    **{f"val_{k}": v for k, v in _scalars(scores).items()},
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
                 ckpt = {
-                    "format": 1, "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "format": 1,
+                    "model": self.model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "stage_index": si, "stage_name": stage.name, "stage_epoch": epoch + 1, "epoch": global_epoch,
-                    "best": best, "rng": rng_state(), "scores": _scalars(scores), "meta": self.meta,
+                    "stage_index": si,
+                    "stage_name": stage.name,
+                    "stage_epoch": epoch + 1,
+                    "epoch": global_epoch,
+                    "best": best,
+                    "rng": rng_state(),
+                    "scores": _scalars(scores),
+                    "meta": self.meta,
                 }
                 self._end_epoch(ckpt, row, history, improved=improved)
-                log.info("%s epoch %d/%d  loss %.4f  val %s %.4f%s", stage.name, epoch + 1, stage.epochs,
-                         train_loss, monitor, value, "  (best)" if improved else "")
+                log.info(
+                    "%s epoch %d/%d  loss %.4f  val %s %.4f%s",
+                    stage.name,
+                    epoch + 1,
+                    stage.epochs,
+                    train_loss,
+                    monitor,
+                    value,
+                    "  (best)" if improved else "",
+                )
             start_epoch = 0
         return history.rows
 
@@ -265,9 +336,13 @@ class Engine:
         self._train_mode()
         total = torch.zeros((), device=self.fabric.device)
         refresh = max(1, len(loader) // 20)
-        bar = tqdm(loader, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
-                   disable=None if self.cfg.progress and self.fabric.is_global_zero else True,  # None: off without a TTY
-                   dynamic_ncols=True)
+        bar = tqdm(
+            loader,
+            desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+            leave=False,
+            disable=None if self.cfg.progress and self.fabric.is_global_zero else True,  # None: off without a TTY
+            dynamic_ncols=True,
+        )
         for step, batch in enumerate(bar):
             with self.fabric.autocast():
                 outputs = self.forward(module, batch)
@@ -283,7 +358,8 @@ class Engine:
                 if not math.isfinite(running):
                     raise TrainingError(
                         f"loss became {running} in stage '{stage.name}' epoch {epoch + 1} by step {step + 1}; "
-                        "stopped, the last good checkpoint is kept")
+                        "stopped, the last good checkpoint is kept"
+                    )
                 bar.set_postfix(loss=f"{running:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", **shown)
         bar.close()
         steps = torch.tensor(float(max(1, len(loader))), device=self.fabric.device)

@@ -14,11 +14,11 @@ from lightning_fabric.utilities.seed import seed_everything
 from torch import nn
 
 import medbalance
+from medbalance._atomic import atomic_write_text
 from medbalance.config import FolderData, RunConfig, dump_config, load_config, parse_config, read_yaml
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
-from medbalance._atomic import atomic_write_text
 from medbalance.engine.checkpoint import load_checkpoint
 from medbalance.engine.engine import Engine, Stage, make_fabric
 from medbalance.engine.rundir import create_run_dir
@@ -57,8 +57,13 @@ def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Modu
     return build_net(cfg.model.name, **kwargs)
 
 
-def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str | Path | None = None,
-          progress: bool | None = None) -> RunResult:
+def train(
+    cfg: RunConfig | None = None,
+    *,
+    out: str | Path = "runs",
+    resume: str | Path | None = None,
+    progress: bool | None = None,
+) -> RunResult:
     """Train one run and write its folder (config, checkpoints, history, metrics, predictions, report).
 
     Args:
@@ -86,17 +91,27 @@ def train(cfg: RunConfig | None = None, *, out: str | Path = "runs", resume: str
     task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold)
     seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
     model = _build_model(cfg, splits.train.in_channels, task.out_channels)
-    meta = {"medbalance": medbalance.__version__, "task": cfg.task, "num_classes": task.num_classes,
-            "in_channels": splits.train.in_channels, "out_channels": task.out_channels,
-            "class_names": list(splits.train.class_names), "model": cfg.model.name}
+    meta = {
+        "medbalance": medbalance.__version__,
+        "task": cfg.task,
+        "num_classes": task.num_classes,
+        "in_channels": splits.train.in_channels,
+        "out_channels": task.out_channels,
+        "class_names": list(splits.train.class_names),
+        "model": cfg.model.name,
+    }
     engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta)
     stages = [Stage("train", cfg.epochs, build_loss(cfg.loss))]
     history = engine.fit(stages, splits.train, splits.val, resume=resume is not None)
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
-    metrics = {"best_epoch": best["epoch"], "epochs": len(history), "monitor": engine._monitor(stages[-1])[0],
-               "val": engine.evaluate(splits.val)}
+    metrics = {
+        "best_epoch": best["epoch"],
+        "epochs": len(history),
+        "monitor": engine.monitor_of(stages[-1])[0],
+        "val": engine.evaluate(splits.val),
+    }
     eval_set = splits.test if splits.test is not None else splits.val
     if splits.test is not None:
         metrics["test"] = engine.evaluate(splits.test)
@@ -162,10 +177,14 @@ def evaluate_run(run_dir: str | Path, data: ArrayDataset) -> dict:
     """Scores of a trained run on ``data``."""
     run = load_run(run_dir)
     if data.num_classes > run.task.num_classes:
-        raise ValueError(f"the data has labels up to {data.num_classes - 1} but the run was trained with "
-                         f"{run.task.num_classes} classes")
+        raise ValueError(
+            f"the data has labels up to {data.num_classes - 1} but the run was trained with "
+            f"{run.task.num_classes} classes"
+        )
     if data.in_channels != run.meta["in_channels"]:
-        raise ValueError(f"the data has {data.in_channels} image channels but the run expects {run.meta['in_channels']}")
+        raise ValueError(
+            f"the data has {data.in_channels} image channels but the run expects {run.meta['in_channels']}"
+        )
     engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1}))
     return engine.evaluate(data)
 

@@ -62,7 +62,11 @@ class SegmentationTask:
             state["region_hits"] = hits.cpu() if state["region_hits"] is None else state["region_hits"] + hits.cpu()
 
     def scores(self, state: dict) -> dict:
-        cm = torch.cat(state["cm"]) if state["cm"] else torch.zeros(0, self.num_classes, self.num_classes, dtype=torch.long)
+        cm = (
+            torch.cat(state["cm"])
+            if state["cm"]
+            else torch.zeros(0, self.num_classes, self.num_classes, dtype=torch.long)
+        )
         out = segmentation_scores(cm)
         hits = state["region_hits"]
         if hits is not None:

@@ -89,9 +89,7 @@ def check_logits(logits: Tensor) -> None:
     if not logits.dtype.is_floating_point:
         raise TypeError(f"logits must be a floating-point tensor of raw scores, got dtype {logits.dtype}")
     if logits.ndim < 2 or logits.shape[1] < 1:
-        raise ValueError(
-            f"logits must have shape (N, C, *spatial) or (N, C) with C >= 1, got {_shape(logits.shape)}"
-        )
+        raise ValueError(f"logits must have shape (N, C, *spatial) or (N, C) with C >= 1, got {_shape(logits.shape)}")
 
 
 @dataclass(frozen=True)
@@ -199,8 +197,7 @@ def _check_label_range(labels: Tensor, num_classes: int, ignore_index: int | Non
             f"target has label {bad} but logits have 1 channel (binary: expected values in {{0, 1}}{ignore})"
         )
     raise ValueError(
-        f"target has label {bad} but logits have {num_classes} classes "
-        f"(expected values in [0, {num_classes}){ignore})"
+        f"target has label {bad} but logits have {num_classes} classes (expected values in [0, {num_classes}){ignore})"
     )
 
 
@@ -212,8 +209,7 @@ def _format_soft_target(logits: Tensor, target: Tensor, ignore_index: int | None
         )
     if ignore_index is not None:
         raise ValueError(
-            f"ignore_index={ignore_index} needs an integer label target, got a float target of dtype "
-            f"{target.dtype}"
+            f"ignore_index={ignore_index} needs an integer label target, got a float target of dtype {target.dtype}"
         )
     soft = target.float()
     if soft.numel() > 0:
@@ -221,9 +217,7 @@ def _format_soft_target(logits: Tensor, target: Tensor, ignore_index: int | None
             raise ValueError("target contains NaN or inf (expected one-hot or soft values in [0, 1])")
         low, high = (float(v) for v in torch.aminmax(soft))
         if low < 0.0 or high > 1.0:
-            raise ValueError(
-                f"target has values in [{low:g}, {high:g}] (expected one-hot or soft values in [0, 1])"
-            )
+            raise ValueError(f"target has values in [{low:g}, {high:g}] (expected one-hot or soft values in [0, 1])")
     return Target(num_classes=logits.shape[1], labels=None, soft=soft, mask=None)
 
 
@@ -283,9 +277,7 @@ def check_class_weight(weight: ClassWeight) -> Tensor | None:
     # clone: a module buffer must not alias a tensor the caller may still modify
     w = w.detach().to(dtype=torch.float32).clone()
     if w.ndim != 1 or w.numel() == 0:
-        raise ValueError(
-            f"weight must be a 1-D sequence with one weight per class, got shape {_shape(w.shape)}"
-        )
+        raise ValueError(f"weight must be a 1-D sequence with one weight per class, got shape {_shape(w.shape)}")
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
         raise ValueError(f"weight must hold finite non-negative values, got {w.tolist()}")
     if not bool((w > 0).any()):
@@ -293,9 +285,7 @@ def check_class_weight(weight: ClassWeight) -> Tensor | None:
     return w
 
 
-def class_weight(
-    weight: ClassWeight, logits: Tensor, *, include_background: bool = True
-) -> Tensor | None:
+def class_weight(weight: ClassWeight, logits: Tensor, *, include_background: bool = True) -> Tensor | None:
     """Validate ``weight`` against ``logits`` and fold in ``include_background``.
 
     There is always one weight per logit channel, background included (SPEC section 10): a
@@ -327,9 +317,7 @@ def class_weight(
     w = torch.ones(num_classes, dtype=torch.float32) if w is None else w.clone()
     w[0] = 0.0
     if not bool((w > 0).any()):
-        raise ValueError(
-            "weight is zero for every foreground class and include_background=False leaves no class"
-        )
+        raise ValueError("weight is zero for every foreground class and include_background=False leaves no class")
     return w.to(logits.device)
 
 

@@ -89,9 +89,7 @@ def cross_entropy(
         logits = logits.float()
         normalizer = None
         if tgt.num_classes == 1:
-            loss = F.binary_cross_entropy_with_logits(
-                logits[:, 0], tgt.dense()[:, 0], pos_weight=w, reduction="none"
-            )
+            loss = F.binary_cross_entropy_with_logits(logits[:, 0], tgt.dense()[:, 0], pos_weight=w, reduction="none")
         elif tgt.labels is not None:
             loss = -F.log_softmax(logits, dim=1).gather(1, tgt.labels.unsqueeze(1)).squeeze(1)
             if w is not None:
@@ -191,9 +189,7 @@ def dice_loss(
             denominator = probs.sum(dims) + truth.sum(dims)
         numerator, denominator = 2.0 * intersection + smooth, denominator + smooth
         # empty-vs-empty with smooth=0 is 0/0: define it as a perfect match, keep gradients finite
-        dice = torch.where(
-            denominator > 0, numerator / denominator.clamp_min(torch.finfo(torch.float32).tiny), 1.0
-        )
+        dice = torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
         per_image = weighted_class_mean(1.0 - dice, w)
         if batch_reduction == "batch":
             return per_image
@@ -227,12 +223,8 @@ def dice_ce_loss(
         True
     """
     check_choice("reduction", reduction, ("mean", "sum"))
-    common = dict(
-        weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction
-    )
-    dice = dice_loss(
-        logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common
-    )
+    common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     return compound_loss([(dice, lambda_dice), (cross_entropy(logits, target, **common), lambda_ce)])
 
 
@@ -263,4 +255,3 @@ def compound_loss(terms: Sequence[tuple[Tensor, float]]) -> Tensor:
         total = value * term_weight if total is None else total + value * term_weight
     assert total is not None
     return total
-

@@ -44,9 +44,7 @@ def _check_label_tensor(name: str, labels: Any) -> None:
     if not isinstance(labels, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of integer labels, found {type(labels).__name__}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise ValueError(
-            f"{name} must hold integer class labels (e.g. logits.argmax(1)), found dtype {labels.dtype}"
-        )
+        raise ValueError(f"{name} must hold integer class labels (e.g. logits.argmax(1)), found dtype {labels.dtype}")
     if labels.ndim == 0:
         raise ValueError(f"{name} must have shape (N,) or (N, *spatial), found a 0-d tensor")
 

@@ -207,9 +207,7 @@ class Down(nn.Sequential):
     ) -> None:
         super().__init__(
             _MAX_POOL[_require_spatial_dims(spatial_dims)](2),
-            DoubleConv(
-                in_channels, out_channels, spatial_dims=spatial_dims, norm=norm, dropout=dropout
-            ),
+            DoubleConv(in_channels, out_channels, spatial_dims=spatial_dims, norm=norm, dropout=dropout),
         )
 
 
@@ -300,9 +298,7 @@ class UNetEncoder(nn.Module):
         kwargs = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout}
         self.widths = tuple(widths)
         self.stem = DoubleConv(in_channels, widths[0], **kwargs)
-        self.downs = nn.ModuleList(
-            Down(c_in, c_out, **kwargs) for c_in, c_out in zip(widths[:-1], widths[1:])
-        )
+        self.downs = nn.ModuleList(Down(c_in, c_out, **kwargs) for c_in, c_out in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self.stem(x)]
@@ -404,12 +400,9 @@ def pad_to_multiple(
     spatial = x.shape[2:]
     before = [(-size % multiple) // 2 for size in spatial]
     after = [-size % multiple - b for size, b in zip(spatial, before)]
-    index = (slice(None), slice(None)) + tuple(
-        slice(b, b + size) for b, size in zip(before, spatial)
-    )
+    index = (slice(None), slice(None)) + tuple(slice(b, b + size) for b, size in zip(before, spatial))
     if not any(before) and not any(after):
         return x, index
     # F.pad takes (last_before, last_after, second_last_before, ...).
     pad = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
     return F.pad(x, pad, mode="constant" if mode == "zeros" else "replicate"), index
-

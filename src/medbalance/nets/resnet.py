@@ -86,9 +86,7 @@ class ResNet32(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features, ``(N, in_channels, H, W) -> (N, feature_dim)``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,21 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{backgrou
 figure{display:inline-block;margin:.3em}figcaption{font-size:.8em;color:#555}"""
 
 # Class colours for label maps (background black).
-_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-                     [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], dtype=np.uint8)
+_PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+    ],
+    dtype=np.uint8,
+)
 
 
 def _png_b64(arr: np.ndarray) -> str:
@@ -65,7 +78,10 @@ def _curves(history: list[dict], monitor: str) -> str:
 
     epochs = [int(r["epoch"]) for r in history]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2), dpi=90)
-    for key, axis, title in (("train_loss", ax[0], "training loss"), (f"val_{monitor}", ax[1], f"validation {monitor}")):
+    for key, axis, title in (
+        ("train_loss", ax[0], "training loss"),
+        (f"val_{monitor}", ax[1], f"validation {monitor}"),
+    ):
         values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in history]
         axis.plot(epochs, values, marker="o", ms=3)
         axis.set_title(title)
@@ -101,21 +117,30 @@ def write_report(run_dir: str | Path, metrics: dict, previews: Sequence[tuple[st
     with open(run_dir / "history.csv", newline="") as fh:
         history = list(csv.DictReader(fh))
     class_names = metrics.get("class_names", [])
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>medbalance run {html.escape(run_dir.name)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>Run {html.escape(run_dir.name)}</h1>",
-             f"<p>Best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')} "
-             f"(selected on validation <code>{html.escape(str(metrics.get('monitor')))}</code>).</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>medbalance run {html.escape(run_dir.name)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>Run {html.escape(run_dir.name)}</h1>",
+        f"<p>Best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')} "
+        f"(selected on validation <code>{html.escape(str(metrics.get('monitor')))}</code>).</p>",
+    ]
     if history:
-        parts.append(f"<h2>Training curves</h2><img alt='training curves' src='data:image/png;base64,"
-                     f"{_curves(history, metrics.get('monitor', 'loss'))}'>")
+        parts.append(
+            f"<h2>Training curves</h2><img alt='training curves' src='data:image/png;base64,"
+            f"{_curves(history, metrics.get('monitor', 'loss'))}'>"
+        )
     parts.append("<h2>Scores</h2>")
     for split in ("test", "val"):
         if split in metrics:
-            parts.append(_score_section({"test": "Test split", "val": "Validation split"}[split], metrics[split], class_names))
+            parts.append(
+                _score_section({"test": "Test split", "val": "Validation split"}[split], metrics[split], class_names)
+            )
     if previews:
         parts.append("<h2>Examples</h2><p>image | ground truth | prediction</p>")
-        parts += [f"<figure><img alt='{html.escape(n)}' src='data:image/png;base64,{_png_b64(a)}'>"
-                  f"<figcaption>{html.escape(n)}</figcaption></figure>" for n, a in previews]
+        parts += [
+            f"<figure><img alt='{html.escape(n)}' src='data:image/png;base64,{_png_b64(a)}'>"
+            f"<figcaption>{html.escape(n)}</figcaption></figure>"
+            for n, a in previews
+        ]
     keys = list(history[0]) if history else []
     parts.append("<h2>History</h2>" + _table([[r[k] for k in keys] for r in history], keys))
     parts.append(f"<h2>Resolved config</h2><pre>{html.escape(config_text)}</pre></body></html>")
