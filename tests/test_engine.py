@@ -195,3 +195,20 @@ def test_checkpoints_load_with_weights_only_so_a_crafted_pickle_cannot_run_code(
         load_checkpoint(truncated)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_stage_loss_can_read_several_batch_entries(tmp_path):
+    ps_images = np.random.default_rng(0).random((8, 1, 16, 16), dtype=np.float32)
+    target = (ps_images[:, 0] > 0.5).astype(np.int64)
+    soft = np.clip(ps_images[:, 0] * 1.2, 0, 1).astype(np.float32)
+    data = ArrayDataset(ps_images, target, num_classes=2, extras={"soft": soft})
+    bce = build_loss("ce")
+    seen = []
+
+    def two_targets(outputs, batch):  # e.g. L1 on soft maps + L2 on the ground truth
+        seen.append(sorted(batch))
+        return bce(outputs, batch["soft"][:, None]) + bce(outputs, batch["target"])
+
+    engine = _engine(None, _cfg(epochs=1))
+    engine.fit([Stage("both", 1, two_targets, target_key=None)], data, data)
+    assert seen and seen[0] == ["image", "index", "soft", "target"]

@@ -55,7 +55,8 @@ class Stage:
         lr: learning rate of this stage (``None``: the config's ``lr``).
         monitor: validation score that selects ``best.pt`` (``None``: config / task default).
             Scores are maximised, except names ending in ``loss``.
-        target_key: batch entry the loss compares against.
+        target_key: batch entry the loss compares against; ``None`` passes the whole batch
+            dict instead (a loss over several targets, e.g. dual-path's soft weight maps and GT).
     """
 
     name: str
@@ -65,7 +66,7 @@ class Stage:
     frozen: tuple[str, ...] = ()
     lr: float | None = None
     monitor: str | None = None
-    target_key: str = "target"
+    target_key: str | None = "target"
 
 
 def make_fabric(cfg: RunConfig) -> Fabric:
@@ -149,7 +150,7 @@ class Engine:
         return module(batch["image"])
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
-        return stage.loss(outputs, batch[stage.target_key])
+        return stage.loss(outputs, batch if stage.target_key is None else batch[stage.target_key])
 
     # ----------------------------------------------------------------------------- data
     def _loader(self, data: Dataset, *, train: bool) -> tuple[DataLoader, torch.Generator | None]:
