@@ -336,7 +336,7 @@ class Engine:
     def _train_epoch(self, module, optimizer, scheduler, loader, stage: Stage, epoch: int, shown: dict) -> float:
         self._train_mode()
         total = torch.zeros((), device=self.fabric.device)
-        refresh = max(1, len(loader) // 20)
+        shown_at = time.monotonic()
         bar = tqdm(
             loader,
             desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
@@ -354,8 +354,10 @@ class Engine:
             if scheduler is not None:
                 scheduler.step()
             total += loss.detach()
-            if (step + 1) % refresh == 0 or step + 1 == len(loader):
-                running = total.item() / (step + 1)  # one sync every few steps, not every step
+            # Read the loss back (a device sync) at most twice a second, and at the end.
+            if step + 1 == len(loader) or time.monotonic() - shown_at > 0.5:
+                shown_at = time.monotonic()
+                running = total.item() / (step + 1)
                 if not math.isfinite(running):
                     raise TrainingError(
                         f"loss became {running} in stage '{stage.name}' epoch {epoch + 1} by step {step + 1}; "
