@@ -151,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         data, split = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size), "folder"
     else:
         raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
-    scores = evaluate_run(args.run_dir, data)
+    scores = evaluate_run(run, data)
     folder = Path(args.run_dir) / "evaluations"
     folder.mkdir(exist_ok=True)
     path = folder / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}.json"

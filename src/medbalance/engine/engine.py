@@ -373,8 +373,17 @@ class Engine:
         return self.model.to(self.fabric.device).eval()
 
     @torch.no_grad()
-    def evaluate(self, loader: DataLoader | Dataset, *, stage: Stage | None = None) -> dict:
+    def evaluate(
+        self,
+        loader: DataLoader | Dataset,
+        *,
+        stage: Stage | None = None,
+        on_batch: Callable[[dict, torch.Tensor, torch.Tensor], None] | None = None,
+    ) -> dict:
         """Scores of the model on ``loader`` (a DataLoader or a Dataset); adds ``loss`` with a stage.
+
+        ``on_batch(batch, logits, labels)`` sees every batch of the same pass (e.g. to write
+        predictions), so scoring and predicting a set costs one forward pass.
 
         Every process evaluates the whole set with the unwrapped model (no distributed sampler,
         which would pad it with repeated samples, and no collective call), so the scores need no
@@ -390,21 +399,14 @@ class Engine:
                 outputs = self.forward(module, batch)
             if stage is not None:
                 loss_sum += self.compute_loss(stage, outputs, batch).detach()
-            self.task.update(state, self.task.predict(outputs), batch)
+            labels = self.task.predict(outputs)
+            self.task.update(state, labels, batch)
+            if on_batch is not None:
+                on_batch(batch, outputs, labels)
         scores = self.task.scores(state)
         if stage is not None:
             scores["loss"] = float(loss_sum / max(1, len(loader)))
         return scores
-
-    @torch.no_grad()
-    def predict(self, data: Dataset):
-        """Yield ``(indices, probabilities, labels)`` per batch, on the CPU."""
-        loader, _ = self._loader(data, train=False)
-        module = self._eval_module()
-        for batch in loader:
-            with self.fabric.autocast():
-                logits = self.forward(module, batch)
-            yield batch["index"].cpu(), self.task.probabilities(logits).cpu(), self.task.predict(logits).cpu()
 
 
 def _scalars(scores: dict) -> dict:

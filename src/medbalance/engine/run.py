@@ -28,7 +28,7 @@ from medbalance.losses import build_loss
 from medbalance.nets import build_net
 from medbalance.report import preview_strip, write_report
 
-__all__ = ["RunResult", "train", "load_run", "evaluate_run", "predict_arrays", "write_predictions"]
+__all__ = ["RunResult", "train", "load_run", "evaluate_run", "predict_arrays", "PredictionWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -106,46 +106,65 @@ def train(
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
+    # Predictions of the test split (else validation) come from the pass that scores it.
+    writer = None
+    if fabric.is_global_zero:
+        writer = PredictionWriter(splits.test if splits.test is not None else splits.val, task, run_dir / "predictions")
     metrics = {
         "best_epoch": best["epoch"],
         "epochs": len(history),
         "monitor": engine.monitor_of(stages[-1])[0],
-        "val": engine.evaluate(splits.val),
+        "val": engine.evaluate(splits.val, on_batch=writer if splits.test is None else None),
     }
-    eval_set = splits.test if splits.test is not None else splits.val
     if splits.test is not None:
-        metrics["test"] = engine.evaluate(splits.test)
+        metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
-    if engine.fabric.is_global_zero:
-        previews = write_predictions(engine, eval_set, run_dir / "predictions")
-        write_report(run_dir, metrics, previews)
+    if writer is not None:
+        write_report(run_dir, metrics, writer.close())
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
 
 
-def write_predictions(engine: Engine, data: ArrayDataset, folder: Path, *, num_previews: int = 8) -> list:
-    """Masks as PNG (binary 0/255, multi-class indices) or ``predictions.csv`` for classification.
+class PredictionWriter:
+    """Writes the predictions of an evaluation pass (``Engine.evaluate(..., on_batch=writer)``).
 
-    Returns:
-        Up to ``num_previews`` ``(name, image | truth | prediction strip)`` pairs for the report.
+    Segmentation: one PNG mask per sample (binary 0/255, multi-class indices). Classification:
+    ``predictions.csv`` with the class probabilities, written by :meth:`close`.
+
+    Args:
+        data: the dataset being evaluated (names, images and targets for the previews).
+        task: the run's task.
+        folder: where the predictions go.
+        num_previews: how many image | truth | prediction strips to keep for the report.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    task = engine.task
-    rows, previews = [], []
-    for indices, probs, labels in engine.predict(data):
-        for i, p, y in zip(indices.tolist(), probs, labels):
-            name = data.names[i]
-            if task.name == "segmentation":
-                write_mask(folder / f"{Path(name).name}.png", y.numpy(), binary=task.out_channels == 1)
-                if len(previews) < num_previews:
-                    previews.append((name, preview_strip(data.images[i], data.target[i], y.numpy())))
-            else:
-                rows.append(f"{name},{int(data.target[i])},{int(y)}," + ",".join(f"{v:.6f}" for v in p.tolist()))
-    if rows:
-        header = "name,target,prediction," + ",".join(f"p_{c}" for c in data.class_names)
-        atomic_write_text(folder / "predictions.csv", "\n".join([header, *rows]) + "\n")
-    return previews
+
+    def __init__(self, data: ArrayDataset, task, folder: Path, *, num_previews: int = 8) -> None:
+        self.data, self.task, self.folder, self.num_previews = data, task, Path(folder), num_previews
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows: list[str] = []
+        self.previews: list[tuple[str, np.ndarray]] = []
+
+    def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        data = self.data
+        labels = labels.cpu().numpy()
+        if self.task.name == "segmentation":
+            for i, y in zip(batch["index"].tolist(), labels):
+                name = data.names[i]
+                write_mask(self.folder / f"{Path(name).name}.png", y, binary=self.task.out_channels == 1)
+                if len(self.previews) < self.num_previews:
+                    self.previews.append((name, preview_strip(data.images[i], data.target[i], y)))
+            return
+        probs = self.task.probabilities(logits).cpu().tolist()
+        for i, y, p in zip(batch["index"].tolist(), labels, probs):
+            self.rows.append(f"{data.names[i]},{int(data.target[i])},{int(y)}," + ",".join(f"{v:.6f}" for v in p))
+
+    def close(self) -> list[tuple[str, np.ndarray]]:
+        """Write ``predictions.csv`` (classification) and return the report previews."""
+        if self.rows:
+            header = "name,target,prediction," + ",".join(f"p_{c}" for c in self.data.class_names)
+            atomic_write_text(self.folder / "predictions.csv", "\n".join([header, *self.rows]) + "\n")
+        return self.previews
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
@@ -173,9 +192,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
     return LoadedRun(cfg, model, task, meta)
 
 
-def evaluate_run(run_dir: str | Path, data: ArrayDataset) -> dict:
-    """Scores of a trained run on ``data``."""
-    run = load_run(run_dir)
+def evaluate_run(run: LoadedRun, data: ArrayDataset) -> dict:
+    """Scores of a trained run (from :func:`load_run`) on ``data``."""
     if data.num_classes > run.task.num_classes:
         raise ValueError(
             f"the data has labels up to {data.num_classes - 1} but the run was trained with "
