@@ -9,7 +9,9 @@ soft float tensor of the logits' shape. Each module has a snake_case twin in
 from __future__ import annotations
 
 from medbalance.losses import functional
-from medbalance.losses.modules import CompoundLoss, CrossEntropyLoss, DiceCELoss, DiceLoss
+from medbalance.losses.ce import CrossEntropyLoss
+from medbalance.losses.compound import CompoundLoss, DiceCELoss
+from medbalance.losses.dice import DiceLoss
 from medbalance.losses.registry import LOSSES, build_loss
 
 __all__ = [

@@ -18,7 +18,9 @@ from typing import Any
 
 from torch import nn
 
-from medbalance.losses.modules import CompoundLoss, CrossEntropyLoss, DiceCELoss, DiceLoss
+from medbalance.losses.ce import CrossEntropyLoss
+from medbalance.losses.compound import CompoundLoss, DiceCELoss
+from medbalance.losses.dice import DiceLoss
 
 __all__ = ["LOSSES", "build_loss"]
 

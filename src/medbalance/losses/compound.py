@@ -1,0 +1,192 @@
+"""Weighted sums of losses: :class:`CompoundLoss` and the named combinations (Dice + CE)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from medbalance.losses._utils import (
+    BatchReduction,
+    ClassWeight,
+    Reduction,
+    check_choice,
+    check_non_negative,
+)
+from medbalance.losses.ce import CrossEntropyLoss, cross_entropy
+from medbalance.losses.dice import DiceLoss, dice_loss
+
+__all__ = ["compound_loss", "dice_ce_loss", "CompoundLoss", "DiceCELoss"]
+
+
+def compound_loss(terms: Sequence[tuple[Tensor, float]]) -> Tensor:
+    """Weighted sum ``sum_k w_k L_k`` of scalar loss values.
+
+    Args:
+        terms: ``(loss value, weight)`` pairs; each value must be a scalar tensor.
+
+    Raises:
+        ValueError: if a term is not a scalar (a ``reduction="none"`` loss would otherwise be
+            broadcast silently) or a weight is negative or not finite.
+
+    Example:
+        >>> compound_loss([(torch.tensor(0.5), 1.0), (torch.tensor(2.0), 0.25)]).item()
+        1.0
+    """
+    if len(terms) == 0:
+        raise ValueError("compound_loss needs at least one (loss, weight) term, got none")
+    total: Tensor | None = None
+    for index, (value, term_weight) in enumerate(terms):
+        check_non_negative(f"weight of term {index}", term_weight)
+        if value.ndim != 0:
+            raise ValueError(
+                f"term {index} of a compound loss must be a scalar, got shape {tuple(value.shape)} "
+                "(use reduction='mean' or 'sum' in its loss)"
+            )
+        total = value * term_weight if total is None else total + value * term_weight
+    assert total is not None
+    return total
+
+
+def dice_ce_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    lambda_dice: float = 1.0,
+    lambda_ce: float = 1.0,
+    smooth: float = 1e-5,
+    include_background: bool = True,
+    weight: ClassWeight = None,
+    batch_reduction: BatchReduction = "image",
+    squared: bool = False,
+    ignore_index: int | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """``lambda_dice * dice_loss + lambda_ce * cross_entropy`` (nnU-Net's default loss).
+
+    ``weight``, ``include_background`` and ``ignore_index`` reach both terms (SPEC section
+    10: ``include_background`` is honoured by every part). Arguments as in :func:`dice_loss`
+    and :func:`cross_entropy`; ``reduction`` must be ``"mean"`` or ``"sum"`` since the terms
+    have different unreduced shapes.
+
+    Example:
+        >>> logits = torch.zeros(1, 2, 4, 4)
+        >>> dice_ce_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long)).item() > 0
+        True
+    """
+    check_choice("reduction", reduction, ("mean", "sum"))
+    common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
+    return compound_loss([(dice, lambda_dice), (cross_entropy(logits, target, **common), lambda_ce)])
+
+
+def _default_name(loss: nn.Module) -> str:
+    """``DiceLoss`` -> ``"dice"``, ``CrossEntropyLoss`` -> ``"cross_entropy"``."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", type(loss).__name__).lower()
+    return snake.removesuffix("_loss") or snake
+
+
+class CompoundLoss(nn.Module):
+    """Weighted sum of losses, ``sum_k w_k L_k`` (e.g. Dice + CE, Dice + Focal + OB).
+
+    Each part keeps its own arguments (``include_background``, ``weight``, ...); build the
+    parts with the same values to have them honoured everywhere, as :class:`DiceCELoss` and
+    :func:`medbalance.losses.build_loss` do. Use :meth:`terms` to log the unweighted value
+    of every part; ``forward`` is their weighted sum.
+
+    Args:
+        terms: ``(loss, weight)`` or ``(name, loss, weight)`` items; ``loss`` is an
+            ``nn.Module`` mapping ``(logits, target)`` to a scalar, ``weight`` a finite
+            number ``>= 0``. Default names are the snake-case class names without ``Loss``
+            (``"dice"``, ``"cross_entropy"``), numbered when repeated (``"dice_2"``).
+
+    Example:
+        >>> import torch
+        >>> loss = CompoundLoss([(DiceLoss(), 1.0), ("ce", CrossEntropyLoss(), 0.5)])
+        >>> logits, target = torch.zeros(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+        >>> sorted(loss.terms(logits, target))
+        ['ce', 'dice']
+    """
+
+    def __init__(self, terms: Sequence[tuple[nn.Module, float] | tuple[str, nn.Module, float]]) -> None:
+        super().__init__()
+        if len(terms) == 0:
+            raise ValueError("CompoundLoss needs at least one (loss, weight) term, got none")
+        losses: dict[str, nn.Module] = {}
+        weights: dict[str, float] = {}
+        for index, item in enumerate(terms):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                raise ValueError(f"term {index} must be (loss, weight) or (name, loss, weight), got {item!r}")
+            name, loss, weight = item if len(item) == 3 else (None, *item)
+            if not isinstance(loss, nn.Module):
+                raise TypeError(f"term {index} must hold an nn.Module loss, got {type(loss).__name__}")
+            check_non_negative(f"weight of term {index}", weight)
+            if name is None:
+                base = _default_name(loss)
+                name, suffix = base, 2
+                while name in losses:
+                    name, suffix = f"{base}_{suffix}", suffix + 1
+            elif name in losses:
+                raise ValueError(f"term {index} repeats the name {name!r}; term names must be unique")
+            losses[name] = loss
+            weights[name] = float(weight)
+        self.losses = nn.ModuleDict(losses)
+        # term weights are hyper-parameters (plain floats in config and repr), not tensor state
+        self.term_weights = weights
+
+    def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Unweighted value of every part, by name, in the order given."""
+        return {name: loss(logits, target) for name, loss in self.losses.items()}
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        values = self.terms(logits, target)
+        return compound_loss([(values[name], self.term_weights[name]) for name in values])
+
+    def extra_repr(self) -> str:
+        return "term_weights=" + repr(self.term_weights)
+
+
+class DiceCELoss(CompoundLoss):
+    """``lambda_dice * DiceLoss + lambda_ce * CrossEntropyLoss`` with shared arguments.
+
+    ``weight``, ``include_background`` and ``ignore_index`` go to both parts, so excluding the
+    background is honoured by the CE too (background elements get CE weight 0; MONAI's
+    ``DiceCELoss`` applies it to the Dice only). Term names: ``"dice"``, ``"ce"``.
+
+    Args:
+        lambda_dice: weight of the Dice term.
+        lambda_ce: weight of the cross-entropy term.
+        smooth, batch_reduction, squared: as in :class:`DiceLoss`.
+        include_background, weight, ignore_index: passed to both parts.
+        reduction: ``"mean"`` or ``"sum"``, passed to both parts.
+
+    Example:
+        >>> import torch
+        >>> loss = DiceCELoss(include_background=False)
+        >>> loss(torch.zeros(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))).ndim
+        0
+    """
+
+    def __init__(
+        self,
+        *,
+        lambda_dice: float = 1.0,
+        lambda_ce: float = 1.0,
+        smooth: float = 1e-5,
+        include_background: bool = True,
+        weight: ClassWeight = None,
+        batch_reduction: BatchReduction = "image",
+        squared: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None:
+        check_choice("reduction", reduction, ("mean", "sum"))
+        common = dict(
+            weight=weight,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
+        super().__init__([("dice", dice, lambda_dice), ("ce", CrossEntropyLoss(**common), lambda_ce)])
