@@ -2,6 +2,9 @@
 
 Usage: ``python -m benchmarks [--quick] [--threads N] [--only SUBSTRING] [--device DEV]
 [--channels-last]``. Every module exposes ``run(*, quick, device, channels_last) -> list[Row]``.
+
+``python -m benchmarks nets [...]`` runs the networks benchmark with its own options
+(``python -m benchmarks nets --help``; see :mod:`benchmarks.bench_nets`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ log = logging.getLogger("benchmarks")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["nets"]:
+        from benchmarks.bench_nets import main as nets_main
+
+        return nets_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -27,6 +27,7 @@ __all__ = [
     "Case",
     "Group",
     "Row",
+    "conv_peak_gflops",
     "format_table",
     "forward_gflops",
     "machine_info",
@@ -116,6 +117,28 @@ def forward_gflops(model: torch.nn.Module, example: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9 / example.shape[0]
 
 
+def conv_peak_gflops(
+    *, device: str = "cpu", channels_last: bool = False, quick: bool = False, repeats: int = 5
+) -> float:
+    """GFLOP/s of one large 3x3 convolution (256 -> 256 channels; FLOPs counted by
+    ``torch.utils.flop_counter``), the best of ``repeats``: the practical peak of this device
+    for the convolutions that dominate segmentation networks.
+
+    ``quick`` uses a smaller map (seconds on a CPU); the number is then a lower bound.
+    """
+    side = 32 if quick else 64
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
+    x = torch.randn(4, 256, side, side, device=device)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            conv(x)
+        conv(x)  # warm-up: oneDNN / cuDNN algorithm selection
+        best = min(_time_once(lambda: conv(x)) for _ in range(repeats))
+    return counter.get_total_flops() / 1e9 / best
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -194,6 +217,12 @@ def format_table(rows: Sequence[Row]) -> str:
         ]
         for r in rows
     ]
+    # Modules that measure the device peak put the achieved fraction of it in ``extra``.
+    if any("peak_fraction" in r.extra for r in rows):
+        header.append("% peak")
+        for line, r in zip(body, rows):
+            fraction = r.extra.get("peak_fraction")
+            line.append("-" if fraction is None else f"{100 * fraction:.1f}")
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(cells: list[str]) -> str:

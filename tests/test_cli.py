@@ -220,7 +220,7 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ([], ["demo"], ["train"], ["predict"], ["evaluate"]):
+    for cmd in ([], ["demo"], ["train"], ["predict"], ["evaluate"], ["inspect"]):
         res = _cli(*cmd, "--help")
         assert res.returncode == 0 and "usage: medbalance" in res.stdout
 

@@ -470,8 +470,19 @@ class TestCompound:
 
 class TestRegistry:
     def test_names(self) -> None:
-        assert LOSSES == {"ce": CrossEntropyLoss, "dice": DiceLoss, "dice_ce": DiceCELoss}
+        import medbalance.losses as L
+
+        assert LOSSES["ce"] is CrossEntropyLoss and LOSSES["dice"] is DiceLoss and LOSSES["dice_ce"] is DiceCELoss
         assert isinstance(build_loss("dice"), DiceLoss)
+        for name, cls in LOSSES.items():  # every registered loss is public and builds from its name
+            assert getattr(L, cls.__name__) is cls
+            assert isinstance(build_loss(name, class_counts=[50, 30, 20]), cls)
+
+    def test_docs_catalogue_lists_every_name(self) -> None:
+        from pathlib import Path
+
+        doc = (Path(__file__).parents[1] / "docs" / "losses.md").read_text()
+        assert all(f"`{name}`" in doc for name in LOSSES)
 
     def test_dict_with_class_weight(self) -> None:
         loss = build_loss({"name": "ce", "class_weight": [0.1, 1.0, 1.0], "ignore_index": 255})
@@ -500,7 +511,7 @@ class TestRegistry:
     @pytest.mark.parametrize(
         ("spec", "error", "message"),
         [
-            ("dise", ValueError, "unknown loss 'dise' (did you mean 'dice'? known losses: ce, dice, dice_ce)"),
+            ("dise", ValueError, "unknown loss 'dise' (did you mean 'dice'? known losses: ce, wce, focal, dice, iou,"),
             (
                 {"name": "dice", "smoth": 1},
                 ValueError,
@@ -521,3 +532,43 @@ class TestRegistry:
     def test_bad_specs(self, spec, error, message) -> None:
         with pytest.raises(error, match=re.escape(message)):
             build_loss(spec)
+
+    def test_class_weight_scheme_uses_given_fractions(self) -> None:
+        from medbalance.losses import class_weights
+
+        loss = build_loss({"name": "ce", "class_weight": {"scheme": "inverse", "fractions": [0.9, 0.1]}})
+        torch.testing.assert_close(loss.weight, class_weights([0.9, 0.1], "inverse"))
+
+    def test_class_weight_scheme_counts_lazily_once(self) -> None:
+        from medbalance.losses import class_weights
+
+        calls = []
+
+        def counts():
+            calls.append(1)
+            return torch.tensor([80, 15, 5])
+
+        assert isinstance(build_loss("dice", class_counts=counts), DiceLoss) and calls == []
+        loss = build_loss(
+            [{"name": "ce", "class_weight": "exp_decreasing_fg"}, {"name": "dice", "class_weight": "inverse"}],
+            class_counts=counts,
+        )
+        assert calls == [1]
+        torch.testing.assert_close(loss.losses["ce"].weight, class_weights([80, 15, 5], "exp_decreasing_fg"))
+        torch.testing.assert_close(loss.losses["dice"].weight, class_weights([80, 15, 5], "inverse"))
+
+    def test_binary_scheme_becomes_positive_weight(self) -> None:
+        loss = build_loss({"name": "ce", "class_weight": "inverse"}, class_counts=[90, 10], binary=True)
+        assert loss.weight.tolist() == pytest.approx([9.0])
+        with pytest.raises(ValueError, match="positive background weight"):
+            build_loss({"name": "ce", "class_weight": "exp_decreasing_fg_nobg"}, class_counts=[90, 10], binary=True)
+
+    def test_scheme_without_counts_says_so(self) -> None:
+        from medbalance.losses import MissingClassCounts
+
+        with pytest.raises(MissingClassCounts, match="needs class counts for class_weight scheme 'inverse'"):
+            build_loss({"name": "ce", "class_weight": "inverse"})
+        with pytest.raises(ValueError, match="unknown class-weight scheme 'invers'"):
+            build_loss({"name": "ce", "class_weight": "invers"}, class_counts=[1, 1])
+        with pytest.raises(ValueError, match="got keys \\['fractoins', 'scheme'\\]"):
+            build_loss({"name": "ce", "class_weight": {"scheme": "inverse", "fractoins": [1, 1]}})

@@ -18,6 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medbalance import __version__
 from medbalance._atomic import atomic_write_text
+from medbalance._malloc import tune_malloc
 from medbalance.config import load_config
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
@@ -162,6 +163,81 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"scores written to {path}")
 
 
+INSPECT_SPLITS = ("train", "val", "test", "all")
+
+
+def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str, dict]:
+    """The task and the wanted splits of ``source``: a data folder, a YAML config or a built-in name."""
+    from medbalance.config import FolderData, RunConfig
+    from medbalance.data.build import build_splits
+    from medbalance.data.folder import read_folder
+
+    path = Path(source)
+    if path.is_dir():
+        if overrides:
+            raise ConfigError(f"--set applies to a config, but '{source}' is a data folder")
+        task = "segmentation" if (path / "images").is_dir() or (path / "masks").is_dir() else "classification"
+        if split == "all":  # the whole folder, without the seeded split (which needs >= 2 images)
+            return task, {"all": read_folder(path, task=task)}
+        # the same seeded split `train` makes of a folder (FolderData defaults)
+        cfg = RunConfig(data=FolderData(path=str(path), task=task))
+    elif path.is_file() or source in BUILTIN_CONFIGS:
+        cfg = load_config(_config_path(source), overrides)
+    else:
+        raise DataError(
+            f"'{source}' is neither a data folder, a config file nor a built-in config ({', '.join(BUILTIN_CONFIGS)})"
+        )
+    splits = build_splits(cfg)
+    available = {"train": splits.train, "val": splits.val, "test": splits.test}
+    if split == "all":
+        return cfg.task, {k: v for k, v in available.items() if v is not None}
+    if available[split] is None:
+        raise DataError(f"'{source}' has no {split} split (try --split train, val or all)")
+    return cfg.task, {split: available[split]}
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from medbalance.data.stats import dataset_stats
+    from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, class_weights, effective_number_weights
+
+    if not 0.0 <= args.beta < 1.0:
+        raise ValueError(f"--beta must be in [0, 1), got {args.beta:g}")
+    task, datasets = _inspect_splits(args.path, args.set, args.split)
+    parts = [dataset_stats(ds, ds.num_classes, task) for ds in datasets.values()]
+    stats = sum(parts[1:], parts[0])
+    classification = task == "classification"
+    # The _fg schemes treat class 0 as background, which a classification dataset does not have.
+    schemes = [s for s in CLASS_WEIGHT_SCHEMES if not (classification and "_fg" in s)]
+    weights = {s: class_weights(stats.counts, s).tolist() for s in schemes}
+    effective = effective_number_weights(stats.counts, beta=args.beta).tolist() if classification else None
+    if args.json:
+        report = {"source": args.path, "split": args.split, **stats.to_dict()}
+        report.update(weights=weights, effective_number_weights=effective, beta=args.beta if classification else None)
+        print(json.dumps(report, indent=1))
+        return
+
+    unit = "samples" if classification else "pixels"
+    which = f"all splits ({' + '.join(datasets)})" if args.split == "all" else f"{args.split} split"
+    print(f"{args.path}: {which}, {task}, {stats.num_images} images")
+    if stats.empty_masks is not None:
+        print(f"images whose mask has no foreground: {stats.empty_masks} of {stats.num_images}")
+    print(f"imbalance ratio (largest / smallest present class): {stats.imbalance_ratio:.1f}")
+    if stats.absent_classes:
+        print("absent classes: " + ", ".join(stats.class_names[i] for i in stats.absent_classes))
+    columns = {f"w{CLASS_WEIGHT_SCHEMES.index(s) + 1}": w for s, w in weights.items()}
+    if effective is not None:
+        columns["eff"] = effective
+    width = max(len("class"), *(len(n) for n in stats.class_names))
+    print(f"\n{'class':<{width}} {unit:>12} {'percent':>9} " + " ".join(f"{h:>7}" for h in columns))
+    for i, name in enumerate(stats.class_names):
+        cells = " ".join(f"{w[i]:7.4f}" for w in columns.values())
+        print(f"{name:<{width}} {stats.counts[i]:>12d} {100 * stats.fractions[i]:8.3f}% {cells}")
+    legend = ", ".join(f"w{CLASS_WEIGHT_SCHEMES.index(s) + 1} {s}" for s in schemes)
+    print(f"\nclass weights (each column sums to 1): {legend}")
+    if effective is not None:
+        print(f"eff: effective-number weights (Cui et al. 2019, beta {args.beta:g}), summing to the class count")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medbalance", description="Class-imbalanced medical image analysis.")
     parser.add_argument("--version", action="version", version=f"medbalance {__version__}")
@@ -206,12 +282,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder in the generic layout, or a YAML config (its test split, else val)",
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "inspect", parents=[common], help="class-imbalance report of a dataset, with the class weights it implies"
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help=f"data folder (images/ + masks/, or one sub-folder per class), YAML config or built-in config "
+        f"({', '.join(BUILTIN_CONFIGS)})",
+    )
+    p.add_argument(
+        "--split",
+        choices=INSPECT_SPLITS,
+        default="train",
+        help="which split to count (default: train; a folder is split as 'train' splits it)",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--beta", type=float, default=0.9999, help="beta of the effective-number weights (default: 0.9999)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    tune_malloc()  # reuse freed activation memory across steps (MEDBALANCE_MALLOC=default: off)
     try:
         with logging_redirect_tqdm():  # log lines above the progress bar, not through it
             args.func(args)

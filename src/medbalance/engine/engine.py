@@ -34,6 +34,8 @@ from medbalance.config import RunConfig
 from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medbalance.engine.rundir import HistoryLog
 from medbalance.errors import ConfigError, TrainingError
+from medbalance.losses.deep_supervision import deep_supervision_loss
+from medbalance.losses.dynamic import set_progress
 
 __all__ = ["Stage", "Engine", "TrainingError", "make_fabric"]
 
@@ -149,8 +151,11 @@ class Engine:
     def forward(self, module: nn.Module, batch: dict) -> torch.Tensor:
         return module(batch["image"])
 
-    def compute_loss(self, stage: Stage, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
-        return stage.loss(outputs, batch if stage.target_key is None else batch[stage.target_key])
+    def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
+        target = batch if stage.target_key is None else batch[stage.target_key]
+        if isinstance(outputs, (tuple, list)):  # a deep-supervised net in training mode
+            return deep_supervision_loss(stage.loss, outputs, target)
+        return stage.loss(outputs, target)
 
     # ----------------------------------------------------------------------------- data
     def _loader(self, data: Dataset, *, train: bool) -> tuple[DataLoader, torch.Generator | None]:
@@ -344,7 +349,10 @@ class Engine:
             disable=None if self.cfg.progress and self.fabric.is_global_zero else True,  # None: off without a TTY
             dynamic_ncols=True,
         )
+        tracks_progress = isinstance(stage.loss, nn.Module)
         for step, batch in enumerate(bar):
+            if tracks_progress:  # T / T_max for losses that change over training (DFLCE, LDAM-DRW)
+                set_progress(stage.loss, (epoch * len(loader) + step) / (stage.epochs * max(1, len(loader))))
             with self.fabric.autocast():
                 outputs = self.forward(module, batch)
             loss = self.compute_loss(stage, outputs, batch)

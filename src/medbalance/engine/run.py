@@ -15,15 +15,17 @@ from torch import nn
 
 import medbalance
 from medbalance._atomic import atomic_write_text
+from medbalance._malloc import tune_malloc
 from medbalance.config import FolderData, RunConfig, dump_config, load_config, parse_config, read_yaml
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
+from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
 from medbalance.engine.engine import Engine, Stage, make_fabric
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
-from medbalance.errors import CheckpointError
+from medbalance.errors import CheckpointError, ConfigError
 from medbalance.losses import build_loss
 from medbalance.nets import build_net
 from medbalance.report import preview_strip, write_report
@@ -77,6 +79,7 @@ def train(
     cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
     if progress is not None:
         cfg = cfg.model_copy(update={"progress": progress})
+    tune_malloc()  # reuse freed activation memory across steps (MEDBALANCE_MALLOC=default: off)
     fabric = make_fabric(cfg)
     if resume is not None:
         run_dir = Path(resume)
@@ -101,7 +104,15 @@ def train(
         "model": cfg.model.name,
     }
     engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta)
-    stages = [Stage("train", cfg.epochs, build_loss(cfg.loss))]
+    try:
+        loss = build_loss(
+            cfg.loss,
+            class_counts=lambda: class_counts(splits.train, task.num_classes),
+            binary=task.out_channels == 1,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid 'loss': {exc}") from None
+    stages = [Stage("train", cfg.epochs, loss)]
     history = engine.fit(stages, splits.train, splits.val, resume=resume is not None)
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")

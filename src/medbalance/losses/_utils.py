@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union, get_args
+from typing import Literal, NamedTuple, Union, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "check_progress",
     "BATCH_REDUCTIONS",
     "REDUCTIONS",
     "ClassWeight",
@@ -42,6 +43,19 @@ __all__ = [
     "class_weight",
     "weighted_class_mean",
     "reduce_loss",
+    "check_positive",
+    "check_region_args",
+    "binary_as_two_class",
+    "RegionInputs",
+    "region_inputs",
+    "class_sums",
+    "Overlap",
+    "soft_overlap",
+    "safe_ratio",
+    "tversky_index",
+    "power",
+    "reduce_images",
+    "overlap_loss",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -366,3 +380,181 @@ def reduce_loss(
     else:
         count = torch.tensor(float(loss.numel()), device=loss.device)
     return torch.where(count > 0, total / count.clamp_min(torch.finfo(torch.float32).tiny), total * 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Region (overlap) losses: Dice, IoU, Tversky, focal Tversky, generalized Dice, sensitivity-
+# specificity and exponential-logarithmic share the per-class soft sums below.
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite real number ``> 0`` (e.g. an exponent)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_region_args(*, smooth: float, batch_reduction: str, reduction: str) -> None:
+    """Validate the arguments every region loss shares."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("batch_reduction", batch_reduction, BATCH_REDUCTIONS)
+    check_non_negative("smooth", smooth)
+
+
+def binary_as_two_class(truth: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Write a binary target ``G`` ``(N, 1, ...)`` as the pair ``(1 - G, G)`` and its positive-class
+    weight ``w`` as ``(1, w)``; pairs with :func:`expand_binary_logits`."""
+    truth = torch.cat([1.0 - truth, truth], dim=1)
+    return truth, None if weight is None else torch.cat([torch.ones_like(weight), weight])
+
+
+@dataclass(frozen=True)
+class RegionInputs:
+    """Probabilities and target of a region loss, restricted to the classes that count.
+
+    Attributes:
+        target: the validated :class:`Target`.
+        probs: ``(N, K, *spatial)`` float32 probabilities, zero at ignored elements.
+        truth: ``(N, K, *spatial)`` float32 target, zero at ignored elements.
+        weight: ``(K,)`` class weights, ``None`` when every class weighs 1.
+        keep: ``(N, 1, *spatial)`` bool, ``True`` where the element counts; ``None`` when no
+            element is ignored.
+    """
+
+    target: Target
+    probs: Tensor
+    truth: Tensor
+    weight: Tensor | None
+    keep: Tensor | None
+
+
+def region_inputs(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    weight: ClassWeight,
+    include_background: bool,
+    ignore_index: int | None,
+    two_sided: bool = False,
+) -> RegionInputs:
+    """Validate a region loss's input and gather the ``K`` classes it sums over.
+
+    ``K = C`` (binary: the single foreground channel), ``C - 1`` with
+    ``include_background=False``, or 2 with ``two_sided`` (binary only: background
+    ``(1 - P, 1 - G)`` and foreground ``(P, G)``, background weight 1).
+    """
+    tgt = format_target(logits, target, ignore_index=ignore_index)
+    w = class_weight(weight, logits, include_background=include_background)
+    truth = tgt.dense()
+    if two_sided:
+        if tgt.num_classes != 1:
+            raise ValueError(f"two_sided applies to binary logits (C == 1), got C={tgt.num_classes}")
+        probs = torch.softmax(expand_binary_logits(logits.float()), dim=1)
+        truth, w = binary_as_two_class(truth, w)
+    else:
+        probs = probabilities(logits)
+        if not include_background and tgt.num_classes > 1:
+            probs, truth, w = probs[:, 1:], truth[:, 1:], None if w is None else w[1:]
+    keep = None if tgt.mask is None else tgt.mask.unsqueeze(1)
+    if keep is not None:
+        probs, truth = probs * keep, truth * keep
+    return RegionInputs(target=tgt, probs=probs, truth=truth, weight=w, keep=keep)
+
+
+def class_sums(values: Tensor, batch_reduction: str) -> Tensor:
+    """Sum ``(N, K, *spatial)`` over space: ``(N, K)`` per image (``"image"``), or ``(1, K)``
+    pooled over the batch (``"batch"``). Without spatial axes each sample is its own image."""
+    flat = values.flatten(2) if values.ndim > 2 else values.unsqueeze(-1)
+    return flat.sum((0, 2)).unsqueeze(0) if batch_reduction == "batch" else flat.sum(2)
+
+
+class Overlap(NamedTuple):
+    """Soft true positives, false positives and false negatives, ``(N, K)`` or ``(1, K)``."""
+
+    tp: Tensor
+    fp: Tensor
+    fn: Tensor
+
+
+def soft_overlap(region: RegionInputs, batch_reduction: str, *, squared: bool = False) -> Overlap:
+    """Per-class soft counts ``TP = sum P G``, ``FP = sum P - TP``, ``FN = sum G - TP``.
+
+    ``FP = sum P (1 - G)`` and ``FN = sum (1 - P) G`` (MONAI's decoupled form, also right for
+    soft targets). With ``squared``, ``FP = sum P^2 - TP`` and ``FN = sum G^2 - TP``, so that
+    ``2 TP + FP + FN = sum P^2 + sum G^2`` (V-Net; MONAI ``squared_pred``).
+    """
+    probs, truth = region.probs, region.truth
+    tp = class_sums(probs * truth, batch_reduction)
+    if squared:
+        probs, truth = probs * probs, truth * truth
+    return Overlap(tp, class_sums(probs, batch_reduction) - tp, class_sums(truth, batch_reduction) - tp)
+
+
+def safe_ratio(numerator: Tensor, denominator: Tensor, *, empty: float) -> Tensor:
+    """``numerator / denominator``, and ``empty`` where the denominator is 0 (finite gradients)."""
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(torch.float32).tiny), empty)
+
+
+def tversky_index(overlap: Overlap, *, alpha: float, beta: float, smooth: float) -> Tensor:
+    """``(TP + s) / (TP + alpha FP + beta FN + s)``; 1 for a class absent from ``P`` and ``G``.
+
+    ``alpha = beta = 1/2`` with ``s / 2`` is Dice ``(2 TP + s) / (2 TP + FP + FN + s)``,
+    ``alpha = beta = 1`` is IoU.
+    """
+    tp, fp, fn = overlap
+    return safe_ratio(tp + smooth, tp + alpha * fp + beta * fn + smooth, empty=1.0)
+
+
+def power(values: Tensor, gamma: float) -> Tensor:
+    """``values ** gamma`` for ``values >= 0``: clamped to the smallest normal float first, so
+    that a perfect prediction (``values == 0``) has gradient 0, not ``inf`` (``gamma < 1``)."""
+    return values.clamp_min(torch.finfo(torch.float32).tiny).pow(gamma)
+
+
+def reduce_images(per_image: Tensor, batch_reduction: str, reduction: str) -> Tensor:
+    """Reduce ``(M,)`` per-image losses; a pooled batch (``M == 1``) gives its scalar whatever
+    ``reduction`` is."""
+    if batch_reduction == "batch":
+        return per_image[0]
+    return reduce_loss(per_image, reduction)
+
+
+def overlap_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    smooth: float,
+    gamma: float = 1.0,
+    squared: bool = False,
+    two_sided: bool = False,
+    include_background: bool,
+    weight: ClassWeight,
+    batch_reduction: str,
+    ignore_index: int | None,
+    reduction: str,
+) -> Tensor:
+    """``(1 - T_k)^gamma`` with ``T_k`` the Tversky index of class ``k``, weighted class mean
+    per image, reduced over images: the one implementation of Dice, IoU, Tversky and focal
+    Tversky. Their public functions validate and document the arguments."""
+    with float32_compute(logits):
+        region = region_inputs(
+            logits,
+            target,
+            weight=weight,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            two_sided=two_sided,
+        )
+        index = tversky_index(
+            soft_overlap(region, batch_reduction, squared=squared), alpha=alpha, beta=beta, smooth=smooth
+        )
+        per_class = 1.0 - index if gamma == 1.0 else power(1.0 - index, gamma)
+        return reduce_images(weighted_class_mean(per_class, region.weight), batch_reduction, reduction)
+
+
+def check_progress(progress: float) -> float:
+    """Validate training progress ``T / T_max`` (a number in ``[0, 1]``) and return it as a float."""
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0.0 <= progress <= 1.0:
+        raise ValueError(f"progress must be a number in [0, 1] (T / T_max), got {progress!r}")
+    return float(progress)

@@ -1,4 +1,5 @@
-"""Weighted sums of losses: :class:`CompoundLoss` and the named combinations (Dice + CE)."""
+"""Weighted sums of losses: :class:`CompoundLoss` and the named combinations (Dice + CE,
+Dice + Focal)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from medbalance.losses._utils import (
 )
 from medbalance.losses.ce import CrossEntropyLoss, cross_entropy
 from medbalance.losses.dice import DiceLoss, dice_loss
+from medbalance.losses.focal import Alpha, FocalLoss, focal_loss
 
-__all__ = ["compound_loss", "dice_ce_loss", "CompoundLoss", "DiceCELoss"]
+__all__ = ["compound_loss", "dice_ce_loss", "dice_focal_loss", "CompoundLoss", "DiceCELoss", "DiceFocalLoss"]
 
 
 def compound_loss(terms: Sequence[tuple[Tensor, float]]) -> Tensor:
@@ -79,6 +81,40 @@ def dice_ce_loss(
     common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     return compound_loss([(dice, lambda_dice), (cross_entropy(logits, target, **common), lambda_ce)])
+
+
+def dice_focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    lambda_dice: float = 1.0,
+    lambda_focal: float = 1.0,
+    gamma: float = 2.0,
+    alpha: Alpha = None,
+    smooth: float = 1e-5,
+    include_background: bool = True,
+    weight: ClassWeight = None,
+    batch_reduction: BatchReduction = "image",
+    squared: bool = False,
+    ignore_index: int | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """``lambda_dice * dice_loss + lambda_focal * focal_loss`` (AnatomyNet; seed 003's Dice + Focal).
+
+    ``weight``, ``include_background`` and ``ignore_index`` reach both terms; ``gamma`` and
+    ``alpha`` the focal term (:func:`focal_loss`); ``smooth``, ``batch_reduction`` and
+    ``squared`` the Dice term. ``reduction`` is ``"mean"`` or ``"sum"``.
+
+    Example:
+        >>> logits = torch.zeros(1, 2, 4, 4)
+        >>> dice_focal_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long)).item() > 0
+        True
+    """
+    check_choice("reduction", reduction, ("mean", "sum"))
+    common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
+    focal = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
+    return compound_loss([(dice, lambda_dice), (focal, lambda_focal)])
 
 
 def _default_name(loss: nn.Module) -> str:
@@ -190,3 +226,52 @@ class DiceCELoss(CompoundLoss):
         )
         dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
         super().__init__([("dice", dice, lambda_dice), ("ce", CrossEntropyLoss(**common), lambda_ce)])
+
+
+class DiceFocalLoss(CompoundLoss):
+    """``lambda_dice * DiceLoss + lambda_focal * FocalLoss`` with shared arguments.
+
+    ``weight``, ``include_background`` and ``ignore_index`` go to both parts. Unlike MONAI's
+    ``DiceFocalLoss`` (always a sigmoid focal term), the focal part is softmax for ``C >= 2``
+    like the Dice. Term names: ``"dice"``, ``"focal"``.
+
+    Args:
+        lambda_dice: weight of the Dice term.
+        lambda_focal: weight of the focal term.
+        gamma, alpha: as in :class:`FocalLoss`.
+        smooth, batch_reduction, squared: as in :class:`DiceLoss`.
+        include_background, weight, ignore_index: passed to both parts.
+        reduction: ``"mean"`` or ``"sum"``, passed to both parts.
+
+    Example:
+        >>> import torch
+        >>> loss = DiceFocalLoss(lambda_focal=2.0, gamma=2.0)
+        >>> loss(torch.zeros(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))).ndim
+        0
+    """
+
+    def __init__(
+        self,
+        *,
+        lambda_dice: float = 1.0,
+        lambda_focal: float = 1.0,
+        gamma: float = 2.0,
+        alpha: Alpha = None,
+        smooth: float = 1e-5,
+        include_background: bool = True,
+        weight: ClassWeight = None,
+        batch_reduction: BatchReduction = "image",
+        squared: bool = False,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+    ) -> None:
+        check_choice("reduction", reduction, ("mean", "sum"))
+        common = dict(
+            weight=weight,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
+        focal = FocalLoss(gamma=gamma, alpha=alpha, **common)
+        super().__init__([("dice", dice, lambda_dice), ("focal", focal, lambda_focal)])

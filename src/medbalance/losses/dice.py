@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from medbalance.losses._base import ClassWeightedLoss
 from medbalance.losses._utils import (
-    BATCH_REDUCTIONS,
-    REDUCTIONS,
     BatchReduction,
     ClassWeight,
     Reduction,
-    check_choice,
-    check_non_negative,
-    class_weight,
-    expand_binary_logits,
-    float32_compute,
-    format_target,
-    probabilities,
-    reduce_loss,
-    weighted_class_mean,
+    check_region_args,
+    overlap_loss,
 )
+from medbalance.losses.region import RegionLoss
 
 __all__ = ["dice_loss", "DiceLoss"]
 
@@ -73,6 +63,7 @@ def dice_loss(
         The loss, float32.
 
     Example:
+        >>> import torch
         >>> target = torch.tensor([[[0, 1]]])  # (N, H, W) = (1, 1, 2)
         >>> round(dice_loss(torch.zeros(1, 2, 1, 2), target).item(), 4)  # P = 0.5 everywhere
         0.5
@@ -80,45 +71,25 @@ def dice_loss(
         >>> dice_loss(perfect, target).item() < 1e-6
         True
     """
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_choice("batch_reduction", batch_reduction, BATCH_REDUCTIONS)
-    check_non_negative("smooth", smooth)
-    if two_sided and logits.shape[1] != 1:
-        raise ValueError(f"two_sided applies to binary logits (C == 1), got C={logits.shape[1]}")
-    with float32_compute(logits):
-        tgt = format_target(logits, target, ignore_index=ignore_index)
-        w = class_weight(weight, logits, include_background=include_background)
-        truth = tgt.dense()
-        if two_sided:
-            probs = torch.softmax(expand_binary_logits(logits.float()), dim=1)
-            truth = torch.cat([1.0 - truth, truth], dim=1)
-            w = None if w is None else torch.cat([torch.ones_like(w), w])
-        else:
-            probs = probabilities(logits)
-            if not include_background and tgt.num_classes > 1:
-                probs, truth, w = probs[:, 1:], truth[:, 1:], None if w is None else w[1:]
-        if tgt.mask is not None:
-            keep = tgt.mask.unsqueeze(1)
-            probs, truth = probs * keep, truth * keep
-
-        dims = tuple(range(2, probs.ndim))
-        if batch_reduction == "batch":
-            dims = (0, *dims)
-        intersection = (probs * truth).sum(dims)
-        if squared:
-            denominator = (probs * probs).sum(dims) + (truth * truth).sum(dims)
-        else:
-            denominator = probs.sum(dims) + truth.sum(dims)
-        numerator, denominator = 2.0 * intersection + smooth, denominator + smooth
-        # empty-vs-empty with smooth=0 is 0/0: define it as a perfect match, keep gradients finite
-        dice = torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
-        per_image = weighted_class_mean(1.0 - dice, w)
-        if batch_reduction == "batch":
-            return per_image
-        return reduce_loss(per_image, reduction)
+    check_region_args(smooth=smooth, batch_reduction=batch_reduction, reduction=reduction)
+    # (2 TP + s) / (2 TP + FP + FN + s) is the Tversky index at alpha = beta = 1/2 with s / 2
+    return overlap_loss(
+        logits,
+        target,
+        alpha=0.5,
+        beta=0.5,
+        smooth=0.5 * smooth,
+        squared=squared,
+        two_sided=two_sided,
+        include_background=include_background,
+        weight=weight,
+        batch_reduction=batch_reduction,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
 
 
-class DiceLoss(ClassWeightedLoss):
+class DiceLoss(RegionLoss):
     """Soft Dice loss ``1 - (2 sum(P G) + s) / (sum P + sum G + s)``, mean over classes.
 
     See :func:`medbalance.losses.functional.dice_loss` for the definition, empty classes and
@@ -161,31 +132,18 @@ class DiceLoss(ClassWeightedLoss):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__(
-            weight=weight,
+            smooth=smooth,
             include_background=include_background,
+            weight=weight,
+            batch_reduction=batch_reduction,
             ignore_index=ignore_index,
             reduction=reduction,
         )
-        check_non_negative("smooth", smooth)
-        check_choice("batch_reduction", batch_reduction, BATCH_REDUCTIONS)
-        self.smooth = float(smooth)
-        self.batch_reduction = batch_reduction
         self.squared = squared
         self.two_sided = two_sided
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return dice_loss(
-            logits,
-            target,
-            smooth=self.smooth,
-            batch_reduction=self.batch_reduction,
-            squared=self.squared,
-            two_sided=self.two_sided,
-            **self._common(),
-        )
+        return dice_loss(logits, target, squared=self.squared, two_sided=self.two_sided, **self._common())
 
     def extra_repr(self) -> str:
-        return (
-            f"smooth={self.smooth}, batch_reduction={self.batch_reduction!r}, squared={self.squared}, "
-            f"two_sided={self.two_sided}, " + super().extra_repr()
-        )
+        return f"squared={self.squared}, two_sided={self.two_sided}, " + super().extra_repr()

@@ -7,27 +7,57 @@ A YAML config such as::
       - {name: ce, weight: 1.0, class_weight: [0.1, 1.0, 1.0]}
 
 becomes ``CompoundLoss([("dice", DiceLoss(...), 1.0), ("ce", CrossEntropyLoss(...), 1.0)])``.
+``class_weight: exp_decreasing_fg`` instead of a list weighs the classes by that scheme of
+seed 002 on the class fractions of the training split (counted when the run starts).
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
-from torch import nn
+from torch import Tensor, nn
 
-from medbalance.losses.ce import CrossEntropyLoss
-from medbalance.losses.compound import CompoundLoss, DiceCELoss
+from medbalance.losses.balanced import ClassBalancedCELoss, LDAMLoss
+from medbalance.losses.bootstrap import OnlineBootstrappingLoss
+from medbalance.losses.ce import CrossEntropyLoss, WeightedCrossEntropyLoss
+from medbalance.losses.compound import CompoundLoss, DiceCELoss, DiceFocalLoss
 from medbalance.losses.dice import DiceLoss
+from medbalance.losses.dynamic import DFLCELoss, DFLCSCELoss
+from medbalance.losses.focal import FocalLoss
+from medbalance.losses.region import (
+    ExpLogLoss,
+    FocalTverskyLoss,
+    GeneralizedDiceLoss,
+    IoULoss,
+    SensitivitySpecificityLoss,
+    TverskyLoss,
+)
+from medbalance.losses.weights import class_weights
 
-__all__ = ["LOSSES", "build_loss"]
+__all__ = ["LOSSES", "MissingClassCounts", "build_loss"]
 
 LOSSES: dict[str, type[nn.Module]] = {
     "ce": CrossEntropyLoss,
+    "wce": WeightedCrossEntropyLoss,
+    "focal": FocalLoss,
     "dice": DiceLoss,
+    "iou": IoULoss,
+    "tversky": TverskyLoss,
+    "focal_tversky": FocalTverskyLoss,
+    "sens_spec": SensitivitySpecificityLoss,
+    "generalized_dice": GeneralizedDiceLoss,
+    "exp_log": ExpLogLoss,
+    "ob": OnlineBootstrappingLoss,
     "dice_ce": DiceCELoss,
+    "bce_dice": DiceCELoss,  # BCE + Dice is Dice + CE on binary (one-channel) logits
+    "dice_focal": DiceFocalLoss,
+    "csce": ClassBalancedCELoss,
+    "ldam": LDAMLoss,
+    "dflce": DFLCELoss,
+    "dflcsce": DFLCSCELoss,
 }
 
 
@@ -36,7 +66,63 @@ def _suggest(word: str, known: Sequence[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def _build_one(spec: str | Mapping[str, Any]) -> tuple[str, nn.Module, float]:
+class MissingClassCounts(ValueError):
+    """A loss spec needs class counts (a weight scheme, CSCE, LDAM) and none were given.
+
+    A run counts them on its training split, so configuration checks let this one pass.
+    """
+
+
+CountsSource = Union[Sequence[float], Tensor, Callable[[], Union[Sequence[float], Tensor]], None]
+
+
+class _Counts:
+    """Class counts given as values or as a callable evaluated once, on first use."""
+
+    def __init__(self, source: CountsSource, *, binary: bool) -> None:
+        self._source = source
+        self._values: list[float] | None = None
+        self.binary = binary
+
+    def get(self, name: str, what: str) -> list[float]:
+        if self._values is None:
+            if self._source is None:
+                raise MissingClassCounts(
+                    f"loss {name!r} needs class counts for {what}: give them in the spec, or train it in a run, "
+                    "which counts them on the training split"
+                )
+            values = self._source() if callable(self._source) else self._source
+            self._values = [float(v) for v in (values.tolist() if isinstance(values, Tensor) else values)]
+        return self._values
+
+
+def _class_weight(value: Any, name: str, counts: _Counts) -> Any:
+    """A scheme name or ``{scheme, fractions}`` becomes the weight vector of that scheme."""
+    if isinstance(value, str):
+        value = {"scheme": value}
+    if not isinstance(value, Mapping):
+        return value
+    unknown = set(value) - {"scheme", "fractions"}
+    if unknown or "scheme" not in value:
+        raise ValueError(
+            f"class_weight of loss {name!r} must be a list of weights, a scheme name, or a dict with 'scheme' "
+            f"and optional 'fractions', got keys {sorted(value)}"
+        )
+    fractions = value.get("fractions")
+    if fractions is None:
+        fractions = counts.get(name, f"class_weight scheme {value['scheme']!r}")
+    weights = class_weights(fractions, value["scheme"]).tolist()
+    if counts.binary:  # one sigmoid channel: the positive class's weight relative to the background's
+        if len(weights) != 2 or weights[0] <= 0:
+            raise ValueError(
+                f"class_weight scheme {value['scheme']!r} of loss {name!r} gives {weights} for binary logits "
+                "(expected two classes with a positive background weight)"
+            )
+        weights = [weights[1] / weights[0]]
+    return weights
+
+
+def _build_one(spec: str | Mapping[str, Any], counts: _Counts) -> tuple[str, nn.Module, float]:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping):
@@ -61,11 +147,18 @@ def _build_one(spec: str | Mapping[str, Any]) -> tuple[str, nn.Module, float]:
                 f"{', '.join(['weight (term weight)', *allowed])})"
             )
     if "class_weight" in kwargs:
-        kwargs["weight"] = kwargs.pop("class_weight")
+        kwargs["weight"] = _class_weight(kwargs.pop("class_weight"), name, counts)
+    if "class_counts" in accepted and "class_counts" not in kwargs:
+        kwargs["class_counts"] = counts.get(name, "its class-count-dependent weights or margins")
     return name, cls(**kwargs), term_weight
 
 
-def build_loss(spec: str | Mapping[str, Any] | Sequence[Mapping[str, Any] | str]) -> nn.Module:
+def build_loss(
+    spec: str | Mapping[str, Any] | Sequence[Mapping[str, Any] | str],
+    *,
+    class_counts: CountsSource = None,
+    binary: bool = False,
+) -> nn.Module:
     """Build a loss module from a name, a dict or a list of dicts.
 
     Args:
@@ -74,13 +167,22 @@ def build_loss(spec: str | Mapping[str, Any] | Sequence[Mapping[str, Any] | str]
             ``class_weight`` (list of floats, one per logit channel) goes to the loss's
             ``weight`` argument; or a list of names / dicts, which becomes a
             :class:`CompoundLoss` with one term per item (named after the loss, numbered when
-            repeated).
+            repeated). ``class_weight`` may also name a scheme of
+            :func:`medbalance.losses.class_weights` (``"exp_decreasing_fg"``) or be a dict
+            ``{"scheme": ..., "fractions": [...]}``; without fractions the scheme uses
+            ``class_counts``.
+        class_counts: ``(C,)`` class counts (pixels or samples) of the training data, or a
+            callable returning them, called at most once and only if a term needs them
+            (a ``class_weight`` scheme, or a loss taking ``class_counts`` such as CSCE and LDAM).
+        binary: the logits have one sigmoid channel; a scheme's two class weights become the
+            single positive-class weight ``w_1 / w_0``.
 
     Returns:
         The loss module; a single spec with a term weight other than 1 is wrapped in a
         one-term :class:`CompoundLoss` so the weight is not lost.
 
     Raises:
+        MissingClassCounts: (a ``ValueError``) when a term needs class counts and none are given.
         ValueError: on an unknown loss name or argument (with the closest known name), or an
             empty list.
         TypeError: if ``spec`` is neither a name, a dict nor a list.
@@ -91,10 +193,11 @@ def build_loss(spec: str | Mapping[str, Any] | Sequence[Mapping[str, Any] | str]
         >>> build_loss("dise")
         Traceback (most recent call last):
         ...
-        ValueError: unknown loss 'dise' (did you mean 'dice'? known losses: ce, dice, dice_ce)
+        ValueError: unknown loss 'dise' (did you mean 'dice'? known losses: ce, wce, focal, dice, ...)
     """
+    counts = _Counts(class_counts, binary=binary)
     if isinstance(spec, (str, Mapping)):
-        name, loss, term_weight = _build_one(spec)
+        name, loss, term_weight = _build_one(spec, counts)
         return loss if term_weight == 1.0 else CompoundLoss([(name, loss, term_weight)])
     if not isinstance(spec, Sequence):
         raise TypeError(f"loss spec must be a name, a dict or a list of them, got {type(spec).__name__}")
@@ -103,7 +206,7 @@ def build_loss(spec: str | Mapping[str, Any] | Sequence[Mapping[str, Any] | str]
     terms: list[tuple[str, nn.Module, float]] = []
     seen: dict[str, int] = {}
     for item in spec:
-        name, loss, term_weight = _build_one(item)
+        name, loss, term_weight = _build_one(item, counts)
         seen[name] = seen.get(name, 0) + 1
         terms.append((name if seen[name] == 1 else f"{name}_{seen[name]}", loss, term_weight))
     return CompoundLoss(terms)

@@ -1,4 +1,4 @@
-"""Networks: segmentation (U-Net family) and long-tail classification (CIFAR ResNet).
+"""Networks: segmentation (U-Net family, DeepLabv3+, CE-Net) and long-tail classification (CIFAR ResNet).
 
 All backbones are written here (no torchvision / timm). Build by name with
 :func:`build_net`; :data:`NETS` is the registry it reads.
@@ -11,14 +11,34 @@ from typing import Any
 
 from torch import nn
 
+from medbalance.nets.attention_unet import AttentionUNet
+from medbalance.nets.cenet import CENet
+from medbalance.nets.deeplab import DeepLabV3Plus
 from medbalance.nets.resnet import ResNet32
 from medbalance.nets.unet import UNet
+from medbalance.nets.unet3plus import UNet3Plus
+from medbalance.nets.unetpp import UNetPlusPlus
 
-__all__ = ["NETS", "ResNet32", "UNet", "build_net"]
+__all__ = [
+    "NETS",
+    "AttentionUNet",
+    "CENet",
+    "DeepLabV3Plus",
+    "ResNet32",
+    "UNet",
+    "UNet3Plus",
+    "UNetPlusPlus",
+    "build_net",
+]
 
 #: Registry of network names accepted by :func:`build_net` (lower case).
 NETS: dict[str, type[nn.Module]] = {
     "unet": UNet,
+    "unetpp": UNetPlusPlus,
+    "unet3plus": UNet3Plus,
+    "attention_unet": AttentionUNet,
+    "deeplabv3plus": DeepLabV3Plus,
+    "cenet": CENet,
     "resnet32": ResNet32,
 }
 

@@ -3,7 +3,8 @@
 Everything here is dimension-generic (``spatial_dims`` 2 or 3) unless said otherwise, so
 that U-Net, U-Net++, U-Net3+, Attention U-Net and the ResNet-style encoders share one
 implementation of the conv-norm-activation unit, the double convolution, the down / up
-steps, the padding-to-a-multiple helper and the initialisation.
+steps, the U-Net decoder, the attention gate, the padding-to-a-multiple helper, the
+initialisation and the pad / crop / deep-supervision plumbing of :class:`SegmentationNet`.
 """
 
 from __future__ import annotations
@@ -17,21 +18,29 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "check_input",
     "NORMS",
     "PAD_MODES",
     "UPSAMPLE_MODES",
+    "AttentionGate",
     "BasicBlock",
     "ConvNormAct",
     "Down",
     "DoubleConv",
-    "Up",
+    "SegmentationNet",
+    "UNetDecoder",
     "UNetEncoder",
+    "Up",
     "conv_layer",
+    "crop_to_input",
     "init_kaiming_",
+    "interpolate_layer",
     "norm_layer",
     "pad_to_multiple",
+    "pool_layer",
     "require_choice",
     "require_positive_int",
+    "resize_linear",
 ]
 
 NORMS = ("batch", "instance", "group", "none")
@@ -66,6 +75,13 @@ def require_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
 
 def _require_spatial_dims(spatial_dims: Any) -> int:
     return require_choice("spatial_dims", spatial_dims, tuple(_CONV))
+
+
+def check_input(x: torch.Tensor, in_channels: int, spatial_dims: int = 2) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(N, in_channels, *spatial)`` with ``spatial_dims`` sides."""
+    if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
+        expected = ", ".join(["N", str(in_channels)] + ["*"] * spatial_dims)
+        raise ValueError(f"x must have shape ({expected}), got {tuple(x.shape)}")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -112,6 +128,22 @@ def norm_layer(norm: str, num_channels: int, *, spatial_dims: int = 2) -> nn.Mod
     if norm == "group":
         return nn.GroupNorm(math.gcd(num_channels, _MAX_GROUPS), num_channels)
     return nn.Identity()
+
+
+def pool_layer(factor: int, *, spatial_dims: int = 2) -> nn.Module:
+    """``factor``-times max-pool (kernel = stride = ``factor``) in 2D or 3D."""
+    return _MAX_POOL[_require_spatial_dims(spatial_dims)](factor)
+
+
+def resize_linear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize ``(N, C, *spatial)`` to ``size`` by bi-/trilinear interpolation (``align_corners=False``)."""
+    return F.interpolate(x, size=tuple(size), mode=_LINEAR_MODE[x.ndim - 2], align_corners=False)
+
+
+def interpolate_layer(factor: int, *, spatial_dims: int = 2, mode: str = "linear") -> nn.Module:
+    """``factor``-times upsampling by ``"linear"`` (bi-/trilinear) or ``"nearest"`` interpolation."""
+    spatial_dims = _require_spatial_dims(spatial_dims)
+    return nn.Upsample(scale_factor=factor, mode=_LINEAR_MODE[spatial_dims] if mode == "linear" else "nearest")
 
 
 class ConvNormAct(nn.Sequential):
@@ -206,7 +238,7 @@ class Down(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(
-            _MAX_POOL[_require_spatial_dims(spatial_dims)](2),
+            pool_layer(2, spatial_dims=spatial_dims),
             DoubleConv(in_channels, out_channels, spatial_dims=spatial_dims, norm=norm, dropout=dropout),
         )
 
@@ -214,10 +246,9 @@ class Down(nn.Sequential):
 def _upsampler(in_channels: int, out_channels: int, *, spatial_dims: int, mode: str) -> nn.Module:
     if mode == "transpose":
         return _CONV_T[spatial_dims](in_channels, out_channels, kernel_size=2, stride=2)
-    interp_mode = _LINEAR_MODE[spatial_dims] if mode == "linear" else "nearest"
     # The 1x1 conv keeps the channel arithmetic identical to the transposed-conv variant.
     return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode=interp_mode),
+        interpolate_layer(2, spatial_dims=spatial_dims, mode=mode),
         conv_layer(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1),
     )
 
@@ -307,6 +338,128 @@ class UNetEncoder(nn.Module):
         return features
 
 
+class AttentionGate(nn.Module):
+    """Additive attention gate on a skip connection (Oktay et al. 2018, "grid attention").
+
+    The skip features ``x`` are projected by a 2x2 stride-2 convolution (``W_x``) to the
+    resolution of the coarser gating signal ``g`` (projected by a 1x1 convolution, ``W_g``),
+    the two are added, passed through ReLU, a 1x1 convolution to one channel (``psi``) and a
+    sigmoid; the resulting coefficients ``alpha`` are upsampled (bi-/trilinear) to the skip's
+    resolution, multiply ``x`` and a 1x1 conv + norm (``W``) mixes the gated features:
+    ``W(alpha * x)``. The gate suppresses skip features outside the region that the coarse
+    context points at, which the paper credits for its gains on small organs.
+
+    Reference:
+        O. Oktay et al., "Attention U-Net: Learning Where to Look for the Pancreas",
+        MIDL 2018, section 2 (eq. 1-2) and the authors' ``GridAttentionBlock`` (sub-sample
+        factor 2, ``W_x`` without bias, ``W_g`` and ``psi`` with bias, output 1x1 conv + BN).
+        MONAI's ``AttentionBlock`` differs: it gates with the *upsampled* decoder feature at
+        the skip's resolution and adds a norm after every projection.
+
+    Args:
+        skip_channels: channels of ``x`` (also of the output).
+        gate_channels: channels of ``g``.
+        inter_channels: channels of the additive space (default ``max(skip_channels // 2, 1)``,
+            as the paper).
+        spatial_dims: 2 or 3.
+        norm: norm of the output projection, one of :data:`NORMS`.
+
+    Shape:
+        ``x``: ``(N, skip_channels, *s)``, ``g``: ``(N, gate_channels, *s / 2)`` (any other
+        size is interpolated to ``s / 2``) -> ``(N, skip_channels, *s)``.
+
+    Example:
+        >>> gate = AttentionGate(8, 16)
+        >>> x, g = torch.randn(2, 8, 32, 32), torch.randn(2, 16, 16, 16)
+        >>> gate(x, g).shape, gate.coefficients(x, g).shape
+        (torch.Size([2, 8, 32, 32]), torch.Size([2, 1, 32, 32]))
+    """
+
+    def __init__(
+        self,
+        skip_channels: int,
+        gate_channels: int,
+        *,
+        inter_channels: int | None = None,
+        spatial_dims: int = 2,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        require_positive_int("skip_channels", skip_channels)
+        require_positive_int("gate_channels", gate_channels)
+        inter = max(skip_channels // 2, 1) if inter_channels is None else inter_channels
+        require_positive_int("inter_channels", inter)
+        kwargs = {"spatial_dims": _require_spatial_dims(spatial_dims)}
+        self.theta = conv_layer(skip_channels, inter, kernel_size=2, stride=2, bias=False, **kwargs)
+        self.phi = conv_layer(gate_channels, inter, kernel_size=1, **kwargs)
+        self.psi = conv_layer(inter, 1, kernel_size=1, **kwargs)
+        self.out = ConvNormAct(skip_channels, skip_channels, kernel_size=1, norm=norm, act=False, **kwargs)
+
+    def coefficients(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Attention coefficients ``alpha`` in ``(0, 1)``, shape ``(N, 1, *x.shape[2:])``."""
+        theta = self.theta(x)
+        phi = self.phi(g)
+        if phi.shape[2:] != theta.shape[2:]:
+            phi = resize_linear(phi, theta.shape[2:])
+        return resize_linear(torch.sigmoid(self.psi(F.relu(theta + phi))), x.shape[2:])
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.out(x * self.coefficients(x, g))
+
+
+class UNetDecoder(nn.Module):
+    """U-Net expanding path: one :class:`Up` per skip, optionally with an
+    :class:`AttentionGate` on every skip (Attention U-Net).
+
+    Args:
+        widths: encoder widths, finest first (as :class:`UNetEncoder`).
+        spatial_dims: 2 or 3.
+        norm: normalisation name.
+        dropout: dropout of every double conv.
+        upsample: upsampling mode of :class:`Up`.
+        attention: gate each skip with the coarser feature that is about to be upsampled.
+
+    Shape:
+        encoder features (finest first) -> ``(N, widths[0], *s)``; :meth:`stages` returns
+        every decoder output, ``(N, widths[i], *s / 2**i)`` for ``i = len(widths) - 2 .. 0``.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        *,
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        upsample: str = "transpose",
+        attention: bool = False,
+    ) -> None:
+        super().__init__()
+        coarse_to_fine = tuple(reversed(widths))
+        pairs = list(zip(coarse_to_fine[:-1], coarse_to_fine[1:]))
+        kwargs = {"spatial_dims": spatial_dims, "norm": norm}
+        self.ups = nn.ModuleList(
+            Up(c_in, c_skip, c_skip, dropout=dropout, upsample=upsample, **kwargs) for c_in, c_skip in pairs
+        )
+        self.gates = (
+            nn.ModuleList(AttentionGate(c_skip, c_in, **kwargs) for c_in, c_skip in pairs) if attention else None
+        )
+
+    def stages(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Every decoder output, coarsest first (the last one is :meth:`forward`'s result)."""
+        x, *skips = reversed(features)
+        outputs = []
+        for i, (up, skip) in enumerate(zip(self.ups, skips)):
+            if self.gates is not None:
+                skip = self.gates[i](skip, x)
+            x = up(x, skip)
+            outputs.append(x)
+        return outputs
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.stages(features)[-1]
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block (He et al. 2016): two 3x3 conv-norm units plus a shortcut.
 
@@ -319,6 +472,7 @@ class BasicBlock(nn.Module):
         in_channels: input channels.
         out_channels: output channels.
         stride: stride of the first convolution (and of the shortcut).
+        dilation: dilation of both 3x3 convolutions (dilated ResNet stages keep the resolution).
         spatial_dims: 2 or 3.
         norm: one of :data:`NORMS`.
 
@@ -334,13 +488,14 @@ class BasicBlock(nn.Module):
         out_channels: int,
         *,
         stride: int = 1,
+        dilation: int = 1,
         spatial_dims: int = 2,
         norm: str = "batch",
     ) -> None:
         super().__init__()
         kwargs = {"spatial_dims": spatial_dims, "norm": norm}
-        self.conv1 = ConvNormAct(in_channels, out_channels, stride=stride, **kwargs)
-        self.conv2 = ConvNormAct(out_channels, out_channels, act=False, **kwargs)
+        self.conv1 = ConvNormAct(in_channels, out_channels, stride=stride, dilation=dilation, **kwargs)
+        self.conv2 = ConvNormAct(out_channels, out_channels, dilation=dilation, act=False, **kwargs)
         if stride != 1 or in_channels != out_channels:
             self.shortcut: nn.Module = ConvNormAct(
                 in_channels, out_channels, kernel_size=1, stride=stride, act=False, **kwargs
@@ -406,3 +561,101 @@ def pad_to_multiple(
     # F.pad takes (last_before, last_after, second_last_before, ...).
     pad = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]
     return F.pad(x, pad, mode="constant" if mode == "zeros" else "replicate"), index
+
+
+def crop_to_input(logits: torch.Tensor, index: tuple[slice, ...], padded_size: Sequence[int]) -> torch.Tensor:
+    """Crop an output computed on a padded input back to the input's region.
+
+    Args:
+        logits: ``(N, C, *spatial)`` output; its ``spatial`` may be the padded size divided by
+            an integer factor per side (a low-resolution deep-supervision output).
+        index: the crop index from :func:`pad_to_multiple`.
+        padded_size: spatial size of the padded input.
+
+    Returns:
+        ``logits[index]`` at full resolution. At a ``k``-times lower resolution, the coarse
+        pixels that overlap the input's region: from ``start // k`` to ``ceil(stop / k)``, so
+        the crop is never empty and misaligns by less than one coarse pixel.
+    """
+    slices = []
+    for sl, padded, size in zip(index[2:], padded_size, logits.shape[2:]):
+        factor = padded // size
+        slices.append(sl if factor == 1 else slice(sl.start // factor, -(-sl.stop // factor)))
+    return logits[(slice(None), slice(None), *slices)]
+
+
+class SegmentationNet(nn.Module):
+    """Base of the U-Net family: argument checks, pad-to-a-multiple, crop back, deep supervision.
+
+    Subclasses build their layers in ``__init__`` (after calling this one) and implement
+    :meth:`forward_padded`. :meth:`forward` checks the input, pads it (``pad_mode``, split
+    evenly before / after) to a multiple of ``2**depth``, calls :meth:`forward_padded` and
+    crops every output back with :func:`crop_to_input`.
+
+    Deep supervision (the convention of every medbalance network that offers it): with
+    ``deep_supervision=True`` *and* in training mode, :meth:`forward` returns a tuple of
+    logits, the main (full-resolution, final) output first, then the auxiliary outputs from
+    high to low resolution, each with ``num_classes`` channels. In eval mode it returns the
+    main output only, and subclasses skip the auxiliary heads (:attr:`with_aux` is False).
+
+    Args:
+        in_channels: image channels.
+        num_classes: output channels (1: one binary logit; else one per class, background
+            included).
+        base_channels: width of the first level; level ``i`` has ``base_channels * 2**i``
+            (:attr:`widths`).
+        depth: number of downsamplings.
+        spatial_dims: 2 or 3.
+        norm: one of :data:`NORMS`.
+        dropout: dropout probability in ``[0, 1)``.
+        pad_mode: one of :data:`PAD_MODES`.
+        deep_supervision: return the auxiliary outputs in training mode.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        base_channels: int,
+        depth: int,
+        spatial_dims: int,
+        norm: str,
+        dropout: float,
+        pad_mode: str,
+        deep_supervision: bool,
+    ) -> None:
+        super().__init__()
+        self.in_channels = require_positive_int("in_channels", in_channels)
+        self.num_classes = require_positive_int("num_classes", num_classes)
+        require_positive_int("base_channels", base_channels)
+        self.depth = require_positive_int("depth", depth)
+        self.spatial_dims = _require_spatial_dims(spatial_dims)
+        require_choice("norm", norm, NORMS)
+        self.pad_mode = require_choice("pad_mode", pad_mode, PAD_MODES)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(deep_supervision, bool):
+            raise ValueError(f"deep_supervision must be a bool, got {deep_supervision!r}")
+        self.deep_supervision = deep_supervision
+        self.widths = tuple(base_channels * 2**i for i in range(depth + 1))
+
+    @property
+    def with_aux(self) -> bool:
+        """Whether :meth:`forward` returns the auxiliary outputs (deep supervision, training)."""
+        return self.deep_supervision and self.training
+
+    def head_layer(self, in_channels: int, *, kernel_size: int = 1) -> nn.Module:
+        """A convolution from ``in_channels`` features to ``num_classes`` logits."""
+        return conv_layer(in_channels, self.num_classes, spatial_dims=self.spatial_dims, kernel_size=kernel_size)
+
+    def forward_padded(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits for an input whose sides are multiples of ``2**depth``: the main output
+        first, then (only when :attr:`with_aux`) the auxiliary ones."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        check_input(x, self.in_channels, self.spatial_dims)
+        padded, index = pad_to_multiple(x, 2**self.depth, mode=self.pad_mode)
+        outputs = tuple(crop_to_input(out, index, padded.shape[2:]) for out in self.forward_padded(padded))
+        return outputs if self.with_aux else outputs[0]

@@ -1,74 +1,23 @@
-"""U-Net (Ronneberger, Fischer & Brox, MICCAI 2015), 2D and 3D."""
+"""U-Net (Ronneberger, Fischer & Brox, MICCAI 2015), 2D and 3D, optionally deep-supervised."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from medbalance.nets.blocks import (
-    NORMS,
-    PAD_MODES,
     UPSAMPLE_MODES,
+    SegmentationNet,
+    UNetDecoder,
     UNetEncoder,
-    Up,
-    conv_layer,
     init_kaiming_,
-    pad_to_multiple,
     require_choice,
-    require_positive_int,
 )
 
 __all__ = ["UNet", "UNetDecoder"]
 
 
-class UNetDecoder(nn.Module):
-    """U-Net expanding path: one :class:`~medbalance.nets.blocks.Up` per skip.
-
-    Args:
-        widths: encoder widths, finest first (as :class:`~medbalance.nets.blocks.UNetEncoder`).
-        spatial_dims: 2 or 3.
-        norm: normalisation name.
-        dropout: dropout of every double conv.
-        upsample: upsampling mode of :class:`~medbalance.nets.blocks.Up`.
-
-    Shape:
-        encoder features (finest first) -> ``(N, widths[0], *s)``.
-    """
-
-    def __init__(
-        self,
-        widths: Sequence[int],
-        *,
-        spatial_dims: int = 2,
-        norm: str = "batch",
-        dropout: float = 0.0,
-        upsample: str = "transpose",
-    ) -> None:
-        super().__init__()
-        coarse_to_fine = tuple(reversed(widths))
-        self.ups = nn.ModuleList(
-            Up(
-                c_in,
-                c_skip,
-                c_skip,
-                spatial_dims=spatial_dims,
-                norm=norm,
-                dropout=dropout,
-                upsample=upsample,
-            )
-            for c_in, c_skip in zip(coarse_to_fine[:-1], coarse_to_fine[1:])
-        )
-
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        x, *skips = reversed(features)
-        for up, skip in zip(self.ups, skips):
-            x = up(x, skip)
-        return x
-
-
-class UNet(nn.Module):
+class UNet(SegmentationNet):
     """Classic U-Net: ``depth`` max-pool downsamplings and ``depth`` upsamplings with skip
     concatenation, each level a double 3x3 conv-norm-ReLU, widths ``base_channels * 2**i``.
 
@@ -77,6 +26,12 @@ class UNet(nn.Module):
     always has the input's spatial size. In training mode the padded border takes part in
     the BatchNorm statistics; sizes that are already multiples avoid padding entirely.
     Convolutions followed by a norm have no bias; weights use Kaiming-normal init.
+
+    Deep supervision (nnU-Net style, Isensee et al. 2021): a 1x1 head on each of the
+    ``depth - 1`` coarser decoder stages; in training mode ``forward`` returns
+    ``(main, aux_1/2, aux_1/4, ...)``, the auxiliary logits at ``1/2, 1/4, ...`` of the input
+    size (see :class:`~medbalance.nets.blocks.SegmentationNet`). The heads exist only when
+    ``deep_supervision=True``.
 
     Reference:
         O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks for Biomedical
@@ -97,6 +52,7 @@ class UNet(nn.Module):
         upsample: ``"transpose"`` (2x2 transposed conv, as the paper), ``"linear"`` or
             ``"nearest"`` (interpolation followed by a 1x1 conv).
         pad_mode: ``"replicate"`` (default) or ``"zeros"`` for the internal padding.
+        deep_supervision: return the auxiliary decoder outputs in training mode.
 
     Shape:
         ``(N, in_channels, *spatial) -> (N, num_classes, *spatial)`` raw logits.
@@ -105,7 +61,13 @@ class UNet(nn.Module):
         >>> net = UNet(1, 3, base_channels=8).eval()
         >>> net(torch.randn(2, 1, 37, 53)).shape
         torch.Size([2, 3, 37, 53])
+        >>> outs = UNet(1, 3, base_channels=8, deep_supervision=True).train()(torch.randn(2, 1, 64, 64))
+        >>> [tuple(o.shape[2:]) for o in outs]
+        [(64, 64), (32, 32), (16, 16), (8, 8)]
     """
+
+    #: Gate every skip with an :class:`~medbalance.nets.blocks.AttentionGate` (Attention U-Net).
+    attention_gates = False
 
     def __init__(
         self,
@@ -119,29 +81,34 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         upsample: str = "transpose",
         pad_mode: str = "replicate",
+        deep_supervision: bool = False,
     ) -> None:
-        super().__init__()
-        self.in_channels = require_positive_int("in_channels", in_channels)
-        self.num_classes = require_positive_int("num_classes", num_classes)
-        require_positive_int("base_channels", base_channels)
-        self.depth = require_positive_int("depth", depth)
-        self.spatial_dims = require_choice("spatial_dims", spatial_dims, (2, 3))
-        require_choice("norm", norm, NORMS)
+        super().__init__(
+            in_channels,
+            num_classes,
+            base_channels=base_channels,
+            depth=depth,
+            spatial_dims=spatial_dims,
+            norm=norm,
+            dropout=dropout,
+            pad_mode=pad_mode,
+            deep_supervision=deep_supervision,
+        )
         require_choice("upsample", upsample, UPSAMPLE_MODES)
-        self.pad_mode = require_choice("pad_mode", pad_mode, PAD_MODES)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-
-        widths = [base_channels * 2**i for i in range(depth + 1)]
+        widths = self.widths
         kwargs = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout}
         self.encoder = UNetEncoder(in_channels, widths, **kwargs)
-        self.decoder = UNetDecoder(widths, upsample=upsample, **kwargs)
-        self.head = conv_layer(widths[0], num_classes, spatial_dims=spatial_dims, kernel_size=1)
+        self.decoder = UNetDecoder(widths, upsample=upsample, attention=self.attention_gates, **kwargs)
+        self.head = self.head_layer(widths[0])
+        # Decoder stages at 1/2 .. 1/2**(depth-1); the coarsest stage gets no head, as in nnU-Net.
+        self.aux_heads = (
+            nn.ModuleList(self.head_layer(widths[i]) for i in range(1, depth)) if deep_supervision else None
+        )
         init_kaiming_(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            expected = ", ".join(["N", str(self.in_channels)] + ["*"] * self.spatial_dims)
-            raise ValueError(f"x must have shape ({expected}), got {tuple(x.shape)}")
-        x, crop = pad_to_multiple(x, 2**self.depth, mode=self.pad_mode)
-        return self.head(self.decoder(self.encoder(x)))[crop]
+    def forward_padded(self, x: torch.Tensor) -> list[torch.Tensor]:
+        stages = self.decoder.stages(self.encoder(x))
+        outputs = [self.head(stages[-1])]
+        if self.with_aux:
+            outputs += [head(stage) for head, stage in zip(self.aux_heads, reversed(stages[:-1]))]
+        return outputs

@@ -1,0 +1,199 @@
+"""Class-weight functions: turn class frequencies into per-class loss weights.
+
+Two families:
+
+- :func:`class_weights`: the six schemes of seed 002 section 4.4 (SPEC section 3), mapping
+  class *fractions* (class 0 = background) to weights that sum to 1. They were designed for
+  the per-class ``alpha`` of the focal loss on nuclei segmentation.
+- :func:`effective_number_weights`: the class-balanced weights of Cui et al., "Class-Balanced
+  Loss Based on Effective Number of Samples", CVPR 2019, ``(1 - beta) / (1 - beta^n_j)``
+  normalised to sum to the number of classes, as used by CSCE and LDAM-DRW (seed 001).
+
+Both return a float32 ``(C,)`` tensor that can be passed as ``weight=`` to any loss.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from typing import Literal, Union, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CLASS_WEIGHT_SCHEMES",
+    "ClassWeightScheme",
+    "class_weights",
+    "effective_number_weights",
+]
+
+ClassWeightScheme = Literal[
+    "uniform",
+    "inverse",
+    "exp_increasing",
+    "exp_decreasing",
+    "exp_decreasing_fg",
+    "exp_decreasing_fg_nobg",
+]
+CLASS_WEIGHT_SCHEMES: tuple[str, ...] = get_args(ClassWeightScheme)
+"""Scheme names of :func:`class_weights`, in the seed's numbering 1-6."""
+
+Frequencies = Union[Tensor, np.ndarray, Sequence[float]]
+
+
+def _as_frequencies(name: str, values: Frequencies) -> Tensor:
+    """Validate a 1-D vector of non-negative finite frequencies; return it as float64 (CPU)."""
+    if isinstance(values, Tensor):
+        if values.dtype.is_complex or values.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+        freq = values.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        try:
+            freq = torch.as_tensor(np.asarray(values, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a 1-D sequence of numbers, got {values!r}") from exc
+    if freq.ndim != 1 or freq.numel() == 0:
+        shape = tuple(freq.shape)
+        raise ValueError(f"{name} must be a non-empty 1-D vector with one entry per class, got shape {shape}")
+    if not bool(torch.isfinite(freq).all()):
+        raise ValueError(f"{name} must be finite, got {freq.tolist()}")
+    if bool((freq < 0).any()):
+        raise ValueError(f"{name} must be non-negative, got {freq.tolist()}")
+    if not bool((freq > 0).any()):
+        raise ValueError(f"{name} is zero for every class (expected at least one present class)")
+    return freq
+
+
+def _output_device(values: Frequencies) -> torch.device:
+    return values.device if isinstance(values, Tensor) else torch.device("cpu")
+
+
+def _closest(name: str) -> str | None:
+    """The scheme a misspelt name most likely means, or ``None``."""
+    close = difflib.get_close_matches(name, CLASS_WEIGHT_SCHEMES, n=1, cutoff=0.8)
+    if close:
+        return close[0]
+    # a name that extends a scheme ('inverse_frequency') means the longest such scheme; one that
+    # abbreviates schemes ('exp_dec') the shortest; edit similarity alone misses both
+    extended = [s for s in CLASS_WEIGHT_SCHEMES if name.startswith(s)]
+    if extended:
+        return max(extended, key=len)
+    completions = [s for s in CLASS_WEIGHT_SCHEMES if name and s.startswith(name)]
+    if completions:
+        return min(completions, key=len)
+    close = difflib.get_close_matches(name, CLASS_WEIGHT_SCHEMES, n=1)
+    return close[0] if close else None
+
+
+def class_weights(fractions: Frequencies, scheme: ClassWeightScheme | str = "inverse") -> Tensor:
+    """Per-class weights from class frequencies by one of seed 002's six weight functions.
+
+    ``fractions`` may be fractions or raw counts: any non-negative vector is first divided by
+    its sum, so ``class_weights([900, 100], s) == class_weights([0.9, 0.1], s)``. With
+    ``p_i`` the fraction of class ``i`` (class 0 = background), ``q_i = p_i / sum_{j>0} p_j``
+    the share of the foreground and ``e`` Euler's number, the raw weights are
+
+    ========================== ========================================================
+    scheme                     raw weight ``w_i``
+    ========================== ========================================================
+    ``uniform``                ``1``
+    ``inverse``                ``1 / (C p_i)`` (balanced; ``sum_j M_j / (C M_i)``)
+    ``exp_increasing``         ``exp(e p_i)``
+    ``exp_decreasing``         ``exp(-e p_i)``
+    ``exp_decreasing_fg``      ``exp(-e p_0)`` for the background, ``exp(-e q_i)`` else
+    ``exp_decreasing_fg_nobg`` ``0`` for the background, ``exp(-e q_i)`` else
+    ========================== ========================================================
+
+    and the result is normalised to sum to 1 (SPEC section 3).
+
+    Absent classes (``p_i == 0``): ``inverse`` gives them weight 0, since ``1 / 0`` has no
+    useful value and a class with no pixels contributes nothing to a loss anyway; the other
+    schemes apply their formula as written (``exp(0) = 1``). The ``_fg`` schemes need a
+    background plus at least one foreground class; when there are no foreground pixels at all,
+    every ``q_i`` is taken as 0.
+
+    Args:
+        fractions: ``(C,)`` class fractions or counts, as a list, numpy array or tensor.
+        scheme: one of :data:`CLASS_WEIGHT_SCHEMES`.
+
+    Returns:
+        ``(C,)`` float32 weights summing to 1, on ``fractions``' device when it is a tensor.
+
+    Raises:
+        ValueError: for an unknown scheme, a vector that is not 1-D, negative, non-finite or
+            all zero, or fewer than 2 classes under an ``_fg`` scheme.
+
+    Example:
+        >>> class_weights([0.8, 0.15, 0.05], "inverse")
+        tensor([0.0448, 0.2388, 0.7164])
+        >>> class_weights([80, 15, 5], "exp_decreasing_fg_nobg")
+        tensor([0.0000, 0.2044, 0.7956])
+    """
+    if scheme not in CLASS_WEIGHT_SCHEMES:
+        guess = _closest(str(scheme))
+        hint = f"did you mean {guess!r}? " if guess else ""
+        raise ValueError(f"unknown class-weight scheme {scheme!r} ({hint}known: {', '.join(CLASS_WEIGHT_SCHEMES)})")
+    freq = _as_frequencies("fractions", fractions)
+    p = freq / freq.sum()
+    num_classes = p.numel()
+    if scheme == "uniform":
+        raw = torch.ones_like(p)
+    elif scheme == "inverse":
+        present = p > 0
+        raw = torch.where(present, 1.0 / (num_classes * p.clamp_min(torch.finfo(p.dtype).tiny)), torch.zeros_like(p))
+    elif scheme == "exp_increasing":
+        raw = torch.exp(math.e * p)
+    elif scheme == "exp_decreasing":
+        raw = torch.exp(-math.e * p)
+    else:
+        if num_classes < 2:
+            raise ValueError(
+                f"scheme {scheme!r} needs a background and at least one foreground class, got {num_classes} class"
+            )
+        foreground = p[1:]
+        total_fg = foreground.sum()
+        q = foreground / total_fg if total_fg > 0 else torch.zeros_like(foreground)
+        background = torch.exp(-math.e * p[:1]) if scheme == "exp_decreasing_fg" else torch.zeros(1, dtype=p.dtype)
+        raw = torch.cat([background, torch.exp(-math.e * q)])
+    return (raw / raw.sum()).to(device=_output_device(fractions), dtype=torch.float32)
+
+
+def effective_number_weights(counts: Frequencies, *, beta: float = 0.9999) -> Tensor:
+    """Class-balanced weights from the effective number of samples (Cui et al., CVPR 2019).
+
+    ``w_j = (1 - beta) / (1 - beta^{n_j})``, rescaled so that the weights sum to ``C`` (the
+    normalisation of the LDAM-DRW and CB-loss reference code, so the mean weight is 1).
+    ``beta = 0`` gives uniform weights, ``beta -> 1`` approaches inverse frequency. Classes
+    with ``n_j == 0`` get weight 0 (their raw weight is infinite and they never occur in a
+    loss); the present classes still sum to ``C``.
+
+    Args:
+        counts: ``(C,)`` non-negative sample (or pixel) counts per class; need not be integers.
+        beta: hyper-parameter in ``[0, 1)``; **Default** 0.9999 as in seed 001 / SPEC section 10.
+
+    Returns:
+        ``(C,)`` float32 weights summing to ``C``, on ``counts``' device when it is a tensor.
+
+    Raises:
+        ValueError: if ``beta`` is not in ``[0, 1)`` or ``counts`` is not a 1-D,
+            non-negative, finite vector with a positive entry.
+
+    Example:
+        >>> effective_number_weights([1000, 100, 10], beta=0.999)
+        tensor([0.0422, 0.2800, 2.6778])
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be a number in [0, 1), got {beta!r}")
+    n = _as_frequencies("counts", counts)
+    present = n > 0
+    if beta == 0.0:
+        raw = present.to(torch.float64)
+    else:
+        # 1 - beta^n = -expm1(n log beta): exact for beta near 1, where the direct form cancels
+        effective = -torch.expm1(n * math.log(beta))
+        raw = torch.where(present, (1.0 - beta) / effective.clamp_min(torch.finfo(n.dtype).tiny), torch.zeros_like(n))
+    weights = raw * (n.numel() / raw.sum())
+    return weights.to(device=_output_device(counts), dtype=torch.float32)
