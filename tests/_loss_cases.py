@@ -245,12 +245,23 @@ class LossTester:
         torch.testing.assert_close(value, self.loss(logits.half().float(), target, **extra))
 
     @pytest.mark.parametrize("num_classes", [1, 3])
-    def test_empty_masks_are_finite(self, num_classes: int) -> None:
-        logits = torch.randn(2, num_classes, 6, 6, requires_grad=True)
-        for target in (torch.zeros(2, 6, 6, dtype=torch.long), torch.zeros(2, num_classes, 6, 6)):
+    @pytest.mark.parametrize("side", [6, 1])  # 1: a single pixel
+    def test_empty_and_full_masks_are_finite(self, num_classes: int, side: int) -> None:
+        logits = torch.randn(2, num_classes, side, side, requires_grad=True)
+        last = max(num_classes - 1, 1)
+        full_soft = torch.zeros(2, num_classes, side, side)
+        full_soft[:, num_classes - 1] = 1.0
+        targets = (
+            torch.zeros(2, side, side, dtype=torch.long),  # empty foreground
+            torch.zeros(2, num_classes, side, side),  # empty, soft form
+            torch.full((2, side, side), last, dtype=torch.long),  # all foreground
+            full_soft,
+        )
+        for target in targets:
             value = self.loss(logits, target)
             (grad,) = torch.autograd.grad(value, logits)
             assert torch.isfinite(value) and torch.isfinite(grad).all()
+        logits = torch.randn(2, num_classes, 6, 6, requires_grad=True)
         if self.supports_ignore_index:
             value = self.loss(logits, torch.full((2, 6, 6), 255), ignore_index=255)
             (grad,) = torch.autograd.grad(value, logits)

@@ -38,6 +38,7 @@ __all__ = [
     "format_target",
     "probabilities",
     "expand_binary_logits",
+    "label_log_probs",
     "float32_compute",
     "check_class_weight",
     "class_weight",
@@ -131,10 +132,14 @@ class Target:
         if self.soft is not None:
             return self.soft
         assert self.labels is not None
+        labels = self.labels.unsqueeze(1)
         if self.num_classes == 1:
-            dense = self.labels.unsqueeze(1).float()
+            dense = labels.float()
         else:
-            dense = F.one_hot(self.labels, self.num_classes).movedim(-1, 1).float()
+            # scatter_ writes a contiguous (N, C, ...) map in one pass; F.one_hot + movedim gives
+            # an int64 channels-last copy that every later reduction has to re-layout
+            shape = (labels.shape[0], self.num_classes, *labels.shape[2:])
+            dense = torch.zeros(shape, dtype=torch.float32, device=labels.device).scatter_(1, labels, 1.0)
         if self.mask is not None:
             dense = dense * self.mask.unsqueeze(1)
         return dense
@@ -262,6 +267,28 @@ def probabilities(logits: Tensor) -> Tensor:
     """
     logits = logits.float()
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def label_log_probs(logits: Tensor, labels: Tensor) -> Tensor:
+    """``log p_y``, the log probability of each element's label, without a dense one-hot product.
+
+    Args:
+        logits: float32 ``(N, C, *spatial)`` raw scores; ``C == 1`` is binary (sigmoid).
+        labels: ``(N, *spatial)`` int64 labels in ``[0, max(C, 2))``.
+
+    Returns:
+        ``(N, *spatial)`` float32 ``log softmax(z)_y``; binary: ``log sigmoid(z)`` for label 1 and
+        ``log sigmoid(-z) = log(1 - sigmoid(z))`` for label 0, the two-class softmax of
+        :func:`expand_binary_logits` without building it.
+
+    Example:
+        >>> label_log_probs(torch.zeros(1, 1, 2), torch.tensor([[0, 1]])).exp().tolist()
+        [[0.5, 0.5]]
+    """
+    if logits.shape[1] == 1:
+        # z * (+-1) rather than torch.where: the same values, and where is slow on CPU
+        return F.logsigmoid(logits[:, 0] * (2.0 * labels - 1.0))
+    return F.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
 
 
 def expand_binary_logits(logits: Tensor) -> Tensor:

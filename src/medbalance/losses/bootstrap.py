@@ -43,14 +43,25 @@ def _hardness(logits: Tensor, tgt: Target, unweighted_ce: Tensor | None = None) 
     return unweighted_ce.detach()
 
 
+def _hardest(hardness: Tensor, mask: Tensor | None, hard_num: int) -> Tensor:
+    """``(N, min(hard_num, pixels))`` flat indices, per image, of the pixels of largest hardness
+    (ignored pixels last)."""
+    with torch.no_grad():
+        # + 0.0 turns -0.0 into +0.0: the bit patterns of floats >= +0.0 order like the floats
+        # themselves, and topk runs faster on int32 than on float32 (the top-k is most of OB's time)
+        hardness = hardness + 0.0
+        if mask is not None:
+            hardness = hardness.masked_fill(~mask, -1.0)  # its bits are negative: below any real score
+        flat = hardness.reshape(hardness.shape[0], -1).view(torch.int32)
+        return flat.topk(min(hard_num, flat.shape[1]), dim=1, sorted=False).indices
+
+
 def _select_hard(hardness: Tensor, mask: Tensor | None, hard_num: int) -> Tensor:
     """``(N, *spatial)`` bool: per image the ``hard_num`` counted pixels of largest hardness."""
     with torch.no_grad():
-        if mask is not None:
-            hardness = hardness.masked_fill(~mask, -1.0)  # below any real score
-        flat = hardness.reshape(hardness.shape[0], -1)
-        top = flat.topk(min(hard_num, flat.shape[1]), dim=1, sorted=False).indices
-        selected = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True).view_as(hardness)
+        top = _hardest(hardness, mask, hard_num)
+        flat = torch.zeros_like(hardness, dtype=torch.bool).view(hardness.shape[0], -1)
+        selected = flat.scatter_(1, top, True).view_as(hardness)
         return selected if mask is None else selected & mask
 
 
@@ -107,6 +118,10 @@ def online_bootstrapping_loss(
         logits = logits.float()
         loss, normalizer = cross_entropy_terms(logits, tgt, w)
         hardness = _hardness(logits, tgt, unweighted_ce=loss if w is None else None)
+        if tgt.mask is None and normalizer is None and reduction != "none":
+            # every image has its hard_num pixels: reduce the gathered losses, no mask passes
+            kept = loss.reshape(loss.shape[0], -1).gather(1, _hardest(hardness, None, hard_num))
+            return reduce_loss(kept, reduction)
         selected = _select_hard(hardness, tgt.mask, hard_num)
         return reduce_loss(loss, reduction, mask=selected, normalizer=normalizer)
 

@@ -20,6 +20,7 @@ from medbalance.losses._utils import (
     class_weight,
     float32_compute,
     format_target,
+    label_log_probs,
     reduce_loss,
 )
 from medbalance.losses.ce import two_class_view
@@ -125,18 +126,30 @@ def focal_loss(
     with float32_compute(logits):
         tgt = format_target(logits, target, ignore_index=ignore_index)
         w = class_weight(weight, logits, include_background=include_background)
-        logits2, tgt2 = two_class_view(logits.float(), tgt)
-        factor = _alpha_per_class(alpha, tgt2.num_classes, logits.device)
+        # the two-class view (binary: background, foreground) fixes one factor per class
+        factor = _alpha_per_class(alpha, max(tgt.num_classes, 2), logits.device)
         if w is not None:
             w2 = torch.cat([torch.ones_like(w), w]) if tgt.num_classes == 1 else w
             factor = w2 if factor is None else factor * w2
-        log_p = F.log_softmax(logits2, dim=1)
-        # (1 - p) = -expm1(log p) keeps its digits near p = 1; the floor keeps gamma < 1 gradients finite
-        modulation = (-torch.expm1(log_p)).clamp_min(torch.finfo(torch.float32).tiny) ** gamma
-        y = tgt2.dense()
-        if factor is not None:
-            y = y * factor.view(1, -1, *([1] * (logits.ndim - 2)))
-        loss = -(y * modulation * log_p).sum(dim=1)
+        if tgt.labels is not None:
+            # a one-hot target keeps only the true class's term: no dense (N, C, ...) product
+            log_p = label_log_probs(logits.float(), tgt.labels)
+            y = None if factor is None else factor[tgt.labels]
+        else:
+            logits2, tgt2 = two_class_view(logits.float(), tgt)
+            log_p = F.log_softmax(logits2, dim=1)
+            y = tgt2.dense()
+            if factor is not None:
+                y = y * factor.view(1, -1, *([1] * (logits.ndim - 2)))
+        # (1 - p) = -expm1(log p) keeps its digits near p = 1
+        modulation = -torch.expm1(log_p)
+        if gamma < 1.0:
+            # the floor keeps gamma < 1 gradients finite at p = 1 (x^gamma is smooth at 0 otherwise,
+            # and the clamp's backward costs as much as the rest of the loss on CPU)
+            modulation = modulation.clamp_min(torch.finfo(torch.float32).tiny)
+        modulation = modulation**gamma
+        term = modulation * log_p if y is None else y * modulation * log_p
+        loss = -(term if tgt.labels is not None else term.sum(dim=1))
         return reduce_loss(loss, reduction, mask=tgt.mask)
 
 
