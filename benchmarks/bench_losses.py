@@ -29,7 +29,8 @@ __all__ = ["run"]
 
 # Losses that need class counts get these (CoNIC-like proportions, background first).
 _COUNTS = [83975, 126, 10308, 1855, 551, 103, 3081]
-# Classification-only losses (logits (N, C)): not timed on segmentation maps.
+# LDAM accepts segmentation maps but is a long-tail classification loss (with a cosine
+# classifier head, SPEC 10); its cost on a segmentation map is not a figure users need.
 _CLASSIFICATION_ONLY = {"ldam"}
 
 

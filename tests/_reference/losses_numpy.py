@@ -109,6 +109,11 @@ def dice_loss(
             dice = (2 * inter + smooth) / (den + smooth) if den + smooth > 0 else 1.0
             losses.append(1.0 - dice)
         per_image.append((np.asarray(losses) * w).sum() / w.sum())
+    return reduce_images(per_image, batch_reduction, reduction)
+
+
+def reduce_images(per_image, batch_reduction, reduction):
+    """Per-image losses to the result: the pooled value for ``"batch"``, else ``reduction``."""
     per_image = np.asarray(per_image)
     if batch_reduction == "batch":
         return per_image[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests._reference.losses_numpy import dense_target, sigmoid, softmax
+from tests._reference.losses_numpy import dense_target, reduce_images, sigmoid, softmax
 
 
 def _prepare(logits, target, include_background, weight, ignore_index):
@@ -31,15 +31,6 @@ def _rows(batch_reduction, *arrays):
     if batch_reduction == "batch":
         return [tuple(np.concatenate(list(a), axis=-1) for a in arrays)]
     return list(zip(*arrays))
-
-
-def _reduce(per_image, batch_reduction, reduction):
-    per_image = np.asarray(per_image)
-    if batch_reduction == "batch":
-        return per_image[0]
-    if reduction == "none":
-        return per_image
-    return per_image.sum() if reduction == "sum" else per_image.mean()
 
 
 def _tversky(p, g, alpha, beta, smooth):
@@ -69,7 +60,7 @@ def focal_tversky_loss(
     for pi, gi in _rows(batch_reduction, p, g):
         losses = [max(1.0 - _tversky(pi[k], gi[k], alpha, beta, smooth), 0.0) ** gamma for k in range(len(w))]
         per_image.append((np.asarray(losses) * w).sum() / w.sum())
-    return _reduce(per_image, batch_reduction, reduction)
+    return reduce_images(per_image, batch_reduction, reduction)
 
 
 def sensitivity_specificity_loss(
@@ -97,7 +88,7 @@ def sensitivity_specificity_loss(
             alarm = (err * (1 - r) * valid).sum() / alarm_den if alarm_den > 0 else 0.0
             losses.append(lam * miss + (1 - lam) * alarm)
         per_image.append((np.asarray(losses) * w).sum() / w.sum())
-    return _reduce(per_image, batch_reduction, reduction)
+    return reduce_images(per_image, batch_reduction, reduction)
 
 
 def generalized_dice_loss(
@@ -124,7 +115,7 @@ def generalized_dice_loss(
         num = 2 * sum(vw[k] * (pi[k] * gi[k]).sum() for k in range(len(w))) + smooth
         den = sum(vw[k] * (pi[k].sum() + gi[k].sum()) for k in range(len(w))) + smooth
         per_image.append(1.0 - num / den if den > 0 else 0.0)
-    return _reduce(per_image, batch_reduction, reduction)
+    return reduce_images(per_image, batch_reduction, reduction)
 
 
 def two_sided_dice_loss(logits, target, *, smooth_nr, smooth_dr, batch_reduction="image", ignore_index=None):
@@ -136,7 +127,7 @@ def two_sided_dice_loss(logits, target, *, smooth_nr, smooth_dr, batch_reduction
         fg = ((pi * ri).sum() + smooth_nr) / ((pi + ri).sum() + smooth_dr)
         bg = (((1 - pi) * (1 - ri) * ki).sum() + smooth_nr) / (((2 - pi - ri) * ki).sum() + smooth_dr)
         per_image.append(1.0 - fg - bg)
-    return _reduce(per_image, batch_reduction, "mean")
+    return reduce_images(per_image, batch_reduction, "mean")
 
 
 def exp_log_loss(
@@ -188,4 +179,4 @@ def exp_log_loss(
         # elements of a class of weight 0 are not counted; without weights every kept element is
         count = sum(fi[k].sum() for k in range(len(v)) if v[k] > 0) if weighted else ki.sum()
         per_image.append(w_dice * dice_term + w_cross * (total / count if count > 0 else 0.0))
-    return _reduce(per_image, batch_reduction, reduction)
+    return reduce_images(per_image, batch_reduction, reduction)

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "scalar_term_args",
+    "two_class_view",
     "check_progress",
     "BATCH_REDUCTIONS",
     "REDUCTIONS",
@@ -434,6 +436,18 @@ def binary_as_two_class(truth: Tensor, weight: Tensor | None) -> tuple[Tensor, T
     return truth, None if weight is None else torch.cat([torch.ones_like(weight), weight])
 
 
+def two_class_view(logits: Tensor, tgt: Target) -> tuple[Tensor, Target]:
+    """Binary inputs (``C == 1``) as background/foreground softmax inputs; others unchanged.
+
+    ``softmax([0, z]) == [1 - sigmoid(z), sigmoid(z)]``, so losses defined per class (focal,
+    class-balanced CE, LDAM) take one formula for both cases (package-internal helper).
+    """
+    if tgt.num_classes != 1:
+        return logits, tgt
+    soft = None if tgt.soft is None else binary_as_two_class(tgt.soft, None)[0]
+    return expand_binary_logits(logits), Target(num_classes=2, labels=tgt.labels, soft=soft, mask=tgt.mask)
+
+
 @dataclass(frozen=True)
 class RegionInputs:
     """Probabilities and target of a region loss, restricted to the classes that count.
@@ -585,3 +599,13 @@ def check_progress(progress: float) -> float:
     if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0.0 <= progress <= 1.0:
         raise ValueError(f"progress must be a number in [0, 1] (T / T_max), got {progress!r}")
     return float(progress)
+
+
+def scalar_term_args(reduction: str, **shared: object) -> dict:
+    """The arguments every term of a sum of losses receives, ``reduction`` included.
+
+    The terms are added as scalars, so ``reduction`` must be ``"mean"`` or ``"sum"``: the
+    unreduced shapes of different terms would broadcast silently.
+    """
+    check_choice("reduction", reduction, ("mean", "sum"))
+    return {**shared, "reduction": reduction}

@@ -19,8 +19,9 @@ from medbalance.losses._utils import (
     float32_compute,
     format_target,
     reduce_loss,
+    two_class_view,
 )
-from medbalance.losses.ce import cross_entropy_terms, two_class_view
+from medbalance.losses.ce import cross_entropy_terms
 from medbalance.losses.weights import effective_number_weights
 
 __all__ = [
@@ -211,7 +212,47 @@ def ldam_loss(
         return reduce_loss(loss, reduction, mask=tgt.mask, normalizer=normalizer)
 
 
-class ClassBalancedCELoss(nn.Module):
+class _ClassCountLoss(nn.Module):
+    """Base of the losses weighted by training class counts: the counts as a buffer, ``beta``,
+    ``include_background``, ``ignore_index`` and ``reduction``, validated once here."""
+
+    class_counts: Tensor
+
+    def __init__(
+        self,
+        class_counts: ClassCounts,
+        *,
+        beta: float,
+        include_background: bool,
+        ignore_index: int | None,
+        reduction: Reduction,
+    ) -> None:
+        super().__init__()
+        check_choice("reduction", reduction, REDUCTIONS)
+        check_ignore_index(ignore_index)
+        self.register_buffer("class_counts", _class_counts(class_counts, beta=beta))
+        self.beta = float(beta)
+        self.include_background = include_background
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def _common(self) -> dict:
+        return dict(
+            class_counts=self.class_counts,
+            beta=self.beta,
+            include_background=self.include_background,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"class_counts={self.class_counts.tolist()}, beta={self.beta}, include_background="
+            f"{self.include_background}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+        )
+
+
+class ClassBalancedCELoss(_ClassCountLoss):
     """Class-balanced softmax cross entropy (CSCE), weights from the effective number of samples.
 
     See :func:`medbalance.losses.functional.class_balanced_cross_entropy`.
@@ -230,8 +271,6 @@ class ClassBalancedCELoss(nn.Module):
         torch.Size([])
     """
 
-    class_counts: Tensor
-
     def __init__(
         self,
         class_counts: ClassCounts,
@@ -241,34 +280,19 @@ class ClassBalancedCELoss(nn.Module):
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
-        super().__init__()
-        check_choice("reduction", reduction, REDUCTIONS)
-        check_ignore_index(ignore_index)
-        self.register_buffer("class_counts", _class_counts(class_counts, beta=beta))
-        self.beta = float(beta)
-        self.include_background = include_background
-        self.ignore_index = ignore_index
-        self.reduction = reduction
+        super().__init__(
+            class_counts,
+            beta=beta,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return class_balanced_cross_entropy(
-            logits,
-            target,
-            class_counts=self.class_counts,
-            beta=self.beta,
-            include_background=self.include_background,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"class_counts={self.class_counts.tolist()}, beta={self.beta}, include_background="
-            f"{self.include_background}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
-        )
+        return class_balanced_cross_entropy(logits, target, **self._common())
 
 
-class LDAMLoss(nn.Module):
+class LDAMLoss(_ClassCountLoss):
     """LDAM loss with deferred re-weighting (LDAM-DRW); reads the ``progress`` attribute.
 
     See :func:`medbalance.losses.functional.ldam_loss`. ``progress`` (``T / T_max``, default
@@ -309,39 +333,33 @@ class LDAMLoss(nn.Module):
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
-        super().__init__()
-        check_choice("reduction", reduction, REDUCTIONS)
-        check_ignore_index(ignore_index)
+        super().__init__(
+            class_counts,
+            beta=beta,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
         _check_ldam_args(scale, drw_start)
         ldam_margins(class_counts, max_margin=max_margin)
-        self.register_buffer("class_counts", _class_counts(class_counts, beta=beta))
         self.max_margin = float(max_margin)
         self.scale = float(scale)
         self.drw_start = None if drw_start is None else float(drw_start)
-        self.beta = float(beta)
-        self.include_background = include_background
-        self.ignore_index = ignore_index
-        self.reduction = reduction
         self.progress = 0.0
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return ldam_loss(
             logits,
             target,
-            class_counts=self.class_counts,
             max_margin=self.max_margin,
             scale=self.scale,
             drw_start=self.drw_start,
-            beta=self.beta,
             progress=self.progress,
-            include_background=self.include_background,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
+            **self._common(),
         )
 
     def extra_repr(self) -> str:
         return (
-            f"class_counts={self.class_counts.tolist()}, max_margin={self.max_margin}, scale={self.scale}, "
-            f"drw_start={self.drw_start}, beta={self.beta}, progress={self.progress}, include_background="
-            f"{self.include_background}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+            f"max_margin={self.max_margin}, scale={self.scale}, drw_start={self.drw_start}, "
+            f"progress={self.progress}, {super().extra_repr()}"
         )

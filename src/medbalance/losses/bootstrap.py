@@ -18,8 +18,9 @@ from medbalance.losses._utils import (
     format_target,
     probabilities,
     reduce_loss,
+    two_class_view,
 )
-from medbalance.losses.ce import cross_entropy_terms, two_class_view
+from medbalance.losses.ce import cross_entropy_terms
 
 __all__ = ["online_bootstrapping_loss", "hard_pixel_fractions", "OnlineBootstrappingLoss"]
 

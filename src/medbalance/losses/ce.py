@@ -15,11 +15,9 @@ from medbalance.losses._utils import (
     ClassWeight,
     Reduction,
     Target,
-    binary_as_two_class,
     check_choice,
     check_ignore_index,
     class_weight,
-    expand_binary_logits,
     float32_compute,
     format_target,
     probabilities,
@@ -59,18 +57,6 @@ def cross_entropy_terms(logits: Tensor, tgt: Target, weight: Tensor | None) -> t
         return -(y * log_probs).sum(dim=1), None
     y = y * weight.view(1, -1, *([1] * (logits.ndim - 2)))
     return -(y * log_probs).sum(dim=1), y.sum(dim=1)
-
-
-def two_class_view(logits: Tensor, tgt: Target) -> tuple[Tensor, Target]:
-    """Binary inputs (``C == 1``) as background/foreground softmax inputs; others unchanged.
-
-    ``softmax([0, z]) == [1 - sigmoid(z), sigmoid(z)]``, so losses defined per class (focal,
-    class-balanced CE, LDAM) take one formula for both cases (package-internal helper).
-    """
-    if tgt.num_classes != 1:
-        return logits, tgt
-    soft = None if tgt.soft is None else binary_as_two_class(tgt.soft, None)[0]
-    return expand_binary_logits(logits), Target(num_classes=2, labels=tgt.labels, soft=soft, mask=tgt.mask)
 
 
 def cross_entropy(
@@ -144,8 +130,13 @@ def batch_balance_weight(logits: Tensor, tgt: Target, *, count_from: CountFrom =
     counts = tgt.dense() if count_from == "target" else probabilities(logits).detach()
     if tgt.mask is not None:
         counts = counts * tgt.mask.unsqueeze(1)
-    total = float(tgt.mask.sum()) if tgt.mask is not None else float(counts[:, 0].numel())
-    n = counts.transpose(0, 1).reshape(counts.shape[1], -1).sum(dim=1)
+    # a tensor, not a Python float: no device sync in the training step
+    total = (
+        tgt.mask.sum().float()
+        if tgt.mask is not None
+        else torch.tensor(float(counts[:, 0].numel()), device=counts.device)
+    )
+    n = counts.sum(dim=(0, *range(2, counts.ndim)))
     w = torch.where((n > 0) & (n < total), (total - n) / n.clamp_min(1.0), torch.ones_like(n))
     if tgt.num_classes > 1:
         w[0] = 1.0

@@ -12,8 +12,8 @@ from medbalance.losses._utils import (
     BatchReduction,
     ClassWeight,
     Reduction,
-    check_choice,
     check_non_negative,
+    scalar_term_args,
 )
 from medbalance.losses.ce import CrossEntropyLoss, cross_entropy
 from medbalance.losses.dice import DiceLoss, dice_loss
@@ -77,8 +77,9 @@ def dice_ce_loss(
         >>> dice_ce_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long)).item() > 0
         True
     """
-    check_choice("reduction", reduction, ("mean", "sum"))
-    common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    common = scalar_term_args(
+        reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
+    )
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     return compound_loss([(dice, lambda_dice), (cross_entropy(logits, target, **common), lambda_ce)])
 
@@ -110,8 +111,9 @@ def dice_focal_loss(
         >>> dice_focal_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long)).item() > 0
         True
     """
-    check_choice("reduction", reduction, ("mean", "sum"))
-    common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    common = scalar_term_args(
+        reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
+    )
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     focal = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
     return compound_loss([(dice, lambda_dice), (focal, lambda_focal)])
@@ -217,12 +219,8 @@ class DiceCELoss(CompoundLoss):
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
-        check_choice("reduction", reduction, ("mean", "sum"))
-        common = dict(
-            weight=weight,
-            include_background=include_background,
-            ignore_index=ignore_index,
-            reduction=reduction,
+        common = scalar_term_args(
+            reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
         )
         dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
         super().__init__([("dice", dice, lambda_dice), ("ce", CrossEntropyLoss(**common), lambda_ce)])
@@ -265,12 +263,8 @@ class DiceFocalLoss(CompoundLoss):
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
-        check_choice("reduction", reduction, ("mean", "sum"))
-        common = dict(
-            weight=weight,
-            include_background=include_background,
-            ignore_index=ignore_index,
-            reduction=reduction,
+        common = scalar_term_args(
+            reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
         )
         dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
         focal = FocalLoss(gamma=gamma, alpha=alpha, **common)

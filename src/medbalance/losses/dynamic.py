@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from medbalance.losses._utils import ClassWeight, Reduction, check_choice, check_progress
+from medbalance.losses._utils import ClassWeight, Reduction, check_progress, scalar_term_args
 from medbalance.losses.balanced import (
     ClassBalancedCELoss,
     ClassCounts,
@@ -124,11 +124,6 @@ class DynamicLoss(nn.Module):
         return f"progress={self.progress}"
 
 
-def _scalar_reduction(reduction: str) -> None:
-    # the two terms are combined as scalars; "none" shapes would broadcast silently
-    check_choice("reduction", reduction, ("mean", "sum"))
-
-
 def dflce_loss(
     logits: Tensor,
     target: Tensor,
@@ -151,8 +146,9 @@ def dflce_loss(
         >>> bool(dflce_loss(logits, target, progress=0.0) == focal_loss(logits, target))
         True
     """
-    _scalar_reduction(reduction)
-    common = dict(weight=weight, include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    common = scalar_term_args(
+        reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
+    )
     first = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
     return dynamic_loss(first, cross_entropy(logits, target, **common), progress=progress)
 
@@ -181,8 +177,7 @@ def dflcsce_loss(
         >>> value.shape
         torch.Size([])
     """
-    _scalar_reduction(reduction)
-    common = dict(include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+    common = scalar_term_args(reduction, include_background=include_background, ignore_index=ignore_index)
     first = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
     second = class_balanced_cross_entropy(logits, target, class_counts=class_counts, beta=beta, **common)
     return dynamic_loss(first, second, progress=progress)
@@ -215,12 +210,8 @@ class DFLCELoss(DynamicLoss):
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
-        _scalar_reduction(reduction)
-        common = dict(
-            weight=weight,
-            include_background=include_background,
-            ignore_index=ignore_index,
-            reduction=reduction,
+        common = scalar_term_args(
+            reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
         )
         super().__init__(FocalLoss(gamma=gamma, alpha=alpha, **common), CrossEntropyLoss(**common))
 
@@ -253,8 +244,7 @@ class DFLCSCELoss(DynamicLoss):
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
-        _scalar_reduction(reduction)
-        common = dict(include_background=include_background, ignore_index=ignore_index, reduction=reduction)
+        common = scalar_term_args(reduction, include_background=include_background, ignore_index=ignore_index)
         super().__init__(
             FocalLoss(gamma=gamma, alpha=alpha, **common),
             ClassBalancedCELoss(class_counts, beta=beta, **common),

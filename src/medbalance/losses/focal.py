@@ -22,8 +22,8 @@ from medbalance.losses._utils import (
     format_target,
     label_log_probs,
     reduce_loss,
+    two_class_view,
 )
-from medbalance.losses.ce import two_class_view
 
 __all__ = ["focal_loss", "FocalLoss"]
 

@@ -585,9 +585,12 @@ def crop_to_input(logits: torch.Tensor, index: tuple[slice, ...], padded_size: S
 
 
 class SegmentationNet(nn.Module):
-    """Base of the U-Net family: argument checks, pad-to-a-multiple, crop back, deep supervision.
+    """Base of the U-Net family: argument checks, the encoder, pad-to-a-multiple, crop back,
+    deep supervision.
 
-    Subclasses build their layers in ``__init__`` (after calling this one) and implement
+    This ``__init__`` builds the shared :class:`UNetEncoder` (``self.encoder``, widths
+    :attr:`widths`); subclasses build their decoders after calling it (``self.block_kwargs``
+    holds the per-block arguments) and implement
     :meth:`forward_padded`. :meth:`forward` checks the input, pads it (``pad_mode``, split
     evenly before / after) to a multiple of ``2**depth``, calls :meth:`forward_padded` and
     crops every output back with :func:`crop_to_input`.
@@ -639,6 +642,9 @@ class SegmentationNet(nn.Module):
             raise ValueError(f"deep_supervision must be a bool, got {deep_supervision!r}")
         self.deep_supervision = deep_supervision
         self.widths = tuple(base_channels * 2**i for i in range(depth + 1))
+        #: arguments of every block of the net (encoder and decoder alike)
+        self.block_kwargs = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout}
+        self.encoder = UNetEncoder(in_channels, self.widths, **self.block_kwargs)
 
     @property
     def with_aux(self) -> bool:

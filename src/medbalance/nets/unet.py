@@ -9,7 +9,6 @@ from medbalance.nets.blocks import (
     UPSAMPLE_MODES,
     SegmentationNet,
     UNetDecoder,
-    UNetEncoder,
     init_kaiming_,
     require_choice,
 )
@@ -96,8 +95,7 @@ class UNet(SegmentationNet):
         )
         require_choice("upsample", upsample, UPSAMPLE_MODES)
         widths = self.widths
-        kwargs = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout}
-        self.encoder = UNetEncoder(in_channels, widths, **kwargs)
+        kwargs = self.block_kwargs
         self.decoder = UNetDecoder(widths, upsample=upsample, attention=self.attention_gates, **kwargs)
         self.head = self.head_layer(widths[0])
         # Decoder stages at 1/2 .. 1/2**(depth-1); the coarsest stage gets no head, as in nnU-Net.

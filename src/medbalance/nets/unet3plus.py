@@ -11,7 +11,6 @@ from torch import nn
 from medbalance.nets.blocks import (
     ConvNormAct,
     SegmentationNet,
-    UNetEncoder,
     conv_layer,
     init_kaiming_,
     interpolate_layer,
@@ -155,8 +154,7 @@ class UNet3Plus(SegmentationNet):
             raise ValueError(f"cgm must be a bool, got {cgm!r}")
         widths = self.widths
         fused = base_channels * (depth + 1)
-        kwargs = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout}
-        self.encoder = UNetEncoder(in_channels, widths, **kwargs)
+        kwargs = self.block_kwargs
         # decoder[k] is the node of level depth - 1 - k (built and run coarse to fine); its
         # sources are the encoder levels 0..level, then the deeper nodes, then the bottleneck.
         self.decoder = nn.ModuleList(

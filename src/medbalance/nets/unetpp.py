@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medbalance.nets.blocks import UPSAMPLE_MODES, SegmentationNet, UNetEncoder, Up, init_kaiming_, require_choice
+from medbalance.nets.blocks import UPSAMPLE_MODES, SegmentationNet, Up, init_kaiming_, require_choice
 
 __all__ = ["UNetPlusPlus"]
 
@@ -88,8 +88,7 @@ class UNetPlusPlus(SegmentationNet):
         )
         require_choice("upsample", upsample, UPSAMPLE_MODES)
         widths = self.widths
-        kwargs = {"spatial_dims": spatial_dims, "norm": norm, "dropout": dropout}
-        self.encoder = UNetEncoder(in_channels, widths, **kwargs)
+        kwargs = self.block_kwargs
         # nodes[f"{i}_{j}"] computes X^{i,j} from X^{i+1,j-1} and the j nodes X^{i,0..j-1}.
         self.nodes = nn.ModuleDict(
             {
