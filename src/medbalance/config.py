@@ -35,7 +35,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class _SegmentationPhantoms(_Strict):
+class _Segmentation(_Strict):
+    """Fields every segmentation source shares."""
+
+    binary: bool = False  # collapse every foreground class into one (seed 002's binary model)
+
+
+class _Split(_Strict):
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class _SegmentationPhantoms(_Segmentation):
     size: int = Field(96, ge=16)
     n_train: int = Field(160, ge=1)
     n_val: int = Field(32, ge=1)
@@ -67,7 +79,7 @@ class LongtailPhantomData(_Strict):
     seed: int = 0
 
 
-class FolderData(_Strict):
+class FolderData(_Segmentation):
     """A folder in the generic layout of SPEC section 8.
 
     Segmentation: ``images/`` and ``masks/`` matched by file stem. Classification: one
@@ -84,13 +96,109 @@ class FolderData(_Strict):
     seed: int = 0
 
 
-DataConfig = Union[IntraclassPhantomData, NucleiPhantomData, LongtailPhantomData, FolderData]
+class CamusData(_Segmentation, _Split):
+    """CAMUS echocardiography in its published per-patient layout (seed 000); split by patient."""
+
+    kind: Literal["camus"] = "camus"
+    path: str
+    views: list[Literal["2CH", "4CH"]] = ["2CH", "4CH"]
+    phases: list[Literal["ED", "ES"]] = ["ED", "ES"]
+    label: int = Field(1, ge=1, le=3)  # 1 LV endocardium, 2 myocardium, 3 left atrium
+    size: int | None = Field(256, ge=8)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class ConicData(_Segmentation, _Split):
+    """CoNIC / Lizard: ``images.npy`` (N, 256, 256, 3) and ``labels.npy`` (instance, class)."""
+
+    kind: Literal["conic"] = "conic"
+    path: str
+    size: int | None = Field(None, ge=8)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class MonusacData(_Segmentation, _Split):
+    """MoNuSAC: per-image XML polygons, rasterised once into ``cache``."""
+
+    kind: Literal["monusac"] = "monusac"
+    path: str
+    cache: str | None = None
+    size: int | None = Field(512, ge=8)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class _LongtailOption(_Strict):
+    # None keeps the source's class sizes; a ratio draws a seeded long-tailed training subset.
+    imbalance_ratio: float | None = Field(None, ge=1.0)
+
+
+class BreakhisData(_LongtailOption, _Split):
+    """BreaKHis folder tree (8 tumour types); split by patient."""
+
+    kind: Literal["breakhis"] = "breakhis"
+    path: str
+    magnification: Literal["all", "40X", "100X", "200X", "400X"] = "all"
+    size: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 3
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class ChestXrayData(_LongtailOption):
+    """Kermany chest X-ray layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``."""
+
+    kind: Literal["chestxray"] = "chestxray"
+    path: str
+    size: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 1
+    seed: int = 0
+
+
+class MedmnistData(_LongtailOption):
+    """A MedMNIST ``.npz`` file with its own train / val / test split."""
+
+    kind: Literal["medmnist"] = "medmnist"
+    path: str
+    seed: int = 0
+
+
+class SharedData(_Segmentation, _Split, _LongtailOption):
+    """A dataset of ``../shared/data`` (or ``$MEDBALANCE_DATA``) by folder name."""
+
+    kind: Literal["shared"] = "shared"
+    name: str
+    size: int | None = Field(None, ge=8)
+    channels: Literal[1, 3] | None = None
+
+
+DataConfig = Union[
+    IntraclassPhantomData,
+    NucleiPhantomData,
+    LongtailPhantomData,
+    FolderData,
+    CamusData,
+    ConicData,
+    MonusacData,
+    BreakhisData,
+    ChestXrayData,
+    MedmnistData,
+    SharedData,
+]
 _DATA_KINDS: dict[str, type[BaseModel]] = {
     "intraclass_phantom": IntraclassPhantomData,
     "nuclei_phantom": NucleiPhantomData,
     "longtail_phantom": LongtailPhantomData,
     "folder": FolderData,
+    "camus": CamusData,
+    "conic": ConicData,
+    "monusac": MonusacData,
+    "breakhis": BreakhisData,
+    "chestxray": ChestXrayData,
+    "medmnist": MedmnistData,
+    "shared": SharedData,
 }
+_CLASSIFICATION_KINDS = (LongtailPhantomData, BreakhisData, ChestXrayData, MedmnistData)
 
 
 class ModelConfig(BaseModel):
@@ -138,7 +246,11 @@ class RunConfig(_Strict):
     def task(self) -> str:
         if isinstance(self.data, FolderData):
             return self.data.task
-        return "classification" if isinstance(self.data, LongtailPhantomData) else "segmentation"
+        if isinstance(self.data, SharedData):
+            from medbalance.data.catalog import shared_task
+
+            return shared_task(self.data.name)
+        return "classification" if isinstance(self.data, _CLASSIFICATION_KINDS) else "segmentation"
 
 
 def _suggest(key: str, candidates: list[str]) -> str:

@@ -238,6 +238,32 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"eff: effective-number weights (Cui et al. 2019, beta {args.beta:g}), summing to the class count")
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got '{text}'") from None
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from medbalance.methods import run_experiment
+
+    result = run_experiment(
+        args.name,
+        scale=args.scale,
+        data=args.data,
+        seeds=args.seeds,
+        options=args.set,
+        out=args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        device=args.device,
+        command=" ".join(["medbalance", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else "",
+    )
+    print(f"experiment folder: {result.run_dir}")
+    print(f"tables: {result.run_dir / 'results.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medbalance", description="Class-imbalanced medical image analysis.")
     parser.add_argument("--version", action="version", version=f"medbalance {__version__}")
@@ -302,6 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.9999, help="beta of the effective-number weights (default: 0.9999)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=cmd_inspect)
+
+    from medbalance.methods import EXPERIMENTS, SCALE_NAMES
+
+    p = sub.add_parser(
+        "experiment", parents=[common], help="run one of the seeds' experiments and write its tables"
+    )
+    p.add_argument("name", metavar="NAME", help=f"experiment: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--scale", choices=SCALE_NAMES, default="small", help="smoke (seconds), small (default), paper (GPU)")
+    p.add_argument(
+        "--data",
+        default="phantom",
+        metavar="DATA",
+        help="'phantom' (default, embedded), a dataset name of ../shared/data, or a folder / .npz path",
+    )
+    p.add_argument("--seeds", type=_seed_list, metavar="0,1,2", help="seeds (default: the scale's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an experiment option")
+    p.add_argument("--out", default="runs", help="parent folder of the experiment folder (default: runs)")
+    p.add_argument("--resume", metavar="EXP_DIR", help="continue an interrupted experiment in its folder")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"], help="device")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
+
 import numpy as np
 
 from medbalance.config import (
@@ -15,7 +18,18 @@ from medbalance.data import phantoms
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import read_folder
 
-__all__ = ["build_splits", "split_indices"]
+__all__ = ["build_splits", "split_indices", "split_groups", "collapse_foreground"]
+
+# data.kind -> "module:function" building its Splits; imported only when used.
+READERS = {
+    "camus": "medbalance.data.readers.camus:build_camus",
+    "conic": "medbalance.data.readers.nuclei:build_conic",
+    "monusac": "medbalance.data.readers.nuclei:build_monusac",
+    "breakhis": "medbalance.data.readers.classification:build_breakhis",
+    "chestxray": "medbalance.data.readers.classification:build_chestxray",
+    "medmnist": "medbalance.data.readers.classification:build_medmnist",
+    "shared": "medbalance.data.catalog:build_shared",
+}
 
 # Phantom splits use disjoint seed streams so that validation/test never share an image with train.
 _SPLIT_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -36,9 +50,58 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np
     return np.sort(order[n_val + n_test :]), np.sort(order[:n_val]), np.sort(order[n_val : n_val + n_test])
 
 
+def split_groups(
+    groups: Sequence[str], fractions: tuple[float, float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train / val / test split of samples by group (patient): a group sits in one split.
+
+    Groups are split by :func:`split_indices` on the sorted unique group names, so the result
+    depends on the seed and the set of groups, never on file order.
+
+    Example:
+        >>> tr, va, te = split_groups(["p1", "p1", "p2", "p3", "p3", "p4", "p5"], (0.2, 0.2), 0)
+        >>> sorted(set(tr) | set(va) | set(te)) == list(range(7))
+        True
+    """
+    names, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    parts = split_indices(len(names), fractions, seed)
+    return tuple(np.flatnonzero(np.isin(inverse, part)) for part in parts)  # type: ignore[return-value]
+
+
+def collapse_foreground(data: ArrayDataset) -> ArrayDataset:
+    """The same images with every foreground class merged into one (background 0, foreground 1)."""
+    return ArrayDataset(
+        data.images,
+        (data.target > 0).astype(np.int64),
+        num_classes=2,
+        class_names=("background", "foreground"),
+        names=data.names,
+        extras=data.extras,
+    )
+
+
+def _reader(kind: str):
+    module, _, function = READERS[kind].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def build_splits(cfg: RunConfig) -> Splits:
     """Build (or read) the datasets a run trains, validates and tests on."""
+    splits = _build(cfg)
+    if getattr(cfg.data, "binary", False) and cfg.task == "segmentation":
+        splits = Splits(
+            collapse_foreground(splits.train),
+            collapse_foreground(splits.val),
+            collapse_foreground(splits.test) if splits.test is not None else None,
+            info={**splits.info, "binary": True},
+        )
+    return splits
+
+
+def _build(cfg: RunConfig) -> Splits:
     data = cfg.data
+    if data.kind in READERS:
+        return _reader(data.kind)(data)
     if isinstance(data, (IntraclassPhantomData, NucleiPhantomData)):
         make = phantoms.intraclass_phantoms if isinstance(data, IntraclassPhantomData) else phantoms.nuclei_phantoms
         sets = {

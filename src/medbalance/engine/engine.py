@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from medbalance.config import RunConfig
+from medbalance.data.samplers import BatchSamplerFactory
 from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medbalance.engine.rundir import HistoryLog
 from medbalance.errors import ConfigError, TrainingError
@@ -59,6 +60,8 @@ class Stage:
             Scores are maximised, except names ending in ``loss``.
         target_key: batch entry the loss compares against; ``None`` passes the whole batch
             dict instead (a loss over several targets, e.g. dual-path's soft weight maps and GT).
+        sampler: batch-sampler factory ``sampler(dataset, batch_size, generator)`` for this
+            stage's training batches (:mod:`medbalance.data.samplers`); ``None``: shuffling.
     """
 
     name: str
@@ -69,6 +72,27 @@ class Stage:
     lr: float | None = None
     monitor: str | None = None
     target_key: str | None = "target"
+    sampler: BatchSamplerFactory | None = None
+
+
+class _RankBatches(Sampler):
+    """Every ``world``-th batch of a batch sampler, from ``rank``: each process its share.
+
+    All processes seed the sampler alike, so they draw the same batch list and split it.
+    """
+
+    def __init__(self, inner: Sampler, rank: int, world: int) -> None:
+        self.inner, self.rank, self.world = inner, rank, world
+
+    def __len__(self) -> int:
+        return max(1, len(self.inner) // self.world)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.inner):
+            if i // self.world >= len(self):
+                return
+            if i % self.world == self.rank:
+                yield batch
 
 
 def make_fabric(cfg: RunConfig) -> Fabric:
@@ -158,18 +182,25 @@ class Engine:
         return stage.loss(outputs, target)
 
     # ----------------------------------------------------------------------------- data
-    def _loader(self, data: Dataset, *, train: bool) -> tuple[DataLoader, torch.Generator | None]:
+    def _loader(
+        self, data: Dataset, *, train: bool, sampler: BatchSamplerFactory | None = None
+    ) -> tuple[DataLoader, torch.Generator | None]:
         generator = torch.Generator() if train else None
-        sampler = RandomSampler(data, generator=generator) if train else SequentialSampler(data)
         batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
+        common = {
+            "num_workers": self.cfg.num_workers,
+            "pin_memory": self.fabric.device.type == "cuda",
+            "persistent_workers": self.cfg.num_workers > 0,
+        }
+        if sampler is not None:
+            batches = sampler(data, batch, generator)
+            if self.fabric.world_size > 1:
+                batches = _RankBatches(batches, self.fabric.global_rank, self.fabric.world_size)
+            loader = DataLoader(data, batch_sampler=batches, **common)
+            return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
+        order = RandomSampler(data, generator=generator) if train else SequentialSampler(data)
         loader = DataLoader(
-            data,
-            batch_size=batch,
-            sampler=sampler,
-            num_workers=self.cfg.num_workers,
-            drop_last=train and len(data) > batch,
-            pin_memory=self.fabric.device.type == "cuda",
-            persistent_workers=self.cfg.num_workers > 0,
+            data, batch_size=batch, sampler=order, drop_last=train and len(data) > batch, **common
         )
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=train), generator
 
@@ -231,11 +262,11 @@ class Engine:
         start_stage, start_epoch, global_epoch, best, state = (
             self._restore(stages, history) if resume else (0, 0, 0, None, None)
         )
-        train_loader, generator = self._loader(train_data, train=True)
         val_loader, _ = self._loader(val_data, train=False)
 
         for si in range(start_stage, len(stages)):
             stage = stages[si]
+            train_loader, generator = self._loader(train_data, train=True, sampler=stage.sampler)
             params = self._prepare_stage(stage)
             module = fabric.setup_module(self.model)
             optimizer = fabric.setup_optimizers(self._optimizer(params, stage.lr or self.cfg.lr))

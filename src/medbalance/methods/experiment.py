@@ -1,0 +1,426 @@
+"""The experiment runner behind ``medbalance experiment NAME``: the seeds' tables as commands.
+
+An experiment module (``medbalance.methods.<name>``) defines ``SCALES`` (presets per scale),
+``OPTIONS`` (its ``--set`` options with defaults) and ``run(ctx) -> dict``. The runner gives it
+an :class:`ExperimentContext`: one fresh experiment folder, validated options, the seeds, a
+way to build validated run configs, a ``train`` that puts every model in its own resumable
+sub-folder, and :class:`ResultTable` objects that become ``results.md`` / ``results.html`` /
+``results.json`` with mean ± std over seeds.
+
+Layout of an experiment folder::
+
+    <name>-<scale>-<time>/experiment.json        what was asked (scale, data, seeds, options)
+                          runs/<key>/...          one run folder per trained model
+                          artefacts/...           PNGs the experiment saves
+                          results.{md,html,json}  the tables
+
+``--resume EXP_DIR`` re-runs the experiment in its folder: finished models (``done.json``) are
+loaded, an interrupted one continues from its ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning_fabric.utilities.seed import seed_everything
+from torch import nn
+
+import medbalance
+from medbalance._atomic import atomic_write_text
+from medbalance.config import RunConfig, _suggest, dump_config, parse_config
+from medbalance.data.datasets import Splits
+from medbalance.engine.checkpoint import load_checkpoint
+from medbalance.engine.engine import Engine, Stage
+from medbalance.engine.rundir import create_run_dir
+from medbalance.errors import ConfigError, DataError
+from medbalance.methods import EXPERIMENTS, SCALE_NAMES
+
+__all__ = [
+    "EXPERIMENTS",
+    "SCALE_NAMES",
+    "ResultTable",
+    "ExperimentContext",
+    "ExperimentResult",
+    "run_experiment",
+    "parse_options",
+    "mean_std",
+]
+
+log = logging.getLogger("medbalance.experiment")
+
+_DEFAULT_SEEDS = {"smoke": (0,), "small": (0, 1, 2), "paper": (0, 1, 2)}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value).
+
+    Example:
+        >>> mean_std([0.8, 0.9, 1.0])
+        (0.9, 0.1)
+    """
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return round(mean, 12), round(std, 12)
+
+
+@dataclass
+class ResultTable:
+    """A table of scores: rows (methods) x metrics, one value per seed in every cell.
+
+    Example:
+        >>> t = ResultTable("Dice", ("dice",))
+        >>> t.add("U-Net", {"dice": 0.80}, seed=0); t.add("U-Net", {"dice": 0.90}, seed=1)
+        >>> print(t.to_markdown(digits=2).splitlines()[-1])
+        | U-Net | 0.85 ± 0.07 |
+    """
+
+    title: str
+    metrics: tuple[str, ...]
+    row_label: str = "method"
+    note: str = ""
+    rows: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+
+    def add(self, row: str, scores: Mapping[str, float], *, seed: int) -> None:
+        """Record ``scores[m]`` for every metric ``m`` of the table (missing ones are an error)."""
+        missing = [m for m in self.metrics if m not in scores]
+        if missing:
+            raise KeyError(f"table '{self.title}': row '{row}' lacks {', '.join(missing)}")
+        cells = self.rows.setdefault(row, {m: {} for m in self.metrics})
+        for m in self.metrics:
+            cells[m][int(seed)] = float(scores[m])
+
+    def cell(self, row: str, metric: str) -> tuple[float, float, int]:
+        values = list(self.rows[row][metric].values())
+        return (*mean_std(values), len(values))
+
+    def _text(self, row: str, metric: str, digits: int) -> str:
+        mean, std, n = self.cell(row, metric)
+        if n == 0 or math.isnan(mean):
+            return "-"
+        return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+    def to_markdown(self, digits: int = 4) -> str:
+        head = f"| {self.row_label} | " + " | ".join(self.metrics) + " |"
+        rule = "|---|" + "---:|" * len(self.metrics)
+        body = [f"| {r} | " + " | ".join(self._text(r, m, digits) for m in self.metrics) + " |" for r in self.rows]
+        return "\n".join([head, rule, *body])
+
+    def to_html(self, digits: int = 4) -> str:
+        esc = html.escape
+        head = "".join(f"<th>{esc(m)}</th>" for m in (self.row_label, *self.metrics))
+        body = "".join(
+            f"<tr><td>{esc(r)}</td>" + "".join(f"<td>{esc(self._text(r, m, digits))}</td>" for m in self.metrics) + "</tr>"
+            for r in self.rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def to_dict(self) -> dict:
+        out = {}
+        for r in self.rows:
+            out[r] = {}
+            for m in self.metrics:
+                mean, std, n = self.cell(r, m)
+                out[r][m] = {"mean": mean, "std": std, "n": n, "per_seed": self.rows[r][m]}
+        return {"title": self.title, "row_label": self.row_label, "metrics": list(self.metrics), "note": self.note, "rows": out}
+
+
+def _cast(name: str, default: Any, value: Any) -> Any:
+    """Cast a ``--set`` value to the type of the option's default; one-line error otherwise."""
+    if isinstance(default, (list, tuple)):
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        kind = type(default[0]) if default else None
+        return [_cast(name, kind(), v) if kind is not None else v for v in items]
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"option '{name}' expects true or false, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(value, bool):
+        try:
+            cast = type(default)(value)
+        except (TypeError, ValueError):
+            cast = None
+        if cast is not None and (not isinstance(default, int) or float(value) == cast):
+            return cast
+        raise ConfigError(f"option '{name}' expects a number like {default!r}, got {value!r}")
+    if isinstance(default, str):
+        return str(value)
+    return value
+
+
+def parse_options(defaults: Mapping[str, Any], given: Sequence[str] | Mapping[str, Any] | None) -> dict:
+    """``defaults`` updated with ``key=value`` strings (values read as YAML) or a mapping.
+
+    Raises:
+        ConfigError: an unknown option (with a suggestion) or a value of the wrong type.
+    """
+    options = dict(defaults)
+    items = given.items() if isinstance(given, Mapping) else []
+    if not isinstance(given, Mapping):
+        parsed = []
+        for text in given or []:
+            key, sep, value = text.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set expects key=value, got '{text}'")
+            try:
+                parsed.append((key, yaml.safe_load(value)))
+            except yaml.YAMLError:
+                raise ConfigError(f"--set {key}: cannot parse value '{value}'") from None
+        items = parsed
+    for key, value in items:
+        if key not in defaults:
+            raise ConfigError(f"unknown option '{key}'{_suggest(key, list(defaults))}")
+        options[key] = _cast(key, defaults[key], value)
+    return options
+
+
+def machine_description() -> str:
+    """One line naming the machine a result was measured on."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{cpu}, {os.cpu_count()} CPU cores, {device}; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, medbalance {medbalance.__version__}"
+    )
+
+
+@dataclass
+class ExperimentContext:
+    """What an experiment's ``run`` gets: its folder, scale, seeds, data, options and helpers."""
+
+    name: str
+    scale: str
+    run_dir: Path
+    seeds: tuple[int, ...]
+    data: str
+    options: dict
+    progress: bool = True
+    device: str = "auto"
+    command: str = ""
+    log: logging.Logger = field(default=log, repr=False)
+    tables: list[ResultTable] = field(default_factory=list, repr=False)
+
+    # ------------------------------------------------------------------ configs and data
+    def base_config(self, **raw: Any) -> RunConfig:
+        """A validated :class:`RunConfig` from top-level keys, with this context's device / progress."""
+        raw.setdefault("progress", self.progress)
+        raw.setdefault("device", self.device)
+        raw.setdefault("name", self.name)
+        return parse_config(raw, source=f"experiment {self.name}")
+
+    def data_section(self, phantom: Mapping[str, Any]) -> dict:
+        """The ``data:`` section for ``--data``: the phantom section given, a shared set, or a path."""
+        from medbalance.data.catalog import SHARED_LOADERS
+
+        if self.data == "phantom":
+            return dict(phantom)
+        if self.data in SHARED_LOADERS:
+            return {"kind": "shared", "name": self.data}
+        path = Path(self.data)
+        if path.suffix == ".npz" and path.is_file():
+            return {"kind": "medmnist", "path": str(path)}
+        if not path.is_dir():
+            raise DataError(
+                f"--data '{self.data}' is neither 'phantom', a shared dataset ({', '.join(sorted(SHARED_LOADERS))}) "
+                "nor an existing folder or .npz file"
+            )
+        if (path / "images.npy").is_file() and (path / "labels.npy").is_file():
+            return {"kind": "conic", "path": str(path)}
+        if any(path.glob("patient*")) or any(path.glob("*/patient*")):
+            return {"kind": "camus", "path": str(path)}
+        return {"kind": "folder", "path": str(path)}
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        key: str,
+        model: nn.Module | Callable[[], nn.Module],
+        task: Any,
+        cfg: RunConfig,
+        stages: Sequence[Stage],
+        splits: Splits,
+        *,
+        engine_cls: type[Engine] = Engine,
+        meta: dict | None = None,
+    ) -> Engine:
+        """Train ``model`` in ``runs/<key>/`` (or load it when that run finished before).
+
+        Args:
+            key: sub-folder name, e.g. ``"unet/seed0"``.
+            model: the network, or a function building it (called after seeding with
+                ``cfg.seed``, so initial weights depend on the seed alone: prefer this).
+            task, cfg, stages: as for :class:`~medbalance.engine.Engine` and its ``fit``.
+            splits: ``train`` trains, ``val`` selects ``best.pt``; ``test`` is not touched.
+            engine_cls: an :class:`Engine` subclass for methods that override a hook.
+
+        Returns:
+            The engine, its model holding the ``best.pt`` weights.
+        """
+        folder = self.run_dir / "runs" / key
+        if not isinstance(model, nn.Module):
+            seed_everything(cfg.seed, verbose=False)
+            model = model()
+        done = folder / "done.json"
+        if done.is_file():
+            engine = engine_cls(model, task, cfg, meta=meta)
+        else:
+            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+            resume = (folder / "checkpoints" / "last.pt").is_file()
+            if not resume:
+                atomic_write_text(folder / "config.yaml", dump_config(cfg))
+            self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
+            t0 = time.perf_counter()
+            engine = engine_cls(model, task, cfg, run_dir=folder, meta=meta)
+            history = engine.fit(stages, splits.train, splits.val, resume=resume)
+            info = {"epochs": len(history), "seconds": round(time.perf_counter() - t0, 2)}
+            atomic_write_text(done, json.dumps(info, indent=1))
+        model.load_state_dict(load_checkpoint(folder / "checkpoints" / "best.pt")["model"])
+        return engine
+
+    # ------------------------------------------------------------------ outputs
+    def artefacts(self, *parts: str) -> Path:
+        """A folder under ``artefacts/`` for images and other outputs (created)."""
+        folder = self.run_dir.joinpath("artefacts", *parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def table(self, title: str, metrics: Sequence[str], *, row_label: str = "method", note: str = "") -> ResultTable:
+        """A new table that :meth:`write_report` will include (in creation order)."""
+        table = ResultTable(title, tuple(metrics), row_label=row_label, note=note)
+        self.tables.append(table)
+        return table
+
+    def write_report(self, intro_md: str = "", figures: Sequence[str | Path] = ()) -> dict:
+        """Write ``results.md``, ``results.html`` and ``results.json``; returns the JSON content."""
+        figures = [Path(f) for f in figures]
+        rel = [os.path.relpath(f, self.run_dir) for f in figures]
+        facts = {
+            "experiment": self.name,
+            "scale": self.scale,
+            "data": self.data,
+            "seeds": list(self.seeds),
+            "options": self.options,
+            "command": self.command,
+            "machine": machine_description(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        md = [f"# {self.name} ({self.scale} scale, data: {self.data})", ""]
+        md += [f"- {k}: `{v}`" if k == "command" else f"- {k}: {v}" for k, v in facts.items() if k != "experiment"]
+        if intro_md:
+            md += ["", intro_md.strip()]
+        for t in self.tables:
+            md += ["", f"## {t.title}", ""]
+            if t.note:
+                md += [t.note, ""]
+            md.append(t.to_markdown())
+        for f in rel:
+            md += ["", f"![{Path(f).stem}]({f})"]
+        atomic_write_text(self.run_dir / "results.md", "\n".join(md) + "\n")
+
+        esc = html.escape
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{esc(self.name)}</title><style>body{{font-family:sans-serif;margin:2em}}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+            "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>",
+            f"<h1>{esc(self.name)} ({esc(self.scale)} scale, data: {esc(self.data)})</h1><ul>",
+            *(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in facts.items() if k != "experiment"),
+            "</ul>",
+        ]
+        if intro_md:
+            parts.append(f"<pre>{esc(intro_md.strip())}</pre>")
+        for t in self.tables:
+            parts.append(f"<h2>{esc(t.title)}</h2>" + (f"<p>{esc(t.note)}</p>" if t.note else "") + t.to_html())
+        parts += [f"<figure><img src='{esc(f)}' alt='{esc(Path(f).stem)}'></figure>" for f in rel]
+        parts.append("</body></html>")
+        atomic_write_text(self.run_dir / "results.html", "\n".join(parts) + "\n")
+
+        content = {**facts, "figures": rel, "tables": [t.to_dict() for t in self.tables]}
+        atomic_write_text(self.run_dir / "results.json", json.dumps(content, indent=1))
+        return content
+
+
+@dataclass
+class ExperimentResult:
+    run_dir: Path
+    results: dict
+
+
+def _module(name: str):
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment '{name}'{_suggest(name, list(EXPERIMENTS))}")
+    return importlib.import_module(EXPERIMENTS[name])
+
+
+def run_experiment(
+    name: str,
+    *,
+    scale: str = "small",
+    data: str = "phantom",
+    seeds: Sequence[int] | None = None,
+    options: Sequence[str] | Mapping[str, Any] | None = None,
+    out: str | Path = "runs",
+    resume: str | Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    command: str = "",
+) -> ExperimentResult:
+    """Run experiment ``name`` in a new folder under ``out`` (or continue ``resume``).
+
+    With ``resume`` the folder's ``experiment.json`` supplies scale, data, seeds and options.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        try:
+            asked = json.loads((run_dir / "experiment.json").read_text())
+        except (OSError, ValueError):
+            raise ConfigError(f"'{run_dir}' is not an experiment folder (no readable experiment.json)") from None
+        if asked["experiment"] != name:
+            raise ConfigError(f"'{run_dir}' holds experiment '{asked['experiment']}', not '{name}'")
+        scale, data, seeds, options = asked["scale"], asked["data"], asked["seeds"], asked["options"]
+    module = _module(name)
+    if scale not in SCALE_NAMES:
+        raise ConfigError(f"unknown scale '{scale}' (expected one of: {', '.join(SCALE_NAMES)})")
+    options = parse_options(module.OPTIONS, options)
+    preset_seeds = module.SCALES[scale].get("seeds", _DEFAULT_SEEDS[scale])
+    seeds = tuple(int(s) for s in (seeds if seeds is not None else preset_seeds))
+    if not seeds:
+        raise ConfigError("--seeds needs at least one seed")
+    if resume is None:
+        run_dir = create_run_dir(out, f"{name}-{scale}")
+        for empty in ("checkpoints", "predictions"):  # a run folder's, not an experiment's
+            (run_dir / empty).rmdir()
+        asked = {"experiment": name, "scale": scale, "data": data, "seeds": list(seeds), "options": options}
+        atomic_write_text(run_dir / "experiment.json", json.dumps(asked, indent=1))
+    ctx = ExperimentContext(
+        name=name,
+        scale=scale,
+        run_dir=run_dir,
+        seeds=seeds,
+        data=data,
+        options=options,
+        progress=progress,
+        device=device,
+        command=command,
+    )
+    t0 = time.perf_counter()
+    results = module.run(ctx)
+    log.info("%s (%s) finished in %.0f s: %s", name, scale, time.perf_counter() - t0, run_dir / "results.md")
+    return ExperimentResult(run_dir, results)
