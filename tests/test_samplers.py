@@ -112,6 +112,8 @@ def test_rank_batches_split_one_batch_list_between_processes():
         pass
 
     shards = [list(_RankBatches(_Fixed(inner), rank, 2)) for rank in (0, 1)]
+    chunks = [list(_RankBatches(_Fixed(inner), rank, 2, chunk=1)) for rank in (0, 1)]
+    assert chunks == [[[0], [2], [4], [6], [8]], [[1], [3], [5], [7], [9]]]
     assert shards == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]  # equal step counts on every rank
 
 

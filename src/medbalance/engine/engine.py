@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from medbalance.config import RunConfig
-from medbalance.data.samplers import BatchSamplerFactory
+from medbalance.data.samplers import BatchSamplerFactory, uniform
 from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medbalance.engine.rundir import HistoryLog
 from medbalance.errors import ConfigError, TrainingError
@@ -76,18 +76,28 @@ class Stage:
 
 
 class _RankBatches(Sampler):
-    """Every ``world``-th batch of a batch sampler, from ``rank``: each process its share.
+    """This process's share of a batch sampler that every process draws identically.
 
-    All processes seed the sampler alike, so they draw the same batch list and split it.
+    All processes seed the sampler alike, so they draw the same batch list. With ``chunk``,
+    every batch is a global batch of ``world * chunk`` items and rank ``r`` trains on its
+    ``r``-th slice: the gradient all-reduce then averages exactly the gradients of the global
+    batch, so ``devices: 2`` with ``batch_size: B`` follows ``devices: 1`` with ``batch_size: 2B``
+    (per-sample normalisation and a loss that is a mean over samples). Without ``chunk``,
+    rank ``r`` takes every ``world``-th batch (samplers whose batches have a structure, e.g.
+    bilateral halves).
     """
 
-    def __init__(self, inner: Sampler, rank: int, world: int) -> None:
-        self.inner, self.rank, self.world = inner, rank, world
+    def __init__(self, inner: Sampler, rank: int, world: int, chunk: int | None = None) -> None:
+        self.inner, self.rank, self.world, self.chunk = inner, rank, world, chunk
 
     def __len__(self) -> int:
-        return max(1, len(self.inner) // self.world)
+        return len(self.inner) if self.chunk else max(1, len(self.inner) // self.world)
 
     def __iter__(self):
+        if self.chunk:
+            for batch in self.inner:
+                yield batch[self.rank * self.chunk : (self.rank + 1) * self.chunk]
+            return
         for i, batch in enumerate(self.inner):
             if i // self.world >= len(self):
                 return
@@ -185,31 +195,29 @@ class Engine:
     def _loader(
         self, data: Dataset, *, train: bool, sampler: BatchSamplerFactory | None = None
     ) -> tuple[DataLoader, torch.Generator | None]:
-        generator = torch.Generator() if train else None
-        batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
         common = {
             "num_workers": self.cfg.num_workers,
             "pin_memory": self.fabric.device.type == "cuda",
             "persistent_workers": self.cfg.num_workers > 0,
         }
-        if sampler is not None:
+        if not train:
+            batch = self.cfg.eval_batch_size or self.cfg.batch_size
+            loader = DataLoader(data, batch_size=batch, sampler=SequentialSampler(data), **common)
+            return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), None
+        generator = torch.Generator()
+        world, rank, batch = self.fabric.world_size, self.fabric.global_rank, self.cfg.batch_size
+        if sampler is None:  # shuffled global batches of world * batch_size, one slice per process
+            batches = _RankBatches(uniform(data, world * batch, generator), rank, world, chunk=batch)
+        else:
             batches = sampler(data, batch, generator)
-            if self.fabric.world_size > 1:
-                batches = _RankBatches(batches, self.fabric.global_rank, self.fabric.world_size)
-            loader = DataLoader(data, batch_sampler=batches, **common)
-            return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
-        order = RandomSampler(data, generator=generator) if train else SequentialSampler(data)
-        loader = DataLoader(
-            data, batch_size=batch, sampler=order, drop_last=train and len(data) > batch, **common
-        )
-        return self.fabric.setup_dataloaders(loader, use_distributed_sampler=train), generator
+            if world > 1:
+                batches = _RankBatches(batches, rank, world)
+        loader = DataLoader(data, batch_sampler=batches, **common)
+        return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
 
-    def _seed_epoch(self, loader: DataLoader, generator: torch.Generator | None, epoch: int) -> None:
+    def _seed_epoch(self, generator: torch.Generator, epoch: int) -> None:
         # Order depends on (seed, epoch) only, so a resumed run sees the same batches.
-        if generator is not None:
-            generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
+        generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
 
     # ----------------------------------------------------------------------------- stages
     def _prepare_stage(self, stage: Stage) -> list[nn.Parameter]:
@@ -285,7 +293,7 @@ class Engine:
                 state = None
             value = None
             for epoch in range(start_epoch, stage.epochs):
-                self._seed_epoch(train_loader, generator, global_epoch)
+                self._seed_epoch(generator, global_epoch)
                 t0 = time.perf_counter()
                 shown = {} if value is None else {monitor: f"{value:.4f}"}  # last epoch's validation score
                 train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, shown)
