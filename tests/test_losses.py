@@ -16,6 +16,7 @@ from medbalance.losses import (
     CompoundLoss,
     CrossEntropyLoss,
     DiceCELoss,
+    DiceFocalLoss,
     DiceLoss,
     build_loss,
 )
@@ -112,6 +113,29 @@ class TestTargetFormatting:
     def test_ignore_index_type(self) -> None:
         with pytest.raises(TypeError, match="ignore_index must be an int or None, got 2.5"):
             format_target(torch.zeros(1, 3, 4), torch.zeros(1, 4, dtype=torch.long), ignore_index=2.5)
+
+    def test_binary_labels_keep_the_float_map(self) -> None:
+        # the binary 0/1 map is made once, range-checked, and is what dense() returns
+        labels = torch.randint(0, 2, (2, 5, 5))
+        tgt = format_target(torch.zeros(2, 1, 5, 5), labels)
+        assert tgt.foreground is not None and tgt.foreground.dtype == torch.float32
+        torch.testing.assert_close(tgt.dense(), labels.unsqueeze(1).float())
+        assert format_target(torch.zeros(2, 3, 5), torch.zeros(2, 5, dtype=torch.long)).foreground is None
+        with pytest.raises(ValueError, match=r"target has label 2 but logits have 1 channel \(binary"):
+            format_target(torch.zeros(1, 1, 3), torch.tensor([[0, 2, 1]]))
+        with pytest.raises(ValueError, match=r"target has label -1 but logits have 1 channel"):
+            format_target(torch.zeros(1, 1, 3), torch.tensor([[0, -1, 1]]))
+
+    def test_validated_target_passes_through(self) -> None:
+        logits = torch.zeros(2, 3, 4)
+        tgt = format_target(logits, torch.tensor([[0, 2, 255, 1], [1, 1, 0, 2]]), ignore_index=255)
+        assert format_target(logits, tgt, ignore_index=255) is tgt
+        with pytest.raises(ValueError, match="target was validated with ignore_index=255, but this loss has"):
+            format_target(logits, tgt)
+        with pytest.raises(ValueError, match=r"validated for 3 class\(es\) and shape \(2, 1, 4\), but logits"):
+            format_target(torch.zeros(2, 3, 5), tgt, ignore_index=255)
+        soft = format_target(logits, torch.full((2, 3, 4), 1 / 3))
+        assert format_target(logits, soft) is soft
 
     def test_probabilities_are_float32(self) -> None:
         logits = torch.randn(2, 3, 4).half()
@@ -459,6 +483,17 @@ class TestCompound:
         loss = CompoundLoss([(DiceLoss(), 1.0), (CrossEntropyLoss(reduction="none"), 1.0)])
         with pytest.raises(ValueError, match=r"term 1 of a compound loss must be a scalar, got shape \(2, 4, 4\)"):
             loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
+
+    @pytest.mark.parametrize("case", [CASES[i] for i in (0, 2, 3, 4, 7, 8)], ids=lambda c: c.name)
+    def test_shared_target_equals_separate_terms(self, case: LossCase) -> None:
+        # DiceCELoss / DiceFocalLoss validate the target once and hand it to both parts
+        logits, target = case.make()
+        kwargs = {} if case.ignore_index is None else {"ignore_index": case.ignore_index}
+        separate = LF.dice_loss(logits, target, **kwargs) + LF.cross_entropy(logits, target, **kwargs)
+        torch.testing.assert_close(DiceCELoss(**kwargs)(logits, target), separate)
+        separate = LF.dice_loss(logits, target, **kwargs) + LF.focal_loss(logits, target, **kwargs)
+        torch.testing.assert_close(DiceFocalLoss(**kwargs)(logits, target), separate)
+        torch.testing.assert_close(LF.dice_focal_loss(logits, target, **kwargs), separate)
 
     def test_dice_ce_rejects_none_reduction(self) -> None:
         with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', got 'none'"):

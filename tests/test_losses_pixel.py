@@ -21,7 +21,13 @@ from medbalance.losses.balanced import (
     ldam_loss,
     ldam_margins,
 )
-from medbalance.losses.bootstrap import OnlineBootstrappingLoss, hard_pixel_fractions, online_bootstrapping_loss
+from medbalance.losses.bootstrap import (
+    OnlineBootstrappingLoss,
+    _largest_by_partition,
+    _largest_by_topk,
+    hard_pixel_fractions,
+    online_bootstrapping_loss,
+)
 from medbalance.losses.ce import CrossEntropyLoss, WeightedCrossEntropyLoss, cross_entropy, weighted_cross_entropy
 from medbalance.losses.compound import CompoundLoss, DiceFocalLoss, dice_focal_loss
 from medbalance.losses.dice import dice_loss
@@ -397,6 +403,65 @@ class TestOnlineBootstrapping:
         assert per_pixel.shape == (4, 8, 8) and ((per_pixel > 0).flatten(1).sum(1) == 5).all()
         ce = cross_entropy(logits, target, reduction="none").flatten(1)
         torch.testing.assert_close(per_pixel.flatten(1).sum(1), ce.topk(5, dim=1).values.sum(1))
+
+    @pytest.mark.parametrize("num_classes", [1, 4])
+    @pytest.mark.parametrize("hard_num", [1, 7, 63, 64, 500])
+    def test_threshold_path_equals_selection_path(self, num_classes, hard_num) -> None:
+        # the unweighted mean takes the threshold path; the per-pixel map the selection mask
+        logits, target = make_inputs(num_classes, (8, 8), "labels", batch=3, seed=32)
+        fast = logits.clone().requires_grad_()
+        slow = logits.clone().requires_grad_()
+        for reduction in ("mean", "sum"):
+            fast.grad = slow.grad = None
+            value = online_bootstrapping_loss(fast, target, hard_num=hard_num, reduction=reduction)
+            per_pixel = online_bootstrapping_loss(slow, target, hard_num=hard_num, reduction="none")
+            expected = per_pixel.sum() / (3 * min(hard_num, 64) if reduction == "mean" else 1)
+            torch.testing.assert_close(value, expected)
+            value.backward()
+            expected.backward()
+            torch.testing.assert_close(fast.grad, slow.grad)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_ties_keep_the_lower_index(self, reduction) -> None:
+        # constant logits: every pixel of a class has the same loss; 2 x 2 tied groups per image
+        logits = torch.zeros(2, 3, 4, 4)
+        logits[:, 1] = 1.0
+        target = torch.zeros(2, 4, 4, dtype=torch.long)
+        target[:, 2:] = 1  # labels 0 in rows 0-1 (harder), 1 in rows 2-3 (easier)
+        ce = cross_entropy(logits, target, reduction="none")
+        z = logits.clone().requires_grad_()
+        loss = online_bootstrapping_loss(z, target, hard_num=11, reduction=reduction)
+        # rows 0-1 (8 pixels) all kept, then the first 3 pixels of row 2 among the 8 tied ones
+        expected_keep = torch.zeros(2, 4, 4, dtype=torch.bool)
+        expected_keep[:, :2] = True
+        expected_keep[:, 2, :3] = True
+        if reduction == "none":
+            torch.testing.assert_close(loss, ce * expected_keep)
+            return
+        torch.testing.assert_close(loss, (ce * expected_keep).sum() / 22)
+        loss.backward()
+        kept_grad = z.grad.abs().sum(dim=1) > 0
+        assert torch.equal(kept_grad, expected_keep)
+
+    @pytest.mark.parametrize("k", [1, 5, 99, 100])
+    def test_partition_and_topk_select_alike(self, k) -> None:
+        # the CPU (numpy partition) and other-device (topk) order statistics
+        g = torch.Generator().manual_seed(34)
+        for bits in (torch.randint(0, 1000, (3, 100), generator=g), torch.randint(0, 3, (3, 100), generator=g)):
+            bits = bits.to(torch.int32)
+            by_partition, by_topk = _largest_by_partition(bits, k), _largest_by_topk(bits, k)
+            torch.testing.assert_close(by_partition[0], by_topk[0])
+            assert (by_partition[1] is None) == (by_topk[1] is None) == (k == 100)
+            if k < 100:
+                torch.testing.assert_close(by_partition[1], by_topk[1])
+            expected = bits.sort(dim=1, descending=True).values
+            torch.testing.assert_close(by_topk[0][:, 0], expected[:, k - 1])
+
+    def test_binary_threshold_path_matches_numpy(self) -> None:
+        logits, target = make_inputs(1, (16, 16), "labels", batch=4, seed=33)
+        for hard_num in (1, 100, 256):
+            expected = ref.online_bootstrapping(_np(logits), _np(target), hard_num=hard_num)
+            _close(online_bootstrapping_loss(logits, target, hard_num=hard_num), expected)
 
     @pytest.mark.parametrize("hard_num", [0, 2.5, True])
     def test_bad_hard_num(self, hard_num) -> None:

@@ -121,18 +121,26 @@ class Target:
             targets.
         mask: ``(N, *spatial)`` bool, ``True`` where the element counts; ``None`` when no
             element is ignored.
+        foreground: binary label targets (``C == 1``) with nothing ignored: the labels as a
+            float32 ``(N, *spatial)`` 0/1 map, made once (the range check reads it); ``None``
+            otherwise.
+        ignore_index: the ``ignore_index`` the target was validated with.
     """
 
     num_classes: int
     labels: Tensor | None
     soft: Tensor | None
     mask: Tensor | None
+    foreground: Tensor | None = None
+    ignore_index: int | None = None
 
     def dense(self) -> Tensor:
         """The target as float32 ``(N, C, *spatial)``: one-hot for labels (for ``C == 1`` the
         0/1 foreground map), zero at ignored elements."""
         if self.soft is not None:
             return self.soft
+        if self.foreground is not None:
+            return self.foreground.unsqueeze(1)
         assert self.labels is not None
         labels = self.labels.unsqueeze(1)
         if self.num_classes == 1:
@@ -147,14 +155,16 @@ class Target:
         return dense
 
 
-def format_target(logits: Tensor, target: Tensor, *, ignore_index: int | None = None) -> Target:
+def format_target(logits: Tensor, target: Tensor | Target, *, ignore_index: int | None = None) -> Target:
     """Validate ``(logits, target)`` against SPEC section 1 and normalise the target.
 
     Args:
         logits: ``(N, C, *spatial)`` or ``(N, C)`` raw scores.
         target: integer/bool labels ``(N, *spatial)`` or ``(N, 1, *spatial)`` with values in
             ``[0, C)`` (binary: ``{0, 1}``), or a float tensor of the logits' shape with values
-            in ``[0, 1]``.
+            in ``[0, 1]``; or a :class:`Target` this function returned for logits of the same
+            shape and the same ``ignore_index``, returned as it is (a compound loss validates
+            the target once for all its terms).
         ignore_index: label value whose elements are excluded from the loss; only meaningful
             for label targets.
 
@@ -175,6 +185,8 @@ def format_target(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
     """
     check_logits(logits)
     check_ignore_index(ignore_index)
+    if isinstance(target, Target):
+        return _check_validated(logits, target, ignore_index)
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     num_classes = logits.shape[1]
@@ -200,15 +212,41 @@ def format_target(logits: Tensor, target: Tensor, *, ignore_index: int | None = 
         if not bool(keep.all()):
             mask = keep
             labels = torch.where(keep, labels, torch.zeros_like(labels))
+    # binary: every loss needs the 0/1 map as floats, and float32 is checked faster than int64
+    # (the conversion is monotone, so its range is the labels' range)
+    foreground = labels.float() if num_classes == 1 and mask is None else None
     if target.dtype != torch.bool and labels.numel() > 0:
-        _check_label_range(labels if mask is None else labels[mask], num_classes, ignore_index)
-    return Target(num_classes=num_classes, labels=labels, soft=None, mask=mask)
+        checked = foreground if foreground is not None else labels if mask is None else labels[mask]
+        _check_label_range(checked, num_classes, ignore_index)
+    return Target(
+        num_classes=num_classes, labels=labels, soft=None, mask=mask, foreground=foreground, ignore_index=ignore_index
+    )
+
+
+def _check_validated(logits: Tensor, target: Target, ignore_index: int | None) -> Target:
+    """A :class:`Target` passed on by a compound loss: it must belong to these logits."""
+    shape = target.soft.shape if target.soft is not None else (target.labels.shape[0], 1, *target.labels.shape[1:])
+    if target.num_classes != logits.shape[1] or shape[0] != logits.shape[0] or shape[2:] != logits.shape[2:]:
+        raise ValueError(
+            f"target was validated for {target.num_classes} class(es) and shape {_shape(shape)}, "
+            f"but logits have shape {_shape(logits.shape)}"
+        )
+    if target.ignore_index != ignore_index:
+        raise ValueError(
+            f"target was validated with ignore_index={target.ignore_index}, "
+            f"but this loss has ignore_index={ignore_index}"
+        )
+    return target
 
 
 def _check_label_range(labels: Tensor, num_classes: int, ignore_index: int | None) -> None:
     if labels.numel() == 0:
         return
-    low, high = (int(v) for v in torch.aminmax(labels))
+    if labels.dtype.is_floating_point:
+        # float32 amin and amax are vectorised and together faster than aminmax (torch 2.13 CPU)
+        low, high = int(labels.amin()), int(labels.amax())
+    else:  # int64 amin is not: aminmax
+        low, high = (int(v) for v in torch.aminmax(labels))
     bad = low if low < 0 else high if high >= max(num_classes, 2) else None
     if bad is None:
         return
@@ -249,7 +287,8 @@ def float32_compute(logits: Tensor) -> contextlib.AbstractContextManager:
     losses overflow or lose the small classes (SPEC section 10).
     """
     device_type = logits.device.type
-    if torch.amp.is_autocast_available(device_type):
+    # entering a disabled autocast region costs as much as a small kernel: only when it is on
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
@@ -276,7 +315,8 @@ def label_log_probs(logits: Tensor, labels: Tensor) -> Tensor:
 
     Args:
         logits: float32 ``(N, C, *spatial)`` raw scores; ``C == 1`` is binary (sigmoid).
-        labels: ``(N, *spatial)`` int64 labels in ``[0, max(C, 2))``.
+        labels: ``(N, *spatial)`` int64 labels in ``[0, max(C, 2))``; binary labels may also
+            be the float32 0/1 map (:attr:`Target.foreground`).
 
     Returns:
         ``(N, *spatial)`` float32 ``log softmax(z)_y``; binary: ``log sigmoid(z)`` for label 1 and
@@ -399,6 +439,8 @@ def reduce_loss(
             normalizer = normalizer * mask
     if reduction == "none":
         return loss
+    if reduction == "mean" and mask is None and normalizer is None and loss.numel() > 0:
+        return loss.mean()
     total = loss.sum()
     if reduction == "sum":
         return total
@@ -504,30 +546,37 @@ def region_inputs(
 def class_sums(values: Tensor, batch_reduction: str) -> Tensor:
     """Sum ``(N, K, *spatial)`` over space: ``(N, K)`` per image (``"image"``), or ``(1, K)``
     pooled over the batch (``"batch"``). Without spatial axes each sample is its own image."""
-    flat = values.flatten(2) if values.ndim > 2 else values.unsqueeze(-1)
-    return flat.sum((0, 2)).unsqueeze(0) if batch_reduction == "batch" else flat.sum(2)
+    spatial = tuple(range(2, values.ndim))
+    if batch_reduction == "batch":
+        return values.sum(dim=(0, *spatial)).unsqueeze(0)
+    # sum(dim=()) would sum over every axis
+    return values.sum(dim=spatial) if spatial else values
 
 
 class Overlap(NamedTuple):
-    """Soft true positives, false positives and false negatives, ``(N, K)`` or ``(1, K)``."""
+    """Per-class soft sums ``TP = sum P G``, ``sum P`` and ``sum G``, ``(N, K)`` or ``(1, K)``.
+
+    ``FP = sum P - TP`` and ``FN = sum G - TP``; the losses combine the three sums directly
+    (``2 TP + FP + FN = sum P + sum G``), fewer operations than through ``FP`` and ``FN``.
+    """
 
     tp: Tensor
-    fp: Tensor
-    fn: Tensor
+    pred: Tensor
+    truth: Tensor
 
 
 def soft_overlap(region: RegionInputs, batch_reduction: str, *, squared: bool = False) -> Overlap:
-    """Per-class soft counts ``TP = sum P G``, ``FP = sum P - TP``, ``FN = sum G - TP``.
+    """Per-class soft sums ``TP = sum P G``, ``sum P`` and ``sum G``.
 
-    ``FP = sum P (1 - G)`` and ``FN = sum (1 - P) G`` (MONAI's decoupled form, also right for
-    soft targets). With ``squared``, ``FP = sum P^2 - TP`` and ``FN = sum G^2 - TP``, so that
-    ``2 TP + FP + FN = sum P^2 + sum G^2`` (V-Net; MONAI ``squared_pred``).
+    ``FP = sum P - TP = sum P (1 - G)`` and ``FN = sum (1 - P) G`` (MONAI's decoupled form, also
+    right for soft targets). With ``squared``, ``sum P^2`` and ``sum G^2`` stand for ``sum P``
+    and ``sum G``, so that ``2 TP + FP + FN = sum P^2 + sum G^2`` (V-Net; MONAI ``squared_pred``).
     """
     probs, truth = region.probs, region.truth
     tp = class_sums(probs * truth, batch_reduction)
     if squared:
         probs, truth = probs * probs, truth * truth
-    return Overlap(tp, class_sums(probs, batch_reduction) - tp, class_sums(truth, batch_reduction) - tp)
+    return Overlap(tp, class_sums(probs, batch_reduction), class_sums(truth, batch_reduction))
 
 
 def safe_ratio(numerator: Tensor, denominator: Tensor, *, empty: float) -> Tensor:
@@ -541,8 +590,16 @@ def tversky_index(overlap: Overlap, *, alpha: float, beta: float, smooth: float)
     ``alpha = beta = 1/2`` with ``s / 2`` is Dice ``(2 TP + s) / (2 TP + FP + FN + s)``,
     ``alpha = beta = 1`` is IoU.
     """
-    tp, fp, fn = overlap
-    return safe_ratio(tp + smooth, tp + alpha * fp + beta * fn + smooth, empty=1.0)
+    tp, pred, truth = overlap
+    # TP + alpha FP + beta FN + s = (1 - alpha - beta) TP + alpha sum P + (beta sum G + s): the
+    # target side needs no gradient, and a zero coefficient (Dice) drops a term; every
+    # operation on the prediction side is a node of the backward pass
+    denominator = torch.add(truth * beta + smooth, pred, alpha=alpha)
+    if alpha + beta != 1.0:
+        denominator = torch.add(denominator, tp, alpha=1.0 - alpha - beta)
+    if smooth > 0:  # the denominator is at least s: no class is empty, no where() needed
+        return (tp + smooth) / denominator
+    return safe_ratio(tp, denominator, empty=1.0)
 
 
 def power(values: Tensor, gamma: float) -> Tensor:
@@ -590,6 +647,9 @@ def overlap_loss(
         index = tversky_index(
             soft_overlap(region, batch_reduction, squared=squared), alpha=alpha, beta=beta, smooth=smooth
         )
+        if gamma == 1.0 and region.weight is None and (reduction == "mean" or batch_reduction == "batch"):
+            # the mean over images of class means is the mean over all (image, class) pairs
+            return 1.0 - index.mean()
         per_class = 1.0 - index if gamma == 1.0 else power(1.0 - index, gamma)
         return reduce_images(weighted_class_mean(per_class, region.weight), batch_reduction, reduction)
 

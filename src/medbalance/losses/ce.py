@@ -110,7 +110,16 @@ def cross_entropy(
     with float32_compute(logits):
         tgt = format_target(logits, target, ignore_index=ignore_index)
         w = class_weight(weight, logits, include_background=include_background)
-        loss, normalizer = cross_entropy_terms(logits.float(), tgt, w)
+        logits = logits.float()
+        if reduction != "none" and tgt.mask is None and logits.numel() > 0:
+            # torch's fused reductions give the same values with one pass and one node fewer
+            if tgt.num_classes == 1:
+                return F.binary_cross_entropy_with_logits(
+                    logits[:, 0], tgt.dense()[:, 0], pos_weight=w, reduction=reduction
+                )
+            if tgt.labels is not None and w is None:  # (torch's weighted mean is NaN when no weight counts)
+                return F.cross_entropy(logits, tgt.labels, reduction=reduction)
+        loss, normalizer = cross_entropy_terms(logits, tgt, w)
         return reduce_loss(loss, reduction, mask=tgt.mask, normalizer=normalizer)
 
 

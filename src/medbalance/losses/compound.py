@@ -13,6 +13,7 @@ from medbalance.losses._utils import (
     ClassWeight,
     Reduction,
     check_non_negative,
+    format_target,
     scalar_term_args,
 )
 from medbalance.losses.ce import CrossEntropyLoss, cross_entropy
@@ -46,7 +47,9 @@ def compound_loss(terms: Sequence[tuple[Tensor, float]]) -> Tensor:
                 f"term {index} of a compound loss must be a scalar, got shape {tuple(value.shape)} "
                 "(use reduction='mean' or 'sum' in its loss)"
             )
-        total = value * term_weight if total is None else total + value * term_weight
+        # a unit weight multiplies nothing: skipping it spares a node of the backward pass
+        weighted = value if term_weight == 1.0 else value * term_weight
+        total = weighted if total is None else total + weighted
     assert total is not None
     return total
 
@@ -80,6 +83,7 @@ def dice_ce_loss(
     common = scalar_term_args(
         reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
     )
+    target = format_target(logits, target, ignore_index=ignore_index)  # validated once for both terms
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     return compound_loss([(dice, lambda_dice), (cross_entropy(logits, target, **common), lambda_ce)])
 
@@ -114,6 +118,7 @@ def dice_focal_loss(
     common = scalar_term_args(
         reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
     )
+    target = format_target(logits, target, ignore_index=ignore_index)  # validated once for both terms
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     focal = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
     return compound_loss([(dice, lambda_dice), (focal, lambda_focal)])
@@ -185,7 +190,19 @@ class CompoundLoss(nn.Module):
         return "term_weights=" + repr(self.term_weights)
 
 
-class DiceCELoss(CompoundLoss):
+class _SharedTargetLoss(CompoundLoss):
+    """A compound of medbalance losses sharing ``ignore_index``: the target is validated once
+    and the :class:`~medbalance.losses._utils.Target` handed to every part."""
+
+    def __init__(self, terms: Sequence, *, ignore_index: int | None) -> None:
+        super().__init__(terms)
+        self.ignore_index = ignore_index
+
+    def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return super().terms(logits, format_target(logits, target, ignore_index=self.ignore_index))
+
+
+class DiceCELoss(_SharedTargetLoss):
     """``lambda_dice * DiceLoss + lambda_ce * CrossEntropyLoss`` with shared arguments.
 
     ``weight``, ``include_background`` and ``ignore_index`` go to both parts, so excluding the
@@ -223,10 +240,12 @@ class DiceCELoss(CompoundLoss):
             reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
         )
         dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
-        super().__init__([("dice", dice, lambda_dice), ("ce", CrossEntropyLoss(**common), lambda_ce)])
+        super().__init__(
+            [("dice", dice, lambda_dice), ("ce", CrossEntropyLoss(**common), lambda_ce)], ignore_index=ignore_index
+        )
 
 
-class DiceFocalLoss(CompoundLoss):
+class DiceFocalLoss(_SharedTargetLoss):
     """``lambda_dice * DiceLoss + lambda_focal * FocalLoss`` with shared arguments.
 
     ``weight``, ``include_background`` and ``ignore_index`` go to both parts. Unlike MONAI's
@@ -268,4 +287,4 @@ class DiceFocalLoss(CompoundLoss):
         )
         dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
         focal = FocalLoss(gamma=gamma, alpha=alpha, **common)
-        super().__init__([("dice", dice, lambda_dice), ("focal", focal, lambda_focal)])
+        super().__init__([("dice", dice, lambda_dice), ("focal", focal, lambda_focal)], ignore_index=ignore_index)

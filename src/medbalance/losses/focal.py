@@ -133,7 +133,9 @@ def focal_loss(
             factor = w2 if factor is None else factor * w2
         if tgt.labels is not None:
             # a one-hot target keeps only the true class's term: no dense (N, C, ...) product
-            log_p = label_log_probs(logits.float(), tgt.labels)
+            # binary: the float 0/1 map spares label_log_probs an int64 -> float conversion
+            labels = tgt.labels if tgt.foreground is None else tgt.foreground
+            log_p = label_log_probs(logits.float(), labels)
             y = None if factor is None else factor[tgt.labels]
         else:
             logits2, tgt2 = two_class_view(logits.float(), tgt)
