@@ -1,0 +1,441 @@
+"""Two-stage "reuse background" segmentation (seed 002, SPEC section 7) and its experiment.
+
+A multi-class model (softmax over background + C-1 cell classes) and a binary
+foreground/background model (one sigmoid channel, same labels with every cell class merged)
+are trained with the same loss family; their predictions are combined per pixel
+(:func:`combine_predictions`): where the binary model says background the pixel is
+background, elsewhere the multi-class model decides. Imbalance losses (class-weighted Focal,
+online bootstrapping) push the multi-class model to paint background as cells; the binary
+model, whose background is far less down-weighted, removes those pixels (seed 002 section 3).
+
+``medbalance experiment reuse-background`` trains both models and an nnU-Net-style baseline
+(Dice + CE, deep supervision, foreground oversampling) through the one engine, writes the
+prediction sets (colour-coded PNGs and contour overlays) and the tables "plain vs reuse
+background" (seed tables 4.20 / 4.21), per-class Dice / IoU, the binary model's scores
+(table 4.19) and where the combination changed pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["COMBINE_MODES", "combine_predictions", "loss_spec", "SCALES", "OPTIONS", "run"]
+
+CombineMode = Literal["paper", "fg_argmax"]
+COMBINE_MODES: tuple[str, ...] = ("paper", "fg_argmax")
+
+
+def combine_predictions(
+    multi_probs: Tensor | np.ndarray,
+    fg_prob: Tensor | np.ndarray,
+    *,
+    tau: float = 0.5,
+    mode: CombineMode = "paper",
+) -> Tensor | np.ndarray:
+    """Reuse the binary model's background in a multi-class prediction (seed 002, eq. 3.4).
+
+    A pixel whose foreground probability is ``<= tau`` is background. Elsewhere:
+
+    * ``mode="paper"``: the multi-class argmax over all classes (which may still be
+      background), as in the seed;
+    * ``mode="fg_argmax"``: the argmax over the foreground classes ``1..C-1`` only, so the
+      binary model alone decides foreground vs background (SPEC 7, **Decision**).
+
+    Args:
+        multi_probs: class probabilities (or any scores with the same argmax)
+            ``(N, C, *spatial)``, ``C >= 2``, channel 0 background.
+        fg_prob: foreground probability of the binary model ``(N, *spatial)`` or
+            ``(N, 1, *spatial)``, values in ``[0, 1]``.
+        tau: threshold on ``fg_prob``, in ``[0, 1)``.
+        mode: ``"paper"`` or ``"fg_argmax"``.
+
+    Returns:
+        int64 labels ``(N, *spatial)``; a numpy array if ``multi_probs`` is one, else a tensor.
+
+    Reference:
+        Seed 002 section 3.4 (combination), 3.5.3 (``tau = 0.5`` on the sigmoid output).
+
+    Example:
+        >>> multi = torch.tensor([[[[0.6, 0.1]], [[0.3, 0.2]], [[0.1, 0.7]]]])  # (1, 3, 1, 2)
+        >>> fg = torch.tensor([[[0.9, 0.2]]])
+        >>> combine_predictions(multi, fg).tolist(), combine_predictions(multi, fg, mode="fg_argmax").tolist()
+        ([[[0, 0]]], [[[1, 0]]])
+    """
+    as_numpy = isinstance(multi_probs, np.ndarray)
+    multi = torch.as_tensor(multi_probs)
+    fg = torch.as_tensor(fg_prob)
+    if mode not in COMBINE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(COMBINE_MODES)}, got {mode!r}")
+    if not (isinstance(tau, (int, float)) and 0.0 <= tau < 1.0):
+        raise ValueError(f"tau must be a number in [0, 1), got {tau!r}")
+    for name, value in (("multi_probs", multi), ("fg_prob", fg)):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must hold floating-point probabilities, got dtype {value.dtype}")
+    if multi.ndim < 3 or multi.shape[1] < 2:
+        raise ValueError(f"multi_probs must be (N, C, *spatial) with C >= 2, got shape {tuple(multi.shape)}")
+    spatial = (multi.shape[0], *multi.shape[2:])
+    if fg.ndim == multi.ndim and fg.shape[1] == 1:
+        fg = fg[:, 0]
+    if tuple(fg.shape) != spatial:
+        raise ValueError(
+            f"fg_prob must be (N, *spatial) = {spatial} or (N, 1, *spatial) to match multi_probs, got {tuple(fg.shape)}"
+        )
+    if fg.numel() and not ((fg >= 0) & (fg <= 1)).all():
+        raise ValueError("fg_prob must hold probabilities in [0, 1] (apply a sigmoid to binary logits first)")
+    labels = multi.argmax(1) if mode == "paper" else multi[:, 1:].argmax(1) + 1
+    labels = torch.where(fg > tau, labels, torch.zeros_like(labels))
+    return labels.numpy() if as_numpy else labels
+
+
+# ============================================================================ experiment
+# The seed's losses by the names of its demo options (--m_focal_loss ...), and the spec
+# each becomes (see medbalance.losses.build_loss).
+_LOSS_TERMS = ("ce", "focal", "dice", "tversky", "ob")
+
+SCALES: dict[str, dict[str, Any]] = {
+    # seconds on 2 CPU cores
+    "smoke": {
+        "size": 32,
+        "n_train": 12,
+        "n_val": 4,
+        "n_test": 4,
+        "width": 4,
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "net": "unet",
+        "seeds": (0,),
+    },
+    # about 10 minutes on 2 idle CPU cores on phantoms
+    "small": {
+        "size": 64,
+        "n_train": 96,
+        "n_val": 16,
+        "n_test": 32,
+        "width": 8,
+        "epochs": 20,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "net": "unet",
+        "seeds": (0, 1, 2),
+    },
+    # seed 002 chapter 4-5: CoNIC 256 px, 9:1 split, Adam lr 1e-3, 10 epochs, batch 1, DeepLabv3+
+    "paper": {
+        "size": 256,
+        "n_train": 4234,
+        "n_val": 249,
+        "n_test": 498,
+        "width": 16,
+        "epochs": 10,
+        "batch_size": 1,
+        "lr": 1e-3,
+        "net": "deeplabv3plus",
+        "seeds": (0, 1, 2),
+    },
+}
+
+#: ``--set`` options. Empty strings and zeros take the scale's preset.
+OPTIONS: dict[str, Any] = {
+    "net": "",  # multi-class network (seed --m_net); "": the scale's
+    "binary_net": "",  # binary network (seed --b_net); "": same as net
+    "multi_loss": "focal+dice",  # terms joined by '+' (seed --m_focal_loss --m_dice_loss ...)
+    "binary_loss": "",  # "": same as multi_loss (seed --b_*_loss)
+    "focal_weight": 5,  # seed's class-weight function 1-6 for the Focal term (--focal_weight); 0: none
+    "hard_num": 4096,  # hard pixels of the OB term (--hard_num)
+    "optimizer": "adam",  # --optimizer
+    "epochs": 0,
+    "batch_size": 0,
+    "lr": 0.0,
+    "size": 0,  # image size (phantoms and resized real data)
+    "width": 0,  # base_channels of every network
+    "tau": 0.5,  # binary threshold of the combination
+    "baseline": True,  # also train the nnU-Net-style baseline
+    "all_seed_predictions": False,  # write the prediction PNGs of every seed, not only the first
+}
+
+
+def loss_spec(recipe: str, *, focal_weight: int = 5, hard_num: int = 4096) -> list[dict]:
+    """The :func:`~medbalance.losses.build_loss` spec of a ``"focal+dice"``-style recipe.
+
+    Args:
+        recipe: loss names from ``ce, focal, dice, tversky, ob`` joined by ``+`` (the seed's
+            ``--m_focal_loss 1 --m_dice_loss 1`` is ``"focal+dice"``); the terms are summed.
+        focal_weight: the seed's class-weight function number (1-6, see
+            :data:`medbalance.losses.weights.CLASS_WEIGHT_SCHEMES`) for the Focal term; 0 none.
+        hard_num: hard pixels per batch of the online-bootstrapping term.
+
+    Example:
+        >>> loss_spec("focal+dice")
+        [{'name': 'focal', 'class_weight': 'exp_decreasing_fg'}, {'name': 'dice'}]
+    """
+    from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES
+
+    terms = [t.strip() for t in recipe.split("+")]
+    if not recipe.strip() or any(t not in _LOSS_TERMS for t in terms):
+        raise ValueError(f"loss recipe must join {', '.join(_LOSS_TERMS)} with '+', got {recipe!r}")
+    if not 0 <= focal_weight <= len(CLASS_WEIGHT_SCHEMES):
+        raise ValueError(f"focal_weight must be 0 (none) or 1-{len(CLASS_WEIGHT_SCHEMES)}, got {focal_weight}")
+    spec = []
+    for term in terms:
+        item: dict[str, Any] = {"name": term}
+        if term == "focal" and focal_weight:
+            item["class_weight"] = CLASS_WEIGHT_SCHEMES[focal_weight - 1]
+        if term == "ob":
+            item["hard_num"] = hard_num
+        spec.append(item)
+    return spec
+
+
+def _settings(ctx) -> dict[str, Any]:
+    """The scale's preset with the non-empty options on top."""
+    preset, opts = dict(SCALES[ctx.scale]), ctx.options
+    for key in ("net", "epochs", "batch_size", "lr", "size", "width"):
+        if opts[key]:
+            preset[key] = opts[key]
+    preset["binary_net"] = opts["binary_net"] or preset["net"]
+    preset["multi_loss"] = opts["multi_loss"]
+    preset["binary_loss"] = opts["binary_loss"] or opts["multi_loss"]
+    return preset
+
+
+def _data_section(ctx, s: Mapping[str, Any]) -> dict:
+    phantom = {
+        "kind": "nuclei_phantom",
+        "size": s["size"],
+        "n_train": s["n_train"],
+        "n_val": s["n_val"],
+        "n_test": s["n_test"],
+        "seed": 0,
+    }
+    section = ctx.data_section(phantom)
+    path = Path(section.get("path", ""))
+    if section["kind"] == "folder" and any(path.glob("*/*.xml")):  # <root>/<patient>/<image>.xml
+        section = {"kind": "monusac", "path": str(path)}
+    # Real data keeps the seed's sizes at paper scale (CoNIC 256, MoNuSAC 512) unless asked.
+    if section["kind"] != "nuclei_phantom" and (ctx.scale != "paper" or ctx.options["size"]):
+        section["size"] = s["size"]
+    return section
+
+
+class _Collector:
+    """``Engine.evaluate`` callback keeping the probabilities of every sample, by index."""
+
+    def __init__(self, task, n: int) -> None:
+        self.task, self.probs = task, [None] * n
+
+    def __call__(self, batch: dict, logits: Tensor, labels: Tensor) -> None:
+        for i, p in zip(batch["index"].tolist(), self.task.probabilities(logits).cpu()):
+            self.probs[i] = p
+
+    def array(self) -> np.ndarray:
+        return torch.stack(self.probs).numpy()
+
+
+def _scores(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
+    """Dataset-level scores of the summed confusion matrix (the pooling seed 002 reports)."""
+    from medbalance.metrics import confusion_matrix, segmentation_scores
+
+    return segmentation_scores(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), num_classes))
+
+
+def _per_class(scores: dict, key: str, names: list[str]) -> dict:
+    # A class absent from both prediction and truth scores 1.0 by convention; show it as "-".
+    return {n: float("nan") if i in scores["absent_classes"] else v for i, (n, v) in enumerate(zip(names, scores[key]))}
+
+
+_MAIN_METRICS = {
+    "Dice": "mean_dice",
+    "mIoU": "mean_iou",
+    "mAP": "mean_precision",
+    "mean recall": "mean_recall",
+    "Dice fg": "mean_dice_fg",
+    "IoU fg": "mean_iou_fg",
+}
+
+
+def _change_stats(plain: np.ndarray, combined: np.ndarray, target: np.ndarray) -> dict:
+    """How the combination changed the plain prediction, in percent of all test pixels."""
+    changed = plain != combined
+    bg = target == 0
+    return {
+        "changed %": 100 * changed.mean(),
+        "fixed %": 100 * (changed & (combined == target)).mean(),
+        "broken %": 100 * (changed & (plain == target)).mean(),
+        "bg FP before %": 100 * (bg & (plain > 0)).sum() / max(1, bg.sum()),
+        "bg FP after %": 100 * (bg & (combined > 0)).sum() / max(1, bg.sum()),
+        "fg lost %": 100 * (~bg & (plain > 0) & (combined == 0)).sum() / max(1, (~bg).sum()),
+    }
+
+
+def _save_prediction_sets(folder: Path, data, sets: Mapping[str, np.ndarray]) -> None:
+    from medbalance.report.overlays import colorize, overlay_contours, save_png
+
+    c = data.num_classes
+    for name, labels in sets.items():
+        k = 2 if name == "binary" else c
+        for i, stem in enumerate(data.names):
+            truth = (data.target[i] > 0).astype(np.int64) if name == "binary" else data.target[i]
+            save_png(folder / name / "classes" / f"{stem}.png", colorize(labels[i], k))
+            save_png(folder / name / "overlays" / f"{stem}.png", overlay_contours(data.images[i], labels[i], truth))
+
+
+def _figure(path: Path, data, sets: Mapping[str, np.ndarray], count: int = 4) -> Path:
+    """Rows of image | ground truth | each prediction set, for the images with most classes."""
+    from medbalance.report.overlays import colorize, save_png, to_rgb
+
+    order = np.argsort([-len(np.unique(t)) for t in data.target], kind="stable")[:count]
+    hw = data.target.shape[1:]
+    gap_v, rows = np.full((hw[0], 2, 3), 255, np.uint8), []
+    for i in order:
+        tiles = [to_rgb(data.images[i], hw), colorize(data.target[i], data.num_classes)]
+        tiles += [colorize(labels[i], 2 if name == "binary" else data.num_classes) for name, labels in sets.items()]
+        row = np.concatenate([x for t in tiles for x in (t, gap_v)][:-1], axis=1)
+        rows += [row, np.full((2, row.shape[1], 3), 255, np.uint8)]
+    k = -(-96 // hw[0])  # small images enlarged (sharp pixels) to at least 96 px
+    return save_png(path, np.concatenate(rows[:-1]).repeat(k, 0).repeat(k, 1))
+
+
+def run(ctx) -> dict:
+    """``medbalance experiment reuse-background``: plain vs reuse background (seed tables 4.19-4.21)."""
+    from medbalance.data.build import build_splits, collapse_foreground
+    from medbalance.data.datasets import Splits
+    from medbalance.data.samplers import foreground
+    from medbalance.data.stats import class_counts
+    from medbalance.engine import Stage
+    from medbalance.engine.tasks import make_task
+    from medbalance.losses import build_loss
+    from medbalance.nets import build_net
+
+    s = _settings(ctx)
+    opts = ctx.options
+    data = _data_section(ctx, s)
+    # The data (and its split) stay fixed; the seeds vary initial weights and batch order.
+    probe = ctx.base_config(data=data, epochs=1)
+    splits = build_splits(probe)
+    if splits.test is None:
+        raise ValueError("reuse-background needs a test split (set data test_fraction > 0)")
+    bsplits = Splits(*(collapse_foreground(d) for d in (splits.train, splits.val, splits.test)), info=splits.info)
+    num_classes, names = splits.train.num_classes, list(splits.train.class_names)
+    target = splits.test.target
+
+    def config(seed: int, net: str, loss: Any, *, binary: bool = False, deep: bool = False):
+        model = {"name": net, "base_channels": s["width"], **({"deep_supervision": True} if deep else {})}
+        return ctx.base_config(
+            seed=seed,
+            epochs=s["epochs"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            optimizer=opts["optimizer"],
+            data={**data, "binary": binary},
+            model=model,
+            loss=loss,
+        )
+
+    def train(key: str, cfg, sp, *, sampler=None):
+        task = make_task("segmentation", sp.train.num_classes, threshold=cfg.threshold)
+        extra = dict(cfg.model.model_extra or {})
+        loss = build_loss(
+            cfg.loss, class_counts=lambda: class_counts(sp.train, task.num_classes), binary=task.out_channels == 1
+        )
+        meta = {
+            "task": "segmentation",
+            "num_classes": task.num_classes,
+            "in_channels": sp.train.in_channels,
+            "out_channels": task.out_channels,
+            "class_names": list(sp.train.class_names),
+            "model": cfg.model.name,
+        }
+        engine = ctx.train(
+            key,
+            lambda: build_net(cfg.model.name, in_channels=sp.train.in_channels, num_classes=task.out_channels, **extra),
+            task,
+            cfg,
+            [Stage(key.split("/")[0], cfg.epochs, loss, sampler=sampler)],
+            sp,
+            meta=meta,
+        )
+        collect = _Collector(task, len(sp.test))
+        engine.evaluate(sp.test, on_batch=collect)
+        return collect.array()
+
+    spec = {
+        k: loss_spec(s[k], focal_weight=opts["focal_weight"], hard_num=opts["hard_num"])
+        for k in ("multi_loss", "binary_loss")
+    }
+    rows = {
+        "multi": "plain (multi-class)",
+        "reuse_paper": "reuse background (paper)",
+        "reuse_fg_argmax": "reuse background (fg_argmax)",
+        "nnunet": "nnU-Net-style baseline",
+    }
+    main = ctx.table(
+        "Plain vs reuse background (seed tables 4.20 / 4.21)",
+        list(_MAIN_METRICS),
+        note="Test split, scores of the summed confusion matrix; Dice / mIoU / mAP (mean precision) / "
+        "mean recall include the background like the seed's; 'fg' columns average the cell classes.",
+    )
+    absent = "'-': the class is absent from both the prediction and the truth of the test split (in some seed)."
+    per_dice = ctx.table("Per-class Dice", names, note=absent)
+    per_iou = ctx.table("Per-class IoU", names, note=absent)
+    binary_table = ctx.table(
+        "Binary model (seed table 4.19)", ["Dice fg", "mIoU", "mAP", "mean recall", "bg precision", "bg recall"]
+    )
+    change = ctx.table(
+        f"What the combination changed (tau {opts['tau']:g}; % of test pixels, bg FP % of "
+        "background pixels, fg lost % of cell pixels)",
+        ["changed %", "fixed %", "broken %", "bg FP before %", "bg FP after %", "fg lost %"],
+    )
+    figures = []
+    for n, seed in enumerate(ctx.seeds):
+        multi = train(f"multi/seed{seed}", config(seed, s["net"], spec["multi_loss"]), splits)
+        fg = train(f"binary/seed{seed}", config(seed, s["binary_net"], spec["binary_loss"], binary=True), bsplits)[:, 0]
+        sets = {"multi": multi.argmax(1), "binary": (fg > opts["tau"]).astype(np.int64)}
+        for mode in COMBINE_MODES:
+            sets[f"reuse_{mode}"] = combine_predictions(multi, fg, tau=opts["tau"], mode=mode)
+        if opts["baseline"]:
+            cfg = config(seed, "unet", "dice_ce", deep=True)
+            sets["nnunet"] = train(f"nnunet/seed{seed}", cfg, splits, sampler=foreground(0.33)).argmax(1)
+        for key, labels in sets.items():
+            if key == "binary":
+                continue
+            sc = _scores(labels, target, num_classes)
+            row = rows[key]
+            main.add(row, {m: sc[k] for m, k in _MAIN_METRICS.items()}, seed=seed)
+            per_dice.add(row, _per_class(sc, "dice", names), seed=seed)
+            per_iou.add(row, _per_class(sc, "iou", names), seed=seed)
+        bs = _scores(sets["binary"], (target > 0).astype(np.int64), 2)
+        binary_table.add(
+            "binary model",
+            {
+                "Dice fg": bs["mean_dice_fg"],
+                "mIoU": bs["mean_iou"],
+                "mAP": bs["mean_precision"],
+                "mean recall": bs["mean_recall"],
+                "bg precision": bs["precision"][0],
+                "bg recall": bs["recall"][0],
+            },
+            seed=seed,
+        )
+        for mode in COMBINE_MODES:
+            change.add(mode, _change_stats(sets["multi"], sets[f"reuse_{mode}"], target), seed=seed)
+        if n == 0 or opts["all_seed_predictions"]:
+            _save_prediction_sets(ctx.artefacts("predictions", f"seed{seed}"), splits.test, sets)
+        if n == 0:
+            figures.append(_figure(ctx.artefacts("figures") / f"test_seed{seed}.png", splits.test, sets))
+        # Tables after every seed: an experiment stopped early still reports the seeds it finished.
+        intro = (
+            f"Seeds finished: {n + 1} of {len(ctx.seeds)}. Multi-class {s['net']} with loss `{s['multi_loss']}`, "
+            f"binary {s['binary_net']} with loss `{s['binary_loss']}` (Focal class weights: function "
+            f"{opts['focal_weight']}, OB hard_num {opts['hard_num']}); width {s['width']}, {s['epochs']} epochs, "
+            f"batch {s['batch_size']}, lr {s['lr']:g}, {opts['optimizer']}. Data {data}; {len(splits.train)} train / "
+            f"{len(splits.val)} val / {len(splits.test)} test images; best.pt chosen on validation mean foreground "
+            f"Dice. Figure columns: image, truth, {', '.join(sets)}."
+        )
+        results = ctx.write_report(intro, figures)
+    return results
