@@ -10,9 +10,9 @@ import yaml
 
 from medbalance.cli.main import main
 from medbalance.losses import LOSSES
-from medbalance.nets import NETS
+from medbalance.nets import CLASSIFICATION_NETS, NETS
 
-SEGMENTATION_NETS = [name for name in NETS if name != "resnet32"]
+SEGMENTATION_NETS = [name for name in NETS if name not in CLASSIFICATION_NETS]
 
 TINY = ["--set", "epochs=1", "--set", "progress=false", "--set", "batch_size=4"]
 TINY_PHANTOM = [*TINY, "--set", "data.size=32", "--set", "data.n_train=8", "--set", "data.n_val=4"]
@@ -43,13 +43,18 @@ def test_deep_supervision_and_a_weighted_compound_loss_from_yaml(tmp_path):
     assert len(metrics["test"]["dice"]) == 7
 
 
-@pytest.mark.parametrize("loss", ["dflce", "dflcsce", "{name: ldam, drw_start: 0.5}", "csce", "focal"])
+@pytest.mark.parametrize(
+    "loss", ["dflce", "dflcsce", "{name: ldam, drw_start: 0.5}", "csce", "focal", "label_aware_smoothing"]
+)
 def test_long_tail_losses_get_class_counts_and_progress_from_the_run(tmp_path, loss):
     metrics, _ = _run(tmp_path, "train", "longtail", "--set", f"loss={loss}", "--set", "epochs=2", *TINY_LONGTAIL)
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize("name", [n for n in LOSSES if n not in ("csce", "ldam", "dflcsce", "dflce")])
+CLASSIFICATION_ONLY = ("csce", "ldam", "dflcsce", "dflce", "label_aware_smoothing")
+
+
+@pytest.mark.parametrize("name", [n for n in LOSSES if n not in CLASSIFICATION_ONLY])
 def test_every_segmentation_loss_trains_from_yaml(tmp_path, name):
     metrics, config = _run(tmp_path, "train", "nuclei", "--set", f"loss={name}", *TINY_PHANTOM)
     assert config["loss"] == name and metrics["epochs"] == 1

@@ -176,6 +176,7 @@ class Engine:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.meta = dict(meta or {})
         self.fabric = fabric or make_fabric(cfg)
+        self.stage: Stage | None = None  # the stage being trained, for hooks that depend on it
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -233,7 +234,8 @@ class Engine:
             )
         return params
 
-    def _train_mode(self) -> None:
+    def train_mode(self) -> None:
+        """Put the model in training mode for the current stage (:attr:`stage`); a hook."""
         self.model.train()
         # A frozen part keeps its BatchNorm statistics: otherwise "frozen" would still drift.
         for module in self.model.modules():
@@ -273,7 +275,7 @@ class Engine:
         val_loader, _ = self._loader(val_data, train=False)
 
         for si in range(start_stage, len(stages)):
-            stage = stages[si]
+            stage = self.stage = stages[si]
             train_loader, generator = self._loader(train_data, train=True, sampler=stage.sampler)
             params = self._prepare_stage(stage)
             module = fabric.setup_module(self.model)
@@ -378,7 +380,7 @@ class Engine:
         self.fabric.barrier()
 
     def _train_epoch(self, module, optimizer, scheduler, loader, stage: Stage, epoch: int, shown: dict) -> float:
-        self._train_mode()
+        self.train_mode()
         total = torch.zeros((), device=self.fabric.device)
         shown_at = time.monotonic()
         bar = tqdm(

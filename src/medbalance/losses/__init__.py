@@ -27,6 +27,7 @@ from medbalance.losses.region import (
     TverskyLoss,
 )
 from medbalance.losses.registry import LOSSES, MissingClassCounts, build_loss
+from medbalance.losses.smoothing import LabelAwareSmoothingLoss
 from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, class_weights, effective_number_weights
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "GeneralizedDiceLoss",
     "IoULoss",
     "LDAMLoss",
+    "LabelAwareSmoothingLoss",
     "MissingClassCounts",
     "OnlineBootstrappingLoss",
     "SensitivitySpecificityLoss",

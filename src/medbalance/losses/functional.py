@@ -27,8 +27,11 @@ from medbalance.losses.region import (
     sensitivity_specificity_loss,
     tversky_loss,
 )
+from medbalance.losses.smoothing import label_aware_epsilons, label_aware_smoothing
 
 __all__ = [
+    "label_aware_epsilons",
+    "label_aware_smoothing",
     "class_balanced_cross_entropy",
     "compound_loss",
     "cross_entropy",

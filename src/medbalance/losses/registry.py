@@ -35,6 +35,7 @@ from medbalance.losses.region import (
     SensitivitySpecificityLoss,
     TverskyLoss,
 )
+from medbalance.losses.smoothing import LabelAwareSmoothingLoss
 from medbalance.losses.weights import class_weights
 
 __all__ = ["LOSSES", "MissingClassCounts", "build_loss"]
@@ -58,6 +59,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "ldam": LDAMLoss,
     "dflce": DFLCELoss,
     "dflcsce": DFLCSCELoss,
+    "label_aware_smoothing": LabelAwareSmoothingLoss,
 }
 
 

@@ -125,7 +125,9 @@ class ResultTable:
         esc = html.escape
         head = "".join(f"<th>{esc(m)}</th>" for m in (self.row_label, *self.metrics))
         body = "".join(
-            f"<tr><td>{esc(r)}</td>" + "".join(f"<td>{esc(self._text(r, m, digits))}</td>" for m in self.metrics) + "</tr>"
+            f"<tr><td>{esc(r)}</td>"
+            + "".join(f"<td>{esc(self._text(r, m, digits))}</td>" for m in self.metrics)
+            + "</tr>"
             for r in self.rows
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -137,7 +139,13 @@ class ResultTable:
             for m in self.metrics:
                 mean, std, n = self.cell(r, m)
                 out[r][m] = {"mean": mean, "std": std, "n": n, "per_seed": self.rows[r][m]}
-        return {"title": self.title, "row_label": self.row_label, "metrics": list(self.metrics), "note": self.note, "rows": out}
+        return {
+            "title": self.title,
+            "row_label": self.row_label,
+            "metrics": list(self.metrics),
+            "note": self.note,
+            "rows": out,
+        }
 
 
 def _cast(name: str, default: Any, value: Any) -> Any:
@@ -245,7 +253,9 @@ class ExperimentContext:
             return {"kind": "conic", "path": str(path)}
         if any(path.glob("patient*")) or any(path.glob("*/patient*")):
             return {"kind": "camus", "path": str(path)}
-        return {"kind": "folder", "path": str(path)}
+        from medbalance.data.readers.classification import detect_layout
+
+        return {"kind": detect_layout(path) or "folder", "path": str(path)}
 
     # ------------------------------------------------------------------ training
     def train(
@@ -267,7 +277,8 @@ class ExperimentContext:
             model: the network, or a function building it (called after seeding with
                 ``cfg.seed``, so initial weights depend on the seed alone: prefer this).
             task, cfg, stages: as for :class:`~medbalance.engine.Engine` and its ``fit``.
-            splits: ``train`` trains, ``val`` selects ``best.pt``; ``test`` is not touched.
+            splits: ``train`` trains, ``val`` selects ``best.pt``; ``test`` is not touched;
+                ``splits.info`` is saved as ``splits.json`` (e.g. a long-tailed subset's indices).
             engine_cls: an :class:`Engine` subclass for methods that override a hook.
 
         Returns:
@@ -285,6 +296,7 @@ class ExperimentContext:
             resume = (folder / "checkpoints" / "last.pt").is_file()
             if not resume:
                 atomic_write_text(folder / "config.yaml", dump_config(cfg))
+                atomic_write_text(folder / "splits.json", json.dumps(splits.info, indent=1))
             self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
             t0 = time.perf_counter()
             engine = engine_cls(model, task, cfg, run_dir=folder, meta=meta)

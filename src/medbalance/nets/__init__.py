@@ -1,4 +1,5 @@
-"""Networks: segmentation (U-Net family, DeepLabv3+, CE-Net) and long-tail classification (CIFAR ResNet).
+"""Networks: segmentation (U-Net family, DeepLabv3+, CE-Net) and long-tail classification (CIFAR ResNet,
+improved ResNet-32 with LSK modules, BBN, LSKBB).
 
 All backbones are written here (no torchvision / timm). Build by name with
 :func:`build_net`; :data:`NETS` is the registry it reads.
@@ -12,18 +13,24 @@ from typing import Any
 from torch import nn
 
 from medbalance.nets.attention_unet import AttentionUNet
+from medbalance.nets.bbn import BBN, LSKBB
 from medbalance.nets.cenet import CENet
 from medbalance.nets.deeplab import DeepLabV3Plus
+from medbalance.nets.lsk import LSKModule
 from medbalance.nets.resnet import ResNet32
 from medbalance.nets.unet import UNet
 from medbalance.nets.unet3plus import UNet3Plus
 from medbalance.nets.unetpp import UNetPlusPlus
 
 __all__ = [
+    "CLASSIFICATION_NETS",
+    "BBN",
+    "LSKBB",
     "NETS",
     "AttentionUNet",
     "CENet",
     "DeepLabV3Plus",
+    "LSKModule",
     "ResNet32",
     "UNet",
     "UNet3Plus",
@@ -40,7 +47,11 @@ NETS: dict[str, type[nn.Module]] = {
     "deeplabv3plus": DeepLabV3Plus,
     "cenet": CENet,
     "resnet32": ResNet32,
+    "bbn": BBN,
+    "lskbb": LSKBB,
 }
+#: The :data:`NETS` names that classify images (``(N, C)`` logits); the others segment.
+CLASSIFICATION_NETS: tuple[str, ...] = ("resnet32", "bbn", "lskbb")
 
 
 def build_net(name: str, **kwargs: Any) -> nn.Module:

@@ -1,0 +1,348 @@
+"""Classification datasets of seed 001 in their published layouts: BreaKHis, ChestX-ray (Kermany)
+and MedMNIST ``.npz`` files, plus the shared PneumoniaMNIST / BreastMNIST copies.
+
+Every builder returns :class:`~medbalance.data.datasets.Splits` and, given an
+``imbalance_ratio``, applies the long-tail protocol of SPEC section 6
+(:func:`medbalance.data.longtail.longtail_splits`: a seeded long-tailed training subset and
+balanced validation / test sets, the kept indices recorded in ``Splits.info``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medbalance.config import BreakhisData, ChestXrayData, MedmnistData, SharedData
+from medbalance.data.build import split_groups, split_indices
+from medbalance.data.datasets import ArrayDataset, Splits
+from medbalance.data.folder import resize_images
+from medbalance.data.io import list_images, read_image
+from medbalance.data.longtail import longtail_splits
+from medbalance.errors import DataError
+
+__all__ = [
+    "BREAKHIS_CLASSES",
+    "CHESTXRAY_CLASSES",
+    "MEDMNIST_CLASS_NAMES",
+    "build_breakhis",
+    "build_chestxray",
+    "build_medmnist",
+    "detect_layout",
+    "find_breakhis_root",
+    "find_chestxray_root",
+    "load_medmnist_shared",
+    "read_medmnist",
+]
+
+log = logging.getLogger(__name__)
+
+#: BreaKHis tumour types as ``(benign|malignant, folder name)``, in label order.
+BREAKHIS_CLASSES: tuple[tuple[str, str], ...] = (
+    ("benign", "adenosis"),
+    ("benign", "fibroadenoma"),
+    ("benign", "phyllodes_tumor"),
+    ("benign", "tubular_adenoma"),
+    ("malignant", "ductal_carcinoma"),
+    ("malignant", "lobular_carcinoma"),
+    ("malignant", "mucinous_carcinoma"),
+    ("malignant", "papillary_carcinoma"),
+)
+#: Kermany chest X-ray class folders, in label order.
+CHESTXRAY_CLASSES = ("NORMAL", "PNEUMONIA")
+#: Class names of the MedMNIST sets we know, by file-name prefix (MedMNIST ``INFO`` labels).
+MEDMNIST_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal_or_benign"),
+}
+_MAGNIFICATIONS = ("40X", "100X", "200X", "400X")
+# SOB_B_A-14-22549AB-40-001: tumour class, type, patient id, magnification, image number.
+_BREAKHIS_NAME = re.compile(r"^SOB_[BM]_[A-Z]+-(?P<patient>\d+-[0-9A-Za-z]+)-(?P<mag>\d+)-\d+$")
+_SEARCH_DEPTH = 4
+
+
+# ----------------------------------------------------------------------------- helpers
+def _find_dir(path: Path, has: Sequence[str], what: str) -> Path:
+    """``path`` or the shallowest folder below it (breadth-first, sorted) holding every name in ``has``."""
+    if not path.is_dir():
+        raise DataError(f"'{path}' is not a folder (expected a {what})")
+    level = [path]
+    for _ in range(_SEARCH_DEPTH + 1):
+        for folder in level:
+            if all((folder / name).is_dir() for name in has):
+                return folder
+        level = [
+            c for folder in level for c in sorted(folder.iterdir()) if c.is_dir() and not c.name.startswith(("_", "."))
+        ]
+    raise DataError(f"'{path}' holds no folder with {', '.join(n + '/' for n in has)} (expected a {what})")
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop of a ``(C, H, W)`` image, resized to ``(C, size, size)``."""
+    h, w = image.shape[1:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[:, top : top + side, left : left + side]
+    return crop if side == size else resize_images(np.ascontiguousarray(crop[None]), size)[0]
+
+
+def _read_all(paths: Sequence[Path], *, channels: int, size: int) -> np.ndarray:
+    # Resized one by one: a BreaKHis image is 700x460x3 floats, thousands would not fit in memory.
+    return np.stack([_square(read_image(p, channels=channels), size) for p in paths]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- BreaKHis
+def find_breakhis_root(path: str | Path) -> Path:
+    """The folder holding ``benign/`` and ``malignant/``: ``path`` or one up to 4 levels below it.
+
+    Accepts the BreaKHis tree from any level: ``BreaKHis_v1/``, ``histology_slides/``,
+    ``histology_slides/breast/``.
+    """
+    return _find_dir(Path(path), ("benign", "malignant"), "BreaKHis tree with benign/ and malignant/")
+
+
+def _breakhis_files(root: Path, magnification: str) -> tuple[list[Path], list[int], list[str]]:
+    paths, labels, patients = [], [], []
+    mags = _MAGNIFICATIONS if magnification == "all" else (magnification,)
+    for label, (kind, tumour) in enumerate(BREAKHIS_CLASSES):
+        type_dir = root / kind / "SOB" / tumour
+        if not type_dir.is_dir():
+            raise DataError(f"BreaKHis tree '{root}' lacks '{kind}/SOB/{tumour}/' (expected all 8 tumour types)")
+        found = 0
+        for patient_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
+            for mag in mags:
+                if not (patient_dir / mag).is_dir():
+                    continue
+                for path in list_images(patient_dir / mag):
+                    match = _BREAKHIS_NAME.match(path.stem)
+                    # Patient id from the file name (14-22549AB); the folder name when it is not BreaKHis-like.
+                    patients.append(match["patient"] if match else patient_dir.name)
+                    paths.append(path)
+                    labels.append(label)
+                    found += 1
+        if not found:
+            raise DataError(f"BreaKHis tree '{root}' has no {magnification} images under '{kind}/SOB/{tumour}/'")
+    return paths, labels, patients
+
+
+def _split_patients(
+    labels: np.ndarray, patients: Sequence[str], fractions: tuple[float, float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patient-level split stratified by class: each patient (with the class of most of its images)
+    is split among the patients of that class, so every class reaches every split."""
+    votes: dict[str, Counter] = {}
+    for y, patient in zip(labels.tolist(), patients):
+        votes.setdefault(patient, Counter())[y] += 1
+    patient_class = {p: max(sorted(v), key=v.__getitem__) for p, v in votes.items()}
+    parts: list[set[str]] = [set(), set(), set()]
+    for label in sorted(set(patient_class.values())):
+        members = sorted(p for p, c in patient_class.items() if c == label)
+        if len(members) < 3:
+            raise DataError(
+                f"class {BREAKHIS_CLASSES[label][1]} has {len(members)} patient(s); a patient-level "
+                "train/val/test split needs at least 3"
+            )
+        for part, idx in zip(parts, split_groups(members, fractions, seed)):
+            part.update(members[i] for i in idx)
+    patients = np.asarray(patients)
+    return tuple(np.flatnonzero(np.isin(patients, sorted(part))) for part in parts)  # type: ignore[return-value]
+
+
+def build_breakhis(data: BreakhisData) -> Splits:
+    """BreaKHis histology (8 tumour types), split by patient, optionally long-tailed.
+
+    Layout: ``<root>/{benign,malignant}/SOB/<type>/<patient>/<40X|100X|200X|400X>/*.png``
+    (``root`` found by :func:`find_breakhis_root`); file names such as
+    ``SOB_B_A-14-22549AB-40-001.png`` carry the patient id ``14-22549AB``. Patients are split
+    class by class with ``val_fraction`` / ``test_fraction``, so no patient sits in two
+    splits. Images are centre-cropped to a square and resized to ``size``.
+
+    Raises:
+        DataError: no BreaKHis tree, a tumour type missing or without images at the chosen
+            magnification, a class with fewer than 3 patients, an unreadable image.
+    """
+    root = find_breakhis_root(data.path)
+    paths, labels, patients = _breakhis_files(root, data.magnification)
+    target = np.asarray(labels, dtype=np.int64)
+    parts = _split_patients(target, patients, (data.val_fraction, data.test_fraction), data.seed)
+    full = ArrayDataset(
+        _read_all(paths, channels=data.channels, size=data.size),
+        target,
+        num_classes=len(BREAKHIS_CLASSES),
+        class_names=[t for _, t in BREAKHIS_CLASSES],
+        names=[p.stem for p in paths],
+    )
+    train, val, test = (full.subset(idx) for idx in parts)
+    info = {
+        "source": str(root),
+        "magnification": data.magnification,
+        "patients": {split: sorted({patients[i] for i in idx}) for split, idx in zip(("train", "val", "test"), parts)},
+    }
+    return longtail_splits(
+        Splits(train, val, test if len(test) else None, info=info), data.imbalance_ratio, seed=data.seed
+    )
+
+
+# ----------------------------------------------------------------------------- ChestX-ray
+def find_chestxray_root(path: str | Path) -> Path:
+    """The folder holding ``train/`` and ``test/`` (Kermany layout): ``path`` or one below it."""
+    return _find_dir(Path(path), ("train", "test"), "chest X-ray folder with train/ and test/")
+
+
+def _read_chestxray_split(folder: Path, *, channels: int, size: int) -> ArrayDataset:
+    paths, labels = [], []
+    for label, name in enumerate(CHESTXRAY_CLASSES):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            raise DataError(f"'{folder}' has no '{name}/' folder (expected {', '.join(CHESTXRAY_CLASSES)})")
+        found = list_images(class_dir)
+        if not found:
+            raise DataError(f"'{class_dir}' holds no images")
+        paths += found
+        labels += [label] * len(found)
+    return ArrayDataset(
+        _read_all(paths, channels=channels, size=size),
+        np.asarray(labels, dtype=np.int64),
+        num_classes=len(CHESTXRAY_CLASSES),
+        class_names=[n.lower() for n in CHESTXRAY_CLASSES],
+        names=[f"{folder.name}/{p.parent.name}/{p.stem}" for p in paths],
+    )
+
+
+def build_chestxray(data: ChestXrayData) -> Splits:
+    """Pediatric chest X-rays (Kermany et al. 2018): ``{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``.
+
+    The source's split is kept (it is patient-level). Without a ``val/`` folder (the Mendeley
+    release has only train / test) a seeded 10% of the training images validates. Images
+    are centre-cropped to a square and resized to ``size`` (seed 001 crops the centre too).
+
+    Raises:
+        DataError: no such layout, a class folder missing or empty, an unreadable image.
+    """
+    root = find_chestxray_root(data.path)
+    read = {"channels": data.channels, "size": data.size}
+    train = _read_chestxray_split(root / "train", **read)
+    test = _read_chestxray_split(root / "test", **read)
+    if (root / "val").is_dir():
+        val = _read_chestxray_split(root / "val", **read)
+    else:
+        train_idx, val_idx, _ = split_indices(len(train), (0.1, 0.0), data.seed)
+        train, val = train.subset(train_idx), train.subset(val_idx)
+    splits = Splits(train, val, test, info={"source": str(root)})
+    return longtail_splits(splits, data.imbalance_ratio, seed=data.seed)
+
+
+# ----------------------------------------------------------------------------- MedMNIST
+def read_medmnist(
+    path: str | Path,
+    *,
+    class_names: Sequence[str] | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+) -> Splits:
+    """A MedMNIST ``.npz`` (keys ``{train,val,test}_{images,labels}``) with its own split.
+
+    Args:
+        path: the ``.npz`` file.
+        class_names: one per class (default: :data:`MEDMNIST_CLASS_NAMES` by file-name
+            prefix, else ``class0``, ...).
+        size: resize to ``size x size`` (``None``: keep 28 / 64 / ...).
+        channels: 1 or 3 (``None``: as stored; grey is repeated for 3, colour averaged for 1).
+
+    Returns:
+        Splits with images float32 in ``[0, 1]``, ``(N, C, H, W)``.
+
+    Raises:
+        DataError: missing or unreadable file, a missing key, multi-label or 3-D data.
+    """
+    path = Path(path)
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"MedMNIST file '{path}' does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read MedMNIST file '{path}': {exc}") from None
+    with arrays:
+        missing = [
+            f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels") if f"{s}_{k}" not in arrays
+        ]
+        if missing:
+            raise DataError(f"'{path.name}' lacks key(s) {', '.join(missing)} (expected the MedMNIST layout)")
+        raw = {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "val", "test")}
+    num_classes = max(int(y.max()) + 1 for _, y in raw.values() if y.size)
+    if class_names is None:
+        prefix = next((k for k in MEDMNIST_CLASS_NAMES if path.stem.startswith(k)), None)
+        class_names = MEDMNIST_CLASS_NAMES[prefix] if prefix else [f"class{i}" for i in range(num_classes)]
+    if len(class_names) < num_classes:
+        raise DataError(f"'{path.name}' has label {num_classes - 1} but only {len(class_names)} class names")
+    num_classes = len(class_names)
+    out = {}
+    for split, (images, labels) in raw.items():
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise DataError(f"'{path.name}' {split}_labels has shape {labels.shape}; multi-label data is not supported")
+        if images.ndim == 4 and images.shape[-1] in (1, 3):
+            images = np.moveaxis(images, -1, 1)
+        elif images.ndim == 3:
+            images = images[:, None]
+        else:
+            raise DataError(
+                f"'{path.name}' {split}_images has shape {images.shape}; expected (N, H, W) or (N, H, W, C)"
+            )
+        scale = float(np.iinfo(images.dtype).max) if np.issubdtype(images.dtype, np.integer) else 1.0
+        x = images.astype(np.float32) / scale
+        if channels == 1 and x.shape[1] == 3:
+            x = x.mean(axis=1, keepdims=True)
+        elif channels == 3 and x.shape[1] == 1:
+            x = np.repeat(x, 3, axis=1)
+        if size is not None and x.shape[-2:] != (size, size):
+            x = resize_images(x, size)
+        out[split] = ArrayDataset(
+            x,
+            labels.astype(np.int64),
+            num_classes=num_classes,
+            class_names=class_names,
+            names=[f"{split}_{i:05d}" for i in range(len(x))],
+        )
+    return Splits(out["train"], out["val"], out["test"], info={"source": str(path)})
+
+
+def build_medmnist(data: MedmnistData) -> Splits:
+    """A MedMNIST ``.npz`` with its own train / val / test split, optionally long-tailed."""
+    return longtail_splits(read_medmnist(data.path), data.imbalance_ratio, seed=data.seed)
+
+
+def load_medmnist_shared(root: Path, data: SharedData) -> Splits:
+    """PneumoniaMNIST / BreastMNIST of ``../shared/data`` (source split; ``*_reconstructed.npz`` first).
+
+    ``val_fraction`` / ``test_fraction`` do not apply: the MedMNIST split is kept.
+    """
+    candidates = [root / f"{root.name}_reconstructed.npz", root / f"{root.name}.npz"]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataError(f"'{root}' holds neither {candidates[0].name} nor {candidates[1].name}")
+    splits = read_medmnist(
+        path, class_names=MEDMNIST_CLASS_NAMES.get(root.name), size=data.size, channels=data.channels
+    )
+    splits.info["dataset"] = root.name
+    return longtail_splits(splits, data.imbalance_ratio, seed=data.seed)
+
+
+def detect_layout(path: str | Path) -> str | None:
+    """The ``data.kind`` of a classification dataset at ``path``: ``"medmnist"`` (an ``.npz``),
+    ``"breakhis"``, ``"chestxray"``, or ``None`` (e.g. a generic one-folder-per-class tree)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return "medmnist"
+    for kind, find in (("breakhis", find_breakhis_root), ("chestxray", find_chestxray_root)):
+        try:
+            find(path)
+        except DataError:
+            continue
+        return kind
+    return None
