@@ -21,14 +21,20 @@ def run(ctx):
                 seed=seed,
                 epochs=SCALES[ctx.scale]["epochs"],
                 batch_size=4,
-                data=ctx.data_section({"kind": "intraclass_phantom", "size": 32, "n_train": 8, "n_val": 4, "n_test": 4}),
+                data=ctx.data_section(
+                    {"kind": "intraclass_phantom", "size": 32, "n_train": 8, "n_val": 4, "n_test": 4}
+                ),
             )
             splits = build_splits(cfg)
             key = f"w{width}/seed{seed}"
             done_before = (ctx.run_dir / "runs" / key / "done.json").exists()
             engine = ctx.train(
-                key, lambda: UNet(1, 1, base_channels=width, depth=2), SegmentationTask(2), cfg,
-                [Stage("train", cfg.epochs, DiceCELoss())], splits,
+                key,
+                lambda: UNet(1, 1, base_channels=width, depth=2),
+                SegmentationTask(2),
+                cfg,
+                [Stage("train", cfg.epochs, DiceCELoss())],
+                splits,
             )
             if not done_before:
                 TRAINED.append(key)

@@ -56,7 +56,9 @@ def test_split_groups_keeps_every_patient_in_one_split(seed):
 
 
 def test_binary_flag_collapses_foreground_classes():
-    cfg = parse_config({"data": {"kind": "nuclei_phantom", "size": 32, "n_train": 3, "n_val": 2, "n_test": 1, "binary": True}})
+    cfg = parse_config(
+        {"data": {"kind": "nuclei_phantom", "size": 32, "n_train": 3, "n_val": 2, "n_test": 1, "binary": True}}
+    )
     splits = build_splits(cfg)
     plain = build_splits(parse_config({"data": {**cfg.data.model_dump(), "binary": False}}))
     assert splits.train.num_classes == 2 and splits.train.class_names == ("background", "foreground")

@@ -17,11 +17,29 @@ from pathlib import Path
 import pytest
 
 COMMON = [
-    "train", "intraclass", "--quiet",
-    "--set", "device=cpu", "--set", "epochs=2", "--set", "data.size=32",
-    "--set", "data.n_train=16", "--set", "data.n_val=8", "--set", "data.n_test=8",
-    "--set", "model.base_channels=4", "--set", "model.depth=2", "--set", "model.norm=instance",
-    "--set", "loss=ce",
+    "train",
+    "intraclass",
+    "--quiet",
+    "--set",
+    "device=cpu",
+    "--set",
+    "epochs=2",
+    "--set",
+    "data.size=32",
+    "--set",
+    "data.n_train=16",
+    "--set",
+    "data.n_val=8",
+    "--set",
+    "data.n_test=8",
+    "--set",
+    "model.base_channels=4",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "model.norm=instance",
+    "--set",
+    "loss=ce",
 ]
 
 

@@ -212,3 +212,10 @@ def test_a_stage_loss_can_read_several_batch_entries(tmp_path):
     engine = _engine(None, _cfg(epochs=1))
     engine.fit([Stage("both", 1, two_targets, target_key=None)], data, data)
     assert seen and seen[0] == ["image", "index", "soft", "target"]
+
+
+def test_a_stage_can_monitor_its_validation_loss_over_several_epochs():
+    # the progress bar shows the running loss and the last validation score side by side
+    engine = _engine(None, _cfg(progress=True))
+    rows = engine.fit([Stage("s", 2, build_loss("dice_ce"), monitor="loss")], _data(8, 0), _data(4, 1))
+    assert len(rows) == 2 and engine.monitor_of(Stage("s", 1, build_loss("dice"), monitor="loss")) == ("loss", False)

@@ -87,8 +87,13 @@ def test_run_writes_tables_and_resume_loads_finished_models(toy, tmp_path):
     folder = result.run_dir
     assert folder.name.startswith("toy-smoke-") and sorted(toy.TRAINED) == ["w4/seed0", "w4/seed1"]
     asked = json.loads((folder / "experiment.json").read_text())
-    assert asked == {"experiment": "toy", "scale": "smoke", "data": "phantom", "seeds": [0, 1],
-                     "options": {"widths": [4], "note": "toy"}}
+    assert asked == {
+        "experiment": "toy",
+        "scale": "smoke",
+        "data": "phantom",
+        "seeds": [0, 1],
+        "options": {"widths": [4], "note": "toy"},
+    }
     res = json.loads((folder / "results.json").read_text())
     row = res["tables"][0]["rows"]["U-Net w4"]
     assert row["dice"]["n"] == 2 and 0.0 <= row["dice"]["mean"] <= 1.0

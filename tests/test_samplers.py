@@ -138,7 +138,9 @@ def test_engine_trains_each_stage_with_its_own_sampler():
     data.images = np.random.default_rng(0).standard_normal(data.images.shape).astype(np.float32)
     cfg = parse_config({"progress": False, "batch_size": 8})
     engine = Engine(ResNet32(1, 3), ClassificationTask(3), cfg)
-    rows = engine.fit([Stage("plain", 1, CrossEntropyLoss()), Stage("balanced", 1, CrossEntropyLoss(), sampler=recording)], data, data)
+    rows = engine.fit(
+        [Stage("plain", 1, CrossEntropyLoss()), Stage("balanced", 1, CrossEntropyLoss(), sampler=recording)], data, data
+    )
     assert [r["stage"] for r in rows] == ["plain", "balanced"]
     assert len(seen) == len(data) // 8  # only the second stage used it
 

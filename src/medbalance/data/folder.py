@@ -4,6 +4,9 @@ Segmentation::
 
     root/images/a.jpg   root/masks/a.png     (matched by file stem, whatever the extensions)
 
+Images and masks may be PNG, JPEG, TIFF, BMP, GIF, ``.npy``, MetaImage (``.mhd``/``.raw``,
+``.mha``), NIfTI (``.nii``, ``.nii.gz``) or NRRD (see :mod:`medbalance.data.io`).
+
 Classification::
 
     root/<class name>/*.png                  (one sub-folder per class, sorted by name)
@@ -18,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from medbalance.data.datasets import ArrayDataset
-from medbalance.data.io import DataError, list_images, read_image, read_mask
+from medbalance.data.io import DataError, image_stem, list_images, read_image, read_mask
 
-__all__ = ["read_segmentation_folder", "read_classification_folder", "read_folder", "resize_images"]
+__all__ = ["read_segmentation_folder", "read_classification_folder", "read_folder", "resize_images", "stack_images"]
 
 
 def resize_images(images: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray:
@@ -31,7 +34,12 @@ def resize_images(images: np.ndarray, size: int, *, labels: bool = False) -> np.
     return (out[:, 0].round().long() if labels else out).numpy()
 
 
-def _stack(arrays: list[np.ndarray], paths: list[Path], size: int | None, *, labels: bool) -> np.ndarray:
+def stack_images(arrays: list[np.ndarray], paths: list[Path], size: int | None, *, labels: bool) -> np.ndarray:
+    """Stack ``(C, H, W)`` images or ``(H, W)`` label maps read from ``paths``, resized to ``size``.
+
+    Raises:
+        DataError: with ``size=None``, when two files differ in size (naming both).
+    """
     if size is not None:
         return np.concatenate([resize_images(a[None], size, labels=labels) for a in arrays])
     shape = arrays[0].shape
@@ -59,26 +67,30 @@ def read_segmentation_folder(root: str | Path, *, channels: int = 1, size: int |
     image_paths = list_images(img_dir)
     if not image_paths:
         raise DataError(f"'{img_dir}' holds no images")
-    masks_by_stem = {p.stem: p for p in list_images(mask_dir)}
+    masks_by_stem: dict[str, Path] = {}
+    for p in list_images(mask_dir):
+        if image_stem(p) in masks_by_stem:
+            raise DataError(f"masks '{masks_by_stem[image_stem(p)].name}' and '{p.name}' have the same stem; keep one")
+        masks_by_stem[image_stem(p)] = p
     images, masks, mask_paths = [], [], []
     for path in image_paths:
-        mask_path = masks_by_stem.get(path.stem)
+        mask_path = masks_by_stem.get(image_stem(path))
         if mask_path is None:
-            raise DataError(f"image '{path.name}' has no mask named '{path.stem}.*' in '{mask_dir}'")
+            raise DataError(f"image '{path.name}' has no mask named '{image_stem(path)}.*' in '{mask_dir}'")
         image, mask = read_image(path, channels=channels), read_mask(mask_path)
         if image.shape[1:] != mask.shape:
             raise DataError(f"image '{path.name}' is {image.shape[1:]} but its mask is {mask.shape}")
         images.append(image)
         masks.append(mask)
         mask_paths.append(mask_path)
-    target = _stack(masks, mask_paths, size, labels=True)
+    target = stack_images(masks, mask_paths, size, labels=True)
     num_classes = max(2, int(target.max()) + 1)
     return ArrayDataset(
-        _stack(images, image_paths, size, labels=False),
+        stack_images(images, image_paths, size, labels=False),
         target,
         num_classes=num_classes,
         class_names=["background"] + [f"class{i}" for i in range(1, num_classes)],
-        names=[p.stem for p in image_paths],
+        names=[image_stem(p) for p in image_paths],
     )
 
 
@@ -99,11 +111,11 @@ def read_classification_folder(root: str | Path, *, channels: int = 1, size: int
     if not images:
         raise DataError(f"'{root}' holds no images in its class folders")
     return ArrayDataset(
-        _stack(images, paths, size, labels=False),
+        stack_images(images, paths, size, labels=False),
         np.asarray(labels, dtype=np.int64),
         num_classes=len(classes),
         class_names=classes,
-        names=[f"{p.parent.name}/{p.stem}" for p in paths],
+        names=[f"{p.parent.name}/{image_stem(p)}" for p in paths],
     )
 
 

@@ -1,4 +1,9 @@
-"""Reading and writing 2D images and masks (PNG, JPEG, TIFF, BMP, GIF and ``.npy``)."""
+"""Reading and writing 2D images and masks.
+
+Formats: PNG, JPEG, TIFF, BMP, GIF and ``.npy`` (Pillow / numpy), and the medical formats
+MetaImage (``.mhd`` + ``.raw``, ``.mha``), NIfTI (``.nii``, ``.nii.gz``) and NRRD through
+SimpleITK. A medical file must hold one 2D image (a volume with a single slice is accepted).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,64 @@ from PIL import Image, UnidentifiedImageError
 
 from medbalance.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "DataError", "read_image", "read_mask", "write_mask", "list_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MEDICAL_SUFFIXES",
+    "DataError",
+    "image_stem",
+    "image_suffix",
+    "read_image",
+    "read_mask",
+    "write_mask",
+    "list_images",
+]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".npy")
+#: Read through SimpleITK (``.raw`` is the data file of an ``.mhd`` header, never listed itself).
+MEDICAL_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz", ".nrrd")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".npy", *MEDICAL_SUFFIXES)
+
+
+def image_suffix(path: Path) -> str:
+    """The lower-case format suffix of ``path``, two-part for ``.nii.gz``.
+
+    Example:
+        >>> image_suffix(Path("patient0001_2CH_ED.nii.gz")), image_suffix(Path("a.PNG"))
+        ('.nii.gz', '.png')
+    """
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def image_stem(path: Path) -> str:
+    """The file name without its format suffix (``a.nii.gz`` -> ``a``), what masks are matched by."""
+    return path.name[: len(path.name) - len(image_suffix(path))]
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        p for p in folder.iterdir() if p.is_file() and image_suffix(p) in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
 
+def _load_medical(path: Path) -> np.ndarray:
+    import SimpleITK as sitk  # only needed for medical formats
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if "rror" in line), str(exc).splitlines()[0])
+        raise DataError(f"cannot read image '{path}': {reason}") from None
+    size = image.GetSize()  # (W, H[, D]) in ITK order
+    if len(size) > 3 or (len(size) == 3 and size[2] != 1):
+        raise DataError(f"'{path}' is a volume of size {size} (ITK order); expected a 2D image")
+    arr = sitk.GetArrayFromImage(image)  # (H, W) or (1, H, W), with a trailing axis for vector pixels
+    return arr[0] if len(size) == 3 else arr
+
+
 def _load(path: Path) -> np.ndarray:
+    if image_suffix(path) in MEDICAL_SUFFIXES:
+        return _load_medical(path)
     if path.suffix.lower() == ".npy":
         try:
             return np.load(path, allow_pickle=False)
@@ -30,6 +80,8 @@ def _load(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            if getattr(img, "n_frames", 1) > 1:
+                raise DataError(f"'{path}' holds {img.n_frames} frames (a stack); expected a single 2D image")
             if img.mode in ("I;16", "I;16B", "I", "F", "L", "1", "P"):
                 arr = np.asarray(img.convert("L") if img.mode == "1" else img)
             else:
@@ -43,7 +95,8 @@ def read_image(path: str | Path, *, channels: int = 1) -> np.ndarray:
     """Read an image as float32 ``(channels, H, W)`` scaled to [0, 1].
 
     Integer images are divided by their dtype's maximum (255 for 8-bit); float ``.npy``
-    arrays are taken as they are. Colour is converted to grey for ``channels=1`` and grey is
+    arrays are taken as they are; medical formats other than 8-bit are min-max scaled per
+    image (their intensities have no fixed range). Colour is converted to grey for ``channels=1`` and grey is
     repeated for ``channels=3``.
     """
     path = Path(path)
@@ -52,7 +105,12 @@ def read_image(path: str | Path, *, channels: int = 1) -> np.ndarray:
         arr = np.moveaxis(arr, 0, -1)  # channel-first .npy
     if arr.ndim not in (2, 3):
         raise DataError(f"image '{path}' has shape {arr.shape}; expected (H, W) or (H, W, C)")
-    if np.issubdtype(arr.dtype, np.integer):
+    if image_suffix(path) in MEDICAL_SUFFIXES and arr.dtype != np.uint8:
+        # Medical intensities (CT in Hounsfield units, MR) have no fixed range: min-max per image.
+        arr = arr.astype(np.float32)
+        low, high = (float(arr.min()), float(arr.max())) if arr.size and np.isfinite(arr).all() else (0.0, 1.0)
+        arr = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+    elif np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():

@@ -65,7 +65,9 @@ class _WeightedBatches(Sampler):
         return self.batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        drawn = torch.multinomial(self.weights, self.batches * self.batch_size, replacement=True, generator=self.generator)
+        drawn = torch.multinomial(
+            self.weights, self.batches * self.batch_size, replacement=True, generator=self.generator
+        )
         yield from drawn.view(self.batches, self.batch_size).tolist()
 
 
@@ -173,7 +175,9 @@ class _PairedBatches(Sampler):
             yield a + b
 
 
-def bilateral(first: BatchSamplerFactory = uniform, second: BatchSamplerFactory = reversed_sampler) -> BatchSamplerFactory:
+def bilateral(
+    first: BatchSamplerFactory = uniform, second: BatchSamplerFactory = reversed_sampler
+) -> BatchSamplerFactory:
     """Batches of ``2 * batch_size``: one batch of ``first`` then one of ``second`` (BBN).
 
     The model receives both halves in one batch and splits them (``batch[:B]``, ``batch[B:]``).

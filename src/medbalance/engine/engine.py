@@ -297,7 +297,7 @@ class Engine:
             for epoch in range(start_epoch, stage.epochs):
                 self._seed_epoch(generator, global_epoch)
                 t0 = time.perf_counter()
-                shown = {} if value is None else {monitor: f"{value:.4f}"}  # last epoch's validation score
+                shown = {} if value is None else {f"val_{monitor}": f"{value:.4f}"}  # last epoch's validation score
                 train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, shown)
                 scores = self.evaluate(val_loader, stage=stage)
                 global_epoch += 1

@@ -1,0 +1,121 @@
+"""CAMUS echocardiography (Leclerc et al., IEEE TMI 2019) in its published per-patient layout.
+
+Both releases are read, MetaImage and NIfTI, with or without ``training/`` / ``testing/``
+folders above the patients::
+
+    <path>/[training|testing|database_nifti/]patient0001/patient0001_2CH_ED.mhd (+ .raw)
+                                                          patient0001_2CH_ED_gt.mhd (+ .raw)
+                                                          patient0001_4CH_ES.nii.gz
+                                                          patient0001_4CH_ES_gt.nii.gz
+
+Ground-truth labels: 0 background, 1 LV endocardium, 2 myocardium, 3 left atrium. The
+target is the one structure ``data.label`` picks (binary, as seed 000 segments the LV
+endocardium). Frames without a ground truth (the original testing patients) are skipped.
+Patients are split seeded into train / val / test, a patient never in two splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medbalance.config import CamusData
+from medbalance.data.build import split_groups
+from medbalance.data.datasets import ArrayDataset, Splits
+from medbalance.data.folder import resize_images, stack_images
+from medbalance.data.io import read_image, read_mask
+from medbalance.errors import DataError
+
+__all__ = ["CAMUS_LABELS", "build_camus", "find_patients"]
+
+log = logging.getLogger(__name__)
+
+#: Label values of the CAMUS ground truth.
+CAMUS_LABELS = {0: "background", 1: "LV endocardium", 2: "myocardium", 3: "left atrium"}
+
+# The newer release (.nii.gz) first: when both exist they hold the same frames.
+_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha")
+
+
+def find_patients(root: Path) -> list[Path]:
+    """Patient folders (``patient*``) at most two levels below ``root``, sorted by path."""
+    found = [p for pattern in ("patient*", "*/patient*", "*/*/patient*") for p in root.glob(pattern) if p.is_dir()]
+    return sorted(found)
+
+
+def _frame(folder: Path, stem: str) -> Path | None:
+    return next((folder / f"{stem}{s}" for s in _SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
+
+
+def build_camus(data: CamusData) -> Splits:
+    """Read the ED/ES frames of ``data.views`` x ``data.phases`` and split them by patient.
+
+    Returns:
+        Splits of 1-channel images ``(N, 1, size, size)`` in ``[0, 1]`` and binary targets
+        (1 = ``CAMUS_LABELS[data.label]``); ``info`` names the patients of each split.
+
+    Raises:
+        DataError: missing folder, no patient folders, no frame with a ground truth, a
+            ground truth whose size differs from its image, or an unreadable file.
+    """
+    root = Path(data.path)
+    if not root.is_dir():
+        raise DataError(f"CAMUS folder '{root}' does not exist")
+    patients = find_patients(root)
+    if not patients:
+        raise DataError(f"'{root}' holds no 'patient*' folders (expected the CAMUS layout patientXXXX/...)")
+    images, targets, image_paths, gt_paths, names, groups = [], [], [], [], [], []
+    skipped, seen = 0, set()
+    for folder in patients:
+        if folder.name in seen:  # the same patient unpacked twice (both releases side by side)
+            log.info("CAMUS: '%s' skipped, patient %s was read already", folder, folder.name)
+            continue
+        seen.add(folder.name)
+        for view in data.views:
+            for phase in data.phases:
+                stem = f"{folder.name}_{view}_{phase}"
+                image_path, gt_path = _frame(folder, stem), _frame(folder, f"{stem}_gt")
+                if image_path is None or gt_path is None:
+                    skipped += image_path is not None
+                    continue
+                image, gt = read_image(image_path), read_mask(gt_path)
+                if image.shape[1:] != gt.shape:
+                    raise DataError(
+                        f"CAMUS image '{image_path.name}' is {image.shape[1:]} but its ground truth is {gt.shape}"
+                    )
+                if gt.max(initial=0) > 3 or gt.min(initial=0) < 0:
+                    raise DataError(f"CAMUS ground truth '{gt_path}' has label {int(gt.max())}; expected 0-3")
+                target = (gt == data.label).astype(np.int64)
+                if data.size is not None:  # resize now: 800 native frames would take gigabytes
+                    image, target = (
+                        resize_images(image[None], data.size)[0],
+                        resize_images(target[None], data.size, labels=True)[0],
+                    )
+                images.append(image)
+                targets.append(target)
+                image_paths.append(image_path)
+                gt_paths.append(gt_path)
+                names.append(stem)
+                groups.append(folder.name)
+    if skipped:
+        log.info("CAMUS: %d frames without a ground truth skipped (testing patients)", skipped)
+    if not images:
+        raise DataError(
+            f"no CAMUS frame with a ground truth under '{root}' for views {data.views} and phases {data.phases} "
+            "(expected patientXXXX/patientXXXX_2CH_ED.mhd or .nii.gz with a matching _gt file)"
+        )
+    full = ArrayDataset(
+        stack_images(images, image_paths, None, labels=False),
+        stack_images(targets, gt_paths, None, labels=True),
+        num_classes=2,
+        class_names=("background", CAMUS_LABELS[data.label]),
+        names=names,
+    )
+    parts = split_groups(groups, (data.val_fraction, data.test_fraction), data.seed)
+    train, val, test = (full.subset(p) for p in parts)
+    info = {"source": str(root), "label": CAMUS_LABELS[data.label], "split": "seeded, by patient"}
+    for key, part in zip(("train", "val", "test"), parts):
+        info[f"{key}_patients"] = sorted({groups[i] for i in part})
+    return Splits(train, val, test if len(test) else None, info=info)

@@ -1,0 +1,405 @@
+"""``medbalance experiment dualpath``: seed 000's two tables with our numbers, plus what they leave out.
+
+One command, one experiment folder, one dataset (``--data``):
+
+- **Comparison** (seed 000 table 1): U-Net, U-Net++, CE-Net, an nnU-Net-style U-Net (Dice + CE,
+  deep supervision, 33% of each batch forced to contain foreground) and dual-path.
+- **Ablation** (seed 000 table 2): U-Net, MaC, MaC+MiC, MaC+MiC+Fusion (one dual-path model).
+- **Alpha sweep** (0.1 ... 0.9) and **train vs oof** weight maps, with the MiC share they produce.
+- Per test image (first seed): the discriminator's MaC/MiC split, both weight maps, the three
+  dual-path predictions and contour overlays (prediction red, ground truth green).
+
+The U-Net baseline is also the discriminator of the ``train`` weight maps; ``oof`` maps come
+from K more U-Nets, each trained without one fold. Validation weight maps come from the full
+discriminator (validation images are unseen by it in both modes). Every model is trained by
+``ctx.train`` (the one engine; a killed experiment resumes with ``--resume``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medbalance.config import RunConfig
+from medbalance.data.build import build_splits
+from medbalance.data.datasets import ArrayDataset, Splits
+from medbalance.data.samplers import foreground
+from medbalance.engine.engine import Engine, Stage
+from medbalance.engine.tasks import SegmentationTask
+from medbalance.errors import ConfigError, DataError
+from medbalance.losses import CrossEntropyLoss, DiceCELoss
+from medbalance.methods.dualpath import (
+    ABLATION_ROWS,
+    SCALES,
+    DualPathNet,
+    ablation_labels,
+    dualpath_stages,
+    kfold_indices,
+    split_mac_mic,
+    weight_maps,
+)
+from medbalance.metrics import confusion_matrix, segmentation_scores
+from medbalance.nets import CENet, UNet, UNetPlusPlus
+from medbalance.report.overlays import overlay_contours, save_png, to_rgb
+
+__all__ = ["ALPHAS", "run_experiment"]
+
+#: The alpha sweep (SPEC 5.2: the seed's value is not legible).
+ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+_COMPARISON = ("U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path")
+_WEIGHT_MODES = ("train", "oof")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _predict(engine: Engine, data: ArrayDataset) -> tuple[np.ndarray, dict]:
+    """Foreground probabilities ``(N, H, W)`` of a binary model on ``data`` and its scores, in one pass."""
+    out = np.zeros(data.target.shape, np.float32)
+
+    def keep(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        out[batch["index"].numpy()] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+
+    return out, engine.evaluate(data, on_batch=keep)
+
+
+def _split_stats(mac: np.ndarray, mic: np.ndarray) -> dict[str, float]:
+    """How much of the target the discriminator misses: mean MiC share of GT, images with no MiC."""
+    gt = (mac + mic).reshape(len(mac), -1).sum(1)
+    share = mic.reshape(len(mic), -1).sum(1) / np.maximum(gt, 1)
+    return {
+        "MiC share": float(share[gt > 0].mean()) if (gt > 0).any() else 0.0,
+        "empty MiC": float((share == 0).mean()),
+    }
+
+
+def _with_maps(data: ArrayDataset, prob: np.ndarray, alpha: float) -> ArrayDataset:
+    mac, mic = split_mac_mic(torch.from_numpy(prob), torch.from_numpy(data.target))
+    w_mac, w_mic = weight_maps(mac, mic, alpha=alpha)
+    extras = {**data.extras, "w_mac": w_mac.numpy(), "w_mic": w_mic.numpy()}
+    return ArrayDataset(
+        data.images, data.target, num_classes=2, class_names=data.class_names, names=data.names, extras=extras
+    )
+
+
+def _cell(scores: dict, phantom: bool) -> dict[str, float]:
+    cell = {"Dice": scores["mean_dice_fg"], "IoU": scores["mean_iou_fg"]}
+    if phantom:
+        cell["minority recall"] = scores.get("recall_minority", float("nan"))
+    return cell
+
+
+def _zoom(rgb: np.ndarray, min_side: int = 128) -> np.ndarray:
+    k = max(1, -(-min_side // min(rgb.shape[:2])))
+    return rgb.repeat(k, axis=0).repeat(k, axis=1)
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def _grid(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
+    """Equal-sized tiles (grey ``(H, W)`` or RGB) in a grid with white gaps."""
+
+    def join(parts: list[np.ndarray], axis: int) -> np.ndarray:
+        shape = list(parts[0].shape)
+        shape[axis] = gap
+        white = np.full(shape, 255, np.uint8)
+        return np.concatenate([x for part in parts for x in (part, white)][:-1], axis=axis)
+
+    rgb = [[t if t.ndim == 3 else np.repeat(t[..., None], 3, axis=2) for t in row] for row in rows]
+    return join([join(row, 1) for row in rgb], 0)
+
+
+# ----------------------------------------------------------------------------- the experiment
+class _Setup:
+    """Scale, options, data and config factory of one experiment run."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        preset = SCALES[ctx.scale]
+        opts = ctx.options
+        if opts["weight_maps"] not in _WEIGHT_MODES:
+            raise ConfigError(f"option 'weight_maps' must be 'train' or 'oof', got {opts['weight_maps']!r}")
+        if not 0.0 < opts["alpha"] < 1.0:
+            raise ConfigError(f"option 'alpha' must be in (0, 1), got {opts['alpha']!r}")
+        self.preset = preset
+        self.mode, self.alpha = opts["weight_maps"], float(opts["alpha"])
+        self.width = opts["width"] or preset["width"]
+        self.depth = preset["depth"]
+        self.epochs = opts["epochs"] or preset["epochs"]
+        self.steps = (self.epochs, self.epochs, max(1, self.epochs // 4))
+        self.lr = opts["lr"] or preset["lr"]
+        self.batch_size = opts["batch_size"] or preset["batch_size"]
+        self.folds = opts["folds"] or preset["folds"]
+        self.phantom = ctx.data == "phantom"
+        size = opts["size"] or (preset["size"] if self.phantom else preset["real_size"])
+        section = ctx.data_section(
+            {
+                "kind": "intraclass_phantom",
+                "size": size,
+                "n_train": preset["n_train"],
+                "n_val": preset["n_val"],
+                "n_test": preset["n_test"],
+                "seed": 0,
+            }
+        )
+        if section["kind"] != "intraclass_phantom":
+            section["size"] = size
+        if section["kind"] in ("folder", "camus"):
+            section.setdefault("test_fraction", 0.2)
+        if section["kind"] == "folder":
+            section["binary"] = True
+        self.section = section
+        self.splits = build_splits(self.config(0, "unet", "ce", self.epochs))
+        for name, split in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test)):
+            if split is None or len(split) == 0:
+                raise DataError(f"dual-path needs a {name} split; the data '{ctx.data}' gives none")
+        if self.splits.train.num_classes != 2:
+            raise DataError(
+                f"dual-path is binary segmentation; '{ctx.data}' has {self.splits.train.num_classes} classes "
+                "(choose one foreground label)"
+            )
+        if self.folds > len(self.splits.train):
+            raise ConfigError(f"option 'folds' is {self.folds} but there are {len(self.splits.train)} training images")
+        self.in_channels = self.splits.train.in_channels
+        self.task = SegmentationTask(2)
+
+    def config(self, seed: int, model: str, loss: Any, epochs: int, **model_kwargs: Any) -> RunConfig:
+        return self.ctx.base_config(
+            seed=seed,
+            epochs=epochs,
+            lr=self.lr,
+            optimizer="adam",
+            weight_decay=1e-4,
+            batch_size=self.batch_size,
+            data=self.section,
+            model={"name": model, "base_channels": self.width, **model_kwargs},
+            loss=loss,
+        )
+
+    def unet(self, **kwargs: Any) -> Callable[[], UNet]:
+        return lambda: UNet(self.in_channels, 1, base_channels=self.width, depth=self.depth, **kwargs)
+
+    def dualpath(self) -> Callable[[], DualPathNet]:
+        return lambda: DualPathNet(
+            self.in_channels, base_channels=self.width, depth=self.depth, fusion_channels=self.preset["fusion_channels"]
+        )
+
+
+def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:
+    """The comparison rows other than dual-path; ``U-Net`` doubles as the discriminator."""
+    ctx, e, d = setup.ctx, setup.epochs, {"depth": setup.depth}
+    bce = CrossEntropyLoss()
+    recipes = {
+        "U-Net": ("unet", setup.unet(), setup.config(seed, "unet", "ce", e, **d), [Stage("train", e, bce)]),
+        "U-Net++": (
+            "unetpp",
+            lambda: UNetPlusPlus(setup.in_channels, 1, base_channels=setup.width, depth=setup.depth),
+            setup.config(seed, "unetpp", "ce", e, **d),
+            [Stage("train", e, bce)],
+        ),
+        "CE-Net": (
+            "cenet",
+            lambda: CENet(setup.in_channels, 1, base_channels=setup.width),
+            setup.config(seed, "cenet", "ce", e),
+            [Stage("train", e, bce)],
+        ),
+        "nnU-Net-style": (
+            "nnunet",
+            setup.unet(deep_supervision=True),
+            setup.config(seed, "unet", "dice_ce", e, deep_supervision=True, **d),
+            [Stage("train", e, DiceCELoss(), sampler=foreground(0.33))],
+        ),
+    }
+    return {
+        row: ctx.train(f"{key}/seed{seed}", build, setup.task, cfg, stages, setup.splits)
+        for row, (key, build, cfg, stages) in recipes.items()
+    }
+
+
+def _train_fold(setup: _Setup, seed: int, fold: int) -> tuple[Engine, np.ndarray]:
+    """The U-Net trained without fold ``fold`` of the training set, and that fold's indices."""
+    train = setup.splits.train
+    held = kfold_indices(len(train), setup.folds, seed)[fold]
+    splits = Splits(train.subset(np.setdiff1d(np.arange(len(train)), held)), setup.splits.val, None)
+    cfg = setup.config(seed, "unet", "ce", setup.epochs, depth=setup.depth)
+    stages = [Stage("train", setup.epochs, CrossEntropyLoss())]
+    key = f"oof{setup.folds}/fold{fold}/seed{seed}"
+    return setup.ctx.train(key, setup.unet(), setup.task, cfg, stages, splits), held
+
+
+def _oof_probabilities(setup: _Setup, seed: int) -> np.ndarray:
+    """Out-of-fold discriminator probabilities of every training image (K U-Nets)."""
+    train = setup.splits.train
+    prob = np.zeros(train.target.shape, np.float32)
+    for fold in range(setup.folds):
+        engine, held = _train_fold(setup, seed, fold)
+        prob[held] = _predict(engine, train.subset(held))[0]
+    return prob
+
+
+def _train_dualpath(setup: _Setup, seed: int, mode: str, alpha: float, train_prob: np.ndarray, val_prob: np.ndarray):
+    splits = Splits(
+        _with_maps(setup.splits.train, train_prob, alpha), _with_maps(setup.splits.val, val_prob, alpha), None
+    )
+    cfg = setup.config(seed, "unet", "ce", sum(setup.steps), depth=setup.depth)
+    meta = {"method": "dualpath", "weight_maps": mode, "alpha": alpha, "outputs": ["fusion", "mac", "mic"]}
+    key = f"dualpath/{mode}/alpha{alpha:g}/seed{seed}"
+    return setup.ctx.train(key, setup.dualpath(), setup.task, cfg, dualpath_stages(setup.steps), splits, meta=meta)
+
+
+def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], np.ndarray]:
+    """Scores of the fused output, scores of every ablation row, and the ``(N, 3, H, W)`` probabilities."""
+    cms: dict[str, list[torch.Tensor]] = {row: [] for row in ABLATION_ROWS}
+    probs = np.zeros((len(test), 3, *test.target.shape[1:]), np.float32)
+
+    def collect(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        for row, lab in ablation_labels(logits).items():
+            cms[row].append(confusion_matrix(lab, batch["target"], 2, per_image=True).cpu())
+        probs[batch["index"].numpy()] = torch.sigmoid(logits.float()).cpu().numpy()
+
+    fused = engine.evaluate(test, on_batch=collect)
+    return fused, {row: segmentation_scores(torch.cat(cms[row])) for row in ABLATION_ROWS}, probs
+
+
+def _save_artefacts(
+    ctx: Any,
+    test: ArrayDataset,
+    disc_prob: np.ndarray,
+    dual_prob: np.ndarray,
+    preds: dict[str, np.ndarray],
+    alpha: float,
+) -> list[Path]:
+    """Per test image: split, weight maps, three predictions, overlays; and two report figures."""
+    folder = ctx.artefacts("test")
+    mac, mic = split_mac_mic(torch.from_numpy(disc_prob), torch.from_numpy(test.target))
+    w_mac, w_mic = (w.numpy() for w in weight_maps(mac, mic, alpha=alpha))
+    split = (mac.numpy() * 255 + mic.numpy() * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
+    ablation = {
+        "MaC": dual_prob[:, 1] > 0.5,
+        "MaC+MiC": dual_prob[:, 1] + dual_prob[:, 2] > 0.5,
+        "MaC+MiC+Fusion": dual_prob[:, 0] > 0.5,
+    }
+    comparison_rows, map_rows = [], []
+    for i, name in enumerate(test.names):
+        out = folder / Path(name).name
+        hw = test.target.shape[1:]
+        image = to_rgb(test.images[i], hw)
+        save_png(out / "image.png", image)
+        save_png(out / "mac_mic_split.png", split[i])
+        save_png(out / "weight_map_mac.png", _grey(w_mac[i]))
+        save_png(out / "weight_map_mic.png", _grey(w_mic[i]))
+        for row, pred in ablation.items():
+            save_png(out / f"pred_{row.lower().replace('+', '_')}.png", pred[i].astype(np.uint8) * 255)
+        overlays = []
+        for method, labels in preds.items():
+            overlay = overlay_contours(test.images[i], labels[i], test.target[i])
+            save_png(out / f"overlay_{method.lower().replace('+', 'p').replace('-', '')}.png", overlay)
+            overlays.append(_zoom(overlay))
+        if i < 4:
+            comparison_rows.append([_zoom(image), *overlays])
+            disc = overlay_contours(test.images[i], (disc_prob[i] > 0.5).astype(np.int64), test.target[i])
+            map_rows.append([_zoom(disc), _zoom(split[i]), _zoom(_grey(w_mac[i])), _zoom(_grey(w_mic[i]))])
+    figures = [
+        save_png(ctx.artefacts() / "comparison.png", _grid(comparison_rows)),
+        save_png(ctx.artefacts() / "weight_maps.png", _grid(map_rows)),
+    ]
+    return figures
+
+
+def run_experiment(ctx: Any) -> dict:
+    """Train everything, fill the tables, save the artefacts and write the report (see the module doc)."""
+    setup = _Setup(ctx)
+    metrics = ("Dice", "IoU", "minority recall") if setup.phantom else ("Dice", "IoU")
+    where = f"test split of '{ctx.data}' ({len(setup.splits.test)} images, mean over images)"
+    comparison = ctx.table(
+        "Comparison with other methods (seed 000 table 1)",
+        metrics,
+        note=f"{where}. Dual-path: weight maps '{setup.mode}', alpha {setup.alpha:g}, steps {setup.steps} epochs; "
+        f"baselines {setup.epochs} epochs. nnU-Net-style: the same U-Net with Dice + CE, deep supervision and "
+        "33% of each batch forced to contain foreground.",
+    )
+    ablation = ctx.table(
+        "Ablation (seed 000 table 2)",
+        ("Dice", "IoU"),
+        note="MaC: MaC path > 0.5; MaC+MiC: P_MaC + P_MiC > 0.5; MaC+MiC+Fusion: fusion > 0.5 (same models as above).",
+    )
+    maps_table = ctx.table(
+        "Weight maps: the discriminator's MaC / MiC split of the training set",
+        ("MiC share", "empty MiC"),
+        row_label="weight maps",
+        note="MiC share: mean over training images of |MiC| / |GT|; empty MiC: fraction of images whose MiC is empty.",
+    )
+    sweep_seeds = ctx.seeds[: setup.preset["sweep_seeds"]] if ctx.options["sweep"] else ()
+    sweep_note = f"seeds {list(sweep_seeds)}, weight maps '{setup.mode}'"
+    alpha_table = ctx.table("Alpha sweep", ("Dice", "IoU"), row_label="alpha", note=sweep_note) if sweep_seeds else None
+    mode_table = (
+        ctx.table(
+            "Weight maps from the training set ('train', the paper) vs out-of-fold ('oof')",
+            ("Dice", "IoU", "MiC share", "empty MiC"),
+            row_label="weight maps",
+            note=f"seeds {list(sweep_seeds)}, alpha {setup.alpha:g}, {setup.folds} folds",
+        )
+        if sweep_seeds
+        else None
+    )
+
+    figures: list[Path] = []
+    for seed in ctx.seeds:
+        baselines = _baselines(setup, seed)
+        disc = baselines["U-Net"]
+        test = {row: _predict(engine, setup.splits.test) for row, engine in baselines.items()}  # (prob, scores)
+        probs = {"train": _predict(disc, setup.splits.train)[0]}
+        val_prob = _predict(disc, setup.splits.val)[0]
+        modes = _WEIGHT_MODES if seed in sweep_seeds else (setup.mode,)
+        if "oof" in modes:
+            probs["oof"] = _oof_probabilities(setup, seed)
+        stats = {}
+        for mode in probs:  # 'train' costs only a prediction: always shown
+            mac, mic = split_mac_mic(torch.from_numpy(probs[mode]), torch.from_numpy(setup.splits.train.target))
+            stats[mode] = _split_stats(mac.numpy(), mic.numpy())
+            maps_table.add(mode, stats[mode], seed=seed)
+
+        engine = _train_dualpath(setup, seed, setup.mode, setup.alpha, probs[setup.mode], val_prob)
+        fused, rows, dual_prob = _evaluate_dualpath(engine, setup.splits.test)
+        for row in _COMPARISON[:-1]:
+            comparison.add(row, _cell(test[row][1], setup.phantom), seed=seed)
+        comparison.add("Dual-path", _cell(fused, setup.phantom), seed=seed)
+        ablation.add("U-Net", _cell(test["U-Net"][1], False), seed=seed)
+        for row in ABLATION_ROWS:
+            ablation.add(row, _cell(rows[row], False), seed=seed)
+
+        if seed in sweep_seeds:
+
+            def variant(mode: str, alpha: float) -> dict[str, float]:
+                if (mode, alpha) == (setup.mode, setup.alpha):
+                    return _cell(fused, False)
+                engine = _train_dualpath(setup, seed, mode, alpha, probs[mode], val_prob)
+                return _cell(_evaluate_dualpath(engine, setup.splits.test)[0], False)
+
+            for alpha in ALPHAS:
+                alpha_table.add(f"{alpha:g}", variant(setup.mode, alpha), seed=seed)
+            for mode in _WEIGHT_MODES:
+                mode_table.add(mode, {**variant(mode, setup.alpha), **stats[mode]}, seed=seed)
+
+        if seed == ctx.seeds[0]:
+            preds = {row: (prob > 0.5).astype(np.int64) for row, (prob, _) in test.items()}
+            preds["Dual-path"] = (dual_prob[:, 0] > 0.5).astype(np.int64)
+            figures = _save_artefacts(ctx, setup.splits.test, test["U-Net"][0], dual_prob, preds, setup.alpha)
+
+    sp = setup.splits
+    intro = (
+        f"Dual-path framework (seed 000) on {ctx.data}: {len(sp.train)} train / {len(sp.val)} val / "
+        f"{len(sp.test)} test images of {sp.train.images.shape[-2]}x{sp.train.images.shape[-1]} px, "
+        f"{setup.in_channels} channel(s). All networks: width "
+        f"{setup.width}, Adam lr {setup.lr:g} (cosine to 0 within each stage), weight decay 1e-4, batch "
+        f"{setup.batch_size}; best validation Dice selects the weights. Figures: `artefacts/comparison.png` "
+        "(columns: image, U-Net, U-Net++, CE-Net, nnU-Net-style, dual-path; prediction red, ground truth green, "
+        "both yellow) and `artefacts/weight_maps.png` (discriminator on test images, MaC/MiC split with MaC white and "
+        "MiC grey, W_MaC, W_MiC); per-image PNGs in `artefacts/test/<name>/`."
+    )
+    return ctx.write_report(intro, figures)
