@@ -220,7 +220,8 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ([], ["demo"], ["train"], ["predict"], ["evaluate"], ["inspect"]):
+    commands = ["demo", "train", "predict", "evaluate", "inspect", "report", "export", "experiment", "combine"]
+    for cmd in ([], *([c] for c in commands)):
         res = _cli(*cmd, "--help")
         assert res.returncode == 0 and "usage: medbalance" in res.stdout
 

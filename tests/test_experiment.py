@@ -99,6 +99,7 @@ def test_run_writes_tables_and_resume_loads_finished_models(toy, tmp_path):
     assert row["dice"]["n"] == 2 and 0.0 <= row["dice"]["mean"] <= 1.0
     assert "| U-Net w4 | " in (folder / "results.md").read_text()
     assert "<table>" in (folder / "results.html").read_text()
+    assert "U-Net w4" in (folder / "report.html").read_text()
     for key in ("w4/seed0", "w4/seed1"):
         run = folder / "runs" / key
         assert (run / "done.json").is_file() and (run / "config.yaml").is_file()

@@ -19,7 +19,10 @@ from medbalance.cli.main import main
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.stats import class_counts, class_fractions, dataset_stats
 from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, class_weights, effective_number_weights
+from medbalance.report.dataset import effective_numbers, foreground_fractions, object_sizes
 from tests._reference.class_balance_numpy import dataset_stats_np
+from tests._reference.objects_numpy import object_sizes_np
+from tests._reference.report_checks import check_html, check_markdown
 
 
 def _masks(seed: int = 0, n: int = 6, shape=(9, 7), num_classes: int = 4) -> np.ndarray:
@@ -291,3 +294,72 @@ def test_inspect_from_the_shell():
         [sys.executable, "-m", "medbalance", "inspect", "--help"], capture_output=True, text=True, timeout=120
     )
     assert help_.returncode == 0 and "usage: medbalance inspect" in help_.stdout
+
+
+# ----------------------------------------------------------------------------- shape of the data (report.dataset)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    num_classes=st.integers(2, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_object_sizes_match_a_flood_fill(n, h, w, num_classes, seed):
+    masks = np.random.default_rng(seed).integers(0, num_classes, (n, h, w))
+    sizes = object_sizes(masks, num_classes)
+    assert [sorted(s.tolist()) for s in sizes] == object_sizes_np(masks, num_classes)
+    # objects never merge across images: every pixel of a class is in exactly one object
+    assert [int(s.sum()) for s in sizes[1:]] == [int((masks == c).sum()) for c in range(1, num_classes)]
+
+
+def test_foreground_fractions_and_effective_numbers():
+    masks = _masks(seed=5, n=4, shape=(6, 5))
+    np.testing.assert_allclose(foreground_fractions(masks), (masks > 0).mean(axis=(1, 2)))
+    masks[0, 0, :] = 255
+    np.testing.assert_allclose(
+        foreground_fractions(masks, ignore_index=255)[0], ((masks[0] > 0) & (masks[0] != 255)).sum() / 25
+    )
+    counts = [300, 40, 2]
+    eff = effective_numbers(counts, beta=0.99)
+    np.testing.assert_allclose(eff, [(1 - 0.99**n) / 0.01 for n in counts])
+    # the effective-number weights are the inverse effective numbers, scaled to sum to C
+    weights = effective_number_weights(counts, beta=0.99).numpy()
+    np.testing.assert_allclose(weights, 3 * (1 / eff) / (1 / eff).sum(), rtol=1e-5)
+    assert effective_numbers(counts, beta=0.0).tolist() == counts
+    with pytest.raises(ValueError, match="beta must be in"):
+        effective_numbers(counts, beta=1.0)
+
+
+def test_inspect_out_writes_a_report_with_plots(seg_folder, tmp_path, capsys):
+    root, masks = seg_folder
+    assert main(["inspect", str(root), "--split", "all", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "foreground fraction per image: median" in out and "objects, med.px" in out
+    headings = check_html(tmp_path / "r" / "report.html")
+    assert {"Class counts", "Foreground per image", "Object sizes", "Class weights"} <= set(headings)
+    figures = {p.name for p in check_markdown(tmp_path / "r" / "report.md")}
+    assert figures == {"class_counts.png", "foreground_fraction.png", "object_sizes.png", "weights.png"}
+    stats = json.loads((tmp_path / "r" / "stats.json").read_text())
+    reference = object_sizes_np(masks, 3)
+    assert stats["object_sizes"]["class1"]["count"] == len(reference[1])
+    assert stats["foreground_fraction"]["max"] == pytest.approx((masks > 0).mean(axis=(1, 2)).max())
+    report = _inspect_json(capsys, str(root), "--split", "all")
+    assert report["object_sizes"] == stats["object_sizes"]
+
+
+def test_inspect_out_for_classification(tmp_path, capsys):
+    for name, n in (("benign", 5), ("malignant", 2)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    assert (
+        main(["inspect", str(tmp_path / "data"), "--split", "all", "--beta", "0.9", "--out", str(tmp_path / "r")]) == 0
+    )
+    assert "eff.n" in capsys.readouterr().out
+    assert {p.name for p in check_markdown(tmp_path / "r" / "report.md")} == {"class_counts.png", "weights.png"}
+    stats = json.loads((tmp_path / "r" / "stats.json").read_text())
+    np.testing.assert_allclose(stats["effective_numbers"], effective_numbers([5, 2], beta=0.9))
+    assert "effective_number (beta 0.9)" in stats["weights"]

@@ -62,6 +62,7 @@ def _print_summary(result) -> None:
         if k in scores
     ]
     print(f"run folder: {result.run_dir}")
+    print(f"report: {result.run_dir / 'report.html'} (figures and tables; report.md beside it)")
     print(f"{split} scores (best epoch {metrics['best_epoch']}): " + "  ".join(f"{k} {scores[k]:.4f}" for k in keys))
 
 
@@ -96,42 +97,51 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
 
 
-def _input_files(path: Path) -> list[Path]:
-    from medbalance.data.io import IMAGE_SUFFIXES, list_images
-
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = list_images(path)
-        if not files:
-            raise DataError(f"'{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return files
-    raise DataError(f"input '{path}' does not exist")
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
-    from medbalance.data.io import read_image, write_mask
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from medbalance.data.io import image_stem
+    from medbalance.data.medical import list_inputs, mask_path, read_slices, write_labels
     from medbalance.engine.run import load_run, predict_arrays
+    from medbalance.report.plots import save_overlay
 
     run = load_run(args.run_dir)
-    files = _input_files(Path(args.input))
+    files = list_inputs(Path(args.input))
     out = Path(args.out)
     segmentation = run.meta["task"] == "segmentation"
-    targets = [out / f"{f.stem}.png" for f in files] if segmentation else [out / "predictions.csv"]
-    clash = [t for t in targets if t.exists()]
-    if clash:
-        raise DataError(f"'{clash[0]}' already exists; choose an empty --out folder (nothing is overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
     names = run.meta["class_names"]
+    binary = run.task.out_channels == 1
+    if segmentation:
+        # every output is named up front, so a clash stops before any work
+        targets = [mask_path(out, f) for f in files]
+        targets += [out / f"{image_stem(f)}_overlay.png" for f in files] if args.overlay else []
+    else:
+        targets = [out / "predictions.csv"]
+    clash = next((t for t in targets if t.exists()), None)
+    if clash is not None:
+        raise DataError(f"'{clash}' already exists; choose an empty --out folder (nothing is overwritten)")
+    if len(set(targets)) != len(targets):
+        raise DataError(f"two inputs in '{args.input}' share a file name stem; their masks would overwrite each other")
+    out.mkdir(parents=True, exist_ok=True)
     rows = ["name,prediction,label," + ",".join(f"p_{c}" for c in names)]
-    for path in files:
-        image = read_image(path, channels=run.meta["in_channels"])
-        probs, labels = predict_arrays(run, image[None])
+    bar = tqdm(files, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
+    for path in bar:
+        bar.set_postfix_str(path.name)
+        slices, info = read_slices(path, channels=run.meta["in_channels"])
+        # a volume goes through the 2D network a few slices at a time
+        parts = [predict_arrays(run, slices[i : i + 16]) for i in range(0, len(slices), 16)]
+        probs = np.concatenate([p for p, _ in parts])
+        labels = np.concatenate([y for _, y in parts])
         if segmentation:
-            write_mask(out / f"{path.stem}.png", labels[0], binary=run.task.out_channels == 1)
+            write_labels(mask_path(out, path), labels, info, binary=binary)
+            if args.overlay:
+                k = int(np.argmax((labels > 0).reshape(len(labels), -1).sum(axis=1)))  # the most foreground slice
+                save_overlay(out / f"{image_stem(path)}_overlay.png", slices[k], labels[k], run.task.num_classes)
         else:
-            k = int(labels[0])
-            rows.append(f"{path.name},{k},{names[k]}," + ",".join(f"{p:.6f}" for p in probs[0]))
+            for k, (y, p) in enumerate(zip(labels, probs)):
+                name = path.name if len(labels) == 1 else f"{path.name}#{k}"  # slices of a volume
+                rows.append(f"{name},{int(y)},{names[int(y)]}," + ",".join(f"{v:.6f}" for v in p))
     if not segmentation:
         atomic_write_text(out / "predictions.csv", "\n".join(rows) + "\n")
     print(f"wrote {len(files)} prediction(s) to {out}")
@@ -199,6 +209,7 @@ def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str,
 def cmd_inspect(args: argparse.Namespace) -> None:
     from medbalance.data.stats import dataset_stats
     from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, class_weights, effective_number_weights
+    from medbalance.report.dataset import measure, write_dataset_report
 
     if not 0.0 <= args.beta < 1.0:
         raise ValueError(f"--beta must be in [0, 1), got {args.beta:g}")
@@ -210,8 +221,21 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     schemes = [s for s in CLASS_WEIGHT_SCHEMES if not (classification and "_fg" in s)]
     weights = {s: class_weights(stats.counts, s).tolist() for s in schemes}
     effective = effective_number_weights(stats.counts, beta=args.beta).tolist() if classification else None
+    shape = measure(stats, list(datasets.values()), beta=args.beta)
+    if args.out:
+        report = write_dataset_report(
+            args.out,
+            stats,
+            shape,
+            weights,
+            source=args.path,
+            split=args.split,
+            beta=args.beta,
+            effective_weights=effective,
+        )
+        log.info("dataset report with plots: %s", report)
     if args.json:
-        report = {"source": args.path, "split": args.split, **stats.to_dict()}
+        report = {"source": args.path, "split": args.split, **stats.to_dict(), **shape.to_dict()}
         report.update(weights=weights, effective_number_weights=effective, beta=args.beta if classification else None)
         print(json.dumps(report, indent=1))
         return
@@ -224,18 +248,76 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(f"imbalance ratio (largest / smallest present class): {stats.imbalance_ratio:.1f}")
     if stats.absent_classes:
         print("absent classes: " + ", ".join(stats.class_names[i] for i in stats.absent_classes))
+    summary = shape.to_dict()
+    if "foreground_fraction" in summary:
+        fg = summary["foreground_fraction"]
+        print(
+            f"foreground fraction per image: median {fg['median']:.4f}, min {fg['min']:.4f}, max {fg['max']:.4f}; "
+            f"{fg['below_1_percent']} image(s) under 1 %"
+        )
     columns = {f"w{CLASS_WEIGHT_SCHEMES.index(s) + 1}": w for s, w in weights.items()}
     if effective is not None:
         columns["eff"] = effective
+    extra: dict[str, list[str]] = {}  # measured columns, one text cell per class
+    if "object_sizes" in summary:
+        sizes = list(summary["object_sizes"].values())
+        extra["objects"] = ["-", *(str(s["count"]) for s in sizes)]
+        extra["med.px"] = ["-", *(f"{s['median']:g}" if s["count"] else "-" for s in sizes)]
+    elif "effective_numbers" in summary:
+        extra["eff.n"] = [f"{v:.1f}" for v in summary["effective_numbers"]]
     width = max(len("class"), *(len(n) for n in stats.class_names))
-    print(f"\n{'class':<{width}} {unit:>12} {'percent':>9} " + " ".join(f"{h:>7}" for h in columns))
+    print(
+        f"\n{'class':<{width}} {unit:>12} {'percent':>9} "
+        + "".join(f"{h:>9}" for h in extra)
+        + " "
+        + " ".join(f"{h:>7}" for h in columns)
+    )
     for i, name in enumerate(stats.class_names):
         cells = " ".join(f"{w[i]:7.4f}" for w in columns.values())
-        print(f"{name:<{width}} {stats.counts[i]:>12d} {100 * stats.fractions[i]:8.3f}% {cells}")
+        measured = "".join(f"{v[i]:>9}" for v in extra.values())
+        print(f"{name:<{width}} {stats.counts[i]:>12d} {100 * stats.fractions[i]:8.3f}% {measured} {cells}")
     legend = ", ".join(f"w{CLASS_WEIGHT_SCHEMES.index(s) + 1} {s}" for s in schemes)
     print(f"\nclass weights (each column sums to 1): {legend}")
     if effective is not None:
         print(f"eff: effective-number weights (Cui et al. 2019, beta {args.beta:g}), summing to the class count")
+    if extra:
+        what = "connected objects and their median size in pixels" if "objects" in extra else "effective numbers"
+        print(f"{', '.join(extra)}: {what}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from medbalance.report import write_comparison, write_experiment_report, write_report
+    from medbalance.report.html import is_run_dir
+
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise DataError(f"'{d}' is not a folder")
+    if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
+        path = write_experiment_report(dirs[0])
+    elif len(dirs) == 1:
+        if not is_run_dir(dirs[0]):
+            raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
+        metrics = json.loads((dirs[0] / "metrics.json").read_text(encoding="utf-8"))
+        path = write_report(dirs[0], metrics)
+    else:
+        out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "report.html").exists():
+            raise DataError(f"'{out / 'report.html'}' already exists; choose another --out")
+        path = write_comparison(dirs, out)
+    print(f"report: {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from medbalance.export import export_run
+
+    result = export_run(args.run_dir, format=args.format, out=args.out, check=not args.no_check)
+    print(f"exported to {result.path}")
+    if args.no_check:
+        print("parity check skipped (--no-check)")
+    else:
+        shapes = ", ".join("x".join(map(str, s)) for s in result.parity_shapes)
+        print(f"parity with PyTorch at {shapes}: max |difference| {result.max_abs_diff:.2e}")
 
 
 def _seed_list(text: str) -> list[int]:
@@ -291,10 +373,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from checkpoints/last.pt")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", parents=[common], help="predict images (a file or a folder) with a trained run")
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="predict images or volumes (a file or a folder) with a trained run; masks keep format and geometry",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--input", required=True, metavar="PATH", help="an image file or a folder of images")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the predicted masks / predictions.csv")
+    p.add_argument(
+        "--input",
+        required=True,
+        metavar="PATH",
+        help="a file or a folder of PNG/JPEG/TIFF/BMP, NIfTI (.nii, .nii.gz), MetaImage (.mhd, .mha), NRRD or "
+        "DICOM (.dcm) images; volumes are predicted slice by slice",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for the masks (same name and format as the input, JPEG as PNG) or predictions.csv",
+    )
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write NAME_overlay.png: the prediction drawn on the image (a volume: its most foreground slice)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -327,15 +429,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--beta", type=float, default=0.9999, help="beta of the effective-number weights (default: 0.9999)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write DIR/report.html, report.md, stats.json and the plots (class counts, foreground fraction, "
+        "object sizes, class weights)",
+    )
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="rewrite a run's or an experiment's report, or compare several runs side by side",
+    )
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="one run folder (its report.html is rewritten), one experiment folder, or several runs to compare",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder of a comparison (default: compare-<time> beside the first run)",
+    )
+    p.set_defaults(func=cmd_report)
+
+    from medbalance.export import EXPORT_FORMATS
+
+    p = sub.add_parser(
+        "export", parents=[common], help="export a run's model to ONNX or a torch.export program, parity-checked"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="onnx",
+        help="onnx: model.onnx (onnxruntime); torchscript: model.pt2, a torch.export program, the successor of "
+        "TorchScript (torch.jit cannot script these nets and tracing fixes the input size) (default: onnx)",
+    )
+    p.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/export/model.onnx or model.pt2)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.set_defaults(func=cmd_export)
 
     from medbalance.methods import EXPERIMENTS, SCALE_NAMES
 
-    p = sub.add_parser(
-        "experiment", parents=[common], help="run one of the seeds' experiments and write its tables"
-    )
+    p = sub.add_parser("experiment", parents=[common], help="run one of the seeds' experiments and write its tables")
     p.add_argument("name", metavar="NAME", help=f"experiment: {', '.join(EXPERIMENTS)}")
-    p.add_argument("--scale", choices=SCALE_NAMES, default="small", help="smoke (seconds), small (default), paper (GPU)")
+    p.add_argument(
+        "--scale", choices=SCALE_NAMES, default="small", help="smoke (seconds), small (default), paper (GPU)"
+    )
     p.add_argument(
         "--data",
         default="phantom",
@@ -348,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="EXP_DIR", help="continue an interrupted experiment in its folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"], help="device")
     p.set_defaults(func=cmd_experiment)
+
+    from medbalance.cli.combine import add_parser as add_combine_parser
+
+    add_combine_parser(sub, common)
     return parser
 
 
@@ -360,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except USER_ERRORS as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        return 2
+    except OSError as exc:  # the machine, not a bug: a full disk, a file where a folder should be
+        where = f" '{exc.filename}'" if exc.filename else ""
+        sys.stderr.write(f"error: cannot use{where}: {exc.strerror or exc}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; resume with 'medbalance train --resume RUN_DIR'\n")

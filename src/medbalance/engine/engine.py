@@ -269,6 +269,7 @@ class Engine:
             raise ValueError("resume needs a run_dir")
         fabric = self.fabric
         history = HistoryLog(self.run_dir / "history.csv" if self.run_dir else None)
+        total_epochs, run_epochs, fit_start = sum(s.epochs for s in stages), 0, time.perf_counter()
         start_stage, start_epoch, global_epoch, best, state = (
             self._restore(stages, history) if resume else (0, 0, 0, None, None)
         )
@@ -337,8 +338,11 @@ class Engine:
                     "meta": self.meta,
                 }
                 self._end_epoch(ckpt, row, history, improved=improved)
+                run_epochs += 1
+                left = total_epochs - global_epoch
+                eta = (time.perf_counter() - fit_start) / run_epochs * left
                 log.info(
-                    "%s epoch %d/%d  loss %.4f  val %s %.4f%s",
+                    "%s epoch %d/%d  loss %.4f  val %s %.4f%s  [%d/%d epochs, ETA %s]",
                     stage.name,
                     epoch + 1,
                     stage.epochs,
@@ -346,6 +350,9 @@ class Engine:
                     monitor,
                     value,
                     "  (best)" if improved else "",
+                    global_epoch,
+                    total_epochs,
+                    _duration(eta),
                 )
             start_epoch = 0
         return history.rows
@@ -456,6 +463,14 @@ class Engine:
         if stage is not None:
             scores["loss"] = float(loss_sum / max(1, len(loader)))
         return scores
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _scalars(scores: dict) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 import medbalance
 from medbalance._atomic import atomic_write_text
 from medbalance._malloc import tune_malloc
-from medbalance.config import FolderData, RunConfig, dump_config, load_config, parse_config, read_yaml
+from medbalance.config import RunConfig, dump_config, load_config, parse_config, read_yaml
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
@@ -28,7 +28,7 @@ from medbalance.engine.tasks import make_task
 from medbalance.errors import CheckpointError, ConfigError
 from medbalance.losses import build_loss
 from medbalance.nets import build_net
-from medbalance.report import preview_strip, write_report
+from medbalance.report import environment, write_report
 
 __all__ = ["RunResult", "train", "load_run", "evaluate_run", "predict_arrays", "PredictionWriter"]
 
@@ -121,6 +121,7 @@ def train(
     writer = None
     if fabric.is_global_zero:
         writer = PredictionWriter(splits.test if splits.test is not None else splits.val, task, run_dir / "predictions")
+        atomic_write_text(run_dir / "environment.json", json.dumps(environment(str(fabric.device)), indent=1))
     metrics = {
         "best_epoch": best["epoch"],
         "epochs": len(history),
@@ -131,7 +132,13 @@ def train(
         metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
     if writer is not None:
-        write_report(run_dir, metrics, writer.close())
+        examples = writer.close()
+        metrics["confusion"] = {
+            "split": "test" if splits.test is not None else "val",
+            "unit": "pixels" if task.name == "segmentation" else "samples",
+            "matrix": writer.confusion.tolist(),
+        }
+        write_report(run_dir, metrics, examples=examples)
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
@@ -141,41 +148,48 @@ class PredictionWriter:
     """Writes the predictions of an evaluation pass (``Engine.evaluate(..., on_batch=writer)``).
 
     Segmentation: one PNG mask per sample (binary 0/255, multi-class indices). Classification:
-    ``predictions.csv`` with the class probabilities, written by :meth:`close`.
+    ``predictions.csv`` with the class probabilities, written by :meth:`close`. Along the way
+    it accumulates the confusion matrix of the pass (pixels or samples) and keeps the first
+    ``num_examples`` segmentation samples for the report's example grid.
 
     Args:
-        data: the dataset being evaluated (names, images and targets for the previews).
+        data: the dataset being evaluated (names, images and targets).
         task: the run's task.
         folder: where the predictions go.
-        num_previews: how many image | truth | prediction strips to keep for the report.
+        num_examples: how many (name, image, target, prediction) examples to keep.
     """
 
-    def __init__(self, data: ArrayDataset, task, folder: Path, *, num_previews: int = 8) -> None:
-        self.data, self.task, self.folder, self.num_previews = data, task, Path(folder), num_previews
+    def __init__(self, data: ArrayDataset, task, folder: Path, *, num_examples: int = 6) -> None:
+        self.data, self.task, self.folder, self.num_examples = data, task, Path(folder), num_examples
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows: list[str] = []
-        self.previews: list[tuple[str, np.ndarray]] = []
+        self.examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.confusion = np.zeros((task.num_classes, task.num_classes), dtype=np.int64)
 
     def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        data = self.data
+        data, k = self.data, self.task.num_classes
         labels = labels.cpu().numpy()
+        index = batch["index"].tolist()
+        target = batch["target"].cpu().numpy().astype(np.int64)  # what was scored
+        counted = (target >= 0) & (target < k)  # ignore_index pixels are not scored
+        self.confusion += np.bincount(target[counted] * k + labels[counted], minlength=k * k).reshape(k, k)
         if self.task.name == "segmentation":
-            for i, y in zip(batch["index"].tolist(), labels):
+            for i, y in zip(index, labels):
                 name = data.names[i]
                 write_mask(self.folder / f"{Path(name).name}.png", y, binary=self.task.out_channels == 1)
-                if len(self.previews) < self.num_previews:
-                    self.previews.append((name, preview_strip(data.images[i], data.target[i], y)))
+                if len(self.examples) < self.num_examples:
+                    self.examples.append((name, data.images[i], data.target[i], y))
             return
         probs = self.task.probabilities(logits).cpu().tolist()
-        for i, y, p in zip(batch["index"].tolist(), labels, probs):
+        for i, y, p in zip(index, labels, probs):
             self.rows.append(f"{data.names[i]},{int(data.target[i])},{int(y)}," + ",".join(f"{v:.6f}" for v in p))
 
-    def close(self) -> list[tuple[str, np.ndarray]]:
-        """Write ``predictions.csv`` (classification) and return the report previews."""
+    def close(self) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Write ``predictions.csv`` (classification) and return the report examples."""
         if self.rows:
             header = "name,target,prediction," + ",".join(f"p_{c}" for c in self.data.class_names)
             atomic_write_text(self.folder / "predictions.csv", "\n".join([header, *self.rows]) + "\n")
-        return self.previews
+        return self.examples
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
@@ -221,11 +235,11 @@ def evaluate_run(run: LoadedRun, data: ArrayDataset) -> dict:
 def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels for ``(N, C_in, H, W)`` images (eval mode, no autograd).
 
-    A run trained on a folder resized to ``data.size`` sees its input resized the same way;
+    A run trained on data resized to (or generated at) ``data.size`` sees its input resized the same way;
     segmentation logits are then resized back (bilinear), so masks match the input image.
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    size = run.cfg.data.size if isinstance(run.cfg.data, FolderData) else None
+    size = getattr(run.cfg.data, "size", None)  # every data kind that resizes (or generates) at a size
     with torch.inference_mode():
         if size is None or x.shape[-2:] == (size, size):
             logits = run.model(x)

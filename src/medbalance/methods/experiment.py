@@ -13,6 +13,7 @@ Layout of an experiment folder::
                           runs/<key>/...          one run folder per trained model
                           artefacts/...           PNGs the experiment saves
                           results.{md,html,json}  the tables
+                          report.{html,md}        the tables, every model's curves, the figures
 
 ``--resume EXP_DIR`` re-runs the experiment in its folder: finished models (``done.json``) are
 loaded, an interrupted one continues from its ``last.pt``.
@@ -434,5 +435,9 @@ def run_experiment(
     )
     t0 = time.perf_counter()
     results = module.run(ctx)
+    if (run_dir / "results.json").is_file():  # report.html: the tables, every run's curves, the figures
+        from medbalance.report import write_experiment_report
+
+        write_experiment_report(run_dir)
     log.info("%s (%s) finished in %.0f s: %s", name, scale, time.perf_counter() - t0, run_dir / "results.md")
     return ExperimentResult(run_dir, results)

@@ -556,7 +556,8 @@ def pad_to_multiple(
     before = [(-size % multiple) // 2 for size in spatial]
     after = [-size % multiple - b for size, b in zip(spatial, before)]
     index = (slice(None), slice(None)) + tuple(slice(b, b + size) for b, size in zip(before, spatial))
-    if not any(before) and not any(after):
+    # While exporting, always take the padding path so the graph stays valid for any size.
+    if not torch.compiler.is_exporting() and not any(before) and not any(after):
         return x, index
     # F.pad takes (last_before, last_after, second_last_before, ...).
     pad = [p for b, a in zip(reversed(before), reversed(after)) for p in (b, a)]

@@ -1,5 +1,5 @@
-"""Human-readable run reports."""
+"""Human-readable outputs: run / experiment / comparison reports, dataset reports, figures."""
 
-from medbalance.report.html import preview_strip, write_report
+from medbalance.report.html import environment, write_comparison, write_experiment_report, write_report
 
-__all__ = ["write_report", "preview_strip"]
+__all__ = ["environment", "write_report", "write_experiment_report", "write_comparison"]

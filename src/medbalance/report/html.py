@@ -1,149 +1,483 @@
-"""``report.html``: one self-contained page per run (images embedded as base64 PNG)."""
+"""Run, experiment and comparison reports: ``report.html`` and ``report.md`` with their figures.
+
+A report is built once as a list of blocks (headings, paragraphs, tables, figures, code)
+and rendered twice: ``report.html`` embeds every figure as a base64 PNG, so the single file
+can be mailed or archived; ``report.md`` links the same PNGs, written to ``report/`` beside
+it. What each report shows is described in ``docs/artefacts.md``.
+
+- :func:`write_report`: one training run (``medbalance train`` / ``demo`` write it at the end;
+  ``medbalance report RUN_DIR`` rewrites it from the folder).
+- :func:`write_experiment_report`: an experiment folder (``results.json``): its comparison
+  tables, the training curves of its runs and its figures.
+- :func:`write_comparison`: several runs side by side.
+"""
 
 from __future__ import annotations
 
 import base64
 import csv
 import html
-import io
-from collections.abc import Sequence
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from medbalance._atomic import atomic_write_text
+from medbalance.report import plots
 
-__all__ = ["write_report", "preview_strip"]
+__all__ = [
+    "ASSETS",
+    "ReportPage",
+    "environment",
+    "is_run_dir",
+    "write_comparison",
+    "write_experiment_report",
+    "write_report",
+]
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
-figure{display:inline-block;margin:.3em}figcaption{font-size:.8em;color:#555}"""
+log = logging.getLogger(__name__)
 
-# Class colours for label maps (background black).
-_PALETTE = np.array(
-    [
-        [0, 0, 0],
-        [230, 25, 75],
-        [60, 180, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-        [240, 50, 230],
-        [210, 245, 60],
-    ],
-    dtype=np.uint8,
+#: Folder beside ``report.html`` / ``report.md`` that holds the report's PNGs.
+ASSETS = "report"
+_EXAMPLES = "examples.png"
+# Scores listed first in summaries, when a run has them.
+_HEADLINE = (
+    "mean_dice_fg",
+    "mean_iou_fg",
+    "recall_majority",
+    "recall_minority",
+    "accuracy",
+    "macro_recall",
+    "macro_precision",
+    "macro_f1",
 )
 
-
-def _png_b64(arr: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    img = np.clip(image, 0, 1)
-    img = np.repeat(img[:1], 3, axis=0) if img.shape[0] == 1 else img[:3]
-    return (np.moveaxis(img, 0, -1) * 255).astype(np.uint8)
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
+figure{margin:.5em 0 1.5em}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}"""
 
 
-def preview_strip(image: np.ndarray, target: np.ndarray, pred: np.ndarray, *, min_height: int = 160) -> np.ndarray:
-    """Image | ground truth | prediction side by side, label maps colour-coded.
+# ----------------------------------------------------------------------------- page model
+@dataclass
+class ReportPage:
+    """A report as blocks, rendered to ``report.html`` (figures embedded) and ``report.md`` (figures linked).
 
-    Small images are enlarged by an integer factor (pixels stay sharp) to at least ``min_height``.
+    Example:
+        >>> page = ReportPage("scores")
+        >>> page.table(["class", "dice"], [["target", 0.8125]])
+        >>> print(page.to_markdown(Path(".")).splitlines()[-1])
+        | target | 0.8125 |
     """
-    colours = lambda lab: _PALETTE[np.asarray(lab) % len(_PALETTE)]  # noqa: E731
-    gap = np.full((image.shape[1], 2, 3), 255, np.uint8)
-    strip = np.concatenate([_to_rgb(image), gap, colours(target), gap, colours(pred)], axis=1)
-    k = max(1, -(-min_height // image.shape[1]))
-    return strip.repeat(k, axis=0).repeat(k, axis=1)
+
+    title: str
+    blocks: list[tuple] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def items(self, lines: Sequence[str]) -> None:
+        self.blocks.append(("ul", list(lines)))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        self.blocks.append(("table", list(header), [list(r) for r in rows]))
+
+    def figure(self, path: Path, caption: str) -> None:
+        self.blocks.append(("img", Path(path), caption))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def write(self, folder: Path) -> Path:
+        """Write ``folder/report.html`` and ``folder/report.md``; returns the HTML path."""
+        atomic_write_text(folder / "report.md", self.to_markdown(folder))
+        path = folder / "report.html"
+        atomic_write_text(path, self.to_html())
+        return path
+
+    def to_html(self) -> str:
+        """The page as one HTML document, figures embedded as base64 PNG."""
+        esc = html.escape
+        out = [
+            "<!doctype html>",
+            "<html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{esc(self.title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{esc(self.title)}</h1>",
+        ]
+        for kind, *args in self.blocks:
+            if kind in ("h2", "p"):
+                out.append(f"<{kind}>{esc(args[0])}</{kind}>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in args[0]) + "</ul>")
+            elif kind == "table":
+                head = "".join(f"<th>{esc(h)}</th>" for h in args[0])
+                body = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in r) + "</tr>" for r in args[1])
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode(args[0].read_bytes()).decode("ascii")
+                out.append(
+                    f"<figure><img alt='{esc(args[1])}' src='data:image/png;base64,{data}'>"
+                    f"<figcaption>{esc(args[1])}</figcaption></figure>"
+                )
+            else:
+                out.append(f"<pre>{esc(args[0])}</pre>")
+        out.append("</body></html>")
+        return "\n".join(out) + "\n"
+
+    def to_markdown(self, folder: Path) -> str:
+        """The page as Markdown, figures linked relative to ``folder`` (where ``report.md`` goes)."""
+        out = [f"# {self.title}"]
+        for kind, *args in self.blocks:
+            if kind == "h2":
+                out.append(f"## {args[0]}")
+            elif kind == "p":
+                out.append(args[0])
+            elif kind == "ul":
+                out.append("\n".join(f"- {line}" for line in args[0]))
+            elif kind == "table":
+                rows = [args[0], *args[1]]
+                lines = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |" for r in rows]
+                lines.insert(1, "|" + "---|" * len(args[0]))
+                out.append("\n".join(lines))
+            elif kind == "img":
+                out.append(f"![{args[1]}]({Path(os.path.relpath(args[0], folder)).as_posix()})")
+            else:
+                out.append(f"```\n{args[0].rstrip()}\n```")
+        return "\n\n".join(out) + "\n"
 
 
-def _table(rows: Sequence[Sequence], header: Sequence[str]) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
 
 
-def _curves(history: list[dict], monitor: str) -> str:
-    import matplotlib
+# ----------------------------------------------------------------------------- run folders
+def environment(device: str = "cpu") -> dict[str, str]:
+    """Versions and machine of the current process, as a run's ``environment.json`` records them."""
+    import numpy
+    import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import medbalance
 
-    epochs = [int(r["epoch"]) for r in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2), dpi=90)
-    for key, axis, title in (
-        ("train_loss", ax[0], "training loss"),
-        (f"val_{monitor}", ax[1], f"validation {monitor}"),
-    ):
-        values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in history]
-        axis.plot(epochs, values, marker="o", ms=3)
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "medbalance": medbalance.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "gpu": gpu,
+        "device": device,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
-def _score_section(name: str, scores: dict, class_names: Sequence[str]) -> str:
-    scalars = [(k, v) for k, v in scores.items() if isinstance(v, (int, float))]
-    out = f"<h3>{html.escape(name)}</h3>" + _table(scalars, ["score", "value"])
-    per_class = [k for k, v in scores.items() if isinstance(v, list) and len(v) == len(class_names)]
+def is_run_dir(path: str | Path) -> bool:
+    """A finished training run: ``config.yaml`` and ``metrics.json``."""
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (path / "metrics.json").is_file()
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _config_facts(config_text: str) -> dict:
+    import yaml
+
+    from medbalance.config import parse_config
+
+    raw = yaml.safe_load(config_text) or {}
+    try:
+        task = parse_config(raw).task
+    except (ValueError, TypeError):  # a config of another medbalance version: the report still shows it
+        task = "?"
+    loss = raw.get("loss")
+    if isinstance(loss, list):
+        loss = " + ".join(f"{t.get('weight', 1)} x {_loss_term(t)}" for t in loss if isinstance(t, Mapping))
+    elif isinstance(loss, Mapping):
+        loss = _loss_term(loss)
+    data = raw.get("data") or {}
+    return {
+        "model": (raw.get("model") or {}).get("name", "?"),
+        "loss": loss or "?",
+        "data": data.get("kind", "?") + (f" ({data['path']})" if data.get("path") else ""),
+        "task": task,
+    }
+
+
+def _loss_term(term: Mapping) -> str:
+    """``dice(include_background=False)``: a loss entry of the config with its options."""
+    options = ", ".join(f"{k}={v}" for k, v in term.items() if k not in ("name", "weight"))
+    return f"{term.get('name')}({options})" if options else str(term.get("name"))
+
+
+def _per_class_keys(scores: Mapping, num_classes: int) -> list[str]:
+    """Per-class score lists of a score dict (not counts such as ``support``)."""
+    skip = {"support", "empty_per_class"}
+    return [
+        k
+        for k, v in scores.items()
+        if k not in skip and isinstance(v, list) and len(v) == num_classes and all(isinstance(x, float) for x in v)
+    ]
+
+
+def _headline(scores: Mapping) -> list[str]:
+    return [k for k in _HEADLINE if isinstance(scores.get(k), (int, float))]
+
+
+def write_report(
+    run_dir: str | Path,
+    metrics: Mapping,
+    *,
+    examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = (),
+) -> Path:
+    """Write ``report.html`` and ``report.md`` of a training run, figures in ``report/``.
+
+    Args:
+        run_dir: the run folder (``config.yaml``, ``history.csv``, optionally
+            ``environment.json``).
+        metrics: what ``metrics.json`` holds: ``val`` and optionally ``test`` score dicts,
+            ``class_names``, ``best_epoch``, ``epochs``, ``monitor`` and optionally
+            ``confusion`` (``{"split", "unit", "matrix"}``).
+        examples: segmentation examples ``(name, image (C, H, W), target (H, W), pred (H, W))``
+            for the qualitative grid; without them an existing ``report/examples.png`` is kept.
+
+    Returns:
+        The path of ``report.html``.
+    """
+    run_dir = Path(run_dir)
+    assets = run_dir / ASSETS
+    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    facts = _config_facts(config_text)
+    history = _read_history(run_dir)
+    names = list(metrics.get("class_names") or [])
+    monitor = str(metrics.get("monitor", "loss"))
+    split = "test" if "test" in metrics else "val"
+    scores = metrics.get(split, {})
+    page = ReportPage(f"medbalance run {run_dir.name}")
+    page.para(
+        f"{facts['task'].capitalize()} with {facts['model']} trained with loss {facts['loss']} on {facts['data']} "
+        f"data ({len(names)} classes: {', '.join(names)}). Best epoch {metrics.get('best_epoch')} of "
+        f"{metrics.get('epochs')}, selected on validation {monitor}; scores below are on the {split} split."
+    )
+    if scores:
+        page.items([f"{k}: {scores[k]:.4f}" for k in _headline(scores)])
+    if history:
+        page.heading("Training curves")
+        curves = plots.plot_curves({run_dir.name: history}, monitor, assets / "curves.png")
+        page.figure(curves, f"loss per epoch and validation {monitor}")
+    page.heading("Scores")
+    splits = [s for s in ("test", "val") if s in metrics]
+    scalar_keys = [k for k, v in metrics[splits[0]].items() if isinstance(v, (int, float))] if splits else []
+    page.table(["score", *splits], [[k, *(metrics[s].get(k, "-") for s in splits)] for k in scalar_keys])
+    per_class = _per_class_keys(scores, len(names))
     if per_class:
-        rows = [[c, *[scores[k][i] for k in per_class]] for i, c in enumerate(class_names)]
-        out += _table(rows, ["class", *per_class])
+        page.heading(f"Per-class scores ({split} split)")
+        page.table(["class", *per_class], [[n, *(scores[k][i] for k in per_class)] for i, n in enumerate(names)])
+        bars = plots.plot_per_class({k: scores[k] for k in per_class}, names, assets / "per_class.png")
+        page.figure(bars, f"per-class scores on the {split} split")
+    confusion = metrics.get("confusion")
+    if confusion:
+        page.heading("Confusion matrix")
+        path = plots.plot_confusion(
+            np.asarray(confusion["matrix"]), names, assets / "confusion.png", unit=confusion.get("unit", "pixels")
+        )
+        page.figure(path, f"rows: true class, columns: predicted class ({confusion.get('split')} split)")
+    if examples:
+        plots.plot_examples(examples, len(names), assets / _EXAMPLES, names)
+    if (assets / _EXAMPLES).is_file():
+        page.heading("Examples")
+        legend = (
+            "prediction contour red, ground truth green, both yellow"
+            if len(names) == 2
+            else "predicted classes filled in their colour, ground-truth boundaries white"
+        )
+        page.figure(assets / _EXAMPLES, f"{split} images: {legend}")
+    env = _read_json(run_dir / "environment.json")
+    page.heading("Environment")
+    page.table(["", "value"], list(env.items()) or [["environment", "not recorded (run older than this report)"]])
+    page.heading("Resolved config")
+    page.code(config_text)
+    page.heading("Files")
+    page.items(
+        [
+            "config.yaml: the resolved config (train --resume reads it)",
+            "metrics.json: these scores, machine-readable; history.csv: one row per epoch",
+            "checkpoints/best.pt, checkpoints/last.pt; predictions/: the predicted masks or predictions.csv",
+        ]
+    )
+    path = page.write(run_dir)
+    log.debug("report: %s", path)
+    return path
+
+
+# ----------------------------------------------------------------------------- experiments
+def write_experiment_report(exp_dir: str | Path) -> Path:
+    """Write ``report.html`` / ``report.md`` of an experiment folder (one with ``results.json``).
+
+    Shows what the experiment recorded (command, machine, seeds), its comparison tables
+    (mean ± std over seeds), the training curves of every run in ``runs/`` and the figures
+    the experiment saved.
+    """
+    exp_dir = Path(exp_dir)
+    results = _read_json(exp_dir / "results.json")
+    page = ReportPage(f"medbalance experiment {results.get('experiment', exp_dir.name)}")
+    page.items(
+        [
+            f"{k}: {results[k]}"
+            for k in ("scale", "data", "seeds", "options", "command", "machine", "date")
+            if k in results
+        ]
+    )
+    for table in results.get("tables", []):
+        page.heading(table["title"])
+        if table.get("note"):
+            page.para(table["note"])
+        rows = []
+        for row, cells in table["rows"].items():
+            rows.append([row, *(_mean_std(cells[m]) for m in table["metrics"])])
+        page.table([table.get("row_label", "method"), *table["metrics"]], rows)
+    histories = {
+        str(p.parent.relative_to(exp_dir / "runs")): _read_history(p.parent)
+        for p in sorted((exp_dir / "runs").glob("**/history.csv"))
+    }
+    histories = {k: v for k, v in histories.items() if v}
+    if histories:
+        page.heading("Training curves")
+        monitor = _monitor_of(next(iter(histories.values())))
+        path = plots.plot_curves(histories, monitor, exp_dir / ASSETS / "curves.png")
+        page.figure(path, f"loss and validation {monitor} of every run")
+    for figure in results.get("figures", []):
+        if (exp_dir / figure).is_file():
+            page.figure(exp_dir / figure, Path(figure).stem)
+    return page.write(exp_dir)
+
+
+def _mean_std(cell: Mapping) -> str:
+    if not cell.get("n") or cell.get("mean") is None or math.isnan(cell["mean"]):
+        return "-"
+    return f"{cell['mean']:.4f}" + (f" ± {cell['std']:.4f}" if cell["n"] > 1 else "")
+
+
+def _monitor_of(history: Sequence[Mapping]) -> str:
+    """The first validation score of a history (the runs of an experiment have no metrics.json)."""
+    keys = [k[4:] for k in history[0] if k.startswith("val_") and k != "val_loss"]
+    return next((k for k in _HEADLINE if k in keys), keys[0] if keys else "loss")
+
+
+# ----------------------------------------------------------------------------- comparisons
+def _flatten(raw: Mapping, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return out
 
 
-def write_report(run_dir: str | Path, metrics: dict, previews: Sequence[tuple[str, np.ndarray]] = ()) -> Path:
-    """Write ``run_dir/report.html`` from its config, history and ``metrics``.
+def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Compare finished runs side by side in ``out/report.html`` and ``out/report.md``.
+
+    Shows each run's setup and headline scores, the config keys in which the runs differ,
+    their training curves overlaid, per-class scores grouped by class, and links to each
+    run's own report.
 
     Args:
-        run_dir: the run folder.
-        metrics: what ``metrics.json`` holds (``val``, optionally ``test`` score dicts).
-        previews: ``(name, RGB uint8 image)`` pairs, e.g. from :func:`preview_strip`.
+        run_dirs: two or more run folders (each with ``config.yaml`` and ``metrics.json``).
+        out: the folder to write (created).
+
+    Raises:
+        ValueError: fewer than two runs, a folder that is not a finished run, or runs of
+            different tasks.
     """
-    run_dir = Path(run_dir)
-    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-    with open(run_dir / "history.csv", newline="") as fh:
-        history = list(csv.DictReader(fh))
-    class_names = metrics.get("class_names", [])
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>medbalance run {html.escape(run_dir.name)}</title>",
-        f"<style>{_CSS}</style></head><body><h1>Run {html.escape(run_dir.name)}</h1>",
-        f"<p>Best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')} "
-        f"(selected on validation <code>{html.escape(str(metrics.get('monitor')))}</code>).</p>",
-    ]
-    if history:
-        parts.append(
-            f"<h2>Training curves</h2><img alt='training curves' src='data:image/png;base64,"
-            f"{_curves(history, metrics.get('monitor', 'loss'))}'>"
+    import yaml
+
+    dirs = [Path(d) for d in run_dirs]
+    if len(dirs) < 2:
+        raise ValueError(f"run_dirs must name at least 2 runs to compare, got {len(dirs)}")
+    bad = next((d for d in dirs if not is_run_dir(d)), None)
+    if bad is not None:
+        raise ValueError(f"'{bad}' is not a finished run folder (expected config.yaml and metrics.json)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = _unique_labels(dirs)
+    metrics = {label: _read_json(d / "metrics.json") for label, d in zip(labels, dirs)}
+    configs = {label: (d / "config.yaml").read_text(encoding="utf-8") for label, d in zip(labels, dirs)}
+    tasks = {_config_facts(c)["task"] for c in configs.values()}
+    if len(tasks) > 1:
+        raise ValueError(f"runs must share one task to be compared, got {', '.join(sorted(tasks))}")
+    page = ReportPage(f"medbalance comparison of {len(dirs)} runs")
+    page.para("Scores on each run's test split (its validation split when it has none).")
+    split_of = {k: ("test" if "test" in m else "val") for k, m in metrics.items()}
+    keys = [k for k in _HEADLINE if all(isinstance(m[split_of[r]].get(k), (int, float)) for r, m in metrics.items())]
+    rows = []
+    for label, d in zip(labels, dirs):
+        facts = _config_facts(configs[label])
+        m = metrics[label]
+        rows.append(
+            [label, facts["model"], facts["loss"], split_of[label], f"{m.get('best_epoch')}/{m.get('epochs')}"]
+            + [m[split_of[label]][k] for k in keys]
         )
-    parts.append("<h2>Scores</h2>")
-    for split in ("test", "val"):
-        if split in metrics:
-            parts.append(
-                _score_section({"test": "Test split", "val": "Validation split"}[split], metrics[split], class_names)
-            )
-    if previews:
-        parts.append("<h2>Examples</h2><p>image | ground truth | prediction</p>")
-        parts += [
-            f"<figure><img alt='{html.escape(n)}' src='data:image/png;base64,{_png_b64(a)}'>"
-            f"<figcaption>{html.escape(n)}</figcaption></figure>"
-            for n, a in previews
-        ]
-    keys = list(history[0]) if history else []
-    parts.append("<h2>History</h2>" + _table([[r[k] for k in keys] for r in history], keys))
-    parts.append(f"<h2>Resolved config</h2><pre>{html.escape(config_text)}</pre></body></html>")
-    path = run_dir / "report.html"
-    atomic_write_text(path, "\n".join(parts))
-    return path
+    page.table(["run", "model", "loss", "split", "best/epochs", *keys], rows)
+
+    flat = {label: _flatten(yaml.safe_load(c) or {}) for label, c in configs.items()}
+    all_keys = sorted(set().union(*flat.values()) - {"name"})
+    differing = [k for k in all_keys if len({f.get(k, "-") for f in flat.values()}) > 1]
+    page.heading("Config differences")
+    if differing:
+        page.table(["key", *labels], [[k, *(flat[r].get(k, "-") for r in labels)] for k in differing])
+    else:
+        page.para("The runs have the same config (apart from their names).")
+
+    histories = {label: _read_history(d) for label, d in zip(labels, dirs)}
+    histories = {k: v for k, v in histories.items() if v}
+    monitors = {m.get("monitor") for m in metrics.values()}
+    if histories:
+        monitor = monitors.pop() if len(monitors) == 1 else _monitor_of(next(iter(histories.values())))
+        page.heading("Training curves")
+        page.figure(
+            plots.plot_curves(histories, monitor, out / ASSETS / "curves.png"), f"loss and validation {monitor}"
+        )
+
+    names = list(next(iter(metrics.values())).get("class_names") or [])
+    same_classes = all(list(m.get("class_names") or []) == names for m in metrics.values())
+    per_class = _per_class_keys(metrics[labels[0]][split_of[labels[0]]], len(names)) if same_classes else []
+    for key in per_class[:2]:
+        if all(key in m[split_of[r]] for r, m in metrics.items()):
+            series = {r: m[split_of[r]][key] for r, m in metrics.items()}
+            page.heading(f"Per-class {key}")
+            page.table(["class", *labels], [[n, *(series[r][i] for r in labels)] for i, n in enumerate(names)])
+            page.figure(plots.plot_per_class(series, names, out / ASSETS / f"per_class_{key}.png"), f"{key} per class")
+
+    page.heading("Run reports")
+    page.items([f"{label}: {os.path.relpath(d / 'report.html', out)}" for label, d in zip(labels, dirs)])
+    return page.write(out)
+
+
+def _unique_labels(dirs: Sequence[Path]) -> list[str]:
+    """Folder names, with their parent prepended where two runs share a name."""
+    names = [d.name for d in dirs]
+    labels = [f"{d.parent.name}/{d.name}" if names.count(d.name) > 1 else d.name for d in dirs]
+    return [f"{label} [{i}]" if labels.count(label) > 1 else label for i, label in enumerate(labels)]

@@ -1,0 +1,93 @@
+"""``medbalance combine MULTI_RUN BINARY_RUN``: seed 002's "reuse background" on new images.
+
+Both runs predict every input image; :func:`medbalance.methods.reuse_background.combine_predictions`
+keeps the multi-class labels only where the binary run sees foreground, and the result is
+written like ``medbalance predict`` writes masks: one class-index file per input, in the
+input's format (PNG for 2D images, the same format and geometry for volumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medbalance.errors import CheckpointError, DataError
+
+__all__ = ["add_parser", "cmd_combine"]
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register ``combine`` on the ``medbalance`` sub-command parsers."""
+    p = sub.add_parser(
+        "combine",
+        parents=[common],
+        help="reuse a binary run's background in a multi-class run's predictions (seed 002)",
+    )
+    p.add_argument("multi_run", metavar="MULTI_RUN", help="run folder of the multi-class segmentation model")
+    p.add_argument("binary_run", metavar="BINARY_RUN", help="run folder of the binary (foreground/background) model")
+    p.add_argument("--input", required=True, metavar="PATH", help="an image file or a folder of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the combined class-index PNGs")
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=0.5,
+        help="foreground probability above which the binary run says foreground (default: 0.5)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("paper", "fg_argmax"),
+        default="paper",
+        help="paper: multi-class argmax over all classes where foreground (the seed); "
+        "fg_argmax: argmax over the foreground classes only (default: paper)",
+    )
+    p.set_defaults(func=cmd_combine)
+    return p
+
+
+def _check_runs(multi, binary, multi_dir: str, binary_dir: str) -> None:
+    for run, where in ((multi, multi_dir), (binary, binary_dir)):
+        if run.meta["task"] != "segmentation":
+            raise CheckpointError(f"'{where}' is a {run.meta['task']} run; combine needs segmentation runs")
+    if multi.task.out_channels < 2:
+        raise CheckpointError(f"MULTI_RUN '{multi_dir}' is a binary model; expected a multi-class one (softmax output)")
+    if binary.task.out_channels != 1:
+        raise CheckpointError(
+            f"BINARY_RUN '{binary_dir}' predicts {binary.task.num_classes} classes; expected a binary model "
+            "(train it with --set data.binary=true)"
+        )
+    if multi.meta["in_channels"] != binary.meta["in_channels"]:
+        raise CheckpointError(
+            f"the runs expect different image channels: {multi.meta['in_channels']} (MULTI_RUN) vs "
+            f"{binary.meta['in_channels']} (BINARY_RUN)"
+        )
+
+
+def cmd_combine(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from medbalance.data.medical import list_inputs, mask_path, read_slices, write_labels
+    from medbalance.engine.run import load_run, predict_arrays
+    from medbalance.methods.reuse_background import combine_predictions
+
+    if not 0.0 <= args.tau < 1.0:
+        raise ValueError(f"--tau must be in [0, 1), got {args.tau:g}")
+    multi, binary = load_run(args.multi_run), load_run(args.binary_run)
+    _check_runs(multi, binary, args.multi_run, args.binary_run)
+    files = list_inputs(Path(args.input))
+    out = Path(args.out)
+    targets = [mask_path(out, f) for f in files]
+    clash = next((t for t in targets if t.exists()), None)
+    if clash is not None:
+        raise DataError(f"'{clash}' already exists; choose an empty --out folder (nothing is overwritten)")
+    if len(set(targets)) != len(targets):
+        raise DataError(f"two inputs in '{args.input}' share a file name stem; their masks would overwrite each other")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, target in zip(files, targets):
+        slices, info = read_slices(path, channels=multi.meta["in_channels"])
+        labels = []
+        for i in range(0, len(slices), 16):  # a volume goes through the 2D networks a few slices at a time
+            chunk = slices[i : i + 16]
+            multi_probs, fg_prob = predict_arrays(multi, chunk)[0], predict_arrays(binary, chunk)[0]
+            labels.append(combine_predictions(multi_probs, fg_prob, tau=args.tau, mode=args.mode))
+        write_labels(target, np.concatenate(labels), info, binary=False)
+    print(f"wrote {len(files)} combined prediction(s) to {out}")

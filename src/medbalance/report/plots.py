@@ -1,0 +1,336 @@
+"""The figures of run, comparison and dataset reports, each written as one PNG.
+
+Every function takes the data to draw and a ``path``, writes a PNG there (folders created)
+and returns the path. Matplotlib runs on the non-interactive ``Agg`` backend, so nothing
+needs a display. Class colours come from :func:`medbalance.report.overlays.palette`, so a
+class has the same colour in the bars, the heat maps and the label overlays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medbalance.report.overlays import colorize, contours, overlay_contours, palette, save_png, to_rgb
+
+__all__ = [
+    "label_overlay",
+    "plot_class_counts",
+    "plot_confusion",
+    "plot_curves",
+    "plot_examples",
+    "plot_histogram",
+    "plot_per_class",
+    "plot_weights",
+    "save_overlay",
+]
+
+_DPI = 90
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path, *, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, format="png", dpi=_DPI)
+    _pyplot().close(fig)
+    return path
+
+
+def _number(value: object) -> float:
+    """A history cell as a float (empty cells, e.g. no validation that epoch, become NaN)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _class_colours(num_classes: int) -> np.ndarray:
+    """Palette colours for bars, background grey (a black bar hides its edges)."""
+    colours = palette(num_classes).astype(float) / 255
+    colours[0] = (0.6, 0.6, 0.6)
+    return colours
+
+
+def plot_curves(histories: Mapping[str, Sequence[Mapping[str, object]]], monitor: str, path: str | Path) -> Path:
+    """Loss and validation metric per epoch of one or several runs.
+
+    Args:
+        histories: run name -> rows of its ``history.csv`` (``epoch``, ``train_loss``,
+            optionally ``val_loss``, ``val_<monitor>`` and ``stage``).
+        monitor: the validation score to draw, e.g. ``"mean_dice_fg"``.
+        path: the PNG to write.
+
+    With a single run, stage changes (multi-stage methods) are marked by dotted lines.
+    """
+    plt = _pyplot()
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.4))
+    single = len(histories) == 1
+    for k, (name, rows) in enumerate(histories.items()):
+        epochs = [_number(r.get("epoch")) for r in rows]
+        colour = f"C{k % 10}"
+        label = "train" if single else name
+        ax_loss.plot(epochs, [_number(r.get("train_loss")) for r in rows], "-o", ms=3, color=colour, label=label)
+        if any(r.get("val_loss") not in (None, "") for r in rows):
+            val = [_number(r.get("val_loss")) for r in rows]
+            ax_loss.plot(epochs, val, "--", color=colour, label="validation" if single else f"{name} (val)")
+        ax_score.plot(epochs, [_number(r.get(f"val_{monitor}")) for r in rows], "-o", ms=3, color=colour, label=name)
+        if single:
+            stages = [r.get("stage") for r in rows]
+            for i in range(1, len(rows)):
+                if stages[i] != stages[i - 1]:
+                    for ax in (ax_loss, ax_score):
+                        ax.axvline(epochs[i] - 0.5, color="k", ls=":", lw=1)
+                    ax_score.annotate(str(stages[i]), (epochs[i] - 0.5, 1), xycoords=("data", "axes fraction"))
+    ax_loss.set_title("loss")
+    ax_score.set_title(f"validation {monitor}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_score):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    if not single:
+        ax_score.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _grouped_bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]]) -> None:
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for k, (name, values) in enumerate(series.items()):
+        bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name, color=f"C{k % 10}")
+        if len(groups) * len(series) <= 24:
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, groups, rotation=30 if max(map(len, groups), default=0) > 8 else 0, ha="right")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_per_class(
+    scores: Mapping[str, Sequence[float]], class_names: Sequence[str], path: str | Path, *, title: str = ""
+) -> Path:
+    """Grouped bars of per-class scores (one group per class, one bar per score).
+
+    Args:
+        scores: score name -> one value per class, e.g. ``{"dice": [...], "recall": [...]}``.
+        class_names: the ``C`` class names.
+        path: the PNG to write.
+        title: figure title.
+    """
+    for name, values in scores.items():
+        if len(values) != len(class_names):
+            raise ValueError(f"scores['{name}'] has {len(values)} values but there are {len(class_names)} classes")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(min(12.0, 3.0 + 0.35 * len(class_names) * max(1, len(scores))), 3.4))
+    _grouped_bars(ax, list(class_names), scores)
+    ax.set_ylim(0, 1.08)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncols=max(1, len(scores)))
+    return _save(fig, path)
+
+
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path, *, unit: str = "pixels") -> Path:
+    """Confusion-matrix heat map, rows normalised to the share of each true class.
+
+    Cells show the row share and the raw count, so a rare class is readable next to the
+    background. Rows are the target, columns the prediction (as :mod:`medbalance.metrics`).
+
+    Args:
+        cm: ``(C, C)`` counts.
+        class_names: the ``C`` class names.
+        path: the PNG to write.
+        unit: what is counted, for the title ("pixels" or "samples").
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
+        raise ValueError(f"cm must be ({len(class_names)}, {len(class_names)}), got shape {cm.shape}")
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    plt = _pyplot()
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.75 * n, 1.8 + 0.7 * n))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                colour = "white" if share[i, j] > 0.6 else "black"
+                ax.text(j, i, f"{share[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(n), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({unit})")
+    return _save(fig, path)
+
+
+def label_overlay(
+    image: np.ndarray, pred: np.ndarray, num_classes: int, target: np.ndarray | None = None, *, alpha: float = 0.45
+) -> np.ndarray:
+    """An image with its predicted labels drawn on it, uint8 ``(H, W, 3)``.
+
+    Binary (``num_classes == 2``): prediction contour red, ground-truth contour green,
+    both yellow (:func:`~medbalance.report.overlays.overlay_contours`, seed 000 figure 4).
+    Multi-class: predicted classes filled in their palette colour (blended with
+    ``alpha``) and the ground-truth boundaries drawn in white.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1|3)`` or ``(1|3, H, W)``, float in [0, 1] or uint8.
+        pred: integer labels ``(H, W)``.
+        num_classes: classes including background.
+        target: integer labels ``(H, W)`` or None.
+        alpha: opacity of the class colours (multi-class).
+    """
+    if num_classes == 2:
+        return overlay_contours(image, pred, target)
+    pred = np.asarray(pred)
+    rgb = to_rgb(image, pred.shape).astype(np.float32)
+    colours = colorize(pred, num_classes).astype(np.float32)
+    fg = (pred > 0)[..., None]
+    out = np.where(fg, (1 - alpha) * rgb + alpha * colours, rgb).round().astype(np.uint8)
+    if target is not None:
+        out[contours(np.asarray(target))] = 255
+    return out
+
+
+def plot_examples(
+    examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    num_classes: int,
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """A grid of qualitative segmentation examples.
+
+    Per example: the image; the overlay of :func:`label_overlay` (binary: prediction red,
+    ground truth green); for multi-class also the colour-coded ground truth and prediction.
+    Binary examples go two to a row, multi-class examples one.
+
+    Args:
+        examples: ``(name, image (C, H, W) in [0, 1], target (H, W), pred (H, W))`` tuples.
+        num_classes: classes including background.
+        path: the PNG to write.
+        class_names: legend of the class colours (multi-class).
+    """
+    if not examples:
+        raise ValueError("examples is empty; expected at least one (name, image, target, pred)")
+    multi = num_classes > 2
+    if multi:
+        titles, per_row = ["image", "prediction over image", "ground truth", "prediction"], 1
+    else:
+        titles, per_row = ["image", "prediction (red) / truth (green)"], min(2, len(examples))
+    rows, columns = -(-len(examples) // per_row), len(titles) * per_row
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (name, image, target, pred) in enumerate(examples):
+        row, first = divmod(k, per_row)
+        panels = [to_rgb(image, pred.shape), label_overlay(image, pred, num_classes, target)]
+        if multi:
+            panels += [colorize(np.asarray(target), num_classes), colorize(np.asarray(pred), num_classes)]
+        for j, panel in enumerate(panels):
+            ax = axes[row, first * len(titles) + j]
+            ax.axis("on")
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[j], fontsize=8)
+        axes[row, first * len(titles)].set_ylabel(str(name)[-24:], fontsize=8)
+    if multi and class_names is not None:
+        from matplotlib.patches import Patch
+
+        colours = palette(num_classes) / 255
+        handles = [Patch(color=colours[i], label=n) for i, n in enumerate(class_names)]
+        fig.legend(handles=handles, loc="lower center", ncols=min(len(handles), 7), fontsize=8)
+        return _save(fig, path, rect=(0, 0.3 / fig.get_figheight(), 1, 1))  # room for the legend
+    return _save(fig, path)
+
+
+def plot_class_counts(
+    counts: Sequence[int], class_names: Sequence[str], path: str | Path, *, unit: str = "samples"
+) -> Path:
+    """Class counts sorted from head to tail on a log axis (the long-tail plot).
+
+    Args:
+        counts: one count per class.
+        class_names: one name per class.
+        path: the PNG to write.
+        unit: what is counted ("samples" or "pixels"), for the axis label.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    order = np.argsort(-counts, kind="stable")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(counts) + 2), 3.4))
+    colours = _class_colours(len(counts))[order]
+    bars = ax.bar(range(len(counts)), np.maximum(counts[order], 0), color=colours)
+    if len(counts) <= 30:
+        ax.bar_label(bars, fontsize=7)
+    if counts.max() > 0:
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(counts)), [class_names[i] for i in order], rotation=30, ha="right")
+    ax.set_ylabel(f"{unit} (log scale)")
+    present = counts[counts > 0]
+    ratio = present.max() / present.min() if len(present) else float("nan")
+    ax.set_title(f"class counts, head to tail (imbalance ratio {ratio:.1f})")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_histogram(
+    values: Sequence[float], path: str | Path, *, title: str, xlabel: str, bins: int = 30, log_x: bool = False
+) -> Path:
+    """A histogram of per-image or per-object values (``log_x``: logarithmic bins)."""
+    values = np.asarray(values, dtype=np.float64)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    if values.size:
+        if log_x and values.min() > 0:
+            edges = np.geomspace(values.min(), max(values.max(), values.min() * 1.01), bins + 1)
+            ax.set_xscale("log")
+        else:
+            edges = bins
+        ax.hist(values, bins=edges, color="C0", edgecolor="white")
+    else:
+        ax.text(0.5, 0.5, "nothing to count", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_weights(weights: Mapping[str, Sequence[float]], class_names: Sequence[str], path: str | Path) -> Path:
+    """The class weights of every scheme, one panel per scheme (bars in the class colours)."""
+    plt = _pyplot()
+    n = len(weights)
+    columns = min(3, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.6 * rows), squeeze=False)
+    colours = _class_colours(len(class_names))
+    for ax, (scheme, values) in zip(axes.flat, weights.items()):
+        ax.bar(range(len(values)), values, color=colours)
+        ax.set_title(scheme, fontsize=9)
+        labels = class_names if len(class_names) <= 10 else [str(i) for i in range(len(class_names))]
+        ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def save_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, num_classes: int) -> Path:
+    """Write :func:`label_overlay` of a prediction (no ground truth) as a PNG."""
+    return save_png(path, label_overlay(image, pred, num_classes))

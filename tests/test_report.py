@@ -1,0 +1,160 @@
+"""Run, comparison, experiment reports (``report.html`` / ``report.md``) and their figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medbalance.cli.main import main
+from medbalance.methods.experiment import ResultTable
+from medbalance.report import plots, write_comparison, write_experiment_report
+from medbalance.report.overlays import PRED_COLOUR, TARGET_COLOUR, palette
+from tests._reference.report_checks import assert_real_png, check_html, check_markdown
+
+TINY = ["--set", "epochs=2", "--set", "model.base_channels=4", "--set", "progress=false"]
+SEG = ["--set", "data.size=32", "--set", "data.n_train=8", "--set", "data.n_val=4", "--set", "data.n_test=4"]
+LONGTAIL = [
+    "--set", "data.n_max=12", "--set", "data.imbalance_ratio=4", "--set", "data.num_classes=3",
+    "--set", "data.n_val_per_class=2", "--set", "data.n_test_per_class=3", "--set", "data.size=16",
+    "--set", "epochs=2", "--set", "progress=false",
+]  # fmt: skip
+
+
+def _train(out, *argv) -> "Path":  # noqa: F821
+    assert main([*argv, "--out", str(out)]) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A binary (demo), a 7-class (nuclei) and a classification (longtail) run, trained for 2 epochs."""
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "binary": _train(root / "binary", "demo", *TINY, *SEG),
+        "multi": _train(root / "multi", "train", "nuclei", *TINY, *SEG),
+        "classification": _train(root / "cls", "train", "longtail", *LONGTAIL),
+    }
+
+
+@pytest.mark.parametrize("kind", ["binary", "multi", "classification"])
+def test_run_report_parses_and_every_figure_is_a_real_png(runs, kind):
+    run = runs[kind]
+    headings = check_html(run / "report.html")
+    figures = {p.name for p in check_markdown(run / "report.md")}
+    expected = {"curves.png", "per_class.png", "confusion.png"} | (
+        {"examples.png"} if kind != "classification" else set()
+    )
+    assert figures == expected
+    for section in ("Training curves", "Scores", "Confusion matrix", "Environment", "Resolved config"):
+        assert section in headings, section
+    assert any(h.startswith("Per-class scores") for h in headings)
+    assert ("Examples" in headings) == (kind != "classification")
+    env = json.loads((run / "environment.json").read_text())
+    assert env["device"] == "cpu" and env["torch"]
+
+
+@pytest.mark.parametrize("kind", ["binary", "multi", "classification"])
+def test_confusion_matrix_agrees_with_the_scores(runs, kind):
+    metrics = json.loads((runs[kind] / "metrics.json").read_text())
+    cm = np.asarray(metrics["confusion"]["matrix"])
+    scores = metrics[metrics["confusion"]["split"]]
+    assert cm.shape == (len(metrics["class_names"]),) * 2
+    if kind == "classification":
+        assert metrics["confusion"]["unit"] == "samples"
+        assert cm.sum(1).tolist() == scores["support"]
+        assert np.trace(cm) / cm.sum() == pytest.approx(scores["accuracy"])
+    else:
+        assert metrics["confusion"]["unit"] == "pixels" and cm.sum() == 4 * 32 * 32
+        # images of one size: the mean per-image accuracy is the pooled one
+        assert np.trace(cm) / cm.sum() == pytest.approx(scores["pixel_accuracy"])
+
+
+def test_report_command_rewrites_a_run_report_and_keeps_its_examples(runs, capsys):
+    run = runs["binary"]
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {run / 'report.html'}"
+    assert "Examples" in check_html(run / "report.html")
+
+
+def test_comparison_of_several_runs(runs, tmp_path, capsys):
+    twin = tmp_path / runs["binary"].name
+    shutil.copytree(runs["binary"], twin)
+    (twin / "config.yaml").write_text((twin / "config.yaml").read_text().replace("lr: 0.002", "lr: 0.01"))
+    out = tmp_path / "cmp"
+    assert main(["report", str(runs["binary"]), str(twin), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| lr | 0.002 | 0.01 |" in text  # the config keys that differ, and only those
+    assert "| seed |" not in text
+    assert "Per-class dice" in check_html(out / "report.html")
+    assert {p.name for p in check_markdown(out / "report.md")} == {
+        "curves.png",
+        "per_class_dice.png",
+        "per_class_iou.png",
+    }
+    # the same folder name twice: labels get the parent folder
+    assert f"{runs['binary'].parent.name}/{runs['binary'].name}" in text
+    assert main(["report", str(runs["binary"]), str(twin), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_comparison_refuses_bad_input(runs, tmp_path, capsys):
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        write_comparison([runs["binary"]], tmp_path / "c")
+    with pytest.raises(ValueError, match="one task"):
+        write_comparison([runs["binary"], runs["classification"]], tmp_path / "c")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither a finished run" in capsys.readouterr().err
+
+
+def test_experiment_report_shows_tables_and_curves(runs, tmp_path):
+    exp = tmp_path / "exp"
+    table = ResultTable("Dice of the toy rows", ("dice",), note="toy note")
+    for seed, value in enumerate((0.5, 0.7)):
+        table.add("U-Net", {"dice": value}, seed=seed)
+    results = {"experiment": "toy", "scale": "smoke", "seeds": [0, 1], "machine": "2-core CPU", "figures": []}
+    results["tables"] = [table.to_dict()]
+    (exp / "runs" / "unet" / "seed0").mkdir(parents=True)
+    shutil.copy(runs["binary"] / "history.csv", exp / "runs" / "unet" / "seed0" / "history.csv")
+    (exp / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(exp)]) == 0
+    headings = check_html(exp / "report.html")
+    assert "Dice of the toy rows" in headings and "Training curves" in headings
+    assert "| U-Net | 0.6000 ± 0.1414 |" in (exp / "report.md").read_text()
+    assert write_experiment_report(exp) == exp / "report.html"
+
+
+# ----------------------------------------------------------------------------- figures
+def test_label_overlay_binary_contours_and_multiclass_fill():
+    image = np.full((1, 12, 12), 0.5, np.float32)
+    pred = np.zeros((12, 12), np.int64)
+    pred[2:6, 2:6] = 1
+    target = np.zeros_like(pred)
+    target[6:10, 6:10] = 1
+    binary = plots.label_overlay(image, pred, 2, target)
+    assert binary[2, 2].tolist() == list(PRED_COLOUR) and binary[6, 6].tolist() == list(TARGET_COLOUR)
+    multi = plots.label_overlay(image, pred * 3, 4, target)
+    colour = palette(4)[3].astype(float)
+    np.testing.assert_allclose(multi[3, 3], np.round(0.55 * 127.5 + 0.45 * colour), atol=1)
+    assert multi[6, 6].tolist() == [255, 255, 255]  # ground-truth boundary
+    assert multi[0, 0].tolist() == [128, 128, 128]  # untouched background
+
+
+def test_figures_are_real_pngs_and_bad_input_is_refused(tmp_path):
+    names = ["background", "a", "b"]
+    cm = np.array([[50, 2, 1], [3, 9, 0], [0, 1, 4]])
+    assert_real_png(plots.plot_confusion(cm, names, tmp_path / "cm.png").read_bytes())
+    assert_real_png(plots.plot_class_counts([500, 40, 3], names, tmp_path / "counts.png").read_bytes())
+    sizes = np.random.default_rng(0).integers(1, 400, 50)
+    assert_real_png(plots.plot_histogram(sizes, tmp_path / "h.png", title="t", xlabel="x", log_x=True).read_bytes())
+    assert_real_png(plots.plot_histogram([], tmp_path / "empty.png", title="t", xlabel="x").read_bytes())
+    with pytest.raises(ValueError, match=r"cm must be \(3, 3\)"):
+        plots.plot_confusion(cm[:2], names, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="scores\\['dice'\\] has 2 values but there are 3 classes"):
+        plots.plot_per_class({"dice": [0.1, 0.2]}, names, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="examples is empty"):
+        plots.plot_examples([], 2, tmp_path / "bad.png")
