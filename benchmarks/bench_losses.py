@@ -46,9 +46,10 @@ __all__ = ["cpu_times", "run"]
 
 # Losses that need class counts get these (CoNIC-like proportions, background first).
 _COUNTS = [83975, 126, 10308, 1855, 551, 103, 3081]
-# LDAM accepts segmentation maps but is a long-tail classification loss (with a cosine
-# classifier head, SPEC 10); its cost on a segmentation map is not a figure users need.
-_CLASSIFICATION_ONLY = {"ldam"}
+# LDAM and label-aware smoothing accept segmentation maps but are long-tail classification
+# losses (LDAM with a cosine head, SPEC 10; smoothing in MiSLAS stage 2); their cost on a
+# segmentation map is not a figure users need.
+_CLASSIFICATION_ONLY = {"ldam", "label_aware_smoothing"}
 
 
 def _monai(name: str, binary: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:

@@ -271,6 +271,15 @@ def test_label_aware_smoothing_matches_reference(counts, seed):
     np.testing.assert_allclose(label_aware_epsilons(counts).numpy(), ref.label_aware_eps(counts), atol=1e-6)
 
 
+def test_label_aware_smoothing_on_label_maps_is_the_per_pixel_loss():
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(2, 3, 4, 5, generator=g), torch.randint(0, 3, (2, 4, 5), generator=g)
+    per_pixel = label_aware_smoothing(logits.movedim(1, -1).reshape(-1, 3), target.reshape(-1), class_counts=[90, 9, 1])
+    assert label_aware_smoothing(logits, target, class_counts=[90, 9, 1]) == pytest.approx(float(per_pixel), rel=1e-6)
+    with pytest.raises(ValueError, match="C >= 2"):
+        label_aware_smoothing(torch.randn(2, 1, 4), torch.zeros(2, 4, dtype=torch.long), class_counts=[3, 1])
+
+
 def test_label_aware_smoothing_edges():
     eps = label_aware_epsilons([1000, 10, 505], head_eps=0.4, tail_eps=0.1)
     assert eps[0] == pytest.approx(0.4) and eps[1] == pytest.approx(0.1)

@@ -65,8 +65,8 @@ def label_aware_smoothing(
     class this is ordinary label smoothing.
 
     Args:
-        logits: ``(N, C)`` raw scores, ``C >= 2``.
-        target: ``(N,)`` integer labels.
+        logits: ``(N, C)`` or ``(N, C, *spatial)`` raw scores, ``C >= 2``.
+        target: ``(N,)`` or ``(N, *spatial)`` integer labels.
         class_counts: ``(C,)`` training samples per class.
         head_eps: smoothing of the largest class (**Default** 0.3).
         tail_eps: smoothing of the smallest class (**Default** 0.0).
@@ -76,7 +76,7 @@ def label_aware_smoothing(
         The loss, float32.
 
     Raises:
-        ValueError: non-classification logits, a count vector of the wrong length, bad labels.
+        ValueError: binary (one-channel) logits, a count vector of the wrong length, bad labels.
 
     Example:
         >>> logits, target = torch.zeros(2, 3), torch.tensor([0, 2])
@@ -84,8 +84,8 @@ def label_aware_smoothing(
         1.0986
     """
     check_choice("reduction", reduction, REDUCTIONS)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, C) with C >= 2, got {tuple(logits.shape)}")
+    if logits.ndim < 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (N, C, *spatial) with C >= 2, got {tuple(logits.shape)}")
     eps = label_aware_epsilons(class_counts, head_eps=head_eps, tail_eps=tail_eps).to(logits.device)
     if eps.numel() != logits.shape[1]:
         raise ValueError(f"class_counts has {eps.numel()} entries but logits have {logits.shape[1]} classes")
@@ -94,7 +94,8 @@ def label_aware_smoothing(
         if labels is None:
             raise TypeError(f"target must hold integer labels, got dtype {target.dtype}")
         e = eps[labels].unsqueeze(1)
-        soft = (1.0 - e) * F.one_hot(labels, logits.shape[1]).float() + e / logits.shape[1]
+        onehot = F.one_hot(labels, logits.shape[1]).movedim(-1, 1).float()
+        soft = (1.0 - e) * onehot + e / logits.shape[1]
         return cross_entropy(logits.float(), soft, reduction=reduction)
 
 
