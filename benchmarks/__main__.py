@@ -3,8 +3,11 @@
 Usage: ``python -m benchmarks [--quick] [--threads N] [--only SUBSTRING] [--device DEV]
 [--channels-last]``. Every module exposes ``run(*, quick, device, channels_last) -> list[Row]``.
 
-``python -m benchmarks nets [...]`` runs the networks benchmark with its own options
-(``python -m benchmarks nets --help``; see :mod:`benchmarks.bench_nets`).
+``python -m benchmarks NAME [...]`` runs one benchmark with its own options, NAME one of
+``nets``, ``losses``, ``compute`` (channels_last / bf16 / no-grad / argmax switches),
+``pipeline`` (data-only vs train-step images/s, dataset cache) and ``scaling`` (time per
+epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``); e.g.
+``python -m benchmarks scaling --help``. Figures and their commands: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from benchmarks.harness import machine_info, report
 
 log = logging.getLogger("benchmarks")
 
+#: Benchmarks with options of their own: ``python -m benchmarks NAME [options]``.
+SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling")
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["nets"]:
-        from benchmarks.bench_nets import main as nets_main
-
-        return nets_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return importlib.import_module(f"benchmarks.bench_{argv[0]}").main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -17,3 +17,9 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real datasets not found at {root} (set MEDBALANCE_DATA)")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory) -> None:
+    """Folder datasets cache their decoded arrays; tests write that cache to a temporary folder."""
+    os.environ["MEDBALANCE_CACHE"] = str(tmp_path_factory.mktemp("cache"))

@@ -94,6 +94,7 @@ class FolderData(_Segmentation):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
+    cache: bool = True  # decoded + resized arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
 
 
 class CamusData(_Segmentation, _Split):

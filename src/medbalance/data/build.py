@@ -15,6 +15,7 @@ from medbalance.config import (
     RunConfig,
 )
 from medbalance.data import phantoms
+from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import read_folder
 
@@ -131,7 +132,13 @@ def _build(cfg: RunConfig) -> Splits:
             info={"source": data.kind, "class_counts": counts, "imbalance_ratio": data.imbalance_ratio},
         )
     assert isinstance(data, FolderData)
-    full = read_folder(data.path, task=data.task, channels=data.channels, size=data.size)
+    settings = {"reader": "folder", "task": data.task, "channels": data.channels, "size": data.size}
+    full = cached_dataset(
+        data.path,
+        settings,
+        lambda: read_folder(data.path, task=data.task, channels=data.channels, size=data.size),
+        enabled=data.cache,
+    )
     train_idx, val_idx, test_idx = split_indices(len(full), (data.val_fraction, data.test_fraction), data.seed)
     return Splits(
         full.subset(train_idx),
