@@ -7,11 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from medbalance.errors import RunDirError
+
 __all__ = ["replace_atomically", "atomic_write_bytes", "atomic_write_text"]
 
 
 def replace_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Raises:
+        RunDirError: the file cannot be written (no space left, read-only folder, ...); the
+            previous ``path``, if any, is left as it was.
+    """
     # Write beside the target, flush to disk, then rename: a reader (or a kill -9) sees either
     # the old complete file or the new complete file, never a torn one.
     path = Path(path)
@@ -22,6 +29,8 @@ def replace_atomically(path: str | Path, write: Callable[[BinaryIO], object]) ->
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise RunDirError(f"cannot write '{path}': {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

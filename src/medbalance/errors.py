@@ -21,7 +21,7 @@ class CheckpointError(ValueError):
 
 
 class RunDirError(ValueError):
-    """The output folder cannot hold a new run."""
+    """The output folder cannot hold a new run, or a file in it cannot be written (a full disk)."""
 
 
 class TrainingError(RuntimeError):

@@ -7,10 +7,17 @@ SimpleITK. A medical file must hold one 2D image (a volume with a single slice i
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from medbalance.errors import DataError
 
@@ -54,14 +61,45 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+@contextlib.contextmanager
+def _c_stderr_captured() -> Iterator[list[str]]:
+    """Capture what C++ code prints to file descriptor 2 (ITK's MetaIO does), into the yielded list."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    printed: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            printed.append(tmp.read().decode("utf-8", errors="replace"))
+
+
+def sitk_reason(exc: RuntimeError) -> str:
+    """The one useful line of a SimpleITK exception (its first line is a C++ source location)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    error = next((line for line in lines if "ERROR:" in line), lines[-1] if lines else "unreadable")
+    error = error.split("ERROR:", 1)[-1].strip()
+    # ITK's "Reason:" line is strerror of a stale errno ("No such file" for a truncated .raw): left out
+    return re.sub(r"^\w+IO\(0x[0-9a-f]+\): ", "", error)  # "MetaImageIO(0x55d0...): "
+
+
 def _load_medical(path: Path) -> np.ndarray:
     import SimpleITK as sitk  # only needed for medical formats
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if "rror" in line), str(exc).splitlines()[0])
-        raise DataError(f"cannot read image '{path}': {reason}") from None
+    with _c_stderr_captured() as printed:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            failure = sitk_reason(exc)
+        else:
+            failure = None
+    if failure is not None:
+        detail = " ".join(printed[0].split())  # MetaIO says what is wrong ("data not read completely") here
+        raise DataError(f"cannot read image '{path}': {failure}" + (f" ({detail})" if detail else "")) from None
     size = image.GetSize()  # (W, H[, D]) in ITK order
     if len(size) > 3 or (len(size) == 3 and size[2] != 1):
         raise DataError(f"'{path}' is a volume of size {size} (ITK order); expected a 2D image")
@@ -70,24 +108,39 @@ def _load_medical(path: Path) -> np.ndarray:
 
 
 def _load(path: Path) -> np.ndarray:
+    arr = _load_any(path)
+    if arr.size == 0:
+        raise DataError(f"'{path}' holds an empty array of shape {arr.shape}; expected an image")
+    return arr
+
+
+def _load_any(path: Path) -> np.ndarray:
     if image_suffix(path) in MEDICAL_SUFFIXES:
         return _load_medical(path)
     if path.suffix.lower() == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"cannot read '{path}': not a valid .npy array ({exc})") from None
+            # Memory-mapped first: a header promising more data than the file holds is refused
+            # instead of allocated. numpy parses the header with ast/tokenize, hence their errors.
+            return np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
+        except (ValueError, OSError, EOFError, SyntaxError, TokenError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"cannot read '{path}': not a valid .npy array ({reason})") from None
     try:
         with Image.open(path) as img:
             img.load()
-            if getattr(img, "n_frames", 1) > 1:
-                raise DataError(f"'{path}' holds {img.n_frames} frames (a stack); expected a single 2D image")
+            frames = getattr(img, "n_frames", 1)
             if img.mode in ("I;16", "I;16B", "I", "F", "L", "1", "P"):
                 arr = np.asarray(img.convert("L") if img.mode == "1" else img)
             else:
                 arr = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"cannot read image '{path}': {exc}") from None
+    # An untrusted file can make Pillow's decoders raise almost anything (OSError, ValueError,
+    # TypeError "Missing dimensions", SyntaxError, EOFError, struct.error, DecompressionBombError
+    # for a huge header, found by tests/test_fuzz.py); the block calls nothing but Pillow.
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read image '{path}': {reason}") from None
+    if frames > 1:
+        raise DataError(f"'{path}' holds {frames} frames (a stack); expected a single 2D image")
     return arr
 
 
@@ -103,8 +156,10 @@ def read_image(path: str | Path, *, channels: int = 1) -> np.ndarray:
     arr = _load(path)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = np.moveaxis(arr, 0, -1)  # channel-first .npy
-    if arr.ndim not in (2, 3):
-        raise DataError(f"image '{path}' has shape {arr.shape}; expected (H, W) or (H, W, C)")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+        raise DataError(f"image '{path}' has shape {arr.shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4")
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]  # RGBA: the alpha channel is not image content
     if image_suffix(path) in MEDICAL_SUFFIXES and arr.dtype != np.uint8:
         # Medical intensities (CT in Hounsfield units, MR) have no fixed range: min-max per image.
         arr = arr.astype(np.float32)
@@ -145,6 +200,8 @@ def read_mask(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return (arr >= 128).astype(np.int64)
     values = np.unique(arr)
+    if values.size and values[0] < 0:
+        raise DataError(f"mask '{path}' has label {values[0]:g}; expected class indices >= 0")
     if len(values) <= 2 and values.max(initial=0) == 255:
         return (arr == 255).astype(np.int64)
     return arr.astype(np.int64)

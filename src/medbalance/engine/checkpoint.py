@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+    except pickle.UnpicklingError as exc:  # weights_only refused an object: the file wants to run code
+        refused = next((line for line in str(exc).splitlines() if "Unsupported" in line), "weights_only")
+        refused = refused.split("error:")[-1].split(" was not")[0].strip()
+        raise CheckpointError(
+            f"cannot load checkpoint '{path}': it holds objects other than tensors and plain values, "
+            f"refused unread ({refused})"
+        ) from None
+    except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(
             f"cannot load checkpoint '{path}': {type(exc).__name__}: {str(exc).splitlines()[0]}"
         ) from None

@@ -81,13 +81,13 @@ def train(
         cfg = cfg.model_copy(update={"progress": progress})
     tune_malloc()  # reuse freed activation memory across steps (MEDBALANCE_MALLOC=default: off)
     fabric = make_fabric(cfg)
+    splits = build_splits(cfg)  # before the run folder: bad data leaves no folder behind
     if resume is not None:
         run_dir = Path(resume)
     else:
         # One folder per run, chosen by rank 0 and shared with the other processes.
         run_dir = create_run_dir(out, cfg.name) if fabric.is_global_zero else None
         run_dir = Path(fabric.broadcast(str(run_dir), src=0))
-    splits = build_splits(cfg)
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))

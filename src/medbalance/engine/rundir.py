@@ -16,6 +16,8 @@ __all__ = ["RunDirError", "create_run_dir", "HistoryLog"]
 def create_run_dir(parent: str | Path, name: str) -> Path:
     """Create ``parent/<name>-<YYYYmmdd-HHMMSS>[-k]`` and its sub-folders; never reuse one."""
     parent = Path(parent)
+    if parent.exists() and not parent.is_dir():
+        raise RunDirError(f"output folder '{parent}' is a file; expected a folder (or a path to create)")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import tokenize
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,11 @@ from medbalance.data.folder import resize_images
 from medbalance.data.io import list_images, read_image
 from medbalance.data.longtail import longtail_splits
 from medbalance.errors import DataError
+
+# More classes than any MedMNIST task has (11), with room: beyond it a label is damage, not a class.
+_MAX_CLASSES = 1000
+# What numpy raises for a damaged .npz / .npy (a short file is EOFError, a bad header SyntaxError).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile)
 
 __all__ = [
     "BREAKHIS_CLASSES",
@@ -237,6 +244,29 @@ def build_chestxray(data: ChestXrayData) -> Splits:
 
 
 # ----------------------------------------------------------------------------- MedMNIST
+def _check_npz_members(path: Path, keys: Sequence[str]) -> None:
+    """Refuse a member whose header claims more data than the archive holds.
+
+    numpy allocates the array a member's header describes before reading it, so a damaged or
+    crafted header (``shape (10**12,)``) would exhaust memory instead of failing.
+    """
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with zipfile.ZipFile(path) as archive:
+        for key in keys:
+            info = archive.getinfo(f"{key}.npy")
+            with archive.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version not in readers:
+                    raise DataError(f"'{path.name}' member '{key}' has .npy format version {version}")
+                shape, _, dtype = readers[version](fh)
+            claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if dtype.hasobject or claimed > info.file_size:
+                raise DataError(
+                    f"'{path.name}' member '{key}' claims a {dtype} array of shape {shape} "
+                    f"but holds {info.file_size} bytes"
+                )
+
+
 def read_medmnist(
     path: str | Path,
     *,
@@ -264,16 +294,33 @@ def read_medmnist(
         arrays = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"MedMNIST file '{path}' does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read MedMNIST file '{path}': {exc}") from None
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"cannot read MedMNIST file '{path}': {exc or type(exc).__name__}") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise DataError(f"'{path.name}' is a single .npy array, not a MedMNIST .npz archive")
     with arrays:
         missing = [
             f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels") if f"{s}_{k}" not in arrays
         ]
         if missing:
             raise DataError(f"'{path.name}' lacks key(s) {', '.join(missing)} (expected the MedMNIST layout)")
-        raw = {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "val", "test")}
-    num_classes = max(int(y.max()) + 1 for _, y in raw.values() if y.size)
+        try:  # members are read lazily: a damaged one fails here
+            _check_npz_members(path, [f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")])
+            raw = {s: (arrays[f"{s}_images"], arrays[f"{s}_labels"]) for s in ("train", "val", "test")}
+        except _NPZ_ERRORS as exc:
+            raise DataError(f"cannot read MedMNIST file '{path}': {exc or type(exc).__name__}") from None
+    for split, (_, y) in raw.items():
+        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+            raise DataError(f"'{path.name}' {split}_labels has dtype {y.dtype}; expected integer class labels")
+        if y.size and not 0 <= int(y.min()) <= int(y.max()) < _MAX_CLASSES:
+            raise DataError(
+                f"'{path.name}' {split}_labels holds {int(y.min())}..{int(y.max())}; "
+                f"expected class indices in [0, {_MAX_CLASSES})"
+            )
+    sizes = [y.size for _, y in raw.values()]
+    if not all(sizes):
+        raise DataError(f"'{path.name}' has an empty split (labels per split: {sizes})")
+    num_classes = max(int(y.max()) + 1 for _, y in raw.values())
     if class_names is None:
         prefix = next((k for k in MEDMNIST_CLASS_NAMES if path.stem.startswith(k)), None)
         class_names = MEDMNIST_CLASS_NAMES[prefix] if prefix else [f"class{i}" for i in range(num_classes)]
