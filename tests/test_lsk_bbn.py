@@ -181,7 +181,7 @@ def test_bbn_shares_the_trunk_only(branch_blocks):
 def test_bbn_argument_errors():
     with pytest.raises(ValueError, match=r"branch_blocks must be an int in \[1, 2\]"):
         BBN(1, 3, branch_blocks=3, **TINY)
-    with pytest.raises(ValueError, match="widths must list at least two stages"):
+    with pytest.raises(ValueError, match="widths must list at least 2 stages"):
         BBN(1, 3, widths=(8,))
     with pytest.raises(ValueError, match=r"x_r must have shape \(N, 1, H, W\)"):
         BBN(1, 3, **TINY)(torch.randn(2, 1, 8, 8), torch.randn(2, 3, 8, 8))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medbalance.errors import CheckpointError, DataError
+from medbalance.errors import CheckpointError
 
 __all__ = ["add_parser", "cmd_combine"]
 
@@ -65,7 +65,7 @@ def _check_runs(multi, binary, multi_dir: str, binary_dir: str) -> None:
 def cmd_combine(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from medbalance.data.medical import list_inputs, mask_path, read_slices, write_labels
+    from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_slices, write_labels
     from medbalance.engine.run import load_run, predict_arrays
     from medbalance.methods.reuse_background import combine_predictions
 
@@ -76,12 +76,7 @@ def cmd_combine(args: argparse.Namespace) -> None:
     files = list_inputs(Path(args.input))
     out = Path(args.out)
     targets = [mask_path(out, f) for f in files]
-    clash = next((t for t in targets if t.exists()), None)
-    if clash is not None:
-        raise DataError(f"'{clash}' already exists; choose an empty --out folder (nothing is overwritten)")
-    if len(set(targets)) != len(targets):
-        raise DataError(f"two inputs in '{args.input}' share a file name stem; their masks would overwrite each other")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, targets, args.input)
     for path, target in zip(files, targets):
         slices, info = read_slices(path, channels=multi.meta["in_channels"])
         labels = []

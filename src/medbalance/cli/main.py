@@ -102,7 +102,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from medbalance.data.io import image_stem
-    from medbalance.data.medical import list_inputs, mask_path, read_slices, write_labels
+    from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_slices, write_labels
     from medbalance.engine.run import load_run, predict_arrays
     from medbalance.report.plots import save_overlay
 
@@ -118,12 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         targets += [out / f"{image_stem(f)}_overlay.png" for f in files] if args.overlay else []
     else:
         targets = [out / "predictions.csv"]
-    clash = next((t for t in targets if t.exists()), None)
-    if clash is not None:
-        raise DataError(f"'{clash}' already exists; choose an empty --out folder (nothing is overwritten)")
-    if len(set(targets)) != len(targets):
-        raise DataError(f"two inputs in '{args.input}' share a file name stem; their masks would overwrite each other")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, targets, args.input)
     rows = ["name,prediction,label," + ",".join(f"p_{c}" for c in names)]
     bar = tqdm(files, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
     for path in bar:

@@ -41,6 +41,7 @@ __all__ = [
     "ImageInfo",
     "list_inputs",
     "mask_path",
+    "claim_outputs",
     "read_slices",
     "write_labels",
 ]
@@ -180,6 +181,22 @@ def mask_path(out_dir: str | Path, path: str | Path) -> Path:
     path = Path(path)
     suffix = image_suffix(path)
     return Path(out_dir) / f"{image_stem(path)}{'.png' if suffix in _AS_PNG else suffix}"
+
+
+def claim_outputs(out_dir: str | Path, targets: list[Path], source: str | Path) -> None:
+    """Create ``out_dir`` once sure that no output in ``targets`` exists or is named twice.
+
+    Every output is named before any work, so a clash stops the command before it writes.
+
+    Raises:
+        DataError: an output exists already, or two inputs of ``source`` map to one output.
+    """
+    clash = next((t for t in targets if t.exists()), None)
+    if clash is not None:
+        raise DataError(f"'{clash}' already exists; choose an empty --out folder (nothing is overwritten)")
+    if len(set(targets)) != len(targets):
+        raise DataError(f"two inputs in '{source}' share a file name stem; their masks would overwrite each other")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
 
 
 def write_labels(path: str | Path, labels: np.ndarray, info: ImageInfo, *, binary: bool) -> Path:

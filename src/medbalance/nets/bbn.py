@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from medbalance.nets.blocks import ConvNormAct, require_choice, require_positive_int
-from medbalance.nets.resnet import HEADS, LSK_POSITIONS, channels_last, init_weights_, make_head, resnet_stage
+from medbalance.nets.blocks import ConvNormAct, require_choice
+from medbalance.nets.resnet import channels_last, check_resnet_args, init_weights_, make_head, resnet_stage
 
 __all__ = ["BBN", "LSKBB"]
 
@@ -67,16 +67,9 @@ class BBN(nn.Module):
         head: str = "linear",
     ) -> None:
         super().__init__()
-        self.in_channels = require_positive_int("in_channels", in_channels)
-        self.num_classes = require_positive_int("num_classes", num_classes)
-        require_positive_int("blocks_per_stage", blocks_per_stage)
-        require_choice("lsk_position", lsk_position, LSK_POSITIONS)
-        require_choice("head", head, HEADS)
-        widths = tuple(widths)
-        if len(widths) < 2:
-            raise ValueError(f"widths must list at least two stages (the last one is per branch), got {widths}")
-        for i, width in enumerate(widths):
-            require_positive_int(f"widths[{i}]", width)
+        self.in_channels, self.num_classes = in_channels, num_classes
+        # at least two stages: the last one is per branch
+        widths = check_resnet_args(in_channels, num_classes, widths, blocks_per_stage, lsk_position, head, min_stages=2)
         branch_blocks = blocks_per_stage if branch_blocks is None else branch_blocks
         if (
             isinstance(branch_blocks, bool)

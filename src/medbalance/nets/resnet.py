@@ -119,6 +119,31 @@ def make_head(head: str, in_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(in_features, num_classes) if head == "linear" else CosineLinear(in_features, num_classes)
 
 
+def check_resnet_args(
+    in_channels: int,
+    num_classes: int,
+    widths: Sequence[int],
+    blocks_per_stage: int,
+    lsk_position: str | None,
+    head: str,
+    *,
+    min_stages: int = 1,
+) -> tuple[int, ...]:
+    """Validate the arguments the CIFAR ResNets share (:class:`ResNet32`, BBN); the widths as a tuple."""
+    require_positive_int("in_channels", in_channels)
+    require_positive_int("num_classes", num_classes)
+    require_positive_int("blocks_per_stage", blocks_per_stage)
+    require_choice("lsk_position", lsk_position, LSK_POSITIONS)
+    require_choice("head", head, HEADS)
+    widths = tuple(widths)
+    if len(widths) < min_stages:
+        need = "one stage width" if min_stages == 1 else f"{min_stages} stages (the last one is per branch)"
+        raise ValueError(f"widths must list at least {need}, got {widths}")
+    for i, width in enumerate(widths):
+        require_positive_int(f"widths[{i}]", width)
+    return widths
+
+
 class ResNet32(nn.Module):
     """ResNet for small images in the CIFAR layout: a 3x3 stem conv to ``widths[0]``,
     ``len(widths)`` stages of ``blocks_per_stage`` basic blocks (stride 2 at the first
@@ -177,16 +202,8 @@ class ResNet32(nn.Module):
         head: str = "linear",
     ) -> None:
         super().__init__()
-        self.in_channels = require_positive_int("in_channels", in_channels)
-        self.num_classes = require_positive_int("num_classes", num_classes)
-        require_positive_int("blocks_per_stage", blocks_per_stage)
-        require_choice("lsk_position", lsk_position, LSK_POSITIONS)
-        require_choice("head", head, HEADS)
-        widths = tuple(widths)
-        if not widths:
-            raise ValueError("widths must list at least one stage width, got ()")
-        for i, width in enumerate(widths):
-            require_positive_int(f"widths[{i}]", width)
+        self.in_channels, self.num_classes = in_channels, num_classes
+        widths = check_resnet_args(in_channels, num_classes, widths, blocks_per_stage, lsk_position, head)
 
         self.stem = ConvNormAct(in_channels, widths[0])
         ins = (widths[0], *widths[:-1])
