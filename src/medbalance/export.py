@@ -10,24 +10,26 @@ Why these two paths, and their limits (measured with torch 2.13 on the package's
 - ONNX uses the dynamo exporter (``torch.onnx.export(..., dynamo=True)``, needs
   ``onnxscript``). The legacy exporter bakes the sizes of the padding to a multiple of
   ``2 ** depth`` into the graph and fails at any other input size. The trace uses an
-  odd-sized example of two different sides and batch 2, so the padding stays general; the
-  parity check runs at the training size and at an odd size. ONNX has no shape guards: an
-  input so small that the deepest feature map vanishes is not refused.
+  odd-sized example of two different sides and batch 2, so the padding stays general. ONNX
+  has no shape guards: an input so small that the deepest feature map vanishes is not
+  refused.
 - ``torchscript``: ``torch.jit.script`` cannot compile the networks (they use ``Sequence``
   annotations and Python control flow) and ``torch.jit.trace`` bakes the padding sizes in
   like the legacy exporter; both are deprecated. So this format writes TorchScript's
   successor, a ``torch.export`` program (``.pt2``): load it with
   ``torch.export.load(path).module()``, no medbalance needed, or compile it ahead of time
-  for C++ with AOTInductor. Batch size and spatial size are dynamic, but ``torch.export``
-  adds shape guards, e.g. on whether the crop after the padding is contiguous: the program
-  is valid for the sizes of the *padding class* of its trace. It is traced at
-  ``(training size, 3 x training size)``, so it runs at the training size (what
-  ``resize_to`` / ``input_size`` in its metadata ask for) and any size that, like it, is a
-  multiple of the network's downsampling factor (``2 ** depth`` for the U-Nets, 32 for
-  CE-Net); any other size is refused with a ``Guard failed`` error, never answered wrongly.
-  Use ONNX for arbitrary sizes. CE-Net's pyramid pooling adds guards of its own (a pooled
-  map of one pixel or more): its ``.pt2`` traced at 64 x 192 refuses 64 x 64, which the
-  parity check reports; export CE-Net to ONNX.
+  for C++ with AOTInductor. ``torch.export`` guards a program with the shape facts it
+  relied on while tracing; the networks are written so that there are none to rely on:
+  the crop after the padding is an ``index_select`` while exporting (a slice guards on
+  whether it is contiguous), CE-Net pads a short map with -inf instead of clipping its
+  pooling kernel and applies its one-channel 1x1 convolution as a weighted channel sum
+  (a convolution of a 1x1 map guards on its layout), the classifiers skip their
+  channels-last conversion, and tracing runs with ``backed_size_oblivious`` (no
+  specialisation on a size being 1). So every network's ``.pt2`` takes any batch and any
+  size, like its ONNX file.
+
+Both are traced at an odd size with two different sides; ``export_run`` checks parity at
+the training size, an odd size and a third with a different aspect ratio, batch 1 to 3.
 
 The preprocessing facts (input channels, resize size, threshold, class names, task) are
 stored with the model (ONNX ``metadata_props``, the ``medbalance.json`` extra file of a
@@ -93,11 +95,19 @@ class _Logits(nn.Module):
 
 
 @contextlib.contextmanager
-def _quiet_exporter():
-    """Keep the ONNX exporter's per-pass INFO lines and version warnings out of the user's log."""
+def _exporting():
+    """Trace for every size, and keep the exporters' per-pass INFO lines and version warnings
+    out of the user's log.
+
+    ``backed_size_oblivious`` makes the tracer treat sizes as "may be 1 or larger" instead of
+    specialising on whether a map of the example is 1 pixel (memory-layout checks): without it
+    CE-Net's pooled maps tie a ``.pt2`` to the example's size class.
+    """
+    from torch.fx.experimental import _config as shape_config
+
     loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), shape_config.patch(backed_size_oblivious=True):
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         for lg in loggers:
@@ -129,8 +139,8 @@ def export_model(
         path: the file to write (``.onnx`` or ``.pt2``).
         format: one of :data:`EXPORT_FORMATS`.
         in_channels: ``C_in`` of the input ``(N, C_in, H, W)``.
-        example_hw: the spatial size of the trace example ``(2, C_in, H, W)``; it fixes the
-            padding class of a ``.pt2`` (see the module docstring). Use two different sides.
+        example_hw: the spatial size of the trace example ``(2, C_in, H, W)``: two
+            different odd sides, so that no size is special in the trace.
         metadata: string key/values stored with the model: ONNX ``metadata_props``, or the
             ``medbalance.json`` extra file of a ``.pt2`` (``torch.export.load(path,
             extra_files={"medbalance.json": ""})`` reads it back).
@@ -150,13 +160,13 @@ def export_model(
     auto = torch.export.Dim.AUTO
     dynamic = ({0: auto, 2: auto, 3: auto},)
     if format == "torchscript":
-        with _quiet_exporter():
+        with _exporting():
             program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic)
         torch.export.save(program, str(path), extra_files={"medbalance.json": json.dumps(metadata or {})})
         return path
     import onnx
 
-    with _quiet_exporter():
+    with _exporting():
         program = torch.onnx.export(
             wrapper,
             (example,),
@@ -204,7 +214,7 @@ def _parity(model: nn.Module, path: Path, shapes: list[tuple[int, ...]]) -> floa
             expected = wrapper(x).numpy()
         try:
             got = exported(x.numpy())
-        except AssertionError as exc:  # a torch.export shape guard (see the module docstring)
+        except AssertionError as exc:  # a torch.export shape guard; none is expected (module docstring)
             raise ValueError(
                 f"the exported model refuses an input of shape {shape}: {str(exc).splitlines()[0]}; "
                 "export with --format onnx for this network"
@@ -273,13 +283,10 @@ def export_run(
     log.info("export: tracing %s to %s (dynamic batch and size)", run.meta["model"], format)
     side = size or 64
     channels = run.meta["in_channels"]
-    if format == "onnx":
-        example_hw = (_odd(side), _odd(side) + 2)
-        shapes = [(1, channels, side, side), (3, channels, side + 5, side + 9)]
-    else:  # odd multiples keep the padding class of the training size (3s % 2**k == 0 iff s % 2**k == 0)
-        example_hw = (side, 3 * side)
-        shapes = [(1, channels, side, side), (3, channels, 3 * side, side)]
-    export_model(run.model, path, format=format, in_channels=channels, example_hw=example_hw, metadata=metadata)
+    shapes = [(1, channels, side, side), (3, channels, side + 5, side + 9), (2, channels, 2 * side, side // 2 + 3)]
+    export_model(
+        run.model, path, format=format, in_channels=channels, example_hw=(_odd(side), _odd(side) + 2), metadata=metadata
+    )
     diff = math.nan
     if check:
         log.info("export: parity check against PyTorch at %s", ", ".join("x".join(map(str, s)) for s in shapes))

@@ -582,6 +582,11 @@ def crop_to_input(logits: torch.Tensor, index: tuple[slice, ...], padded_size: S
     for sl, padded, size in zip(index[2:], padded_size, logits.shape[2:]):
         factor = padded // size
         slices.append(sl if factor == 1 else slice(sl.start // factor, -(-sl.stop // factor)))
+    if torch.compiler.is_exporting():
+        for dim, sl in enumerate(slices, start=2):
+            positions = torch.arange(sl.start, sl.stop, device=logits.device)
+            logits = logits.index_select(dim, positions)
+        return logits
     return logits[(slice(None), slice(None), *slices)]
 
 

@@ -83,12 +83,20 @@ class ResidualMultiKernelPool(nn.Module):
         self.conv = conv_layer(channels, 1, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
+        height, width = x.shape[2:]
         pooled = []
         for k in self.kernel_sizes:
-            kernel = tuple(min(k, s) for s in size)
-            y = self.conv(F.max_pool2d(x, kernel, stride=kernel))
-            pooled.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+            # Pad a short map up to the kernel with -inf instead of clipping the kernel: the same
+            # maxima, and no branch on the size, so an exported graph serves every size.
+            # (sym_max keeps the size symbolic while exporting; torch.jit.trace cannot take it.)
+            short = torch.sym_max if torch.compiler.is_exporting() else max
+            short_h, short_w = short(k - height, 0), short(k - width, 0)
+            y = F.pad(x, (0, short_w, 0, short_h), value=float("-inf"))
+            y = F.max_pool2d(y, k, stride=k)
+            # The one-output 1x1 convolution as a weighted channel sum: a convolution (or a
+            # matmul) of a 1x1 map makes torch.export specialise on the map's size.
+            y = (y * self.conv.weight.view(1, -1, 1, 1)).sum(1, keepdim=True) + self.conv.bias.view(1, 1, 1, 1)
+            pooled.append(F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False))
         return torch.cat([*pooled, x], dim=1)
 
 
