@@ -10,7 +10,10 @@ so that load drifting on a shared machine affects every case of a group alike:
 
 * **train**: one U-Net training step (forward, Dice + CE, backward, Adam) in fp32 NCHW (the
   reference), ``channels_last``, bf16 autocast, and both -- the switches
-  ``--channels-last`` of the nets benchmark and ``precision: bf16-mixed`` of the config.
+  ``--channels-last`` of the nets benchmark and ``precision: bf16-mixed`` of the config; and
+  the same training step and the inference pass of every segmentation network in NCHW and
+  ``channels_last``, the measurement behind each network's ``prefers_channels_last`` (the
+  engine's default layout on CPU, ``channels_last: auto``).
 * **infer**: the forward pass of the same U-Net in ``eval()`` with autograd recording (what a
   loop without ``no_grad`` costs), under ``torch.no_grad``, under ``torch.inference_mode``
   (the reference), and in bf16 under ``inference_mode``.
@@ -35,16 +38,16 @@ import torch
 from benchmarks.harness import Case, Group, Row, machine_info, report, run_groups
 from medbalance.engine.tasks import channel_argmax
 from medbalance.losses import build_loss
-from medbalance.nets import UNet
+from medbalance.nets import NETS, SEGMENTATION_NETS
 
 __all__ = ["run", "main"]
 
 log = logging.getLogger("benchmarks")
 
 
-def _unet(base: int, channels_last: bool) -> torch.nn.Module:
+def _net(base: int, channels_last: bool, name: str = "unet") -> torch.nn.Module:
     torch.manual_seed(0)
-    model = UNet(1, 2, base_channels=base)
+    model = NETS[name](1, 2, base_channels=base)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -52,9 +55,11 @@ def _autocast(bf16: bool, device: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def _train_case(label: str, *, base: int, x: torch.Tensor, y: torch.Tensor, channels_last: bool, bf16: bool) -> Case:
+def _train_case(
+    label: str, *, base: int, x: torch.Tensor, y: torch.Tensor, channels_last: bool, bf16: bool, net: str = "unet"
+) -> Case:
     device = x.device.type
-    model = _unet(base, channels_last).to(x.device)
+    model = _net(base, channels_last, net).to(x.device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     loss_fn = build_loss("dice_ce", class_counts=None, binary=False)
@@ -117,7 +122,7 @@ def run(
             _train_case("bf16 autocast channels_last", base=base, x=x, y=y, channels_last=True, bf16=True),
         ],
     )
-    model = _unet(base, False).to(device).eval()
+    model = _net(base, False).to(device).eval()
     infer = Group(
         f"unet infer {shape}",
         [
@@ -127,11 +132,24 @@ def run(
             _infer_case("inference_mode bf16", model, x, torch.inference_mode, bf16=True),
         ],
     )
+    layouts = (("NCHW", False), ("channels_last", True))
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    layout = []
+    for net in SEGMENTATION_NETS:
+        default = {"engine default": "channels_last" if NETS[net].prefers_channels_last else "NCHW"}
+        if net != "unet":  # U-Net's is in the train group above
+            cases = [_train_case(f"fp32 {n}", base=base, x=x, y=y, channels_last=cl, bf16=False, net=net) for n, cl in layouts]
+            layout.append(Group(f"{net} train {shape}", cases, extra=default))
+        cases = [
+            _infer_case(f"inference_mode {n}", _net(base, cl, net).to(device).eval(), x_last if cl else x, torch.inference_mode, bf16=False)
+            for n, cl in layouts
+        ]
+        layout.append(Group(f"{net} infer {shape}", cases, extra=default))
     n, s = (4, 64) if quick else (8, 128)
     argmax = [_argmax_group((n, c, s, s), channels_last=False, device=device) for c in (2, 4, 7)]
     argmax.append(_argmax_group((n, 4, s, s), channels_last=True, device=device))
     warmup, repeats = (1, 3) if quick else (2, 9)
-    return run_groups([train, infer], warmup=warmup, repeats=repeats) + run_groups(
+    return run_groups([train, infer, *layout], warmup=warmup, repeats=repeats) + run_groups(
         argmax, warmup=warmup, repeats=3 * repeats
     )
 

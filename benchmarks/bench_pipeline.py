@@ -16,10 +16,19 @@ each timed round-robin by :func:`benchmarks.harness.run_groups`:
   :func:`medbalance.data.samplers.uniform`, batch ``--batch``) over the memory-mapped cached
   dataset and over the in-memory one, with ``num_workers`` 0, 1 and 2 (persistent workers, as
   in the engine; ``pin_memory`` only matters with a GPU, none here): data-only images/s.
+* **augment**: augmenting one batch, with the engine's batched tensor transforms
+  (:class:`medbalance.data.augment.Augment`: flips and 90-degree turns; rotation and zoom on
+  every sample; the four intensity transforms on every sample; and an nnU-Net-like mix with
+  its probabilities) side by side with the per-sample MONAI dictionary transforms a user
+  would otherwise run in the DataLoader workers (``RandFlipd``, ``RandRotate90d``,
+  ``RandAffined``, ``RandScaleIntensityd`` / ``RandAdjustContrastd`` /
+  ``RandGaussianNoised``...) at the same strengths.
 * **train**: the training step the data feeds -- ``UNet(base_channels=8)`` (the demo config's
   width) and 16, forward + Dice-CE + backward + Adam on the same batch shape.
 
-The summary line divides the best data-only images/s by the train-step images/s (goal >= 3).
+The summary lines divide the best data-only images/s by the train-step images/s (goal >= 3),
+without and with the nnU-Net-like augmentation (which the engine runs in the training
+process, so its time adds to the loader's).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from benchmarks.harness import Case, Group, Row, machine_info, report, run_groups
+from medbalance.data.augment import Augment
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folder import read_folder
@@ -89,6 +99,65 @@ def _train_case(base: int, *, batch: int, side: int) -> Case:
     return Case(f"UNet(base_channels={base}) train step", step, batch, sum(p.numel() for p in model.parameters()))
 
 
+AUGMENTS = {
+    "flip + rot90": Augment(flip=True, rot90=True),
+    "rotate 30 + zoom 0.2, p=1": Augment(rotate=30, scale=0.2, affine_p=1.0),
+    "intensity x4, p=1": Augment(brightness=0.1, contrast=0.25, gamma=0.3, noise=0.05, intensity_p=1.0),
+    "nnU-Net-like mix": Augment(
+        flip=True, rotate=30, scale=0.2, affine_p=0.2, brightness=0.1, contrast=0.25, gamma=0.3, noise=0.05
+    ),
+}
+
+
+def _monai_transforms(name: str):
+    """MONAI's per-sample dictionary transforms at the strengths of ``AUGMENTS[name]``."""
+    from monai import transforms as mt
+
+    both = ["image", "label"]
+
+    def flips() -> list:
+        return [mt.RandFlipd(both, prob=0.5, spatial_axis=axis) for axis in (0, 1)]
+
+    def affine(prob: float):
+        return mt.RandAffined(
+            both, prob=prob, rotate_range=np.pi / 6, scale_range=0.2, mode=("bilinear", "nearest"), padding_mode="zeros"
+        )
+
+    def intensity(prob: float) -> list:
+        return [
+            mt.RandShiftIntensityd("image", offsets=0.1, prob=prob),
+            mt.RandScaleIntensityFixedMeand("image", factors=0.25, prob=prob),
+            mt.RandAdjustContrastd("image", gamma=(0.7, 1.3), prob=prob),
+            mt.RandGaussianNoised("image", std=0.05, prob=prob),
+        ]
+
+    chains = {
+        "flip + rot90": lambda: [*flips(), mt.RandRotate90d(both, prob=0.75, max_k=3)],
+        "rotate 30 + zoom 0.2, p=1": lambda: [affine(1.0)],
+        "intensity x4, p=1": lambda: intensity(1.0),
+        "nnU-Net-like mix": lambda: [*flips(), affine(0.2), *intensity(0.15)],
+    }
+    return mt.Compose(chains[name]()).set_random_state(0)
+
+
+def _augment_cases(name: str, *, batch: int, side: int) -> list[Case]:
+    x = torch.rand(batch, 1, side, side)
+    y = (torch.rand(batch, side, side) > 0.8).long()
+    aug, generator = AUGMENTS[name], torch.Generator().manual_seed(0)
+    cases = [Case("medbalance.Augment (batched)", lambda: aug({"image": x, "target": y}, generator), batch, 0)]
+    try:
+        compose = _monai_transforms(name)
+    except ImportError:  # MONAI is a test-only dependency
+        return cases
+    samples = [{"image": x[i], "label": y[i][None]} for i in range(batch)]
+
+    def monai_batch() -> None:
+        for sample in samples:
+            compose(sample)
+
+    return cases + [Case("monai transforms (per sample)", monai_batch, batch, 0)]
+
+
 def run(
     *,
     quick: bool = False,
@@ -127,16 +196,28 @@ def run(
                 for kind, data in (("cached mmap", mapped), ("in memory", in_memory))
             ],
         )
+        augment = [
+            Group(f"augment {name} {batch}x1x{side}x{side}", _augment_cases(name, batch=batch, side=side))
+            for name in AUGMENTS
+        ]
         train = Group(f"train {batch}x1x{side}x{side}", [_train_case(b, batch=batch, side=side) for b in (8, 16)])
-        return run_groups([prepare, loader], warmup=warmup, repeats=repeats) + run_groups(
+        return run_groups([prepare, loader, *augment], warmup=warmup, repeats=repeats) + run_groups(
             [train], warmup=warmup + 1, repeats=repeats
         )
 
 
 def data_compute_ratio(rows: list[Row]) -> dict[str, float]:
-    """Best data-only images/s (loader group) over each train case's images/s."""
+    """Best data-only images/s (loader group) over each train case's images/s, without and
+    with the nnU-Net-like batch augmentation (its time adds to the loader's)."""
     data = max(r.images_per_s for r in rows if r.name.startswith("loader"))
-    return {r.impl: data / r.images_per_s for r in rows if r.name.startswith("train")}
+    mix = [r.images_per_s for r in rows if r.name.startswith("augment nnU-Net") and r.impl.startswith("medbalance")]
+    ratios = {}
+    for r in rows:
+        if r.name.startswith("train"):
+            ratios[r.impl] = data / r.images_per_s
+            if mix:
+                ratios[f"{r.impl}, with augmentation"] = 1 / (1 / data + 1 / mix[0]) / r.images_per_s
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,3 +76,15 @@ def test_yaml_problems(tmp_path):
 def test_precision_int_is_accepted():
     assert parse_config({"precision": 32}).precision == "32"
     assert parse_config({"precision": "bf16-mixed"}).precision == "bf16-mixed"
+
+
+def test_the_readme_config_is_valid():
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("## A config") :]
+    block = block[block.index("```yaml") + len("```yaml") : block.index("```", block.index("```yaml") + 7)]
+    cfg = parse_config(yaml.safe_load(block), source="README.md")
+    assert cfg.augment.flip and cfg.channels_last == "auto" and cfg.model.name == "unet"

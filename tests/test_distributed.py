@@ -3,7 +3,7 @@
 Each process trains on its slice of one shuffled global batch, so the all-reduced gradient is
 the global batch's gradient. With a per-sample normalisation (instance norm) and a loss that is
 a mean over samples (BCE), ``devices: 2, batch_size: B`` and ``devices: 1, batch_size: 2B``
-are the same computation up to float summation order.
+are the same computation up to float summation order, augmentation included.
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ COMMON = [
     "model.norm=instance",
     "--set",
     "loss=ce",
+    # augmentation is drawn for the global batch and sliced per process (noise aside)
+    "--set",
+    "augment.flip=true",
+    "--set",
+    "augment.rotate=20",
+    "--set",
+    "augment.affine_p=0.5",
+    "--set",
+    "augment.gamma=0.3",
 ]
 
 

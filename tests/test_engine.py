@@ -49,8 +49,13 @@ def _interrupting_loss(loss, calls_before_interrupt):
     return fn
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    cfg = _cfg()
+AUGMENT_ALL = {"flip": True, "rot90": True, "rotate": 30, "scale": 0.2, "affine_p": 0.5, "brightness": 0.1}
+AUGMENT_ALL |= {"contrast": 0.2, "gamma": 0.3, "noise": 0.05, "intensity_p": 0.5}
+
+
+@pytest.mark.parametrize("augment", [{}, AUGMENT_ALL], ids=["plain", "augmented"])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, augment):
+    cfg = _cfg(augment=augment)
     train, val = _data(20, 0), _data(8, 1)
     loss = build_loss("dice_ce")
     (tmp_path / "a" / "checkpoints").mkdir(parents=True)
@@ -219,3 +224,26 @@ def test_a_stage_can_monitor_its_validation_loss_over_several_epochs():
     engine = _engine(None, _cfg(progress=True))
     rows = engine.fit([Stage("s", 2, build_loss("dice_ce"), monitor="loss")], _data(8, 0), _data(4, 1))
     assert len(rows) == 2 and engine.monitor_of(Stage("s", 1, build_loss("dice"), monitor="loss")) == ("loss", False)
+
+
+def test_channels_last_follows_the_config_and_the_network():
+    from medbalance.engine import memory_format
+    from medbalance.nets import CENet, ResNet32
+
+    cpu = torch.device("cpu")
+    unet = UNet(1, 2, base_channels=4, depth=2)
+    assert memory_format("auto", unet, cpu) is torch.channels_last and memory_format(False, unet, cpu) is None
+    assert memory_format("auto", unet, torch.device("cuda")) is None  # not measured there: left as is
+    assert memory_format(True, UNet(1, 2, base_channels=4, depth=2, spatial_dims=3), cpu) is None
+    assert memory_format("auto", ResNet32(1, 3), cpu) is None  # converts inside, where it pays
+    assert memory_format("auto", CENet(1, 2), cpu) is torch.channels_last
+
+    engine = _engine(None, _cfg(channels_last="auto"))
+    conv = next(m for m in engine.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = _engine(None, _cfg(channels_last=False))
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        a = engine.forward(engine.model.eval(), {"image": x})
+        b = plain.forward(plain.model.eval(), {"image": x})
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from medbalance.data.augment import Augment
 from medbalance.errors import ConfigError
 
 __all__ = [
@@ -232,10 +233,13 @@ class RunConfig(_Strict):
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0)
+    # memory layout of a 2D network and its inputs; auto: the network's prefers_channels_last on CPU
+    channels_last: Literal["auto", True, False] = "auto"
     progress: bool = True
     data: DataConfig = Field(default_factory=IntraclassPhantomData, discriminator="kind")
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: Any = "dice_ce"
+    augment: Augment = Field(default_factory=Augment)  # training batches only; all off by default
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -273,6 +277,8 @@ def _check_keys(raw: dict, model: type[BaseModel], source: str, section: str) ->
 def _check_unknown_keys(raw: dict, source: str) -> None:
     """Reject unknown keys before pydantic so the message can name the key and a suggestion."""
     _check_keys(raw, RunConfig, source, "")
+    if isinstance(raw.get("augment"), dict):
+        _check_keys(raw["augment"], Augment, source, "augment")
     data = raw.get("data")
     if isinstance(data, dict):
         kind = data.get("kind", "intraclass_phantom")

@@ -1,7 +1,7 @@
 """The training engine: one loop on Lightning Fabric, stages as data, atomic checkpoints."""
 
 from medbalance.engine.checkpoint import load_checkpoint, save_checkpoint
-from medbalance.engine.engine import Engine, Stage, make_fabric
+from medbalance.engine.engine import Engine, Stage, make_fabric, memory_format
 from medbalance.engine.run import RunResult, evaluate_run, load_run, train
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import ClassificationTask, SegmentationTask, make_task
@@ -12,6 +12,7 @@ __all__ = [
     "Stage",
     "TrainingError",
     "make_fabric",
+    "memory_format",
     "train",
     "RunResult",
     "load_run",

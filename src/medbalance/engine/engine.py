@@ -5,7 +5,8 @@ says which parameters train, which are frozen, the loss and the number of epochs
 fresh optimiser and cosine schedule (SPEC 5.6: "cosine annealing to 0 within each step").
 Multi-stage methods (dual-path: paths, then fusion, then everything) are data passed to this
 loop, never a copy of it. Variants override one small hook (:meth:`Engine.compute_loss`,
-:meth:`Engine.forward`).
+:meth:`Engine.forward`, :meth:`Engine.augment`). Training batches are augmented on the device
+by ``cfg.augment`` (:mod:`medbalance.data.augment`), seeded like the shuffling.
 
 Every epoch ends with a validation pass, a row in ``history.csv`` and an atomic
 ``checkpoints/last.pt`` holding model, optimiser, scheduler, stage/epoch counters, the best
@@ -38,7 +39,7 @@ from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.deep_supervision import deep_supervision_loss
 from medbalance.losses.dynamic import set_progress
 
-__all__ = ["Stage", "Engine", "TrainingError", "make_fabric"]
+__all__ = ["Stage", "Engine", "TrainingError", "make_fabric", "memory_format"]
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +178,26 @@ class Engine:
         self.meta = dict(meta or {})
         self.fabric = fabric or make_fabric(cfg)
         self.stage: Stage | None = None  # the stage being trained, for hooks that depend on it
+        self._augment_generator = torch.Generator()
+        self._augment_share = (0, 1)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         self.fabric.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.memory_format = memory_format(cfg.channels_last, model, self.fabric.device)
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)
 
     # ----------------------------------------------------------------------------- hooks
     def forward(self, module: nn.Module, batch: dict) -> torch.Tensor:
-        return module(batch["image"])
+        image = batch["image"]
+        if self.memory_format is not None and image.ndim == 4:
+            image = image.contiguous(memory_format=self.memory_format)
+        return module(image)
+
+    def augment(self, batch: dict) -> dict:
+        """A training batch augmented on the device by ``cfg.augment`` (unchanged when it is off)."""
+        return self.cfg.augment(batch, self._augment_generator, share=self._augment_share)
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         target = batch if stage.target_key is None else batch[stage.target_key]
@@ -217,8 +230,12 @@ class Engine:
         return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
 
     def _seed_epoch(self, generator: torch.Generator, epoch: int) -> None:
-        # Order depends on (seed, epoch) only, so a resumed run sees the same batches.
+        # Order and augmentation depend on (seed, epoch) only, so a resumed run sees the same
+        # batches. Processes that share global batches draw the augmentation of the whole
+        # global batch and take their slice; others draw their own.
         generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        own = 0 if self._augment_share[1] > 1 else self.fabric.global_rank
+        self._augment_generator.manual_seed((self.cfg.seed * 1_000_003 + epoch) * 8_191 + own)
 
     # ----------------------------------------------------------------------------- stages
     def _prepare_stage(self, stage: Stage) -> list[nn.Parameter]:
@@ -278,6 +295,8 @@ class Engine:
         for si in range(start_stage, len(stages)):
             stage = self.stage = stages[si]
             train_loader, generator = self._loader(train_data, train=True, sampler=stage.sampler)
+            chunked = stage.sampler is None  # global batches sliced per process (_loader)
+            self._augment_share = (self.fabric.global_rank, self.fabric.world_size) if chunked else (0, 1)
             params = self._prepare_stage(stage)
             module = fabric.setup_module(self.model)
             optimizer = fabric.setup_optimizers(self._optimizer(params, stage.lr or self.cfg.lr))
@@ -401,6 +420,7 @@ class Engine:
         for step, batch in enumerate(bar):
             if tracks_progress:  # T / T_max for losses that change over training (DFLCE, LDAM-DRW)
                 set_progress(stage.loss, (epoch * len(loader) + step) / (stage.epochs * max(1, len(loader))))
+            batch = self.augment(batch)
             with self.fabric.autocast():
                 outputs = self.forward(module, batch)
             loss = self.compute_loss(stage, outputs, batch)
@@ -463,6 +483,21 @@ class Engine:
         if stage is not None:
             scores["loss"] = float(loss_sum / max(1, len(loader)))
         return scores
+
+
+def memory_format(setting: bool | str, model: nn.Module, device: torch.device) -> torch.memory_format | None:
+    """The memory layout to train ``model`` in: ``torch.channels_last`` or ``None`` (as is).
+
+    ``setting`` is the config's ``channels_last``: ``True`` / ``False``, or ``"auto"``, which
+    follows the network's ``prefers_channels_last`` on CPU, where it was measured, and keeps the
+    default layout on other devices until it is measured there. 3D networks (any ``Conv3d``)
+    keep their layout: ``channels_last_3d`` is not measured.
+    """
+    if any(isinstance(m, nn.Conv3d) for m in model.modules()):
+        return None
+    if setting == "auto":
+        setting = device.type == "cpu" and getattr(model, "prefers_channels_last", False)
+    return torch.channels_last if setting else None
 
 
 def _duration(seconds: float) -> str:

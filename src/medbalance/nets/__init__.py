@@ -27,6 +27,7 @@ __all__ = [
     "BBN",
     "LSKBB",
     "NETS",
+    "SEGMENTATION_NETS",
     "AttentionUNet",
     "CENet",
     "DeepLabV3Plus",
@@ -50,8 +51,10 @@ NETS: dict[str, type[nn.Module]] = {
     "bbn": BBN,
     "lskbb": LSKBB,
 }
-#: The :data:`NETS` names that classify images (``(N, C)`` logits); the others segment.
+#: The :data:`NETS` names that classify images (``(N, C)`` logits).
 CLASSIFICATION_NETS: tuple[str, ...] = ("resnet32", "bbn", "lskbb")
+#: The :data:`NETS` names that segment (``(N, C, *spatial)`` logits).
+SEGMENTATION_NETS: tuple[str, ...] = tuple(name for name in NETS if name not in CLASSIFICATION_NETS)
 
 
 def build_net(name: str, **kwargs: Any) -> nn.Module:

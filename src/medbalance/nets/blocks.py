@@ -621,6 +621,11 @@ class SegmentationNet(nn.Module):
         deep_supervision: return the auxiliary outputs in training mode.
     """
 
+    #: Whether training and inference on CPU are faster in ``channels_last`` memory layout
+    #: (the engine's ``channels_last: auto``); measured per network by ``python -m benchmarks
+    #: --only compute`` (1.1-1.6x training, 1.3-1.8x inference at 2 threads, benchmarks/RESULTS.md).
+    prefers_channels_last: bool = True
+
     def __init__(
         self,
         in_channels: int,

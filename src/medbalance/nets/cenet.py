@@ -162,6 +162,8 @@ class CENet(nn.Module):
         torch.Size([2, 1, 37, 53])
     """
 
+    prefers_channels_last = True  # as SegmentationNet.prefers_channels_last, measured alike
+
     def __init__(
         self,
         in_channels: int,

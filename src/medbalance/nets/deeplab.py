@@ -153,6 +153,8 @@ class DeepLabV3Plus(nn.Module):
         torch.Size([2, 3, 37, 53])
     """
 
+    prefers_channels_last = True  # as SegmentationNet.prefers_channels_last, measured alike
+
     def __init__(
         self,
         in_channels: int,
