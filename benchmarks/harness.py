@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from medbalance._malloc import tune_malloc
+
 __all__ = [
     "Case",
     "Group",
@@ -102,6 +104,7 @@ def machine_info() -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
+        "malloc": "tuned" if tune_malloc(enable=False) else "as shipped",  # enable=False only reports
         "date": datetime.date.today().isoformat(),
     }
 
