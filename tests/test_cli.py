@@ -211,6 +211,7 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
         (["train", "--resume", str(tmp_path)], "no checkpoints/last.pt"),
         (["predict", str(tmp_path / "runs"), "--input", "x", "--out", "y"], "not a run folder"),
         (["train", "demo", "--set", "epochs=zero"], "'epochs'"),
+        (["train", "demo", "--set", "model.num_classes=5"], "invalid value for 'model.num_classes' in the config of run"),
         (["frobnicate"], "invalid choice"),
     ):
         res = _cli(*argv)

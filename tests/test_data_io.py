@@ -78,3 +78,22 @@ def test_split_indices_is_seeded_disjoint_and_complete():
     assert not (va == split_indices(50, (0.2, 0.1), seed=4)[1]).all()
     with pytest.raises(ValueError, match="cannot be split"):
         split_indices(2, (0.5, 0.5), seed=0)
+
+
+def test_a_mask_is_a_png_whatever_its_name(tmp_path):
+    from medbalance.data.io import write_mask
+
+    write_mask(tmp_path / ".png", np.array([[0, 1], [1, 0]]), binary=True)  # a sample named ""
+    assert Image.open(tmp_path / ".png").format == "PNG"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / ".png")), [[0, 255], [255, 0]])
+
+
+def test_array_dataset_names_the_bad_label_low_or_high():
+    from medbalance.data.datasets import ArrayDataset
+
+    images = np.zeros((2, 1, 3, 3), np.float32)
+    for bad in (-1, 5):
+        target = np.zeros((2, 3, 3), np.int64)
+        target[1, 2, 2] = bad
+        with pytest.raises(ValueError, match=rf"target has label {bad} but num_classes is 3 \(expected values in \[0, 3\)\)"):
+            ArrayDataset(images, target, num_classes=3)

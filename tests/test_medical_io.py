@@ -125,8 +125,16 @@ def test_bad_input_is_refused_with_one_line(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         list_inputs(tmp_path / "missing")
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
-    with pytest.raises(DataError, match="cannot read image"):
+    with pytest.raises(DataError, match="cannot read image") as err:
         read_slices(tmp_path / "broken.nii.gz")
+    assert "\n" not in str(err.value) and "0x" not in str(err.value)  # ITK's reason, one line
+    # a truncated .raw: MetaIO's own explanation (printed by its C++ code) joins the message
+    _write_volume(tmp_path / "cut.mhd", np.zeros((2, 4, 5), np.uint8))
+    raw = tmp_path / "cut.raw"
+    raw.write_bytes(raw.read_bytes()[:7])
+    with pytest.raises(DataError, match=r"cannot read image '.*cut.mhd': .*") as err:
+        read_slices(tmp_path / "cut.mhd")
+    assert "\n" not in str(err.value)
     _write_volume(tmp_path / "v.nii.gz", np.zeros((2, 4, 5), np.uint8))
     _, info = read_slices(tmp_path / "v.nii.gz")
     with pytest.raises(ValueError, match=r"labels must have shape \(2, 4, 5\)"):

@@ -44,9 +44,10 @@ class ArrayDataset(Dataset):
             raise ValueError(f"images must be (N, C_in, *spatial), got shape {tuple(images.shape)}")
         if len(images) != len(target):
             raise ValueError(f"images and target differ in length: {len(images)} vs {len(target)}")
-        if target.size and (target.min() < 0 or target.max() >= num_classes):
+        low, high = (int(target.min()), int(target.max())) if target.size else (0, 0)
+        if low < 0 or high >= num_classes:
             raise ValueError(
-                f"target has label {int(target.max())} but num_classes is {num_classes} "
+                f"target has label {low if low < 0 else high} but num_classes is {num_classes} "
                 f"(expected values in [0, {num_classes}))"
             )
         self.images = np.ascontiguousarray(images, dtype=np.float32)

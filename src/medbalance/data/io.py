@@ -28,6 +28,7 @@ __all__ = [
     "image_stem",
     "image_suffix",
     "read_image",
+    "read_itk",
     "read_mask",
     "write_mask",
     "list_images",
@@ -87,7 +88,9 @@ def sitk_reason(exc: RuntimeError) -> str:
     return re.sub(r"^\w+IO\(0x[0-9a-f]+\): ", "", error)  # "MetaImageIO(0x55d0...): "
 
 
-def _load_medical(path: Path) -> np.ndarray:
+def read_itk(path: str | Path):
+    """``SimpleITK.ReadImage(path)``; a failure is a one-line :class:`DataError` with ITK's
+    reason and what its C++ code printed to stderr (kept out of the user's terminal)."""
     import SimpleITK as sitk  # only needed for medical formats
 
     with _c_stderr_captured() as printed:
@@ -100,6 +103,13 @@ def _load_medical(path: Path) -> np.ndarray:
     if failure is not None:
         detail = " ".join(printed[0].split())  # MetaIO says what is wrong ("data not read completely") here
         raise DataError(f"cannot read image '{path}': {failure}" + (f" ({detail})" if detail else "")) from None
+    return image
+
+
+def _load_medical(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    image = read_itk(path)
     size = image.GetSize()  # (W, H[, D]) in ITK order
     if len(size) > 3 or (len(size) == 3 and size[2] != 1):
         raise DataError(f"'{path}' is a volume of size {size} (ITK order); expected a 2D image")
@@ -211,4 +221,4 @@ def write_mask(path: str | Path, labels: np.ndarray, *, binary: bool) -> None:
     """Write a label map as an 8-bit PNG: binary masks as 0/255, class maps as indices."""
     labels = np.asarray(labels)
     out = (labels > 0).astype(np.uint8) * 255 if binary else labels.astype(np.uint8)
-    Image.fromarray(out).save(path)
+    Image.fromarray(out).save(path, format="PNG")  # not from the suffix: a sample may be named ""

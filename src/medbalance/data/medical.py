@@ -32,7 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from medbalance.data.io import IMAGE_SUFFIXES, MEDICAL_SUFFIXES, image_stem, image_suffix, read_image, write_mask
+from medbalance.data.io import (
+    IMAGE_SUFFIXES,
+    MEDICAL_SUFFIXES,
+    image_stem,
+    image_suffix,
+    read_image,
+    read_itk,
+    write_mask,
+)
 from medbalance.errors import DataError
 
 __all__ = [
@@ -154,11 +162,7 @@ def read_slices(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, Ima
         raise DataError(f"input '{path}' has format '{suffix}'; expected one of {PREDICT_SUFFIXES}")
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if "rror" in line), str(exc).splitlines()[0])
-        raise DataError(f"cannot read image '{path}': {reason}") from None
+    image = read_itk(path)
     if image.GetDimension() not in (2, 3):
         raise DataError(f"'{path}' has {image.GetDimension()} dimensions; expected a 2D image or a 3D volume")
     array = sitk.GetArrayFromImage(image)  # (H, W) or (D, H, W), plus a trailing axis for vector pixels

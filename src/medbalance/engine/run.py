@@ -54,7 +54,10 @@ def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Modu
     kwargs = dict(cfg.model.model_extra or {})
     for key, value in (("in_channels", in_channels), ("num_classes", out_channels)):
         if key in kwargs and kwargs[key] != value:
-            raise ValueError(f"model.{key} is {kwargs[key]} but the data needs {value}")
+            raise ConfigError(
+                f"invalid value for 'model.{key}' in the config of run '{cfg.name}': {kwargs[key]}, "
+                f"but its data ({cfg.data.kind}) needs {value}; leave it out to take it from the data"
+            )
         kwargs[key] = value
     return build_net(cfg.model.name, **kwargs)
 
