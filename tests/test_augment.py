@@ -73,6 +73,17 @@ def test_rotation_and_zoom_keep_labels_aligned_with_the_image(shape):
     assert not torch.equal(out["target"], target)
 
 
+def test_pixels_from_outside_the_image_take_the_outside_label():
+    target = torch.ones(2, 16, 16, dtype=torch.long)
+    batch = {"image": torch.ones(2, 1, 16, 16), "target": target, "weights": torch.ones(2, 16, 16)}
+    out = Augment(rotate=45, affine_p=1.0, scale=0.5, outside_label=255)(batch, _gen())
+    outside = out["target"] == 255
+    assert outside.any() and set(out["target"].unique().tolist()) == {1, 255}
+    assert torch.equal(out["weights"] == 0, outside)  # float maps get 0 there
+    default = Augment(rotate=45, affine_p=1.0, scale=0.5)(batch, _gen())
+    assert torch.equal(default["target"] == 0, outside)
+
+
 def test_the_grid_rotates_in_pixels_not_in_stretched_coordinates():
     # a 1-pixel horizontal bar of 17 pixels through the centre of a wide image, turned by 90 degrees
     image = torch.zeros(1, 1, 41, 81)

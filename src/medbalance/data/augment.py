@@ -48,6 +48,9 @@ class Augment(BaseModel):
             rescaled to [0, 1].
         noise: largest standard deviation of additive Gaussian noise (drawn in ``[0, noise]``).
         intensity_p: probability of each intensity transform, per sample.
+        outside_label: the label of pixels that a rotation or zoom brings in from outside the
+            image, in integer entries (label maps); 0 (background) by default, or e.g. the
+            loss's ``ignore_index`` so that they do not count. Float entries get 0 there.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,6 +65,7 @@ class Augment(BaseModel):
     gamma: float = Field(0.0, ge=0.0, lt=1.0)
     noise: float = Field(0.0, ge=0.0)
     intensity_p: float = Field(0.15, ge=0.0, le=1.0)
+    outside_label: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -118,7 +122,7 @@ class Augment(BaseModel):
                 grid = _grid(torch.where(chosen, angle, 0.0), torch.where(chosen, zoom, 1.0), image)
                 out["image"] = F.grid_sample(out["image"], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
                 for key in keys:
-                    out[key] = _resample_nearest(out[key], grid, len(spatial))
+                    out[key] = _resample_nearest(out[key], grid, len(spatial), fill=self.outside_label)
         out["image"] = self._intensity(out["image"], draw)
         return out
 
@@ -200,12 +204,14 @@ def _grid(angle: torch.Tensor, zoom: torch.Tensor, image: torch.Tensor) -> torch
     return F.affine_grid(theta, [n, 1, *spatial], align_corners=False)
 
 
-def _resample_nearest(x: torch.Tensor, grid: torch.Tensor, dims: int) -> torch.Tensor:
-    """Nearest-neighbour resampling of ``(N, *extra, *spatial)`` (any dtype) on ``grid``."""
+def _resample_nearest(x: torch.Tensor, grid: torch.Tensor, dims: int, *, fill: int = 0) -> torch.Tensor:
+    """Nearest-neighbour resampling of ``(N, *extra, *spatial)`` (any dtype) on ``grid``;
+    outside the input, ``fill`` for integer tensors and 0 for float ones."""
     shape = x.shape
-    flat = x.reshape(shape[0], -1, *shape[-dims:])  # extra dims as channels
-    dtype = x.dtype
-    sampled = F.grid_sample(flat.to(grid.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    if not dtype.is_floating_point:
+    flat = x.reshape(shape[0], -1, *shape[-dims:]).to(grid.dtype)  # extra dims as channels
+    integer = not x.dtype.is_floating_point
+    shift = fill if integer and x.dtype != torch.bool else 0  # zero padding of x - fill, plus fill
+    sampled = F.grid_sample(flat - shift, grid, mode="nearest", padding_mode="zeros", align_corners=False) + shift
+    if integer:
         sampled = sampled.round()
-    return sampled.to(dtype).reshape(shape)
+    return sampled.to(x.dtype).reshape(shape)
