@@ -211,13 +211,17 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
         (["train", "--resume", str(tmp_path)], "no checkpoints/last.pt"),
         (["predict", str(tmp_path / "runs"), "--input", "x", "--out", "y"], "not a run folder"),
         (["train", "demo", "--set", "epochs=zero"], "'epochs'"),
-        (["train", "demo", "--set", "model.num_classes=5"], "invalid value for 'model.num_classes' in the config of run"),
+        (
+            ["train", "demo", "--set", "model.num_classes=5", "--out", str(tmp_path / "runs")],
+            "invalid value for 'model.num_classes' in the config of run",
+        ),
         (["frobnicate"], "invalid choice"),
     ):
         res = _cli(*argv)
         assert res.returncode == 2, (argv, res.stderr)
         assert res.stderr.startswith("error: ") and message in res.stderr, res.stderr
         assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not any((tmp_path / "runs").iterdir())  # no run folder for a refused config
 
 
 def test_help_for_every_command():

@@ -84,7 +84,11 @@ def train(
         cfg = cfg.model_copy(update={"progress": progress})
     tune_malloc()  # reuse freed activation memory across steps (MEDBALANCE_MALLOC=default: off)
     fabric = make_fabric(cfg)
-    splits = build_splits(cfg)  # before the run folder: bad data leaves no folder behind
+    # data and model before the run folder: bad data or model arguments leave no folder behind
+    splits = build_splits(cfg)
+    task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold)
+    seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
+    model = _build_model(cfg, splits.train.in_channels, task.out_channels)
     if resume is not None:
         run_dir = Path(resume)
     else:
@@ -94,9 +98,6 @@ def train(
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))
-    task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold)
-    seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
-    model = _build_model(cfg, splits.train.in_channels, task.out_channels)
     meta = {
         "medbalance": medbalance.__version__,
         "task": cfg.task,
