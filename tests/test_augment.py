@@ -73,6 +73,14 @@ def test_rotation_and_zoom_keep_labels_aligned_with_the_image(shape):
     assert not torch.equal(out["target"], target)
 
 
+def test_samples_without_a_rotation_keep_their_exact_values():
+    batch = {"image": torch.rand(8, 1, 16, 16), "target": _labels((8, 16, 16))}
+    out = Augment(rotate=30, affine_p=0.5)(batch, _gen(1))
+    same = [torch.equal(a, b) for a, b in zip(out["image"], batch["image"])]
+    assert 0 < sum(same) < 8  # some were rotated, the others are bit-identical
+    assert all(torch.equal(a, b) for a, b, kept in zip(out["target"], batch["target"], same) if kept)
+
+
 def test_pixels_from_outside_the_image_take_the_outside_label():
     target = torch.ones(2, 16, 16, dtype=torch.long)
     batch = {"image": torch.ones(2, 1, 16, 16), "target": target, "weights": torch.ones(2, 16, 16)}

@@ -120,9 +120,12 @@ class Augment(BaseModel):
             zoom = 1 + (2 * draw.uniform() - 1) * self.scale
             if chosen.any():
                 grid = _grid(torch.where(chosen, angle, 0.0), torch.where(chosen, zoom, 1.0), image)
-                out["image"] = F.grid_sample(out["image"], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+                moved = F.grid_sample(out["image"], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+                # samples not chosen keep their exact values (identity resampling rounds)
+                out["image"] = _where(chosen, moved, out["image"])
                 for key in keys:
-                    out[key] = _resample_nearest(out[key], grid, len(spatial), fill=self.outside_label)
+                    moved = _resample_nearest(out[key], grid, len(spatial), fill=self.outside_label)
+                    out[key] = _where(chosen, moved, out[key])
         out["image"] = self._intensity(out["image"], draw)
         return out
 
