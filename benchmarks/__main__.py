@@ -22,7 +22,6 @@ import torch
 
 import benchmarks
 from benchmarks.harness import machine_info, report
-from medbalance._malloc import tune_malloc
 
 log = logging.getLogger("benchmarks")
 
@@ -32,9 +31,6 @@ SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # The allocator setting medbalance's CLI starts with; every library timed in this process
-    # gets it alike. MEDBALANCE_MALLOC=default times glibc as shipped (bench_malloc compares).
-    tune_malloc()
     if argv[:1] and argv[0] in SUBCOMMANDS:
         return importlib.import_module(f"benchmarks.bench_{argv[0]}").main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
