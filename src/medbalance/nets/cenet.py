@@ -64,7 +64,7 @@ class ResidualMultiKernelPool(nn.Module):
     channel by a shared 1x1 convolution, upsampled bilinearly and concatenated to the input.
 
     Each pool has stride equal to its kernel. A map smaller than a kernel is pooled whole
-    (the kernel is clipped to the map), so small inputs work where the authors' code fails.
+    (padded with -inf up to the kernel), so small inputs work where the authors' code fails.
 
     Reference:
         Z. Gu et al., "CE-Net", IEEE TMI 2019, section II-C and Fig. 4.
