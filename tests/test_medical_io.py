@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import torch
 import pytest
 import SimpleITK as sitk
 from hypothesis import given, settings
@@ -207,3 +208,17 @@ def test_predict_with_a_classification_run_writes_one_row_per_image_or_slice(tmp
         probs = np.array(cells[3:], float)
         assert probs.sum() == pytest.approx(1, abs=1e-5) and int(cells[1]) == probs.argmax()
         assert cells[2] == names[int(cells[1])]
+
+
+def test_prediction_in_channels_last_matches_nchw(run):
+    from medbalance.engine.run import load_run, predict_arrays
+
+    images = np.random.default_rng(0).random((3, 1, 40, 29), dtype=np.float32)
+    fast, plain = load_run(run), load_run(run)
+    plain.cfg = plain.cfg.model_copy(update={"channels_last": False})
+    (p1, l1), (p2, l2) = predict_arrays(fast, images), predict_arrays(plain, images)
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # the auto default on CPU
+    assert p1.flags.c_contiguous and l1.flags.c_contiguous
+    np.testing.assert_allclose(p1, p2, atol=1e-5)
+    assert (l1 != l2).mean() < 1e-3  # labels agree up to float ties

@@ -22,7 +22,7 @@ from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
 from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
-from medbalance.engine.engine import Engine, Stage, make_fabric
+from medbalance.engine.engine import Engine, Stage, make_fabric, memory_format
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
 from medbalance.errors import CheckpointError, ConfigError
@@ -243,6 +243,10 @@ def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.n
     segmentation logits are then resized back (bilinear), so masks match the input image.
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    layout = memory_format(run.cfg.channels_last, run.model, x.device)  # as the engine trains and evaluates
+    if layout is not None:
+        run.model.to(memory_format=layout)
+        x = x.contiguous(memory_format=layout)
     size = getattr(run.cfg.data, "size", None)  # every data kind that resizes (or generates) at a size
     with torch.inference_mode():
         if size is None or x.shape[-2:] == (size, size):
@@ -251,4 +255,4 @@ def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.n
             logits = run.model(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
             if logits.ndim == 4:
                 logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return run.task.probabilities(logits).numpy(), run.task.predict(logits).numpy()
+        return run.task.probabilities(logits).contiguous().numpy(), run.task.predict(logits).contiguous().numpy()
