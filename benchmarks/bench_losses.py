@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from monai import losses as ML
 
-from benchmarks.harness import Case, Group, Row, run_groups
+from benchmarks.harness import Case, Group, Row, interleaved_times, run_groups
 from medbalance.losses import LOSSES, build_loss
 
 __all__ = ["cpu_times", "run"]
@@ -117,19 +117,17 @@ def run(*, quick: bool = False, device: str = "cpu", channels_last: bool = False
     return run_groups(_groups(quick=quick, device=device), warmup=warmup, repeats=repeats)
 
 
+def _cpu_seconds(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
 def cpu_times(groups: Sequence[Group], *, warmup: int = 3, repeats: int = 30) -> list[tuple[str, str, float, float]]:
     """``(group, impl, min ms, median ms)`` of CPU time per call, the cases of a group interleaved."""
     results = []
     for group in groups:
-        for case in group.cases:
-            for _ in range(warmup):
-                case.fn()
-        times: list[list[float]] = [[] for _ in group.cases]
-        for _ in range(repeats):
-            for case, case_times in zip(group.cases, times):
-                start = time.process_time()
-                case.fn()
-                case_times.append(time.process_time() - start)
+        times = interleaved_times(group, warmup=warmup, repeats=repeats, clock=_cpu_seconds)
         for case, case_times in zip(group.cases, times):
             results.append((group.name, case.impl, 1e3 * min(case_times), 1e3 * statistics.median(case_times)))
     return results

@@ -32,6 +32,7 @@ __all__ = [
     "conv_peak_gflops",
     "format_table",
     "forward_gflops",
+    "interleaved_times",
     "machine_info",
     "report",
     "run_groups",
@@ -155,26 +156,38 @@ def _time_once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_times(
+    group: Group, *, warmup: int, repeats: int, clock: Callable[[Callable[[], object]], float] = _time_once
+) -> list[list[float]]:
+    """``repeats`` seconds per case of ``group`` (``clock(fn)`` times one call), after ``warmup``
+    untimed calls each: round-robin across the cases, the one that goes first rotating from
+    round to round (the first call after another case's was measured slower)."""
+    for case in group.cases:
+        for _ in range(warmup):
+            case.fn()
+    times: list[list[float]] = [[] for _ in group.cases]
+    n = len(group.cases)
+    for r in range(repeats):
+        for i in [(r + k) % n for k in range(n)]:
+            times[i].append(clock(group.cases[i].fn))
+    return times
+
+
 def run_groups(groups: Iterable[Group], *, warmup: int = 2, repeats: int = 7) -> list[Row]:
     """Time every case of every group and return one :class:`Row` per case.
 
     Args:
         groups: the workloads to time.
         warmup: untimed calls per case first (allocator, oneDNN / cuDNN kernel selection).
-        repeats: timed calls per case, interleaved across the cases of a group.
+        repeats: timed calls per case, interleaved across the cases of a group
+            (:func:`interleaved_times`).
     """
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
     rows = []
     for group in groups:
         info = machine_info()
-        for case in group.cases:
-            for _ in range(warmup):
-                case.fn()
-        times: list[list[float]] = [[] for _ in group.cases]
-        for _ in range(repeats):
-            for case, case_times in zip(group.cases, times):
-                case_times.append(_time_once(case.fn))
+        times = interleaved_times(group, warmup=warmup, repeats=repeats)
         medians = [statistics.median(t) for t in times]
         reference_rate = group.cases[0].items / medians[0]
         for i, (case, case_times, median) in enumerate(zip(group.cases, times, medians)):

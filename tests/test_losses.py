@@ -607,3 +607,19 @@ class TestRegistry:
             build_loss({"name": "ce", "class_weight": "invers"}, class_counts=[1, 1])
         with pytest.raises(ValueError, match="got keys \\['fractoins', 'scheme'\\]"):
             build_loss({"name": "ce", "class_weight": {"scheme": "inverse", "fractoins": [1, 1]}})
+
+
+@pytest.mark.parametrize("name", ["dice", "iou", "generalized_dice", "sens_spec", "exp_log", "dice_ce", "dice_focal"])
+def test_region_losses_name_a_bad_label_next_to_ignored_ones(name):
+    # their label range is checked by the one-hot encoding on CPU: the same one-line error
+    from medbalance.losses import build_loss
+
+    target = torch.zeros(2, 6, 6, dtype=torch.long)
+    target[0, 0, :3] = 255
+    target[1, 5, 5] = 9
+    loss = build_loss({"name": name, "ignore_index": 255})
+    message = "target has label 9 but logits have 3 classes (expected values in [0, 3) or ignore_index=255)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        loss(torch.zeros(2, 3, 6, 6), target)
+    target[1, 5, 5] = 2
+    assert torch.isfinite(loss(torch.zeros(2, 3, 6, 6), target))

@@ -136,7 +136,19 @@ class Target:
 
     def dense(self) -> Tensor:
         """The target as float32 ``(N, C, *spatial)``: one-hot for labels (for ``C == 1`` the
-        0/1 foreground map), zero at ignored elements."""
+        0/1 foreground map), zero at ignored elements. Made once per :class:`Target`.
+
+        Raises:
+            ValueError: a label out of range, for a target formatted with ``check_range=False``
+                (the one-hot encoding is its range check).
+        """
+        cached = self.__dict__.get("_dense")
+        if cached is None:
+            cached = self._make_dense()
+            object.__setattr__(self, "_dense", cached)  # frozen: a cache, not a field
+        return cached
+
+    def _make_dense(self) -> Tensor:
         if self.soft is not None:
             return self.soft
         if self.foreground is not None:
@@ -149,13 +161,19 @@ class Target:
             # scatter_ writes a contiguous (N, C, ...) map in one pass; F.one_hot + movedim gives
             # an int64 channels-last copy that every later reduction has to re-layout
             shape = (labels.shape[0], self.num_classes, *labels.shape[2:])
-            dense = torch.zeros(shape, dtype=torch.float32, device=labels.device).scatter_(1, labels, 1.0)
+            try:
+                dense = torch.zeros(shape, dtype=torch.float32, device=labels.device).scatter_(1, labels, 1.0)
+            except RuntimeError:  # an index out of bounds: say which label, as format_target does
+                _check_label_range(self.labels, self.num_classes, self.ignore_index)
+                raise
         if self.mask is not None:
             dense = dense * self.mask.unsqueeze(1)
         return dense
 
 
-def format_target(logits: Tensor, target: Tensor | Target, *, ignore_index: int | None = None) -> Target:
+def format_target(
+    logits: Tensor, target: Tensor | Target, *, ignore_index: int | None = None, check_range: bool = True
+) -> Target:
     """Validate ``(logits, target)`` against SPEC section 1 and normalise the target.
 
     Args:
@@ -167,6 +185,10 @@ def format_target(logits: Tensor, target: Tensor | Target, *, ignore_index: int 
             the target once for all its terms).
         ignore_index: label value whose elements are excluded from the loss; only meaningful
             for label targets.
+        check_range: ``False`` leaves the scan of multi-class integer labels on the CPU to the
+            one-hot encoding, whose bounds check raises the same ``ValueError``: for callers
+            that call :meth:`Target.dense` before anything reads the labels (a region loss).
+            The scan costs 3-8% of a 7-class Dice step (``benchmarks/RESULTS.md``).
 
     Returns:
         The validated :class:`Target`.
@@ -215,7 +237,9 @@ def format_target(logits: Tensor, target: Tensor | Target, *, ignore_index: int 
     # binary: every loss needs the 0/1 map as floats, and float32 is checked faster than int64
     # (the conversion is monotone, so its range is the labels' range)
     foreground = labels.float() if num_classes == 1 and mask is None else None
-    if target.dtype != torch.bool and labels.numel() > 0:
+    # on CUDA an index out of bounds in scatter_ is a device-side assert, not an exception
+    one_hot_checks = not check_range and num_classes > 1 and labels.device.type == "cpu"
+    if target.dtype != torch.bool and labels.numel() > 0 and not one_hot_checks:
         checked = foreground if foreground is not None else labels if mask is None else labels[mask]
         _check_label_range(checked, num_classes, ignore_index)
     return Target(
@@ -525,9 +549,9 @@ def region_inputs(
     ``include_background=False``, or 2 with ``two_sided`` (binary only: background
     ``(1 - P, 1 - G)`` and foreground ``(P, G)``, background weight 1).
     """
-    tgt = format_target(logits, target, ignore_index=ignore_index)
+    tgt = format_target(logits, target, ignore_index=ignore_index, check_range=False)
     w = class_weight(weight, logits, include_background=include_background)
-    truth = tgt.dense()
+    truth = tgt.dense()  # first, so that it checks the labels' range (format_target's check_range)
     if two_sided:
         if tgt.num_classes != 1:
             raise ValueError(f"two_sided applies to binary logits (C == 1), got C={tgt.num_classes}")

@@ -12,6 +12,7 @@ from medbalance.losses._utils import (
     BatchReduction,
     ClassWeight,
     Reduction,
+    Target,
     check_non_negative,
     format_target,
     scalar_term_args,
@@ -83,7 +84,7 @@ def dice_ce_loss(
     common = scalar_term_args(
         reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
     )
-    target = format_target(logits, target, ignore_index=ignore_index)  # validated once for both terms
+    target = _shared_target(logits, target, ignore_index)
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     return compound_loss([(dice, lambda_dice), (cross_entropy(logits, target, **common), lambda_ce)])
 
@@ -118,10 +119,18 @@ def dice_focal_loss(
     common = scalar_term_args(
         reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
     )
-    target = format_target(logits, target, ignore_index=ignore_index)  # validated once for both terms
+    target = _shared_target(logits, target, ignore_index)
     dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
     focal = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
     return compound_loss([(dice, lambda_dice), (focal, lambda_focal)])
+
+
+def _shared_target(logits: Tensor, target: Tensor, ignore_index: int | None) -> Target:
+    """The target validated once for the Dice term and its partner: its one-hot map, which the
+    Dice needs anyway, is made first and checks the labels' range (``check_range=False``)."""
+    shared = format_target(logits, target, ignore_index=ignore_index, check_range=False)
+    shared.dense()
+    return shared
 
 
 def _default_name(loss: nn.Module) -> str:
@@ -199,7 +208,7 @@ class _SharedTargetLoss(CompoundLoss):
         self.ignore_index = ignore_index
 
     def terms(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
-        return super().terms(logits, format_target(logits, target, ignore_index=self.ignore_index))
+        return super().terms(logits, _shared_target(logits, target, self.ignore_index))
 
 
 class DiceCELoss(_SharedTargetLoss):
