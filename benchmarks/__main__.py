@@ -18,10 +18,8 @@ import logging
 import pkgutil
 import sys
 
-import torch
-
 import benchmarks
-from benchmarks.harness import machine_info, report
+from benchmarks.harness import report, start
 
 log = logging.getLogger("benchmarks")
 
@@ -40,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    log.info("machine: %s", machine_info())
+    start(args.threads)
 
     names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
     rows = []

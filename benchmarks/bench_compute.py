@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.harness import Case, Group, Row, machine_info, report, run_groups
+from benchmarks.harness import Case, Group, Row, report, run_groups, start
 from medbalance.engine.tasks import channel_argmax
 from medbalance.losses import build_loss
 from medbalance.nets import NETS, SEGMENTATION_NETS
@@ -138,10 +138,19 @@ def run(
     for net in SEGMENTATION_NETS:
         default = {"engine default": "channels_last" if NETS[net].prefers_channels_last else "NCHW"}
         if net != "unet":  # U-Net's is in the train group above
-            cases = [_train_case(f"fp32 {n}", base=base, x=x, y=y, channels_last=cl, bf16=False, net=net) for n, cl in layouts]
+            cases = [
+                _train_case(f"fp32 {n}", base=base, x=x, y=y, channels_last=cl, bf16=False, net=net)
+                for n, cl in layouts
+            ]
             layout.append(Group(f"{net} train {shape}", cases, extra=default))
         cases = [
-            _infer_case(f"inference_mode {n}", _net(base, cl, net).to(device).eval(), x_last if cl else x, torch.inference_mode, bf16=False)
+            _infer_case(
+                f"inference_mode {n}",
+                _net(base, cl, net).to(device).eval(),
+                x_last if cl else x,
+                torch.inference_mode,
+                bf16=False,
+            )
             for n, cl in layouts
         ]
         layout.append(Group(f"{net} infer {shape}", cases, extra=default))
@@ -163,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--side", type=int, default=128)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    log.info("machine: %s", machine_info())
+    start(args.threads)
     rows = run(quick=args.quick, device=args.device, base=args.base, batch=args.batch, side=args.side)
     sys.stdout.write(report(rows) + "\n")
     return 0

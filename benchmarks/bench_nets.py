@@ -52,7 +52,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.harness import Case, Group, Row, conv_peak_gflops, machine_info, report, run_groups
-from medbalance.nets import NETS
+from medbalance.nets import NETS, SEGMENTATION_NETS
 
 __all__ = ["PAPER_WIDTHS", "main", "monai_equivalents", "run", "segmentation_nets", "size_rows", "size_table"]
 
@@ -73,8 +73,8 @@ PAPER_WIDTHS: dict[str, int] = {
 
 
 def segmentation_nets() -> dict[str, type[nn.Module]]:
-    """The registered networks whose constructor takes ``base_channels`` (the segmentation ones)."""
-    return {name: cls for name, cls in sorted(NETS.items()) if "base_channels" in inspect.signature(cls).parameters}
+    """The registered segmentation networks, by name."""
+    return {name: NETS[name] for name in sorted(SEGMENTATION_NETS)}
 
 
 def _default_width(cls: type[nn.Module]) -> int:

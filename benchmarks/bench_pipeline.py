@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from benchmarks.harness import Case, Group, Row, machine_info, report, run_groups
+from benchmarks.harness import Case, Group, Row, report, run_groups, start
 from medbalance.data.augment import Augment
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset
@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    log.info("machine: %s", machine_info())
+    start(args.threads)
     rows = run(quick=args.quick, n=args.n, native=args.native, side=args.side, batch=args.batch)
     sys.stdout.write(report(rows) + "\n")
     for impl, ratio in data_compute_ratio(rows).items():

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +38,7 @@ __all__ = [
     "machine_info",
     "report",
     "run_groups",
+    "start",
 ]
 
 
@@ -86,6 +89,15 @@ class Row:
     torch: str
     date: str
     extra: dict[str, object]
+
+
+def start(threads: int | None) -> None:
+    """What every benchmark entry point does first: INFO logs to stderr, ``threads`` torch threads
+    (``None``: torch's default), and a log line naming the machine."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    logging.getLogger("benchmarks").info("machine: %s", machine_info())
 
 
 def machine_info() -> dict[str, object]:

@@ -290,7 +290,11 @@ class LossTester:
             (1, torch.full((2, 4, 4), 2), "target has label 2 but logits have 1 channel (binary: expected"),
             (3, torch.full((2, 4, 4), -1), "target has label -1 but"),
             # one bad pixel among good ones (region losses find it through the one-hot encoding)
-            (3, torch.zeros(2, 4, 4, dtype=torch.long).index_put_((torch.tensor([1]),) * 3, torch.tensor(5)), "target has label 5 but logits have 3 classes"),
+            (
+                3,
+                torch.zeros(2, 4, 4, dtype=torch.long).index_put_((torch.tensor([1]),) * 3, torch.tensor(5)),
+                "target has label 5 but logits have 3 classes",
+            ),
             (
                 3,
                 torch.zeros(2, 5, 5, dtype=torch.long),
@@ -301,7 +305,16 @@ class LossTester:
             (3, torch.full((2, 3, 4, 4), 1.5), "target has values in [1.5, 1.5] (expected one-hot or soft"),
             (3, torch.full((2, 3, 4, 4), float("nan")), "target contains NaN or inf"),
         ],
-        ids=["label-high", "binary-label-2", "label-negative", "one-bad-pixel", "label-shape", "float-shape", "range", "nan"],
+        ids=[
+            "label-high",
+            "binary-label-2",
+            "label-negative",
+            "one-bad-pixel",
+            "label-shape",
+            "float-shape",
+            "range",
+            "nan",
+        ],
     )
     def test_bad_target_raises(self, num_classes: int, target: Tensor, message: str) -> None:
         with pytest.raises(ValueError, match=re.escape(message)):

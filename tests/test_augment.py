@@ -150,7 +150,9 @@ def test_bad_strengths_and_keys_get_one_line_errors():
         Augment(scale=1.0)
     with pytest.raises(ConfigError, match=r"invalid value for 'augment.contrast' in config: .*got 1.5"):
         parse_config({"augment": {"contrast": 1.5}})
-    with pytest.raises(ConfigError, match=r"unknown key 'rotation' under 'augment' in config \(did you mean 'rotate'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'rotation' under 'augment' in config \(did you mean 'rotate'\?\)"
+    ):
         parse_config({"augment": {"rotation": 10}})
     with pytest.raises(ValueError, match=r"augment: expected a float image batch .* got torch.int64"):
         Augment(flip=True)({"image": torch.zeros(2, 1, 4, 4, dtype=torch.long)}, _gen())

@@ -95,5 +95,7 @@ def test_array_dataset_names_the_bad_label_low_or_high():
     for bad in (-1, 5):
         target = np.zeros((2, 3, 3), np.int64)
         target[1, 2, 2] = bad
-        with pytest.raises(ValueError, match=rf"target has label {bad} but num_classes is 3 \(expected values in \[0, 3\)\)"):
+        with pytest.raises(
+            ValueError, match=rf"target has label {bad} but num_classes is 3 \(expected values in \[0, 3\)\)"
+        ):
             ArrayDataset(images, target, num_classes=3)

@@ -6,9 +6,9 @@ import json
 import math
 
 import numpy as np
-import torch
 import pytest
 import SimpleITK as sitk
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image

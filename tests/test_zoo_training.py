@@ -10,9 +10,7 @@ import yaml
 
 from medbalance.cli.main import main
 from medbalance.losses import LOSSES
-from medbalance.nets import CLASSIFICATION_NETS, NETS
-
-SEGMENTATION_NETS = [name for name in NETS if name not in CLASSIFICATION_NETS]
+from medbalance.nets import SEGMENTATION_NETS
 
 TINY = ["--set", "epochs=1", "--set", "progress=false", "--set", "batch_size=4"]
 TINY_PHANTOM = [*TINY, "--set", "data.size=32", "--set", "data.n_train=8", "--set", "data.n_val=4"]

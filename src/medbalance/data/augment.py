@@ -71,7 +71,9 @@ class Augment(BaseModel):
     def enabled(self) -> bool:
         """Whether any transform is on."""
         affine = self.affine_p > 0 and (self.rotate > 0 or self.scale > 0)
-        intensity = self.intensity_p > 0 and any(s > 0 for s in (self.brightness, self.contrast, self.gamma, self.noise))
+        intensity = self.intensity_p > 0 and any(
+            s > 0 for s in (self.brightness, self.contrast, self.gamma, self.noise)
+        )
         return self.flip or self.rot90 or affine or intensity
 
     def __call__(self, batch: dict, generator: torch.Generator, *, share: tuple[int, int] = (0, 1)) -> dict:
@@ -101,7 +103,10 @@ class Augment(BaseModel):
         keys = [
             k
             for k, v in batch.items()
-            if k != "image" and torch.is_tensor(v) and v.ndim >= 1 + len(spatial) and tuple(v.shape[-len(spatial) :]) == spatial
+            if k != "image"
+            and torch.is_tensor(v)
+            and v.ndim >= 1 + len(spatial)
+            and tuple(v.shape[-len(spatial) :]) == spatial
         ]
         draw = _Draw(generator, len(image), share)
         out = dict(batch)
@@ -166,7 +171,9 @@ class _Draw:
         return values[self.rank * self.n : (self.rank + 1) * self.n].float()
 
     def integers(self, high: int) -> torch.Tensor:
-        return torch.randint(high, (self.world * self.n,), generator=self.generator)[self.rank * self.n : (self.rank + 1) * self.n]
+        return torch.randint(high, (self.world * self.n,), generator=self.generator)[
+            self.rank * self.n : (self.rank + 1) * self.n
+        ]
 
     def seed(self) -> int:
         return int(torch.randint(2**62, (self.world,), generator=self.generator)[self.rank])
