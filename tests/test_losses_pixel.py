@@ -456,6 +456,39 @@ class TestOnlineBootstrapping:
                 torch.testing.assert_close(by_partition[1], by_topk[1])
             expected = bits.sort(dim=1, descending=True).values
             torch.testing.assert_close(by_topk[0][:, 0], expected[:, k - 1])
+            for top in (by_partition[2], by_topk[2]):  # the k largest, in any order
+                torch.testing.assert_close(top.sort(dim=1, descending=True).values, expected[:, :k])
+
+    @pytest.mark.parametrize(
+        ("spatial", "scale", "layout", "dtype"),
+        [
+            ((16, 16), 2.0, "nchw", torch.float32),
+            ((16, 16), 2.0, "channels_last", torch.float32),
+            ((6, 8, 10), 3.0, "nchw", torch.float32),
+            ((16, 16), 40.0, "nchw", torch.float32),  # losses up to ~150: overflow, the loss path
+            ((16, 16), 2.0, "nchw", torch.bfloat16),
+        ],
+    )
+    @pytest.mark.parametrize("reduction", ["mean", "sum"])
+    def test_binary_margin_path_equals_the_loss_path(self, spatial, scale, layout, dtype, reduction) -> None:
+        # binary labels rank by exp2 of the margin and take the loss at the kept pixels only;
+        # the per-pixel map (reduction "none") computes every loss and selects by it
+        logits, target = make_inputs(1, spatial, "labels", batch=3, seed=35, scale=scale)
+        logits = logits.to(dtype)
+        if layout == "channels_last":
+            logits = logits.contiguous(memory_format=torch.channels_last)
+        pixels = int(np.prod(spatial))
+        for hard_num in (1, 37, pixels - 1, pixels):
+            fast = logits.clone().requires_grad_()
+            slow = logits.clone().requires_grad_()
+            value = online_bootstrapping_loss(fast, target, hard_num=hard_num, reduction=reduction)
+            per_pixel = online_bootstrapping_loss(slow, target, hard_num=hard_num, reduction="none")
+            expected = per_pixel.sum() / (3 * hard_num if reduction == "mean" else 1)
+            torch.testing.assert_close(value, expected)
+            value.backward()
+            expected.backward()
+            assert fast.grad.dtype == dtype
+            torch.testing.assert_close(fast.grad, slow.grad)
 
     def test_binary_threshold_path_matches_numpy(self) -> None:
         logits, target = make_inputs(1, (16, 16), "labels", batch=4, seed=33)
