@@ -267,6 +267,15 @@ class LossTester:
             (grad,) = torch.autograd.grad(value, logits)
             assert torch.isfinite(value) and torch.isfinite(grad).all()
 
+    @pytest.mark.parametrize("num_classes", [1, 3])
+    @pytest.mark.parametrize("shape", [(0, 4, 4), (2, 0, 4)], ids=["no-image", "no-pixel"])
+    def test_empty_input_is_finite(self, num_classes: int, shape: tuple[int, ...]) -> None:
+        # an empty batch (a filtered batch, an idle shard) or zero pixels: the mean over nothing
+        logits = torch.randn(shape[0], num_classes, *shape[1:], requires_grad=True)
+        value = self.loss(logits, torch.zeros(shape, dtype=torch.long))
+        (grad,) = torch.autograd.grad(value, logits)
+        assert value.shape == () and torch.isfinite(value) and grad.shape == logits.shape
+
     def test_forward_does_not_mutate_module(self) -> None:
         logits, target = CASES[4].make()
         module = self.module(**self.kwargs)

@@ -673,7 +673,12 @@ def overlap_loss(
         index = tversky_index(
             soft_overlap(region, batch_reduction, squared=squared), alpha=alpha, beta=beta, smooth=smooth
         )
-        if gamma == 1.0 and region.weight is None and (reduction == "mean" or batch_reduction == "batch"):
+        if (
+            gamma == 1.0
+            and region.weight is None
+            and index.numel() > 0
+            and (reduction == "mean" or batch_reduction == "batch")
+        ):
             # the mean over images of class means is the mean over all (image, class) pairs
             return 1.0 - index.mean()
         per_class = 1.0 - index if gamma == 1.0 else power(1.0 - index, gamma)

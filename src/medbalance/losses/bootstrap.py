@@ -238,6 +238,9 @@ def online_bootstrapping_loss(
         tgt = format_target(logits, target, ignore_index=ignore_index)
         w = class_weight(weight, logits, include_background=include_background)
         logits = logits.float()
+        if logits.numel() == 0:  # no pixel to keep: the mean over nothing is 0, as for cross_entropy
+            loss, normalizer = cross_entropy_terms(logits, tgt, w)
+            return reduce_loss(loss, reduction, mask=tgt.mask, normalizer=normalizer)
         threshold_path = w is None and tgt.labels is not None and tgt.mask is None and reduction != "none"
         if threshold_path and tgt.num_classes == 1:
             kept = _binary_mean_of_hardest(logits, tgt.dense(), hard_num, reduction)
@@ -285,8 +288,10 @@ def hard_pixel_fractions(
     with float32_compute(logits), torch.no_grad():
         tgt = format_target(logits, target, ignore_index=ignore_index)
         logits = logits.float()
-        selected = _select_hard(_hardness(logits, tgt), tgt.mask, hard_num).unsqueeze(1)
         _, tgt2 = two_class_view(logits, tgt)
+        if logits.numel() == 0:
+            return torch.zeros(tgt2.num_classes, device=logits.device)
+        selected = _select_hard(_hardness(logits, tgt), tgt.mask, hard_num).unsqueeze(1)
         per_class = (tgt2.dense() * selected).transpose(0, 1).reshape(tgt2.num_classes, -1).sum(dim=1)
         total = per_class.sum()
         return per_class / total if total > 0 else per_class
