@@ -41,6 +41,7 @@ __all__ = [
     "probabilities",
     "expand_binary_logits",
     "label_log_probs",
+    "binary_margin",
     "float32_compute",
     "check_class_weight",
     "class_weight",
@@ -352,9 +353,20 @@ def label_log_probs(logits: Tensor, labels: Tensor) -> Tensor:
         [[0.5, 0.5]]
     """
     if logits.shape[1] == 1:
-        # z * (+-1) rather than torch.where: the same values, and where is slow on CPU
-        return F.logsigmoid(logits[:, 0] * (2.0 * labels - 1.0))
+        return F.logsigmoid(binary_margin(logits, labels))
     return F.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+
+
+def binary_margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """``m = z (2 y - 1)`` of binary logits ``(N, 1, *spatial)`` and labels ``(N, *spatial)``
+    (int64, or the float32 0/1 map): ``p_y = sigmoid(m)`` and ``1 - p_y = sigmoid(-m)``.
+
+    Example:
+        >>> binary_margin(torch.tensor([[[2.0, 2.0]]]), torch.tensor([[1, 0]])).tolist()
+        [[2.0, -2.0]]
+    """
+    # z * (+-1) rather than torch.where: the same values, and where is slow on CPU
+    return logits[:, 0] * (2.0 * labels - 1.0)
 
 
 def expand_binary_logits(logits: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from medbalance.losses._utils import (
     REDUCTIONS,
     ClassWeight,
     Reduction,
+    binary_margin,
     check_choice,
     check_non_negative,
     class_weight,
@@ -131,11 +132,18 @@ def focal_loss(
         if w is not None:
             w2 = torch.cat([torch.ones_like(w), w]) if tgt.num_classes == 1 else w
             factor = w2 if factor is None else factor * w2
+        modulation = None
         if tgt.labels is not None:
             # a one-hot target keeps only the true class's term: no dense (N, C, ...) product
             # binary: the float 0/1 map spares label_log_probs an int64 -> float conversion
             labels = tgt.labels if tgt.foreground is None else tgt.foreground
-            log_p = label_log_probs(logits.float(), labels)
+            if tgt.num_classes == 1:
+                # p_t = sigmoid(m), m = z (2 y - 1): 1 - p_t = sigmoid(-m) exactly, and sigmoid
+                # is 3x faster than expm1 on CPU (forward and backward)
+                margin = binary_margin(logits.float(), labels)
+                log_p, modulation = F.logsigmoid(margin), torch.sigmoid(-margin)
+            else:
+                log_p = label_log_probs(logits.float(), labels)
             y = None if factor is None else factor[tgt.labels]
         else:
             logits2, tgt2 = two_class_view(logits.float(), tgt)
@@ -143,8 +151,9 @@ def focal_loss(
             y = tgt2.dense()
             if factor is not None:
                 y = y * factor.view(1, -1, *([1] * (logits.ndim - 2)))
-        # (1 - p) = -expm1(log p) keeps its digits near p = 1
-        modulation = -torch.expm1(log_p)
+        if modulation is None:
+            # (1 - p) = -expm1(log p) keeps its digits near p = 1
+            modulation = -torch.expm1(log_p)
         if gamma < 1.0:
             # the floor keeps gamma < 1 gradients finite at p = 1 (x^gamma is smooth at 0 otherwise,
             # and the clamp's backward costs as much as the rest of the loss on CPU)
