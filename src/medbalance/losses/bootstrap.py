@@ -155,11 +155,10 @@ def _binary_mean_of_hardest(logits: Tensor, foreground: Tensor, hard_num: int, r
         if k == odds.shape[1]:
             return None
         kth, after, top = (v.view(torch.float32) for v in _largest(odds.view(torch.int32), k))
-        if not bool((kth > after).all()):
-            return None
         scale = 1.0 if reduction == "sum" else 1.0 / top.numel()
         value = torch.log1p(top).sum() * scale
-        if not math.isfinite(value.item()):  # a kept loss above ~88 (u overflows): the exact path
+        # one host sync for both exits: ties at the threshold, or a kept loss above ~88 (u overflows)
+        if not bool((kth > after).all() & torch.isfinite(value)):
             return None
     return _KeptBinaryCE.apply(logits, foreground, odds, after, value, scale)
 
