@@ -13,15 +13,15 @@ object in a large volume costs little.
 **Empty masks.** With ``p`` the prediction and ``t`` the target:
 
 * both empty: :func:`surface_distances` gives two empty arrays, :func:`hausdorff_distance`
-  NaN and :func:`normalized_surface_dice` NaN (MONAI: NaN and NaN);
-* only ``t`` empty: ``inf`` for each border pixel of ``p`` and an empty array; HD NaN
-  (MONAI: ``inf``), NSD 0.0 (MONAI: 0.0);
-* only ``p`` empty: an empty array and ``inf`` for each border pixel of ``t``; HD NaN
-  (MONAI: ``inf``), NSD 0.0 (MONAI: 0.0).
+  NaN and :func:`normalized_surface_dice` NaN (as MONAI);
+* only ``t`` empty: ``inf`` for each border pixel of ``p`` and an empty array; HD NaN, NSD 0.0;
+* only ``p`` empty: an empty array and ``inf`` for each border pixel of ``t``; HD NaN, NSD 0.0.
 
-The Hausdorff distance to an empty set is undefined here (NaN), so that a per-case table
-(:class:`medbalance.metrics.CaseTable`) states how such cases are counted instead of
-averaging an ``inf``.
+With one side empty MONAI 1.6's HD is ``inf`` with ``percentile=None`` and NaN with a percentile
+(its quantile interpolates between infinities); its NSD is 0.0 as ours. The Hausdorff distance
+to an empty set is undefined here (NaN), so that a per-case table
+(:class:`medbalance.metrics.CaseTable`) states how such cases are counted instead of averaging
+an ``inf``.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def hausdorff_distance(
 
     Returns:
         The distance in the units of ``spacing``; NaN if either mask is empty (see the module
-        docstring: MONAI gives NaN when both are empty and ``inf`` when one is).
+        docstring for MONAI's values).
 
     Raises:
         ValueError: bad masks or spacing (see :func:`surface_distances`) or ``percentile``.
