@@ -157,12 +157,8 @@ def hausdorff_distance(
         >>> hausdorff_distance(pred, target, spacing=(1.0, 2.0), percentile=100.0)
         2.0
     """
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be a number in [0, 100], found {percentile!r}")
-    distances = surface_distances(pred, target, spacing=spacing)
-    if any(d.size == 0 for d in distances):
-        return math.nan
-    return float(max(np.percentile(d, percentile) for d in distances))
+    _check_percentile(percentile)
+    return _hausdorff(surface_distances(pred, target, spacing=spacing), percentile)
 
 
 def normalized_surface_dice(
@@ -194,10 +190,30 @@ def normalized_surface_dice(
         >>> normalized_surface_dice(pred, target, tolerance=1.0, spacing=(1.0, 2.0))
         0.625
     """
+    _check_tolerance(tolerance)
+    return _surface_dice(surface_distances(pred, target, spacing=spacing), tolerance)
+
+
+def _check_percentile(percentile: float) -> None:
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be a number in [0, 100], found {percentile!r}")
+
+
+def _check_tolerance(tolerance: float) -> None:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
         raise ValueError(f"tolerance must be a finite number >= 0, found {tolerance!r}")
-    pred_to_target, target_to_pred = surface_distances(pred, target, spacing=spacing)
-    total = pred_to_target.size + target_to_pred.size
+
+
+def _hausdorff(distances: tuple[np.ndarray, np.ndarray], percentile: float) -> float:
+    """:func:`hausdorff_distance` from the output of :func:`surface_distances`."""
+    if any(d.size == 0 for d in distances):
+        return math.nan
+    return float(max(np.percentile(d, percentile) for d in distances))
+
+
+def _surface_dice(distances: tuple[np.ndarray, np.ndarray], tolerance: float) -> float:
+    """:func:`normalized_surface_dice` from the output of :func:`surface_distances`."""
+    total = sum(d.size for d in distances)
     if total == 0:
         return math.nan
-    return float(((pred_to_target <= tolerance).sum() + (target_to_pred <= tolerance).sum()) / total)
+    return float(sum(int((d <= tolerance).sum()) for d in distances) / total)
