@@ -89,7 +89,7 @@ def random_case(rng: np.random.Generator, shape: tuple[int, ...], num_classes: i
 
 def monai_reference(labels, target, num_classes, *, ignore_index, spacing, tolerance, ignore_empty):
     """MONAI's per-class Dice, IoU, HD95 and NSD on one-hot maps with ignored pixels cleared from both."""
-    valid = torch.ones(target.shape, dtype=torch.bool) if ignore_index is None else torch.from_numpy(target != ignore_index)
+    valid = torch.from_numpy(np.ones(target.shape, bool) if ignore_index is None else target != ignore_index)
     safe_target = torch.from_numpy(np.where(valid.numpy(), target, 0))
 
     def one_hot(x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,12 @@ def test_rows_match_monai_and_torchmetrics(shape, ignore_index, empty, seed):
     table = CaseTable(num_classes, include_background=True, ignore_index=ignore_index, tolerance=tolerance, empty=empty)
     rows = by_class(table.update("c", labels, target, spacing=spacing))
     ref = monai_reference(
-        labels, target, num_classes, ignore_index=ignore_index, spacing=spacing, tolerance=tolerance,
+        labels,
+        target,
+        num_classes,
+        ignore_index=ignore_index,
+        spacing=spacing,
+        tolerance=tolerance,
         ignore_empty=empty == "skip",
     )
     flat = {"preds": torch.from_numpy(labels).flatten(), "target": torch.from_numpy(target).flatten()}
@@ -254,7 +259,8 @@ def test_pooled_versus_mean_over_cases():
     preds, target = torch.from_numpy(np.stack([big_p, small_p])), torch.from_numpy(np.stack([big_t, small_t]))
     tm_dice = multiclass_f1_score(preds.flatten(), target.flatten(), num_classes=2, average=None)
     assert summary["pooled"]["1"]["dice"] == pytest.approx(float(tm_dice[1]))
-    assert summary["pooled"]["1"]["iou"] == pytest.approx(segmentation_scores(confusion_matrix(preds, target, 2))["iou"][1])
+    pooled_iou = segmentation_scores(confusion_matrix(preds, target, 2))["iou"][1]
+    assert summary["pooled"]["1"]["iou"] == pytest.approx(pooled_iou)
     assert summary["pooled_mean"]["dice"] == summary["pooled"]["1"]["dice"]
     assert summary["mean"]["dice"] == summary["per_class"]["1"]["dice"]
     assert "hd95" not in summary["mean"] and "hd95" not in table.rows[0]
@@ -279,10 +285,9 @@ def test_write_csv_and_json(tmp_path):
     csv_path, json_path = table.write(tmp_path / "evaluations" / "run1")
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 6 and list(rows[0]) == [
-        "case", "class_index", "class", "target_pixels", "pred_pixels", "dice", "iou", "precision", "recall",
-        "hd95", "nsd",
-    ]
+    assert len(rows) == 6
+    assert list(rows[0]) == ["case", "class_index", "class", "target_pixels", "pred_pixels", *table.metrics]
+    assert table.metrics == ("dice", "iou", "precision", "recall", "hd95", "nsd")
     for read, row in zip(rows, table.rows):
         assert read["case"] == row["case"] and read["class"] == row["class"]
         assert int(read["target_pixels"]) == row["target_pixels"]
@@ -296,7 +301,8 @@ def test_write_csv_and_json(tmp_path):
     assert len(document["rows"]) == 6 and document["rows"][1]["case"] == "a"
     assert document["rows"][3]["dice"] is None  # case b, lesion: skipped empty pair
     assert document["summary"]["empty_pairs"] == 2
-    assert document["summary"]["per_class"]["lesion"]["dice"] == pytest.approx(table.summary()["per_class"]["lesion"]["dice"])
+    lesion = table.summary()["per_class"]["lesion"]
+    assert document["summary"]["per_class"]["lesion"]["dice"] == pytest.approx(lesion["dice"])
 
 
 def test_write_never_overwrites(tmp_path):
