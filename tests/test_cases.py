@@ -356,3 +356,32 @@ def test_invalid_updates():
     assert [row["case"] for row in table.rows] == ["a", "a"]  # failed updates add nothing
     with pytest.raises(ValueError, match="CaseTable is empty"):
         CaseTable(2).summary()
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.data
+def test_drive_second_observer_inside_the_field_of_view(shared_data):
+    """DRIVE test image 01: the second observer scored against the first, outside the FOV ignored."""
+    from PIL import Image
+
+    root = shared_data / "drive" / "DRIVE" / "test"
+    first, second, fov = (
+        np.asarray(Image.open(root / sub / name)) > 0
+        for sub, name in (
+            ("1st_manual", "01_manual1.gif"),
+            ("2nd_manual", "01_manual2.gif"),
+            ("mask", "01_test_mask.gif"),
+        )
+    )
+    target = np.where(fov, first.astype(np.int64), IGNORE)
+    labels = second.astype(np.int64)
+    labels[~fov] = 1  # vessels drawn outside the FOV must not count
+    table = CaseTable(2, class_names=["background", "vessel"], ignore_index=IGNORE, tolerance=2.0)
+    row = table.update("01", labels, target)[0]
+    ref = monai_reference(labels, target, 2, ignore_index=IGNORE, spacing=(1.0, 1.0), tolerance=2.0, ignore_empty=True)
+    for metric in ("dice", "iou", "hd95", "nsd"):
+        assert_same(row[metric], float(ref[metric][1]))
+    assert row["target_pixels"] == int((first & fov).sum()) and row["pred_pixels"] == int((second & fov).sum())
+    assert 0.6 < row["dice"] < 0.95  # two human observers agree well but not perfectly
