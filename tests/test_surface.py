@@ -42,7 +42,7 @@ def random_mask(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> 
 
 
 masks = st.tuples(
-    st.sampled_from([(13, 11), (40, 37), (7, 9, 6), (16, 12, 14)]),
+    st.sampled_from([(13, 11), (40, 37), (96, 80), (7, 9, 6), (16, 12, 14)]),
     st.sampled_from(["noise", "boxes", "empty"]),
     st.sampled_from(["noise", "boxes", "empty"]),
     st.integers(0, 2**32 - 1),
