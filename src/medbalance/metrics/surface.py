@@ -57,7 +57,7 @@ def _as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> np.ndarra
 
 def _border(mask: np.ndarray) -> np.ndarray:
     """Foreground pixels with a background face-neighbour, the outside of the array counting as
-    background: ``mask & ~binary_erosion(mask)`` as MONAI computes it, about 10x faster."""
+    background: ``mask & ~binary_erosion(mask)`` as MONAI computes it, ~10x faster."""
     interior = mask.copy()
     for axis in range(mask.ndim):
         ahead, behind, first, last = (
