@@ -162,6 +162,8 @@ def test_torch_input_equals_numpy_input():
     from_numpy = CaseTable(3).update("a", labels, target, spacing=(0.5, 2.0))
     from_torch = CaseTable(3).update("a", torch.from_numpy(labels), torch.from_numpy(target), spacing=(0.5, 2.0))
     assert from_numpy == from_torch
+    flipped = CaseTable(3).update("a", np.flip(labels, 0), np.flip(target, 0), spacing=(0.5, 2.0))
+    assert [row["dice"] for row in flipped] == [row["dice"] for row in from_numpy]
 
 
 # --------------------------------------------------------------------------- ignore_index

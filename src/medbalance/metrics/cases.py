@@ -59,7 +59,7 @@ def _to_numpy(name: str, labels: Any) -> np.ndarray:
         raise ValueError(f"{name} must hold integer class labels, found dtype {array.dtype}")
     if array.ndim not in (2, 3):
         raise ValueError(f"{name} must be one case, 2D (H, W) or 3D (D, H, W), found shape {array.shape}")
-    return array
+    return np.ascontiguousarray(array)  # torch.from_numpy refuses negative strides (flipped views)
 
 
 def _nanmean_std(values: Sequence[float]) -> tuple[float, float, int]:
