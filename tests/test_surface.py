@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
@@ -69,6 +69,10 @@ def test_hd95_and_nsd_match_monai(case, spacing, tolerance):
     pred, target = random_mask(rng, shape, pred_kind), random_mask(rng, shape, target_kind)
     if isinstance(spacing, list):
         spacing = spacing[: len(shape)]
+    # MONAI compares float32 distances with the tolerance: a distance within float32 rounding of
+    # it, but not equal, may count on one side only (e.g. 2.0 vs a tolerance of 1.9999999999999996)
+    gaps = np.abs(np.concatenate(surface_distances(pred, target, spacing=spacing)) - tolerance)
+    assume(not np.any((gaps > 0) & (gaps <= 1e-6 * max(tolerance, 1e-6))))
     ref_hd, ref_nsd = monai_scores(pred, target, spacing, tolerance)
     hd = hausdorff_distance(pred, target, spacing=spacing)
     nsd = normalized_surface_dice(pred, target, tolerance=tolerance, spacing=spacing)
