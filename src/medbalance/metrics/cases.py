@@ -95,6 +95,11 @@ class CaseTable:
             ``"zero"`` (module docstring).
         surface: Compute HD95 and NSD (the costly part); without, the rows have no such columns.
 
+    Attributes:
+        rows: One dict per (case, scored class), in update order (see :meth:`update`).
+        cm: int64 ``(C, C)`` confusion matrix summed over the cases (the pooled scores).
+        classes: The scored class indices; ``metrics``: the score names of a row.
+
     Example:
         >>> table = CaseTable(2, class_names=["bg", "vessel"], tolerance=1.0)
         >>> target = np.zeros((6, 6), np.int64); target[1:4, 1:4] = 1
