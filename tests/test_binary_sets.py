@@ -66,10 +66,11 @@ def test_hc18_splits_by_subject(shared_data):
     _disjoint(splits)
 
 
-def test_kvasir_needs_a_size_and_then_loads_through_a_config(shared_data):
+def test_kvasir_loads_at_native_sizes_or_resized(shared_data):
     root = _root(shared_data, "kvasir_seg_mini")
-    with pytest.raises(DataError, match="set data.size"):
-        load_kvasir_seg_mini(root, SharedData(name="kvasir_seg_mini"))
+    native = load_kvasir_seg_mini(root, SharedData(name="kvasir_seg_mini"))
+    assert native.train.ragged and native.train.images[0].dtype == np.uint8
+    assert all(im.shape[1:] == t.shape for im, t in zip(native.train.images, native.train.target))
     cfg = parse_config({"data": {"kind": "shared", "name": "kvasir_seg_mini", "size": 32}})
     splits = build_splits(cfg)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (3, 1, 1)

@@ -25,6 +25,7 @@ __all__ = [
     "RunConfig",
     "DataConfig",
     "ModelConfig",
+    "Evaluation",
     "load_config",
     "parse_config",
     "apply_overrides",
@@ -40,6 +41,9 @@ class _Segmentation(_Strict):
     """Fields every segmentation source shares."""
 
     binary: bool = False  # collapse every foreground class into one (seed 002's binary model)
+    # intensity normalisation of native-size images, fitted on the train split (medbalance.data.normalization)
+    normalization: Literal["auto", "none", "uint8", "ct", "zscore"] = "auto"
+    ignore_index: int | None = Field(None, ge=0, le=255)  # a mask label that is neither trained on nor scored
 
 
 class _Split(_Strict):
@@ -67,6 +71,18 @@ class NucleiPhantomData(_SegmentationPhantoms):
 
     kind: Literal["nuclei_phantom"] = "nuclei_phantom"
     size: int = Field(128, ge=16)
+
+
+class Phantom3DData(_Segmentation):
+    """3D CT-like volumes: a small lesion (<= 0.1% of voxels) inside an organ, native geometry."""
+
+    kind: Literal["phantom3d"] = "phantom3d"
+    shape: tuple[int, int, int] = (32, 64, 64)  # typical (D, H, W); each volume varies by up to 25%
+    n_train: int = Field(24, ge=1)
+    n_val: int = Field(6, ge=1)
+    n_test: int = Field(6, ge=0)
+    lesion_share: float = Field(0.8, ge=0.0, le=1.0)
+    seed: int = 0
 
 
 class LongtailPhantomData(_Strict):
@@ -106,7 +122,8 @@ class CamusData(_Segmentation, _Split):
     views: list[Literal["2CH", "4CH"]] = ["2CH", "4CH"]
     phases: list[Literal["ED", "ES"]] = ["ED", "ES"]
     label: int = Field(1, ge=1, le=3)  # 1 LV endocardium, 2 myocardium, 3 left atrium
-    size: int | None = Field(256, ge=8)
+    size: int | None = Field(None, ge=8)  # None: native frames (aspect and spacing kept)
+    scale: float = Field(1.0, gt=0.0, le=4.0)  # resample native frames by this factor (aspect kept)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
 
@@ -126,7 +143,7 @@ class MonusacData(_Segmentation, _Split):
     kind: Literal["monusac"] = "monusac"
     path: str
     cache: str | None = None
-    size: int | None = Field(512, ge=8)
+    size: int | None = Field(None, ge=8)  # None: native size (the seed resized to 512)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -177,6 +194,7 @@ class SharedData(_Segmentation, _Split, _LongtailOption):
 DataConfig = Union[
     IntraclassPhantomData,
     NucleiPhantomData,
+    Phantom3DData,
     LongtailPhantomData,
     FolderData,
     CamusData,
@@ -190,6 +208,7 @@ DataConfig = Union[
 _DATA_KINDS: dict[str, type[BaseModel]] = {
     "intraclass_phantom": IntraclassPhantomData,
     "nuclei_phantom": NucleiPhantomData,
+    "phantom3d": Phantom3DData,
     "longtail_phantom": LongtailPhantomData,
     "folder": FolderData,
     "camus": CamusData,
@@ -201,6 +220,23 @@ _DATA_KINDS: dict[str, type[BaseModel]] = {
     "shared": SharedData,
 }
 _CLASSIFICATION_KINDS = (LongtailPhantomData, BreakhisData, ChestXrayData, MedmnistData)
+
+
+class Evaluation(_Strict):
+    """How validation, ``evaluate`` and ``predict`` infer and score native-size images.
+
+    ``overlap`` and ``flip_tta`` set the sliding window (window = the run's ``patch_size``,
+    Gaussian weights); ``empty`` is the per-case table's policy for a class absent from a
+    case's ground truth (``skip``: left out of the means; ``one`` / ``zero``: scored so);
+    ``tolerance`` is the normalised surface Dice tolerance in physical units (mm, or pixels
+    without spacing); ``surface: false`` skips HD95 / NSD (they cost distance transforms).
+    """
+
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    flip_tta: bool = False
+    empty: Literal["skip", "one", "zero"] = "skip"
+    tolerance: float = Field(1.0, gt=0.0)
+    surface: bool = True
 
 
 class ModelConfig(BaseModel):
@@ -236,6 +272,15 @@ class RunConfig(_Strict):
     # memory layout of a 2D network and its inputs; auto: the network's prefers_channels_last on CPU
     channels_last: Literal["auto", True, False] = "auto"
     progress: bool = True
+    # native geometry: random patches for training, sliding windows for inference (segmentation).
+    # auto: whole images when every training image has one shape within the cap (128 px 2D,
+    # 64 voxels 3D), else patches of the median shape clipped to the cap; null: whole images.
+    patch_size: Literal["auto"] | int | list[int] | None = "auto"
+    sampler: Literal["uniform", "foreground", "rare_class"] = "foreground"  # patch centres (docs/native.md)
+    foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)  # forced share of each batch
+    sampler_power: float = Field(0.5, ge=0.0)  # rare_class: P(class) ~ frequency^-power
+    steps_per_epoch: int | None = Field(None, ge=1)  # patch batches per epoch (None: 100)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
     data: DataConfig = Field(default_factory=IntraclassPhantomData, discriminator="kind")
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: Any = "dice_ce"
@@ -279,6 +324,8 @@ def _check_unknown_keys(raw: dict, source: str) -> None:
     _check_keys(raw, RunConfig, source, "")
     if isinstance(raw.get("augment"), dict):
         _check_keys(raw["augment"], Augment, source, "augment")
+    if isinstance(raw.get("evaluation"), dict):
+        _check_keys(raw["evaluation"], Evaluation, source, "evaluation")
     data = raw.get("data")
     if isinstance(data, dict):
         kind = data.get("kind", "intraclass_phantom")

@@ -24,7 +24,7 @@ from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataErr
 
 log = logging.getLogger("medbalance")
 
-BUILTIN_CONFIGS = ("demo", "intraclass", "nuclei", "longtail")
+BUILTIN_CONFIGS = ("demo", "intraclass", "nuclei", "longtail", "phantom3d", "drive", "hc18", "consep")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,8 +102,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from medbalance.data.io import image_stem
-    from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_slices, write_labels
-    from medbalance.engine.run import load_run, predict_arrays
+    from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_native, read_slices, write_labels
+    from medbalance.engine.run import is_native, load_run, predict_arrays, predict_image
     from medbalance.report.plots import save_overlay
 
     run = load_run(args.run_dir)
@@ -123,11 +123,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
     bar = tqdm(files, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
     for path in bar:
         bar.set_postfix_str(path.name)
-        slices, info = read_slices(path, channels=run.meta["in_channels"])
-        # a volume goes through the 2D network a few slices at a time
-        parts = [predict_arrays(run, slices[i : i + 16]) for i in range(0, len(slices), 16)]
-        probs = np.concatenate([p for p, _ in parts])
-        labels = np.concatenate([y for _, y in parts])
+        if is_native(run):  # native size and stored intensities, the run's normalisation
+            image, info = read_native(path, channels=run.meta["in_channels"])
+            _, labels = predict_image(run, image)  # segmentation: native runs are
+            volume = image.ndim == 4
+            labels, slices = (labels, image.swapaxes(0, 1)) if volume else (labels[None], image[None])
+        else:
+            slices, info = read_slices(path, channels=run.meta["in_channels"])
+            # a volume goes through the 2D network a few slices at a time
+            parts = [predict_arrays(run, slices[i : i + 16]) for i in range(0, len(slices), 16)]
+            probs = np.concatenate([p for p, _ in parts])
+            labels = np.concatenate([y for _, y in parts])
         if segmentation:
             write_labels(mask_path(out, path), labels, info, binary=binary)
             if args.overlay:
@@ -154,13 +160,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         data, split = (splits.test, "test") if splits.test is not None else (splits.val, "val")
     elif source.is_dir():
         size = getattr(run.cfg.data, "size", None)
-        data, split = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size), "folder"
+        ignore = run.meta.get("ignore_index")
+        data = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size, ignore_index=ignore)
+        split = "folder"
     else:
         raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
-    scores = evaluate_run(run, data)
-    folder = Path(args.run_dir) / "evaluations"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}.json"
+    folder = Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+    scores = evaluate_run(run, data, cases=folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scores.json"
     atomic_write_text(path, json.dumps({"data": str(source), "split": split, "scores": scores}, indent=1))
     scalars = {k: v for k, v in scores.items() if isinstance(v, float) and math.isfinite(v)}
     for key, value in scalars.items():
@@ -341,6 +349,26 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     print(f"tables: {result.run_dir / 'results.md'}")
 
 
+def cmd_cache(args: argparse.Namespace) -> None:
+    from medbalance.data.cache import cache_root, clear_cache, list_entries
+
+    root = cache_root()
+    entries = list_entries(root)
+    total = sum(e.bytes for e in entries)
+    if args.action == "clear":
+        removed = clear_cache(root)
+        print(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'} ({_mib(total)}) from {root / 'datasets'}")
+        return
+    print(f"data cache: {root / 'datasets'} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_mib(total)}; "
+          "set MEDBALANCE_CACHE to move it, data.cache: false to bypass it)")
+    for e in entries:
+        print(f"  {e.path.name[:12]}  {_mib(e.bytes):>10}  {e.samples:>6} samples  {e.source}")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medbalance", description="Class-imbalanced medical image analysis.")
     parser.add_argument("--version", action="version", version=f"medbalance {__version__}")
@@ -405,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder in the generic layout, or a YAML config (its test split, else val)",
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "cache",
+        parents=[common],
+        help="list or clear the decoded-data cache ($MEDBALANCE_CACHE, default ~/.cache/medbalance)",
+        description="The decoded-data cache: folder datasets are decoded once into uint8 / int16 images and uint8 "
+        "labels and memory-mapped at later runs. Example: medbalance cache list",
+    )
+    p.add_argument("action", nargs="?", choices=("list", "clear"), default="list", help="list (default) or clear")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser(
         "inspect", parents=[common], help="class-imbalance report of a dataset, with the class weights it implies"

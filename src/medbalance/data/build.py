@@ -12,14 +12,17 @@ from medbalance.config import (
     IntraclassPhantomData,
     LongtailPhantomData,
     NucleiPhantomData,
+    Phantom3DData,
     RunConfig,
 )
 from medbalance.data import phantoms
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import read_folder
+from medbalance.data.normalization import fit_normalization
+from medbalance.data.phantom3d import PHANTOM3D_CLASSES, organ_lesion_phantoms
 
-__all__ = ["build_splits", "split_indices", "split_groups", "collapse_foreground"]
+__all__ = ["build_splits", "native_geometry", "split_indices", "split_groups", "collapse_foreground"]
 
 # data.kind -> "module:function" building its Splits; imported only when used.
 READERS = {
@@ -70,14 +73,25 @@ def split_groups(
 
 
 def collapse_foreground(data: ArrayDataset) -> ArrayDataset:
-    """The same images with every foreground class merged into one (background 0, foreground 1)."""
+    """The same images with every foreground class merged into one (background 0, foreground 1).
+
+    ``ignore_index`` pixels stay ignored; label maps keep their dtype.
+    """
+
+    def merge(t: np.ndarray) -> np.ndarray:
+        merged = (t > 0).astype(t.dtype)
+        return merged if data.ignore_index is None else np.where(t == data.ignore_index, t, merged)
+
     return ArrayDataset(
         data.images,
-        (data.target > 0).astype(np.int64),
+        merge(data.target) if isinstance(data.target, np.ndarray) else [merge(t) for t in data.target],
         num_classes=2,
         class_names=("background", "foreground"),
         names=data.names,
         extras=data.extras,
+        ignore_index=data.ignore_index,
+        spacing=data.spacing,
+        normalization=data.normalization,
     )
 
 
@@ -86,17 +100,52 @@ def _reader(kind: str):
     return getattr(importlib.import_module(module), function)
 
 
+def _each(splits: Splits, change, **info) -> Splits:
+    return Splits(
+        change(splits.train),
+        change(splits.val),
+        change(splits.test) if splits.test is not None else None,
+        info={**splits.info, **info},
+    )
+
+
+def native_geometry(cfg: RunConfig) -> bool:
+    """Whether ``cfg``'s data keeps its native size (a segmentation source without ``data.size``)."""
+    data = cfg.data
+    return (
+        cfg.task == "segmentation"
+        and not isinstance(data, (IntraclassPhantomData, NucleiPhantomData))
+        and getattr(data, "size", None) is None
+    )
+
+
 def build_splits(cfg: RunConfig) -> Splits:
-    """Build (or read) the datasets a run trains, validates and tests on."""
+    """Build (or read) the datasets a run trains, validates and tests on.
+
+    Native-size segmentation data (no ``data.size``) gets the intensity normalisation of
+    ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
+    three splits.
+    """
     splits = _build(cfg)
+    ignore = getattr(cfg.data, "ignore_index", None)
+    if ignore is not None:
+        splits = _each(splits, lambda d: _with(d, ignore_index=ignore))
     if getattr(cfg.data, "binary", False) and cfg.task == "segmentation":
-        splits = Splits(
-            collapse_foreground(splits.train),
-            collapse_foreground(splits.val),
-            collapse_foreground(splits.test) if splits.test is not None else None,
-            info={**splits.info, "binary": True},
+        splits = _each(splits, collapse_foreground, binary=True)
+    if native_geometry(cfg):
+        train = splits.train
+        norm = fit_normalization(
+            train.images, train.target, scheme=cfg.data.normalization, ignore_index=train.ignore_index, seed=cfg.seed
         )
+        splits = _each(splits, lambda d: d.with_normalization(norm), normalization=norm.to_dict())
     return splits
+
+
+def _with(data: ArrayDataset, **changes) -> ArrayDataset:
+    out = data.subset(np.arange(len(data)))
+    for key, value in changes.items():
+        setattr(out, key, value)
+    return out
 
 
 def _build(cfg: RunConfig) -> Splits:
@@ -112,6 +161,19 @@ def _build(cfg: RunConfig) -> Splits:
         }
         num_classes = len(sets["train"].class_names)
         out = {k: _from_phantoms(v, num_classes) for k, v in sets.items()}
+        return Splits(out["train"], out["val"], out.get("test"), info={"source": data.kind})
+    if isinstance(data, Phantom3DData):
+        sets = {
+            split: organ_lesion_phantoms(
+                n, shape=data.shape, lesion_share=data.lesion_share, seed=data.seed + _SPLIT_OFFSETS[split]
+            )
+            for split, n in (("train", data.n_train), ("val", data.n_val), ("test", data.n_test))
+            if n > 0
+        }
+        out = {
+            k: ArrayDataset(v.images, v.target, num_classes=3, class_names=PHANTOM3D_CLASSES, spacing=v.spacing)
+            for k, v in sets.items()
+        }
         return Splits(out["train"], out["val"], out.get("test"), info={"source": data.kind})
     if isinstance(data, LongtailPhantomData):
         counts = phantoms.longtail_counts(data.num_classes, data.n_max, data.imbalance_ratio)
@@ -132,11 +194,19 @@ def _build(cfg: RunConfig) -> Splits:
             info={"source": data.kind, "class_counts": counts, "imbalance_ratio": data.imbalance_ratio},
         )
     assert isinstance(data, FolderData)
-    settings = {"reader": "folder", "task": data.task, "channels": data.channels, "size": data.size}
+    settings = {
+        "reader": "folder",
+        "task": data.task,
+        "channels": data.channels,
+        "size": data.size,
+        "ignore_index": data.ignore_index,
+    }
     full = cached_dataset(
         data.path,
         settings,
-        lambda: read_folder(data.path, task=data.task, channels=data.channels, size=data.size),
+        lambda: read_folder(
+            data.path, task=data.task, channels=data.channels, size=data.size, ignore_index=data.ignore_index
+        ),
         enabled=data.cache,
     )
     train_idx, val_idx, test_idx = split_indices(len(full), (data.val_fraction, data.test_fraction), data.seed)

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,21 @@ import numpy as np
 import medbalance
 from medbalance.data.datasets import ArrayDataset
 
-__all__ = ["cache_root", "dataset_key", "cached_dataset", "load_entry", "save_entry"]
+__all__ = [
+    "CacheEntry",
+    "cache_root",
+    "dataset_key",
+    "cached_dataset",
+    "load_entry",
+    "save_entry",
+    "list_entries",
+    "clear_cache",
+]
 
 log = logging.getLogger(__name__)
 
 #: Bumped when the entry layout changes, so old entries are never misread.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -86,7 +96,7 @@ def _files(root: Path) -> list[Path]:
     return out
 
 
-def save_entry(folder: str | Path, data: ArrayDataset) -> None:
+def save_entry(folder: str | Path, data: ArrayDataset, *, source: str = "") -> None:
     """Write ``data`` as the cache entry ``folder`` atomically (temporary folder, then rename).
 
     If another process wrote the same entry meanwhile, its entry is kept (same key, same data).
@@ -98,6 +108,9 @@ def save_entry(folder: str | Path, data: ArrayDataset) -> None:
     tmp.mkdir()
     try:
         arrays = {"images": data.images, "target": data.target, **{f"extra_{k}": v for k, v in data.extras.items()}}
+        # A ragged list (native sizes) is stored as one flat array plus the shape of each part.
+        shapes = {k: [list(a.shape) for a in v] for k, v in arrays.items() if isinstance(v, list)}
+        arrays = {k: np.concatenate([a.ravel() for a in v]) if k in shapes else v for k, v in arrays.items()}
         for name, array in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as fh:
                 np.save(fh, array)
@@ -108,7 +121,11 @@ def save_entry(folder: str | Path, data: ArrayDataset) -> None:
             "num_classes": data.num_classes,
             "class_names": list(data.class_names),
             "names": list(data.names),
+            "ignore_index": data.ignore_index,
+            "spacing": data.spacing,
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+            "parts": shapes,
+            "source": source,
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:
@@ -143,6 +160,12 @@ def load_entry(folder: str | Path) -> ArrayDataset:
         found = {"shape": list(arrays[name].shape), "dtype": str(arrays[name].dtype)}
         if found != spec:
             raise ValueError(f"cache entry '{folder}' array '{name}' is {found} but meta.json says {spec}")
+    for name, shapes in meta.get("parts", {}).items():
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        if sum(sizes) != arrays[name].size:
+            raise ValueError(f"cache entry '{folder}' array '{name}' does not hold the parts meta.json lists")
+        ends = np.cumsum(sizes)
+        arrays[name] = [arrays[name][e - n : e].reshape(shape) for e, n, shape in zip(ends, sizes, shapes)]
     return ArrayDataset(
         arrays["images"],
         arrays["target"],
@@ -150,6 +173,8 @@ def load_entry(folder: str | Path) -> ArrayDataset:
         class_names=meta["class_names"],
         names=meta["names"],
         extras={k.removeprefix("extra_"): v for k, v in arrays.items() if k.startswith("extra_")},
+        ignore_index=meta.get("ignore_index"),
+        spacing=meta.get("spacing"),
     )
 
 
@@ -195,9 +220,52 @@ def cached_dataset(
         shutil.rmtree(entry, ignore_errors=True)
     data = build()
     try:
-        save_entry(entry, data)
+        save_entry(entry, data, source=str(root))
     except OSError as exc:  # a full or read-only disk must not stop the run
         log.warning("could not write the data cache entry '%s' (%s); continuing without it", entry, exc)
         return data
-    log.info("data cache written: %s", entry)
+    log.info("data cache written: %s (%s; 'medbalance cache list' shows every entry)", entry, _size_text(entry))
     return load_entry(entry)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry of the cache: its folder, size on disk, number of samples and source folder."""
+
+    path: Path
+    bytes: int
+    samples: int
+    source: str
+
+
+def list_entries(root: str | Path | None = None) -> list[CacheEntry]:
+    """The entries under ``root`` (default :func:`cache_root`), largest first."""
+    folder = Path(root if root is not None else cache_root()) / "datasets"
+    out = []
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        try:
+            meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        out.append(CacheEntry(entry, entry_bytes(entry), len(meta.get("names", [])), str(meta.get("source", "?"))))
+    return sorted(out, key=lambda e: -e.bytes)
+
+
+def clear_cache(root: str | Path | None = None) -> int:
+    """Delete every entry under ``root`` (default :func:`cache_root`); returns how many."""
+    entries = list_entries(root)
+    for e in entries:
+        shutil.rmtree(e.path, ignore_errors=True)
+    return len(entries)
+
+
+def entry_bytes(entry: Path) -> int:
+    """Bytes on disk of one cache entry."""
+    return sum(p.stat().st_size for p in entry.iterdir() if p.is_file())
+
+
+def _size_text(entry: Path) -> str:
+    size = entry_bytes(entry)
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"

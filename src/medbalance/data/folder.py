@@ -21,17 +21,29 @@ import torch
 import torch.nn.functional as F
 
 from medbalance.data.datasets import ArrayDataset
-from medbalance.data.io import DataError, image_stem, list_images, read_image, read_mask
+from medbalance.data.io import DataError, image_stem, list_images, read_image, read_labels, read_mask, read_raw
 
 __all__ = ["read_segmentation_folder", "read_classification_folder", "read_folder", "resize_images", "stack_images"]
 
 
-def resize_images(images: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray:
-    """Resize ``(N, C, H, W)`` images (bilinear) or ``(N, H, W)`` label maps (nearest) to ``size``."""
+def resize_images(
+    images: np.ndarray, size: int | tuple[int, int], *, labels: bool = False, dtype: np.dtype | None = None
+) -> np.ndarray:
+    """Resize ``(N, C, H, W)`` images (bilinear) or ``(N, H, W)`` label maps (nearest) to ``size``.
+
+    ``size`` is a side (a square) or ``(H, W)``; ``dtype`` rounds the resized images back to an
+    integer dtype (a native ``uint8`` image stays ``uint8``).
+    """
+    shape = (size, size) if isinstance(size, int) else tuple(size)
     t = torch.from_numpy(images[:, None] if labels else images).float()
     mode = "nearest" if labels else "bilinear"
-    out = F.interpolate(t, size=(size, size), mode=mode, **({} if labels else {"align_corners": False}))
-    return (out[:, 0].round().long() if labels else out).numpy()
+    out = F.interpolate(t, size=shape, mode=mode, **({} if labels else {"align_corners": False}))
+    if labels:
+        return out[:, 0].round().long().numpy()
+    if dtype is not None and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return out.round().clamp(info.min, info.max).numpy().astype(dtype)
+    return out.numpy()
 
 
 def stack_images(arrays: list[np.ndarray], paths: list[Path], size: int | None, *, labels: bool) -> np.ndarray:
@@ -52,8 +64,17 @@ def stack_images(arrays: list[np.ndarray], paths: list[Path], size: int | None, 
     return np.stack(arrays)
 
 
-def read_segmentation_folder(root: str | Path, *, channels: int = 1, size: int | None = None) -> ArrayDataset:
+def read_segmentation_folder(
+    root: str | Path, *, channels: int = 1, size: int | None = None, ignore_index: int | None = None
+) -> ArrayDataset:
     """Read ``root/images`` and ``root/masks`` into memory.
+
+    With ``size=None`` (the default) every image keeps its own size, aspect ratio, stored
+    intensities (``uint8`` stays ``uint8``; normalised per dataset by the run) and spacing:
+    2D images and 3D volumes (NIfTI, MetaImage, NRRD) of different shapes may be mixed. With
+    ``size`` every image is resized to ``size x size`` and scaled to [0, 1] (the older path).
+    ``ignore_index`` is a mask label that is neither a class nor scored (left out of the
+    class count).
 
     Raises:
         DataError: missing folder, no images, an image without a mask, sizes that differ
@@ -72,25 +93,40 @@ def read_segmentation_folder(root: str | Path, *, channels: int = 1, size: int |
         if image_stem(p) in masks_by_stem:
             raise DataError(f"masks '{masks_by_stem[image_stem(p)].name}' and '{p.name}' have the same stem; keep one")
         masks_by_stem[image_stem(p)] = p
-    images, masks, mask_paths = [], [], []
+    images, masks, mask_paths, spacing = [], [], [], []
     for path in image_paths:
         mask_path = masks_by_stem.get(image_stem(path))
         if mask_path is None:
             raise DataError(f"image '{path.name}' has no mask named '{image_stem(path)}.*' in '{mask_dir}'")
-        image, mask = read_image(path, channels=channels), read_mask(mask_path)
+        if size is None:
+            image, pixel = read_raw(path, channels=channels)
+            mask = read_labels(mask_path)
+            spacing.append(pixel)
+        else:
+            image, mask = read_image(path, channels=channels), read_mask(mask_path)
         if image.shape[1:] != mask.shape:
             raise DataError(f"image '{path.name}' is {image.shape[1:]} but its mask is {mask.shape}")
         images.append(image)
         masks.append(mask)
         mask_paths.append(mask_path)
-    target = stack_images(masks, mask_paths, size, labels=True)
-    num_classes = max(2, int(target.max()) + 1)
+    if size is None:
+        dims = {m.ndim for m in masks}
+        if len(dims) > 1:
+            raise DataError(f"'{root}' mixes 2D images and 3D volumes; keep one kind per dataset")
+        target, image_data = masks, images
+    else:
+        target = stack_images(masks, mask_paths, size, labels=True)
+        image_data = stack_images(images, image_paths, size, labels=False)
+    highest = max((int(np.max(m[m != ignore_index], initial=0)) for m in masks), default=0)
+    num_classes = max(2, highest + 1)
     return ArrayDataset(
-        stack_images(images, image_paths, size, labels=False),
+        image_data,
         target,
         num_classes=num_classes,
         class_names=["background"] + [f"class{i}" for i in range(1, num_classes)],
         names=[image_stem(p) for p in image_paths],
+        spacing=spacing or None,
+        ignore_index=ignore_index,
     )
 
 
@@ -119,7 +155,10 @@ def read_classification_folder(root: str | Path, *, channels: int = 1, size: int
     )
 
 
-def read_folder(root: str | Path, *, task: str, channels: int = 1, size: int | None = None) -> ArrayDataset:
+def read_folder(
+    root: str | Path, *, task: str, channels: int = 1, size: int | None = None, ignore_index: int | None = None
+) -> ArrayDataset:
     """Dispatch on ``task`` ("segmentation" or "classification")."""
-    reader = read_segmentation_folder if task == "segmentation" else read_classification_folder
-    return reader(root, channels=channels, size=size)
+    if task == "segmentation":
+        return read_segmentation_folder(root, channels=channels, size=size, ignore_index=ignore_index)
+    return read_classification_folder(root, channels=channels, size=size)

@@ -30,6 +30,9 @@ __all__ = [
     "read_image",
     "read_itk",
     "read_mask",
+    "read_raw",
+    "read_labels",
+    "channels_first",
     "write_mask",
     "list_images",
 ]
@@ -115,6 +118,21 @@ def _load_medical(path: Path) -> np.ndarray:
         raise DataError(f"'{path}' is a volume of size {size} (ITK order); expected a 2D image")
     arr = sitk.GetArrayFromImage(image)  # (H, W) or (1, H, W), with a trailing axis for vector pixels
     return arr[0] if len(size) == 3 else arr
+
+
+def _load_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A medical image or volume as stored: ``(H, W[, C])`` or ``(D, H, W[, C])``, spacing in array order."""
+    import SimpleITK as sitk
+
+    image = read_itk(path)
+    size = image.GetSize()
+    if len(size) > 3:
+        raise DataError(f"'{path}' has {len(size)} dimensions (ITK size {size}); expected a 2D image or a 3D volume")
+    arr = sitk.GetArrayFromImage(image)
+    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
+    if len(size) == 3 and size[2] == 1:  # a one-slice volume is a 2D image
+        return arr[0], spacing[1:]
+    return arr, spacing
 
 
 def _load(path: Path) -> np.ndarray:
@@ -222,3 +240,84 @@ def write_mask(path: str | Path, labels: np.ndarray, *, binary: bool) -> None:
     labels = np.asarray(labels)
     out = (labels > 0).astype(np.uint8) * 255 if binary else labels.astype(np.uint8)
     Image.fromarray(out).save(path, format="PNG")  # not from the suffix: a sample may be named ""
+
+
+def channels_first(arr: np.ndarray, spatial_dims: int, channels: int, path: Path) -> np.ndarray:
+    """``(*spatial[, C])`` to ``(channels, *spatial)`` in the stored dtype (grey from colour, grey repeated).
+
+    Raises:
+        DataError: a shape that is not ``spatial_dims`` axes plus 1, 3 or 4 channels, or a
+            channel count that cannot become ``channels`` (naming ``path``).
+    """
+    if arr.ndim == spatial_dims:
+        arr = arr[..., None]
+    if arr.shape[-1] == 4:
+        arr = arr[..., :3]  # RGBA: the alpha channel is not image content
+    if arr.ndim != spatial_dims + 1 or arr.shape[-1] not in (1, 3):
+        raise DataError(f"image '{path}' has shape {arr.shape}; expected {spatial_dims}D with 1, 3 or 4 channels")
+    if channels == 1 and arr.shape[-1] == 3:
+        grey = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        arr = (np.round(grey) if np.issubdtype(arr.dtype, np.integer) else grey).astype(arr.dtype)[..., None]
+    elif channels == 3 and arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] != channels:
+        raise DataError(f"image '{path}' has {arr.shape[-1]} channels; expected {channels}")
+    return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
+
+
+def read_raw(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read an image or volume at its native size, with its stored intensities and spacing.
+
+    Unlike :func:`read_image`, nothing is rescaled: 8-bit files stay ``uint8`` and CT stays in
+    Hounsfield units, so that a per-dataset :mod:`~medbalance.data.normalization` can be fitted.
+    Medical formats (NIfTI, MetaImage, NRRD) may hold 3D volumes.
+
+    Returns:
+        ``(channels, *spatial)`` in the file's dtype (``bool`` as ``uint8``), and the spacing in
+        array axis order (``(1.0, 1.0)`` for raster formats).
+
+    Raises:
+        DataError: unreadable file, an unsupported shape, non-finite values.
+    """
+    path = Path(path)
+    if image_suffix(path) in MEDICAL_SUFFIXES:
+        arr, spacing = _load_volume(path)
+        spatial = len(spacing)
+    else:
+        arr = _load(path)
+        if path.suffix.lower() == ".npy" and arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = np.moveaxis(arr, 0, -1)  # channel-first .npy
+        spatial = 2
+        spacing = (1.0, 1.0)
+    if arr.size == 0:
+        raise DataError(f"'{path}' holds an empty array of shape {arr.shape}; expected an image")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise DataError(f"image '{path}' contains NaN or infinite values")
+    return channels_first(arr, spatial, channels, path), spacing
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read a label map (2D or a 3D volume) as ``uint8`` class indices at its native size.
+
+    The rules of :func:`read_mask` apply (0/255 masks become 0/1, JPEG masks are thresholded
+    at 128); labels must lie in ``[0, 255]``.
+
+    Raises:
+        DataError: unreadable file, non-integer or out-of-range labels, colour channels that differ.
+    """
+    path = Path(path)
+    if image_suffix(path) not in MEDICAL_SUFFIXES:
+        labels = read_mask(path)
+    else:
+        arr, _ = _load_volume(path)
+        if np.issubdtype(arr.dtype, np.floating) and (not np.isfinite(arr).all() or (arr != np.round(arr)).any()):
+            raise DataError(f"mask '{path}' holds non-integer values; expected class indices")
+        values = np.unique(arr)
+        if values.size and values[0] < 0:
+            raise DataError(f"mask '{path}' has label {values[0]:g}; expected class indices >= 0")
+        labels = (arr == 255) if len(values) <= 2 and values.max(initial=0) == 255 else arr
+    if labels.size and labels.max() > 255:
+        raise DataError(f"mask '{path}' has label {int(labels.max())}; expected class indices up to 255")
+    return np.ascontiguousarray(labels, dtype=np.uint8)

@@ -37,8 +37,10 @@ from medbalance.data.io import (
     MEDICAL_SUFFIXES,
     image_stem,
     image_suffix,
+    channels_first,
     read_image,
     read_itk,
+    read_raw,
     write_mask,
 )
 from medbalance.errors import DataError
@@ -51,6 +53,7 @@ __all__ = [
     "mask_path",
     "claim_outputs",
     "read_slices",
+    "read_native",
     "write_labels",
 ]
 
@@ -175,6 +178,35 @@ def read_slices(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, Ima
     return _channels(_scale(slices, path), channels, path), info
 
 
+def read_native(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, ImageInfo]:
+    """Read an input at its native size with its stored intensities, for a native-geometry run.
+
+    Returns:
+        ``(channels, *spatial)`` in the file's dtype (a 2D image or a 3D volume; the run's
+        normalisation is applied by the caller) and the :class:`ImageInfo` to write the mask with.
+
+    Raises:
+        DataError: unreadable file, unsupported format or shape.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    if suffix in PREDICT_SUFFIXES and suffix not in _ITK_SUFFIXES:
+        image, _ = read_raw(path, channels=channels)
+        return image, ImageInfo(path, suffix, tuple(image.shape[1:]))
+    if suffix not in _ITK_SUFFIXES:
+        raise DataError(f"input '{path}' has format '{suffix}'; expected one of {PREDICT_SUFFIXES}")
+    import SimpleITK as sitk
+
+    itk = read_itk(path)
+    if itk.GetDimension() not in (2, 3):
+        raise DataError(f"'{path}' has {itk.GetDimension()} dimensions; expected a 2D image or a 3D volume")
+    array = sitk.GetArrayFromImage(itk)
+    geometry = Geometry(tuple(itk.GetSpacing()), tuple(itk.GetOrigin()), tuple(itk.GetDirection()))
+    tags = tuple((k, itk.GetMetaData(k)) for k in _DICOM_IDENTITY if itk.HasMetaDataKey(k))
+    image = channels_first(array, itk.GetDimension(), channels, path)
+    return image, ImageInfo(path, suffix, tuple(image.shape[1:]), geometry, tags if suffix == ".dcm" else ())
+
+
 def mask_path(out_dir: str | Path, path: str | Path) -> Path:
     """Where the mask of input ``path`` goes in ``out_dir``: same stem and format (JPEG and GIF become PNG).
 
@@ -221,6 +253,8 @@ def write_labels(path: str | Path, labels: np.ndarray, info: ImageInfo, *, binar
     path = Path(path)
     labels = np.asarray(labels)
     expected = info.shape if len(info.shape) == 3 else (1, *info.shape)
+    if labels.shape == tuple(info.shape) and len(info.shape) == 2:
+        labels = labels[None]  # one 2D image
     if labels.shape != expected:
         raise ValueError(f"labels must have shape {expected} (the input's slices), got {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):

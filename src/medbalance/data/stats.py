@@ -155,6 +155,11 @@ def _samples(source: LabelSource) -> Iterator[np.ndarray]:
         # ArrayDataset: slice the stacked targets instead of building a dict per sample.
         yield from _chunks(_as_labels(target))
         return
+    if isinstance(target, list) and hasattr(source, "__len__") and len(target) == len(source):
+        # a ragged ArrayDataset (native sizes): one label map at a time, no image read
+        for labels in target:
+            yield _as_labels(labels)[None]
+        return
     if isinstance(source, (Tensor, np.ndarray)):
         yield from _chunks(_as_labels(source))
         return

@@ -34,16 +34,22 @@ from tqdm.auto import tqdm
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
 from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medbalance.engine.native import AugmentingCollate, StreamBatches
+from medbalance.engine.layout import memory_format
+from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.rundir import HistoryLog
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.deep_supervision import deep_supervision_loss
 from medbalance.losses.dynamic import set_progress
 
-__all__ = ["Stage", "Engine", "TrainingError", "make_fabric", "memory_format"]
+__all__ = ["Stage", "Engine", "TrainingError", "make_fabric", "memory_format", "infer_logits", "window_of"]
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Patch batches per epoch when ``steps_per_epoch`` is not set.
+DEFAULT_PATCH_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,8 @@ class Engine:
         self.meta = dict(meta or {})
         self.fabric = fabric or make_fabric(cfg)
         self.stage: Stage | None = None  # the stage being trained, for hooks that depend on it
+        self._epoch = 0  # the global epoch being trained (patch streams draw by it)
+        self._augment_in_loader = False  # patch streams are augmented where they are collated
         self._augment_generator = torch.Generator()
         self._augment_share = (0, 1)
         if cfg.deterministic:
@@ -196,8 +204,18 @@ class Engine:
         return module(image)
 
     def augment(self, batch: dict) -> dict:
-        """A training batch augmented on the device by ``cfg.augment`` (unchanged when it is off)."""
+        """A training batch augmented on the device by ``cfg.augment`` (unchanged when it is off).
+
+        Batches of a patch stream come augmented from the loader (:class:`AugmentingCollate`).
+        """
+        if self._augment_in_loader:
+            return batch
         return self.cfg.augment(batch, self._augment_generator, share=self._augment_share)
+
+    def infer(self, module: nn.Module, batch: dict) -> torch.Tensor:
+        """Logits of a whole evaluation batch (:func:`infer_logits`: one forward pass, or a
+        sliding window of the run's patch size)."""
+        return infer_logits(lambda x: self.forward(module, {"image": x}), batch["image"], self.cfg)
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         target = batch if stage.target_key is None else batch[stage.target_key]
@@ -215,11 +233,20 @@ class Engine:
             "persistent_workers": self.cfg.num_workers > 0,
         }
         if not train:
-            batch = self.cfg.eval_batch_size or self.cfg.batch_size
+            # native sizes (ragged) and sliding windows: one image per batch
+            one = getattr(data, "ragged", False) or self.cfg.patch_size not in (None, "auto")
+            batch = 1 if one else self.cfg.eval_batch_size or self.cfg.batch_size
             loader = DataLoader(data, batch_size=batch, sampler=SequentialSampler(data), **common)
             return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), None
         generator = torch.Generator()
         world, rank, batch = self.fabric.world_size, self.fabric.global_rank, self.cfg.batch_size
+        self._augment_in_loader = hasattr(data, "epoch_indices")
+        if self._augment_in_loader:  # a patch stream: its own randomness, augmented in the workers
+            steps = self.cfg.steps_per_epoch or DEFAULT_PATCH_STEPS
+            batches = StreamBatches(data.epoch_indices, steps, batch, lambda: self._epoch, rank=rank, world=world)
+            collate = AugmentingCollate(self.cfg.augment, self.cfg.seed)
+            loader = DataLoader(data, batch_sampler=batches, collate_fn=collate, **common)
+            return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
         if sampler is None:  # shuffled global batches of world * batch_size, one slice per process
             batches = _RankBatches(uniform(data, world * batch, generator), rank, world, chunk=batch)
         else:
@@ -233,6 +260,7 @@ class Engine:
         # Order and augmentation depend on (seed, epoch) only, so a resumed run sees the same
         # batches. Processes that share global batches draw the augmentation of the whole
         # global batch and take their slice; others draw their own.
+        self._epoch = epoch
         generator.manual_seed(self.cfg.seed * 1_000_003 + epoch)
         own = 0 if self._augment_share[1] > 1 else self.fabric.global_rank
         self._augment_generator.manual_seed((self.cfg.seed * 1_000_003 + epoch) * 8_191 + own)
@@ -472,7 +500,7 @@ class Engine:
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
             with self.fabric.autocast():
-                outputs = self.forward(module, batch)
+                outputs = self.infer(module, batch)
             if stage is not None:
                 loss_sum += self.compute_loss(stage, outputs, batch).detach()
             labels = self.task.predict(outputs)
@@ -485,19 +513,32 @@ class Engine:
         return scores
 
 
-def memory_format(setting: bool | str, model: nn.Module, device: torch.device) -> torch.memory_format | None:
-    """The memory layout to train ``model`` in: ``torch.channels_last`` or ``None`` (as is).
-
-    ``setting`` is the config's ``channels_last``: ``True`` / ``False``, or ``"auto"``, which
-    follows the network's ``prefers_channels_last`` on CPU, where it was measured, and keeps the
-    default layout on other devices until it is measured there. 3D networks (any ``Conv3d``)
-    keep their layout: ``channels_last_3d`` is not measured.
-    """
-    if any(isinstance(m, nn.Conv3d) for m in model.modules()):
+def window_of(patch_size, spatial_dims: int) -> tuple[int, ...] | None:
+    """The sliding window of a config's ``patch_size`` (``None``: whole images; ``auto`` is
+    resolved by ``train`` before any inference, and left unresolved means whole images)."""
+    if patch_size is None or patch_size == "auto":
         return None
-    if setting == "auto":
-        setting = device.type == "cpu" and getattr(model, "prefers_channels_last", False)
-    return torch.channels_last if setting else None
+    return (int(patch_size),) * spatial_dims if isinstance(patch_size, int) else tuple(int(s) for s in patch_size)
+
+
+def infer_logits(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """Logits of ``image`` ``(N, C, *spatial)``: ``forward(image)``, or with a ``patch_size`` a
+    sliding window of that size with Gaussian weights, ``cfg.evaluation``'s overlap and flip
+    test-time augmentation, windows batched by ``eval_batch_size`` (else ``batch_size``).
+
+    The one inference path of validation, ``evaluate``, ``predict`` and the experiments.
+    """
+    window = window_of(cfg.patch_size, image.ndim - 2)
+    if window is None:
+        return forward(image)
+    return sliding_window_inference(
+        image,
+        forward,
+        patch_size=window,
+        overlap=cfg.evaluation.overlap,
+        batch_size=cfg.eval_batch_size or cfg.batch_size,
+        flip_axes=tuple(range(image.ndim - 2)) if cfg.evaluation.flip_tta else (),
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,19 +21,35 @@ from medbalance.config import RunConfig, dump_config, load_config, parse_config,
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.io import write_mask
+from medbalance.data.medical import Geometry, ImageInfo, write_labels
 from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
-from medbalance.engine.engine import Engine, Stage, make_fabric, memory_format
+from medbalance.data.patches import PatchDataset
+from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_logits, make_fabric, memory_format
+from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
-from medbalance.errors import CheckpointError, ConfigError
+from medbalance.data.normalization import Normalization
+from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.losses import build_loss
+from medbalance.metrics.cases import CaseTable
 from medbalance.nets import build_net
 from medbalance.report import environment, write_report
 
-__all__ = ["RunResult", "train", "load_run", "evaluate_run", "predict_arrays", "PredictionWriter"]
+__all__ = [
+    "RunResult",
+    "train",
+    "load_run",
+    "evaluate_run",
+    "is_native",
+    "predict_image",
+    "predict_arrays",
+    "PredictionWriter",
+]
 
 log = logging.getLogger(__name__)
+
+IDENTITY_3D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -86,7 +103,27 @@ def train(
     fabric = make_fabric(cfg)
     # data and model before the run folder: bad data or model arguments leave no folder behind
     splits = build_splits(cfg)
-    task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold)
+    train_data = splits.train
+    ignore_index = splits.train.ignore_index
+    if cfg.task == "segmentation":
+        try:
+            shapes = [splits.train.shape(i) for i in range(len(splits.train))]
+            patch = resolve_patch_size(cfg.patch_size, shapes)
+        except ValueError as exc:
+            raise ConfigError(f"invalid value for 'patch_size' in the config of run '{cfg.name}': {exc}") from None
+        if patch is None and splits.train.ragged:
+            raise ConfigError(
+                f"run '{cfg.name}': its training images differ in size, so they cannot be batched whole; "
+                "set patch_size (e.g. auto) or data.size"
+            )
+        cfg = cfg.model_copy(update={"patch_size": list(patch) if patch is not None else None})
+        if patch is not None:
+            train_data = _patch_stream(cfg, splits.train, patch, fabric.world_size)
+    elif cfg.patch_size not in (None, "auto"):
+        raise ConfigError(f"run '{cfg.name}' is a classification run; patch_size applies to segmentation")
+    else:
+        cfg = cfg.model_copy(update={"patch_size": None})
+    task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold, ignore_index=ignore_index)
     seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
     model = _build_model(cfg, splits.train.in_channels, task.out_channels)
     if resume is not None:
@@ -106,25 +143,33 @@ def train(
         "out_channels": task.out_channels,
         "class_names": list(splits.train.class_names),
         "model": cfg.model.name,
+        "spatial_dims": splits.train.spatial_dims if cfg.task == "segmentation" else None,
+        "patch_size": cfg.patch_size,
+        "ignore_index": ignore_index,
+        "normalization": splits.info.get("normalization"),
     }
     engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta)
     try:
         loss = build_loss(
             cfg.loss,
-            class_counts=lambda: class_counts(splits.train, task.num_classes),
+            class_counts=lambda: class_counts(splits.train, task.num_classes, ignore_index=ignore_index),
             binary=task.out_channels == 1,
+            ignore_index=ignore_index,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid 'loss': {exc}") from None
     stages = [Stage("train", cfg.epochs, loss)]
-    history = engine.fit(stages, splits.train, splits.val, resume=resume is not None)
+    history = engine.fit(stages, train_data, splits.val, resume=resume is not None)
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
     # Predictions of the test split (else validation) come from the pass that scores it.
-    writer = None
+    writer, final = None, "test" if splits.test is not None else "val"
+    final_data = splits.test if splits.test is not None else splits.val
     if fabric.is_global_zero:
-        writer = PredictionWriter(splits.test if splits.test is not None else splits.val, task, run_dir / "predictions")
+        writer = PredictionWriter(final_data, task, run_dir / "predictions")
+        if task.name == "segmentation":  # the per-case table of the final split, in the same pass
+            writer = _Both(writer, case_table(cfg, final_data))
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(str(fabric.device)), indent=1))
     metrics = {
         "best_epoch": best["epoch"],
@@ -135,6 +180,12 @@ def train(
     if splits.test is not None:
         metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
+    if isinstance(writer, _Both):
+        cases = run_dir / "evaluations" / final
+        shutil.rmtree(cases, ignore_errors=True)  # an unfinished run's own table (a resume rewrites it)
+        writer.cases.table.write(cases)
+        metrics[final]["cases"] = writer.cases.table.summary()
+        writer = writer.writer
     if writer is not None:
         examples = writer.close()
         metrics["confusion"] = {
@@ -146,6 +197,17 @@ def train(
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
+
+
+class _Both:
+    """Two ``on_batch`` callbacks of one evaluation pass: predictions and the per-case table."""
+
+    def __init__(self, writer: "PredictionWriter", cases: "CaseScores") -> None:
+        self.writer, self.cases = writer, cases
+
+    def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.writer(batch, logits, labels)
+        self.cases(batch, logits, labels)
 
 
 class PredictionWriter:
@@ -180,9 +242,18 @@ class PredictionWriter:
         if self.task.name == "segmentation":
             for i, y in zip(index, labels):
                 name = data.names[i]
-                write_mask(self.folder / f"{Path(name).name}.png", y, binary=self.task.out_channels == 1)
+                if y.ndim == 3:  # a volume: NIfTI with the case's spacing
+                    spacing = tuple(reversed(data.spacing_of(i)))
+                    info = ImageInfo(Path(name), ".nii.gz", y.shape, Geometry(spacing, (0.0,) * 3, IDENTITY_3D))
+                    write_labels(self.folder / f"{Path(name).name}.nii.gz", y, info, binary=False)
+                else:
+                    write_mask(self.folder / f"{Path(name).name}.png", y, binary=self.task.out_channels == 1)
                 if len(self.examples) < self.num_examples:
-                    self.examples.append((name, data.images[i], data.target[i], y))
+                    image, target = _display(data, i), _shown_target(data, i)
+                    if y.ndim == 3:  # a volume is shown by its slice with the most foreground
+                        k = int(np.argmax((target > 0).reshape(len(target), -1).sum(axis=1)))
+                        image, target, y = image[:, k], target[k], y[k]
+                    self.examples.append((name, image, target, y))
             return
         probs = self.task.probabilities(logits).cpu().tolist()
         for i, y, p in zip(index, labels, probs):
@@ -194,6 +265,44 @@ class PredictionWriter:
             header = "name,target,prediction," + ",".join(f"p_{c}" for c in self.data.class_names)
             atomic_write_text(self.folder / "predictions.csv", "\n".join([header, *self.rows]) + "\n")
         return self.examples
+
+
+def _patch_stream(cfg: RunConfig, data: ArrayDataset, patch: tuple[int, ...], world: int) -> Numbered:
+    """The training split as an endless stream of random patches (``cfg.sampler``)."""
+    steps = cfg.steps_per_epoch or DEFAULT_PATCH_STEPS
+    images = list(data.images)
+    stream = PatchDataset(
+        images,
+        list(data.target),
+        patch_size=patch,
+        num_classes=data.num_classes,
+        batch_size=cfg.batch_size,
+        samples_per_epoch=steps * cfg.batch_size * world,
+        sampler=cfg.sampler,
+        foreground_fraction=cfg.foreground_fraction,
+        power=cfg.sampler_power,
+        ignore_index=data.ignore_index,
+        seed=cfg.seed,
+        normalize=CaseNormalizer(data),
+        extras={k: list(v) for k, v in data.extras.items()} or None,
+    )
+    return Numbered(stream)
+
+
+def _display(data: ArrayDataset, i: int) -> np.ndarray:
+    """Image ``i`` for a figure: stored 8-bit values as they are, anything else min-max scaled."""
+    image = data.images[i]
+    if image.dtype == np.uint8 or data.normalization is None:
+        return image
+    x = data.image(i)
+    low, high = float(x.min()), float(x.max())
+    return (x - low) / (high - low) if high > low else np.zeros_like(x)
+
+
+def _shown_target(data: ArrayDataset, i: int) -> np.ndarray:
+    """Target ``i`` for a figure, ignored pixels shown as background."""
+    target = np.asarray(data.target[i])
+    return target if data.ignore_index is None else np.where(target == data.ignore_index, 0, target)
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
@@ -209,7 +318,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
     state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
     meta = state.get("meta") or {}
     try:
-        task = make_task(meta["task"], meta["num_classes"], threshold=cfg.threshold)
+        task = make_task(meta["task"], meta["num_classes"], threshold=cfg.threshold, ignore_index=meta.get("ignore_index"))
         model = _build_model(cfg, meta["in_channels"], meta["out_channels"])
         model.load_state_dict(state["model"])
     except KeyError as exc:
@@ -221,8 +330,14 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
     return LoadedRun(cfg, model, task, meta)
 
 
-def evaluate_run(run: LoadedRun, data: ArrayDataset) -> dict:
-    """Scores of a trained run (from :func:`load_run`) on ``data``."""
+def evaluate_run(run: LoadedRun, data: ArrayDataset, *, cases: str | Path | None = None) -> dict:
+    """Scores of a trained run (from :func:`load_run`) on ``data``.
+
+    A native-geometry run reads ``data`` through its own normalisation and scores each image
+    at its own size (sliding window). Segmentation scores are written per case too when
+    ``cases`` names a new folder (:func:`case_table`: ``cases.csv``, ``cases.json``) and
+    returned under ``"cases"`` (the summary).
+    """
     if data.num_classes > run.task.num_classes:
         raise ValueError(
             f"the data has labels up to {data.num_classes - 1} but the run was trained with "
@@ -232,8 +347,87 @@ def evaluate_run(run: LoadedRun, data: ArrayDataset) -> dict:
         raise ValueError(
             f"the data has {data.in_channels} image channels but the run expects {run.meta['in_channels']}"
         )
+    if is_native(run):
+        data = data.with_normalization(Normalization.from_dict(run.meta["normalization"]))
     engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1}))
-    return engine.evaluate(data)
+    table = case_table(run, data) if run.task.name == "segmentation" else None
+    scores = engine.evaluate(data, on_batch=table)
+    if table is not None:
+        scores["cases"] = table.table.summary()
+        if cases is not None:
+            table.table.write(cases)
+    return scores
+
+
+def case_table(run_or_cfg, data: ArrayDataset) -> "CaseScores":
+    """An ``on_batch`` callback filling a per-case :class:`~medbalance.metrics.cases.CaseTable`
+    (Dice, IoU, precision, recall, HD95, NSD per class) with the run's ``evaluation`` settings."""
+    cfg = run_or_cfg.cfg if isinstance(run_or_cfg, LoadedRun) else run_or_cfg
+    settings = cfg.evaluation
+    table = CaseTable(
+        data.num_classes,
+        class_names=data.class_names,
+        ignore_index=data.ignore_index,
+        tolerance=settings.tolerance,
+        empty=settings.empty,
+        surface=settings.surface,
+    )
+    return CaseScores(table, data)
+
+
+class CaseScores:
+    """``on_batch(batch, logits, labels)`` adding each image of an evaluation pass to ``table``."""
+
+    def __init__(self, table: CaseTable, data: ArrayDataset) -> None:
+        self.table, self.data = table, data
+
+    def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        target = batch["target"].cpu().numpy()
+        for i, y, t in zip(batch["index"].tolist(), labels.cpu().numpy(), target):
+            self.table.update(self.data.names[i], y, t, spacing=self.data.spacing_of(i))
+
+
+def is_native(run: LoadedRun) -> bool:
+    """Whether ``run`` trained on native-size images (it then predicts them at their own size)."""
+    return run.meta.get("normalization") is not None
+
+
+def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels of one native-size image, as a native-geometry run predicts.
+
+    The run's normalisation (fitted on its training split) is applied, then the network runs
+    on the whole image or, with a ``patch_size``, as a Gaussian-weighted sliding window
+    (:func:`medbalance.engine.engine.infer_logits`). A 3D volume given to a 2D run is
+    predicted slice by slice, ``slices`` at a time.
+
+    Args:
+        image: ``(C_in, *spatial)`` stored intensities (:func:`medbalance.data.io.read_raw`).
+
+    Returns:
+        float32 probabilities ``(C_out, *spatial)`` and int64 labels ``(*spatial)``.
+    """
+    norm = Normalization.from_dict(run.meta["normalization"]).for_image(image)
+    x = torch.from_numpy(norm(image))
+    dims = run.meta.get("spatial_dims") or 2
+    layout = memory_format(run.cfg.channels_last, run.model, x.device)
+    if layout is not None:
+        run.model.to(memory_format=layout)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return run.model(batch.contiguous(memory_format=layout) if layout is not None and batch.ndim == 4 else batch)
+
+    with torch.inference_mode():
+        if x.ndim - 1 == dims:
+            logits = infer_logits(forward, x[None], run.cfg)
+        elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
+            stack = x.transpose(0, 1)
+            logits = torch.cat([infer_logits(forward, stack[i : i + slices], run.cfg) for i in range(0, len(stack), slices)])
+            logits = logits.transpose(0, 1)[None]
+        else:
+            raise DataError(f"a {x.ndim - 1}D image cannot go through this run's {dims}D network")
+        probs = run.task.probabilities(logits)[0].contiguous().numpy()
+        labels = run.task.predict(logits)[0].contiguous().numpy()
+    return probs, labels
 
 
 def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,8 @@ class SegmentationTask:
         num_classes: target classes including background; 2 means binary, and the network then
             has a single output channel (SPEC section 1).
         threshold: foreground probability threshold for binary outputs.
+        ignore_index: target value of pixels left out of the scores (e.g. outside DRIVE's
+            field of view).
 
     Scores are computed per image and averaged over images (SPEC 5.7: "mean over test
     images"). When a batch carries ``regions`` (the intra-class phantom's 1 = majority,
@@ -57,10 +59,11 @@ class SegmentationTask:
     name = "segmentation"
     default_monitor = "mean_dice_fg"
 
-    def __init__(self, num_classes: int, *, threshold: float = 0.5) -> None:
+    def __init__(self, num_classes: int, *, threshold: float = 0.5, ignore_index: int | None = None) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
         self.num_classes = num_classes
+        self.ignore_index = ignore_index
         self.out_channels = 1 if num_classes == 2 else num_classes
         self.threshold = threshold
         self._logit_threshold = math.log(threshold / (1.0 - threshold))
@@ -79,7 +82,8 @@ class SegmentationTask:
         return {"cm": [], "region_hits": None}
 
     def update(self, state: dict, preds: torch.Tensor, batch: dict) -> None:
-        state["cm"].append(confusion_matrix(preds, batch["target"], self.num_classes, per_image=True).cpu())
+        cm = confusion_matrix(preds, batch["target"], self.num_classes, ignore_index=self.ignore_index, per_image=True)
+        state["cm"].append(cm.cpu())
         regions = batch.get("regions")
         if regions is not None:
             fg = (preds > 0).long()
@@ -128,9 +132,11 @@ class ClassificationTask:
         return classification_scores(state["cm"])
 
 
-def make_task(kind: str, num_classes: int, *, threshold: float = 0.5) -> SegmentationTask | ClassificationTask:
+def make_task(
+    kind: str, num_classes: int, *, threshold: float = 0.5, ignore_index: int | None = None
+) -> SegmentationTask | ClassificationTask:
     if kind == "segmentation":
-        return SegmentationTask(num_classes, threshold=threshold)
+        return SegmentationTask(num_classes, threshold=threshold, ignore_index=ignore_index)
     if kind == "classification":
         return ClassificationTask(num_classes)
     raise ValueError(f"unknown task '{kind}' (expected 'segmentation' or 'classification')")

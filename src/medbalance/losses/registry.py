@@ -124,7 +124,9 @@ def _class_weight(value: Any, name: str, counts: _Counts) -> Any:
     return weights
 
 
-def _build_one(spec: str | Mapping[str, Any], counts: _Counts) -> tuple[str, nn.Module, float]:
+def _build_one(
+    spec: str | Mapping[str, Any], counts: _Counts, ignore_index: int | None = None
+) -> tuple[str, nn.Module, float]:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping):
@@ -152,6 +154,13 @@ def _build_one(spec: str | Mapping[str, Any], counts: _Counts) -> tuple[str, nn.
         kwargs["weight"] = _class_weight(kwargs.pop("class_weight"), name, counts)
     if "class_counts" in accepted and "class_counts" not in kwargs:
         kwargs["class_counts"] = counts.get(name, "its class-count-dependent weights or margins")
+    if ignore_index is not None and "ignore_index" not in kwargs:
+        if "ignore_index" not in accepted:
+            raise ValueError(
+                f"loss {name!r} cannot leave out the data's ignored pixels (ignore_index={ignore_index}); "
+                "choose a loss that takes ignore_index"
+            )
+        kwargs["ignore_index"] = ignore_index
     return name, cls(**kwargs), term_weight
 
 
@@ -160,6 +169,7 @@ def build_loss(
     *,
     class_counts: CountsSource = None,
     binary: bool = False,
+    ignore_index: int | None = None,
 ) -> nn.Module:
     """Build a loss module from a name, a dict or a list of dicts.
 
@@ -178,6 +188,8 @@ def build_loss(
             (a ``class_weight`` scheme, or a loss taking ``class_counts`` such as CSCE and LDAM).
         binary: the logits have one sigmoid channel; a scheme's two class weights become the
             single positive-class weight ``w_1 / w_0``.
+        ignore_index: the data's label of pixels to leave out, given to every term that does
+            not set its own (a term that cannot take it is refused).
 
     Returns:
         The loss module; a single spec with a term weight other than 1 is wrapped in a
@@ -199,7 +211,7 @@ def build_loss(
     """
     counts = _Counts(class_counts, binary=binary)
     if isinstance(spec, (str, Mapping)):
-        name, loss, term_weight = _build_one(spec, counts)
+        name, loss, term_weight = _build_one(spec, counts, ignore_index)
         return loss if term_weight == 1.0 else CompoundLoss([(name, loss, term_weight)])
     if not isinstance(spec, Sequence):
         raise TypeError(f"loss spec must be a name, a dict or a list of them, got {type(spec).__name__}")
@@ -208,7 +220,7 @@ def build_loss(
     terms: list[tuple[str, nn.Module, float]] = []
     seen: dict[str, int] = {}
     for item in spec:
-        name, loss, term_weight = _build_one(item, counts)
+        name, loss, term_weight = _build_one(item, counts, ignore_index)
         seen[name] = seen.get(name, 0) + 1
         terms.append((name if seen[name] == 1 else f"{name}_{seen[name]}", loss, term_weight))
     return CompoundLoss(terms)

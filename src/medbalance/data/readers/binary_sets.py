@@ -2,8 +2,10 @@
 
 Each loader is ``load_<name>(root, data) -> Splits`` with ``root`` the dataset's own folder
 (see ``catalog.yaml`` and each ``PROVENANCE.md`` there). Targets are ``{0, 1}`` with 1 the
-structure of interest; images are float ``[0, 1]``, resized to ``data.size`` x ``data.size``
-when it is set (bilinear; masks nearest), ``data.channels`` channels (default: the source's).
+structure of interest, ``data.channels`` image channels (default: the source's). By default
+(``data.size`` unset) images keep their native size and stored ``uint8`` intensities (the run
+normalises them per dataset); with ``data.size`` they are resized to ``size x size`` (bilinear;
+masks nearest) and scaled to [0, 1].
 
 =====================  ====================================  ==================================
 name                   foreground (label 1)                  split
@@ -30,8 +32,11 @@ from medbalance.config import SharedData
 from medbalance.data.build import split_groups, split_indices
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import stack_images
-from medbalance.data.io import image_stem, read_image, read_mask
+from medbalance.data.io import image_stem, read_image, read_mask, read_raw
 from medbalance.errors import DataError
+
+#: Label of pixels that are neither trained on nor scored (outside DRIVE's field of view).
+IGNORE = 255
 
 __all__ = ["load_drive", "load_isbi2012_em_membrane", "load_hc18_subset", "load_kvasir_seg_mini"]
 
@@ -52,11 +57,30 @@ def _dataset(
     channels: int,
     foreground: str,
     extras: dict[str, tuple[list[np.ndarray], list[Path]]] | None = None,
+    ignore: Sequence[np.ndarray] | None = None,
 ) -> ArrayDataset:
-    images = [read_image(p, channels=data.channels or channels) for p in image_paths]
+    """Native geometry without ``data.size``: ``uint8`` images, ``uint8`` labels, 255 where
+    ``ignore`` (a mask per image) is 0; resized float images and int64 labels with it."""
+    native = data.size is None
+    if native:
+        images = [read_raw(p, channels=data.channels or channels)[0] for p in image_paths]
+    else:
+        images = [read_image(p, channels=data.channels or channels) for p in image_paths]
     for image, mask, ip, mp in zip(images, masks, image_paths, mask_paths):
         if image.shape[1:] != mask.shape:
             raise DataError(f"image '{ip.name}' is {image.shape[1:]} but its mask '{mp.name}' is {mask.shape}")
+    if native:
+        labels = [m.astype(np.uint8) for m in masks]
+        if ignore is not None:
+            labels = [np.where(keep > 0, m, IGNORE).astype(np.uint8) for m, keep in zip(labels, ignore)]
+        return ArrayDataset(
+            images,
+            labels,
+            num_classes=2,
+            class_names=("background", foreground),
+            names=[image_stem(p) for p in image_paths],
+            ignore_index=IGNORE if ignore is not None else None,
+        )
     return ArrayDataset(
         stack_images(images, list(image_paths), data.size, labels=False),
         stack_images(list(masks), list(mask_paths), data.size, labels=True),
@@ -82,9 +106,12 @@ def _binary(path: Path, *, invert: bool = False) -> np.ndarray:
 def load_drive(root: Path, data: SharedData) -> Splits:
     """DRIVE retinal vessels: 20 training images (val carved from them), 20 test images.
 
-    Foreground is the first observer's vessel map. The field-of-view mask rides along as the
-    extra ``fov`` (scores here are over the whole image). ``data.test_fraction`` is not used:
-    the source's test set is the test split. Default 3 channels (RGB fundus photographs).
+    Foreground is the first observer's vessel map. At native size (no ``data.size``) pixels
+    outside the field of view are labelled :data:`IGNORE` (255): losses, metrics and patch
+    samplers leave them out, so scores are inside the field of view, the published protocol.
+    With ``data.size`` the field-of-view mask rides along as the extra ``fov`` and scores are
+    over the whole image. ``data.test_fraction`` is not used: the source's test set is the test
+    split. Default 3 channels (RGB fundus photographs).
     """
     base = root / "DRIVE"
     parts = {}
@@ -104,7 +131,8 @@ def load_drive(root: Path, data: SharedData) -> Splits:
             data,
             channels=3,
             foreground="vessel",
-            extras={"fov": (fov, fovs)},
+            extras={"fov": (fov, fovs)} if data.size is not None else None,
+            ignore=fov if data.size is None else None,
         )
     train_idx, val_idx, _ = split_indices(len(parts["training"]), (data.val_fraction, 0.0), data.seed)
     train, val = parts["training"].subset(train_idx), parts["training"].subset(val_idx)
@@ -156,7 +184,7 @@ def load_hc18_subset(root: Path, data: SharedData) -> Splits:
 def load_kvasir_seg_mini(root: Path, data: SharedData) -> Splits:
     """Five Kvasir-SEG polyp images (JPEG masks thresholded at 128); smoke tests only.
 
-    The images differ in size, so ``data.size`` is required. Default 3 channels.
+    The images differ in size: at native size they are held one by one. Default 3 channels.
     """
     base = root / "Kvasir-SEG"
     images = _files(base / "images", "*.jpg")
@@ -164,8 +192,6 @@ def load_kvasir_seg_mini(root: Path, data: SharedData) -> Splits:
     for path in masks:
         if not path.is_file():
             raise DataError(f"Kvasir-SEG mask '{path}' is missing")
-    if data.size is None:
-        raise DataError("kvasir_seg_mini images differ in size; set data.size (e.g. 64)")
     full = _dataset(images, [_binary(p) for p in masks], masks, data, channels=3, foreground="polyp")
     parts = split_indices(len(full), (data.val_fraction, data.test_fraction), data.seed)
     return _splits(*(full.subset(i) for i in parts), root, "seeded")

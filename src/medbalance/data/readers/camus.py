@@ -25,7 +25,7 @@ from medbalance.config import CamusData
 from medbalance.data.build import split_groups
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import resize_images, stack_images
-from medbalance.data.io import read_image, read_mask
+from medbalance.data.io import read_image, read_labels, read_mask, read_raw
 from medbalance.errors import DataError
 
 __all__ = ["CAMUS_LABELS", "build_camus", "find_patients"]
@@ -53,8 +53,10 @@ def build_camus(data: CamusData) -> Splits:
     """Read the ED/ES frames of ``data.views`` x ``data.phases`` and split them by patient.
 
     Returns:
-        Splits of 1-channel images ``(N, 1, size, size)`` in ``[0, 1]`` and binary targets
-        (1 = ``CAMUS_LABELS[data.label]``); ``info`` names the patients of each split.
+        Splits of 1-channel images and binary targets (1 = ``CAMUS_LABELS[data.label]``);
+        ``info`` names the patients of each split. Without ``data.size`` (the default) every
+        frame keeps its aspect ratio, stored intensities and spacing, optionally resampled by
+        ``data.scale``; with ``data.size`` frames are resized to ``size x size`` in ``[0, 1]``.
 
     Raises:
         DataError: missing folder, no patient folders, no frame with a ground truth, a
@@ -66,7 +68,7 @@ def build_camus(data: CamusData) -> Splits:
     patients = find_patients(root)
     if not patients:
         raise DataError(f"'{root}' holds no 'patient*' folders (expected the CAMUS layout patientXXXX/...)")
-    images, targets, image_paths, gt_paths, names, groups = [], [], [], [], [], []
+    images, targets, image_paths, gt_paths, names, groups, spacing = [], [], [], [], [], [], []
     skipped, seen = 0, set()
     for folder in patients:
         if folder.name in seen:  # the same patient unpacked twice (both releases side by side)
@@ -80,14 +82,23 @@ def build_camus(data: CamusData) -> Splits:
                 if image_path is None or gt_path is None:
                     skipped += image_path is not None
                     continue
-                image, gt = read_image(image_path), read_mask(gt_path)
+                if data.size is None:  # native geometry: stored intensities, spacing kept
+                    image, pixel = read_raw(image_path)
+                    gt = read_labels(gt_path)
+                else:
+                    image, gt, pixel = read_image(image_path), read_mask(gt_path), None
                 if image.shape[1:] != gt.shape:
                     raise DataError(
                         f"CAMUS image '{image_path.name}' is {image.shape[1:]} but its ground truth is {gt.shape}"
                     )
                 if gt.max(initial=0) > 3 or gt.min(initial=0) < 0:
                     raise DataError(f"CAMUS ground truth '{gt_path}' has label {int(gt.max())}; expected 0-3")
-                target = (gt == data.label).astype(np.int64)
+                target = (gt == data.label).astype(np.uint8 if data.size is None else np.int64)
+                if data.size is None and data.scale != 1.0:  # resize now, keeping the aspect ratio
+                    shape = tuple(max(8, round(n * data.scale)) for n in target.shape)
+                    image = resize_images(image[None], shape, dtype=image.dtype)[0]
+                    target = resize_images(target[None], shape, labels=True).astype(np.uint8)[0]
+                    pixel = tuple(p / data.scale for p in pixel)
                 if data.size is not None:  # resize now: 800 native frames would take gigabytes
                     image, target = (
                         resize_images(image[None], data.size)[0],
@@ -95,6 +106,7 @@ def build_camus(data: CamusData) -> Splits:
                     )
                 images.append(image)
                 targets.append(target)
+                spacing.append(pixel)
                 image_paths.append(image_path)
                 gt_paths.append(gt_path)
                 names.append(stem)
@@ -106,12 +118,14 @@ def build_camus(data: CamusData) -> Splits:
             f"no CAMUS frame with a ground truth under '{root}' for views {data.views} and phases {data.phases} "
             "(expected patientXXXX/patientXXXX_2CH_ED.mhd or .nii.gz with a matching _gt file)"
         )
+    native = data.size is None
     full = ArrayDataset(
-        stack_images(images, image_paths, None, labels=False),
-        stack_images(targets, gt_paths, None, labels=True),
+        images if native else stack_images(images, image_paths, None, labels=False),
+        targets if native else stack_images(targets, gt_paths, None, labels=True),
         num_classes=2,
         class_names=("background", CAMUS_LABELS[data.label]),
         names=names,
+        spacing=spacing if native else None,
     )
     parts = split_groups(groups, (data.val_fraction, data.test_fraction), data.seed)
     train, val, test = (full.subset(p) for p in parts)

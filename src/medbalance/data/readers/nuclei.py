@@ -30,7 +30,7 @@ from medbalance.config import ConicData, MonusacData, SharedData
 from medbalance.data.build import split_groups, split_indices
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import resize_images
-from medbalance.data.io import list_images, read_image, read_mask
+from medbalance.data.io import list_images, read_image, read_labels, read_mask, read_raw
 from medbalance.errors import DataError
 
 __all__ = [
@@ -278,8 +278,9 @@ def _read_pairs(image_dir: Path, mask_dir: Path, channels: int, size: int | None
         mask = mask_dir / f"{path.stem}.png"
         if not mask.is_file():
             raise DataError(f"image '{path}' has no class map '{mask}'")
-        images.append(read_image(path, channels=channels))
-        targets.append(read_mask(mask))
+        # native size: stored uint8 intensities, normalised per dataset by the run
+        images.append(read_image(path, channels=channels) if size is not None else read_raw(path, channels=channels)[0])
+        targets.append(read_mask(mask) if size is not None else read_labels(mask))
         if targets[-1].shape != images[-1].shape[-2:]:
             raise DataError(f"mask '{mask}' is {targets[-1].shape} but its image is {images[-1].shape[-2:]}")
     x, y = _resized(np.stack(images), np.stack(targets), size)
