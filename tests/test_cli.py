@@ -145,8 +145,8 @@ def test_train_from_a_yaml_file_and_folder_data(tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", str(data)]) == 0
     assert "mean_dice_fg" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--data", str(cfg)]) == 0
-    evaluations = list((run / "evaluations").glob("*.json"))
-    assert len(evaluations) == 2
+    evaluations = list((run / "evaluations").glob("eval-*/scores.json"))
+    assert len(evaluations) == 2 and all((e.parent / "cases.csv").is_file() for e in evaluations)
 
 
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):

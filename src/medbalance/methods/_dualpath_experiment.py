@@ -81,7 +81,14 @@ def _with_maps(data: ArrayDataset, prob: np.ndarray, alpha: float) -> ArrayDatas
     w_mac, w_mic = weight_maps(mac, mic, alpha=alpha)
     extras = {**data.extras, "w_mac": w_mac.numpy(), "w_mic": w_mic.numpy()}
     return ArrayDataset(
-        data.images, data.target, num_classes=2, class_names=data.class_names, names=data.names, extras=extras
+        data.images,
+        data.target,
+        num_classes=2,
+        class_names=data.class_names,
+        names=data.names,
+        extras=extras,
+        ignore_index=data.ignore_index,
+        normalization=data.normalization,
     )
 
 

@@ -31,15 +31,23 @@ __all__ = [
 ]
 
 
-def _targets(datasets: Sequence) -> list[np.ndarray]:
-    return [np.asarray(ds.target) for ds in datasets]
+def _targets(datasets: Sequence) -> list[np.ndarray | list[np.ndarray]]:
+    # a ragged dataset (native sizes) keeps its list of label maps
+    return [ds.target if isinstance(ds.target, list) else np.asarray(ds.target) for ds in datasets]
 
 
-def foreground_fractions(targets: np.ndarray, *, ignore_index: int | None = None) -> np.ndarray:
+def _ignore(datasets: Sequence) -> int | None:
+    values = {getattr(ds, "ignore_index", None) for ds in datasets}
+    return values.pop() if len(values) == 1 else None
+
+
+def foreground_fractions(
+    targets: np.ndarray | Sequence[np.ndarray], *, ignore_index: int | None = None
+) -> np.ndarray:
     """Per image, the share of its counted pixels that are foreground (label > 0).
 
     Args:
-        targets: integer label maps ``(N, H, W)``.
+        targets: integer label maps ``(N, *spatial)``, or a list of maps of different shapes.
         ignore_index: a label that is neither counted nor foreground.
 
     Returns:
@@ -50,6 +58,8 @@ def foreground_fractions(targets: np.ndarray, *, ignore_index: int | None = None
         >>> foreground_fractions(m).tolist()
         [0.5, 0.0]
     """
+    if isinstance(targets, list):
+        return np.concatenate([foreground_fractions(t[None], ignore_index=ignore_index) for t in targets] or [[]])
     targets = np.asarray(targets)
     if targets.ndim < 2:
         raise ValueError(f"targets must be label maps (N, *spatial), got shape {targets.shape}")
@@ -59,8 +69,10 @@ def foreground_fractions(targets: np.ndarray, *, ignore_index: int | None = None
     return fg / np.maximum(counted.sum(axis=1), 1)
 
 
-def object_sizes(targets: np.ndarray, num_classes: int) -> list[np.ndarray]:
+def object_sizes(targets: np.ndarray | Sequence[np.ndarray], num_classes: int) -> list[np.ndarray]:
     """Pixel sizes of the connected objects (4-connectivity) of every class, per image.
+
+    ``targets`` may also be a list of 2D maps of different shapes (native sizes).
 
     All images of one class go through a single SimpleITK labelling: they are stacked into
     one tall 2D image with a background row between neighbours, so objects never merge
@@ -80,6 +92,9 @@ def object_sizes(targets: np.ndarray, num_classes: int) -> list[np.ndarray]:
     """
     import SimpleITK as sitk
 
+    if isinstance(targets, list):
+        parts = [object_sizes(np.asarray(t)[None], num_classes) for t in targets]
+        return [np.concatenate(sizes) for sizes in zip(*parts)] if parts else [np.zeros(0, np.int64)] * num_classes
     targets = np.asarray(targets)
     if targets.ndim != 3:
         raise ValueError(f"targets must be 2D label maps (N, H, W), got shape {targets.shape}")
@@ -162,8 +177,10 @@ def measure(stats: DatasetStats, datasets: Sequence, *, beta: float) -> DatasetS
     if stats.task == "classification":
         return DatasetShape(stats.class_names, effective_numbers=effective_numbers(stats.counts, beta=beta))
     targets = _targets(datasets)
-    fractions = np.concatenate([foreground_fractions(t) for t in targets])
-    if any(t.ndim != 3 for t in targets):  # volumes: 2D objects are not defined
+    ignore = _ignore(datasets)
+    fractions = np.concatenate([foreground_fractions(t, ignore_index=ignore) for t in targets])
+    dims = {m.ndim for t in targets for m in (t if isinstance(t, list) else t[:1])}
+    if dims != {2}:  # volumes: 2D objects are not defined
         return DatasetShape(stats.class_names, fractions=fractions)
     sizes = [np.concatenate(parts) for parts in zip(*(object_sizes(t, stats.num_classes) for t in targets))]
     return DatasetShape(stats.class_names, fractions=fractions, sizes=sizes)

@@ -229,8 +229,8 @@ def read_monusac(
     Args:
         root: the MoNuSAC folder.
         cache: mask cache folder (see :func:`convert_monusac`).
-        size: resize every image to ``size x size`` (the seed uses 512; the images differ in
-            size, so None only works when they all match).
+        size: resize every image to ``size x size`` (the seed uses 512); None keeps every
+            image at its native size with its stored ``uint8`` values (the images differ in size).
 
     Returns:
         The dataset (RGB images, :data:`MONUSAC_CLASSES`) and the patient of each image.
@@ -240,20 +240,18 @@ def read_monusac(
     masks = convert_monusac(root, cache)
     images, targets = [], []
     for (image, _), mask in zip(pairs, masks):
-        x, y = read_image(image, channels=3)[None], read_mask(mask)[None]
+        if size is None:  # native size, stored values
+            x, y = read_raw(image, channels=3)[0][None], read_labels(mask)[None]
+        else:
+            x, y = read_image(image, channels=3)[None], read_mask(mask)[None]
         if x.shape[-2:] != y.shape[-2:]:
             raise DataError(f"mask '{mask}' is {y.shape[-2:]} but image '{image}' is {x.shape[-2:]}; delete the cache")
         x, y = _resized(x, y, size)
-        if images and x.shape != images[0].shape:
-            raise DataError(
-                f"'{image.name}' has shape {x.shape[-2:]} but '{pairs[0][0].name}' has {images[0].shape[-2:]}; "
-                "set data.size to resize them to one size"
-            )
-        images.append(x)
-        targets.append(y)
+        images.append(x[0])
+        targets.append(y[0])
     data = ArrayDataset(
-        np.concatenate(images),
-        np.concatenate(targets),
+        images,
+        targets,
         num_classes=len(MONUSAC_CLASSES),
         class_names=MONUSAC_CLASSES,
         names=[image.stem for image, _ in pairs],
