@@ -6,7 +6,8 @@ Usage: ``python -m benchmarks [--quick] [--threads N] [--only SUBSTRING] [--devi
 ``python -m benchmarks NAME [...]`` runs one benchmark with its own options, NAME one of
 ``nets``, ``losses``, ``compute`` (channels_last / bf16 / no-grad / argmax switches),
 ``pipeline`` (data-only vs train-step images/s, dataset cache) and ``scaling`` (time per
-epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``); e.g.
+epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``) and
+``patches`` (patch sampling vs MONAI, data wait of a U-Net step, rare-class coverage); e.g.
 ``python -m benchmarks scaling --help``. Figures and their commands: ``benchmarks/RESULTS.md``.
 """
 
@@ -24,7 +25,7 @@ from benchmarks.harness import report, start
 log = logging.getLogger("benchmarks")
 
 #: Benchmarks with options of their own: ``python -m benchmarks NAME [options]``.
-SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling")
+SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling", "patches")
 
 
 def main(argv: list[str] | None = None) -> int:

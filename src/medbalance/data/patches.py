@@ -341,7 +341,7 @@ class PatchDataset(Dataset):
         stored = self.locations[case][label]
         location = tuple(int(x) for x in stored[rng.integers(len(stored))])
         start = tuple(
-            int(np.clip(x - p // 2, min(0, s - p), max(0, s - p))) for x, s, p in zip(location, shape, self.patch_size)
+            min(max(x - p // 2, min(0, s - p)), max(0, s - p)) for x, s, p in zip(location, shape, self.patch_size)
         )
         return Patch(case, start, label, location)
 
@@ -376,7 +376,7 @@ class PatchDataset(Dataset):
         item = {
             "image": torch.from_numpy(self._image_patch(patch.case, patch.start)),
             "target": torch.from_numpy(self._crop(self.targets[patch.case], patch.start, pad_label, np.int64)),
-            "index": torch.tensor(patch.case, dtype=torch.int64),
+            "index": torch.from_numpy(np.array(patch.case, dtype=np.int64)),
         }
         for name, arrays in self.extras.items():
             array = arrays[patch.case]
