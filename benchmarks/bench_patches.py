@@ -4,7 +4,7 @@ the data wait of a U-Net training step, and the class coverage of the ``rare_cla
 Usage::
 
     python -m benchmarks patches [--quick] [--threads N] [--repeats 7] [--steps 40] [--skip-speed]
-        [--skip-wait] [--skip-coverage]
+        [--skip-wait] [--skip-coverage] [--batches 300]
     python -m benchmarks --only patches          # the speed groups only
 
 **speed** (round-robin by :func:`benchmarks.harness.run_groups`): one call draws ``items``
@@ -245,7 +245,7 @@ def _coverage_table(title: str, rows, names) -> str:
     head = f"{title}\n| setting | " + " | ".join(f"{n} batches / pixels %" for n in names) + " |\n"
     head += "|---|" + "---:|" * len(names) + "\n"
     lines = [
-        f"| {name} | " + " | ".join(f"{100 * b:.0f} / {100 * p:.2f}" for b, p in zip(batches[1:], pixels[1:])) + " |"
+        f"| {name} | " + " | ".join(f"{100 * b:.1f} / {100 * p:.2f}" for b, p in zip(batches[1:], pixels[1:])) + " |"
         for name, batches, pixels in rows
     ]
     return head + "\n".join(lines) + "\n"
@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 7, quick 3)")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps of the data-wait run")
+    parser.add_argument("--batches", type=int, default=300, help="batches of 16 per setting of the coverage run")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-wait", action="store_true")
     parser.add_argument("--skip-coverage", action="store_true")
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{1e3 * wait['step_s']:.1f} ms compute = {100 * wait['wait_fraction']:.1f}% of the step\n"
             )
     if not args.skip_coverage:
-        batches = 20 if args.quick else 300
+        batches = 20 if args.quick else args.batches
         consep = _consep()
         if consep is not None:
             names = ["other", "inflammatory", "epithelial", "spindle"]
