@@ -262,7 +262,7 @@ class PatchDataset(Dataset):
             self.locations = [{int(c): np.asarray(v) for c, v in loc.items() if len(v)} for loc in locations]
             for i, target in enumerate(self.targets):
                 counts[i] = _scan(target, self.num_classes, max_per_class=1, ignore_index=ignore_index, seed=0)[1]
-                found = {c for c in range(1, self.num_classes) if counts[i, c] and c != ignore_index}
+                found = {int(c) for c in np.flatnonzero(counts[i, 1:]) + 1}
                 if set(self.locations[i]) != found:
                     raise ValueError(
                         f"locations[{i}] must list the classes {sorted(found)}, got {sorted(self.locations[i])}"
@@ -327,8 +327,8 @@ class PatchDataset(Dataset):
                 if len(classes):
                     label = int(classes[rng.integers(len(classes))])
             elif self._cumulative[-1] > 0:
-                # Clipping guards against the last cumulative sum rounding below 1.
-                label = int(min(np.searchsorted(self._cumulative, rng.random(), side="right"), self.num_classes - 1))
+                # Scaling by the total (1 up to rounding) keeps u below it: zero-probability classes are never hit.
+                label = int(np.searchsorted(self._cumulative, rng.random() * self._cumulative[-1], side="right"))
                 cases = self._class_cases[label]
                 case = int(cases[rng.integers(len(cases))])
         if case < 0:
