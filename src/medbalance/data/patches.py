@@ -16,11 +16,13 @@ Sampling rules (exact):
   rule, Python's ``round``). The number of forced items per batch is therefore exact, not
   random: ``batch_size - round(batch_size * (1 - foreground_fraction))``, e.g. 5 of 16 and 1 of 2
   at the default 0.33 (the per-batch semantics, not a per-patch probability). A last partial
-  batch of an epoch has the forced positions among its first ``batch_size`` slots that exist.
+  batch of an epoch keeps those positions, as far as it reaches. The loader must batch the
+  epoch's items in order, not shuffled (the patches are random already).
 * **uniform** (every item of the ``uniform`` sampler and every unforced item): case uniform over
   the cases, patch position uniform over the valid positions.
 * **foreground**, forced item: case uniform; then a class uniform among the foreground classes
-  present in that case; then one of that class's stored locations uniform; the patch is centred
+  present in that case; then one of that class's stored locations uniform (all its voxels, or a
+  uniform subsample of 10,000 when it has more: :func:`class_locations`); the patch is centred
   on it (start ``location - patch // 2``), shifted to stay inside the image. A case with no
   foreground gives a uniform patch.
 * **rare_class**, forced item: a class ``c`` among the dataset's foreground classes (present in at
