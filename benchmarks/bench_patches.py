@@ -26,6 +26,9 @@ drawn uniformly per call, and three ways of running it:
 * ``cached, 4 per case``: cached indices with ``num_samples=4`` (four patches per case per call,
   as MONAI tutorials do; fewer distinct cases per batch than the others).
 
+The same calls are then timed in CPU time (``time.process_time``, round-robin, median), which
+leaves out the time other processes hold the core on a shared machine.
+
 **wait**: a DataLoader with 1 worker feeds ``UNet(3, 1, base_channels=16)`` (Dice + CE, Adam,
 batch 16 of 64 x 64 DRIVE patches, default sampler; channels_last as the engine's CPU default)
 for ``--steps`` steps; the time the loop waits for the next batch is reported as a fraction of
@@ -52,13 +55,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from benchmarks.harness import Case, Group, Row, report, run_groups, start
+from benchmarks.harness import Case, Group, Row, interleaved_times, report, run_groups, start
 from medbalance.data.patches import PatchDataset
 from medbalance.data.phantoms import nuclei_phantoms
 from medbalance.losses import build_loss
 from medbalance.nets import UNet
 
-__all__ = ["run", "main", "data_wait", "coverage"]
+__all__ = ["run", "main", "cpu_time_table", "data_wait", "coverage"]
 
 log = logging.getLogger("benchmarks")
 
@@ -149,11 +152,7 @@ def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, tra
     return Case(f"monai.RandCropByLabelClassesd, {label}", draw, items, 0)
 
 
-def run(
-    *, quick: bool = False, device: str = "cpu", channels_last: bool = False, repeats: int | None = None
-) -> list[Row]:
-    """Time PatchDataset against MONAI's RandCropByLabelClassesd (CPU work; ``device`` unused)."""
-    del device, channels_last
+def _groups(quick: bool) -> list[Group]:
     images, masks, source = _drive(4 if quick else 20)
     volumes, balls = _volumes(2 if quick else 4, 64 if quick else 128)
     workloads = [(images, masks, (64, 64), 16), (images, masks, (128, 128), 16)]
@@ -167,8 +166,34 @@ def run(
         cases.append(_monai(data, target, patch, items, cached=True, per_case=1, track_meta=False))
         cases.append(_monai(data, target, patch, items, cached=True, per_case=4))
         groups.append(Group(name, cases, extra={"data": source if len(data) == len(images) else "synthetic"}))
+    return groups
+
+
+def run(
+    *, quick: bool = False, device: str = "cpu", channels_last: bool = False, repeats: int | None = None
+) -> list[Row]:
+    """Time PatchDataset against MONAI's RandCropByLabelClassesd (CPU work; ``device`` unused)."""
+    del device, channels_last
     warmup, default_repeats = (1, 3) if quick else (2, 7)
-    return run_groups(groups, warmup=warmup, repeats=repeats or default_repeats)
+    return run_groups(_groups(quick), warmup=warmup, repeats=repeats or default_repeats)
+
+
+def _cpu_clock(fn) -> float:
+    begin = time.process_time()
+    fn()
+    return time.process_time() - begin
+
+
+def cpu_time_table(*, quick: bool, repeats: int) -> str:
+    """Median CPU seconds (``time.process_time``) per call of every case: on a loaded machine this
+    does not count the time other processes hold the core, unlike the wall-clock table."""
+    lines = ["| benchmark | impl | median CPU ms | ours/this |", "|---|---|---:|---:|"]
+    for group in _groups(quick):
+        medians = [float(np.median(t)) for t in interleaved_times(group, warmup=1, repeats=repeats, clock=_cpu_clock)]
+        for case, median in zip(group.cases, medians):
+            ratio = "-" if case is group.cases[0] else f"{median / medians[0]:.2f}"
+            lines.append(f"| {group.name} | {case.impl} | {1e3 * median:.2f} | {ratio} |")
+    return "\n".join(lines) + "\n"
 
 
 def _scale(case: int, patch: np.ndarray) -> np.ndarray:
@@ -266,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_speed:
         rows = run(quick=args.quick, repeats=args.repeats)
         sys.stdout.write(report(rows) + "\n")
+        sys.stdout.write(cpu_time_table(quick=args.quick, repeats=args.repeats or (3 if args.quick else 7)))
     if not args.skip_wait:
         steps = 5 if args.quick else args.steps
         for workers in (1, 0):

@@ -147,6 +147,18 @@ def test_padding_values_and_normalize_sees_only_image_voxels():
             assert seen_shapes[-1] == (1, 3, 4)
 
 
+def test_a_centred_patch_by_hand():
+    # One vessel voxel at (1, 8) of a 10 x 10 case, patch 4 x 4: centred start (-1, 6) shifted inside to (0, 6).
+    target = np.zeros((10, 10), np.uint8)
+    target[1, 8] = 1
+    image = _ramp((10, 10))
+    ds = _dataset([image], [target], num_classes=2, batch_size=1, foreground_fraction=1.0)
+    assert ds.plan(0) == (0, (0, 6), 1, (1, 8))
+    item = ds[0]
+    assert item["target"].nonzero().tolist() == [[1, 2]]
+    assert item["image"][0, 0].tolist() == [6.0, 7.0, 8.0, 9.0] and item["image"][0, 3, 0].item() == 36.0
+
+
 def test_3d_patches_and_a_case_smaller_than_the_patch():
     shapes = [(10, 12, 9), (3, 4, 5)]
     images = [_ramp(s).astype(np.uint8 if i else np.float32) for i, s in enumerate(shapes)]
