@@ -348,40 +348,34 @@ class PatchDataset(Dataset):
         return Patch(case, start, label, location)
 
     def _window(self, spatial: tuple[int, ...], start: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-        """Slices of the array inside the patch window, and where they go in the patch."""
+        """Slices of the case inside the patch window, and where they go in the patch."""
         source = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(start, self.patch_size, spatial))
         return source, tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(source, start))
 
     def _pad(self, inside: np.ndarray, placed: tuple[slice, ...], fill) -> np.ndarray:
-        if inside.shape[inside.ndim - len(placed) :] == self.patch_size:
+        """``inside`` (trailing axes spatial) placed in a patch of ``fill``; as is when it fills the patch."""
+        lead = inside.shape[: inside.ndim - len(placed)]
+        if inside.shape[len(lead) :] == self.patch_size:
             return inside
-        out = np.full((*inside.shape[: inside.ndim - len(placed)], *self.patch_size), fill, dtype=inside.dtype)
+        out = np.full((*lead, *self.patch_size), fill, dtype=inside.dtype)
         out[(Ellipsis, *placed)] = inside
         return out
 
-    def _crop(self, array: np.ndarray, start: tuple[int, ...], fill, dtype) -> np.ndarray:
-        """A copy of the patch window of ``array`` (trailing axes spatial) as ``dtype``, padded with ``fill``."""
-        source, placed = self._window(array.shape[array.ndim - len(start) :], start)
-        return self._pad(np.array(array[(Ellipsis, *source)], dtype=dtype), placed, fill)
-
-    def _image_patch(self, case: int, start: tuple[int, ...]) -> np.ndarray:
-        image = self.images[case]
-        source, placed = self._window(image.shape[1:], start)
-        inside = np.array(image[(slice(None), *source)], dtype=np.float32)
-        if self.normalize is not None:
-            inside = np.asarray(self.normalize(case, inside), dtype=np.float32)
-        return self._pad(inside, placed, 0.0)
-
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        patch = self.plan(k)
+        case, start, _, _ = self.plan(k)
+        source, placed = self._window(self.targets[case].shape, start)
+        image = np.array(self.images[case][(slice(None), *source)], dtype=np.float32)
+        if self.normalize is not None:
+            image = np.asarray(self.normalize(case, image), dtype=np.float32)
         pad_label = 0 if self.ignore_index is None else self.ignore_index
         item = {
-            "image": torch.from_numpy(self._image_patch(patch.case, patch.start)),
-            "target": torch.from_numpy(self._crop(self.targets[patch.case], patch.start, pad_label, np.int64)),
-            "index": torch.from_numpy(np.array(patch.case, dtype=np.int64)),
+            "image": torch.from_numpy(self._pad(image, placed, 0.0)),
+            "target": torch.from_numpy(
+                self._pad(np.array(self.targets[case][source], dtype=np.int64), placed, pad_label)
+            ),
+            "index": torch.from_numpy(np.array(case, dtype=np.int64)),
         }
         for name, arrays in self.extras.items():
-            array = arrays[patch.case]
-            dtype = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
-            item[name] = torch.from_numpy(self._crop(array, patch.start, 0, dtype))
+            dtype = np.int64 if np.issubdtype(arrays[case].dtype, np.integer) else np.float32
+            item[name] = torch.from_numpy(self._pad(np.array(arrays[case][source], dtype=dtype), placed, 0))
         return item
