@@ -96,6 +96,7 @@ def test_class_locations_reject_bad_labels_and_arguments():
     with pytest.raises(ValueError, match="max_per_class"):
         class_locations(np.array([0, 1]), 2, max_per_class=0)
     assert class_locations(np.array([0, -100, 1]), 2, ignore_index=-100)[1].tolist() == [[2]]
+    assert class_locations(np.array([[False, True]]), 2)[1].tolist() == [[0, 1]]
 
 
 # ----------------------------------------------------------------------------- crops and padding
@@ -138,8 +139,8 @@ def test_padding_values_and_normalize_sees_only_image_voxels():
 
     image, target = _ramp((3, 10)), np.ones((3, 10), np.uint8)
     for ignore_index, fill in [(None, 0), (255, 255)]:
-        ds = _dataset([image], [target], patch_size=(8, 4), sampler="uniform", ignore_index=ignore_index)
-        ds.normalize = normalize
+        options = {"patch_size": (8, 4), "sampler": "uniform", "normalize": normalize}
+        ds = _dataset([image], [target], ignore_index=ignore_index, **options)
         for k in range(30):
             plan, item = ds.plan(k), ds[k]
             np.testing.assert_array_equal(item["image"].numpy(), _window(image + 5, plan.start, (8, 4), 0))

@@ -62,6 +62,8 @@ def _scan(
 ) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Stored locations per foreground class and the full voxel count of every class."""
     target = np.asarray(target)
+    if target.dtype == bool:
+        target = target.view(np.uint8)
     if not np.issubdtype(target.dtype, np.integer):
         raise ValueError(f"target must hold integers, got dtype {target.dtype}")
     flat = target.ravel()
@@ -103,7 +105,8 @@ def class_locations(
     """Coordinates of (a uniform subsample of) every foreground class's voxels, as nnU-Net stores them.
 
     Args:
-        target: integer class map ``(*spatial)``, values in ``[0, num_classes)`` or ``ignore_index``.
+        target: integer (or boolean) class map ``(*spatial)``, values in ``[0, num_classes)`` or
+            ``ignore_index``.
         num_classes: number of classes including background 0.
         max_per_class: at most this many locations per class; a class with more voxels keeps a
             uniform subsample without replacement (in raster order).
