@@ -16,7 +16,7 @@ call. medbalance: the default ``foreground`` sampler (fraction 0.33), locations 
 construction. MONAI, configured as closely as it allows: ``ratios=[0.67, 0.33]`` (a patch is
 centred on a vessel voxel with probability 0.33, per patch, instead of exactly 5 of 16 per batch;
 the other patches are centred on a background voxel instead of a uniform position), a case
-drawn uniformly per call, and three ways of running it:
+drawn uniformly per call, and four ways of running it:
 
 * ``indices per call``: ``RandCropByLabelClassesd`` alone (it scans the label on every call);
 * ``cached indices``: ``ClassesToIndicesd(max_samples_per_class=10000)`` run once per case
@@ -102,9 +102,14 @@ def _volumes(n: int, side: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def _ours(images, masks, patch, items: int) -> Case:
     ds = PatchDataset(
-        images, masks, patch_size=patch, num_classes=2, batch_size=items, samples_per_epoch=items,
+        images,
+        masks,
+        patch_size=patch,
+        num_classes=2,
+        batch_size=items,
+        samples_per_epoch=items,
         foreground_fraction=FRACTION,
-    )  # fmt: skip
+    )
     counter = iter(range(10**12))
 
     def draw() -> None:
@@ -129,9 +134,15 @@ def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, tra
         cases = [to_indices(case) for case in cases]
         indices_key = "label_cls_indices"
     crop = RandCropByLabelClassesd(
-        ["image", "label"], "label", patch, ratios=[1 - FRACTION, FRACTION], num_classes=2,
-        num_samples=per_case, indices_key=indices_key, warn=False,
-    )  # fmt: skip
+        ["image", "label"],
+        "label",
+        patch,
+        ratios=[1 - FRACTION, FRACTION],
+        num_classes=2,
+        num_samples=per_case,
+        indices_key=indices_key,
+        warn=False,
+    )
     crop.set_random_state(0)
     rng = np.random.default_rng(0)
 
@@ -206,9 +217,14 @@ def data_wait(*, steps: int, workers: int, channels_last: bool = True, batch: in
     images, masks, _ = _drive(20)
     warm = 3
     ds = PatchDataset(
-        images, masks, patch_size=(64, 64), num_classes=2, batch_size=batch, samples_per_epoch=batch * (steps + warm),
+        images,
+        masks,
+        patch_size=(64, 64),
+        num_classes=2,
+        batch_size=batch,
+        samples_per_epoch=batch * (steps + warm),
         normalize=_scale,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = UNet(3, 1, base_channels=16)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -250,9 +266,14 @@ def coverage(
     out = []
     for name, options in settings:
         ds = PatchDataset(
-            images, masks, patch_size=(64, 64), num_classes=num_classes, batch_size=batch,
-            samples_per_epoch=batch * batches, **options,
-        )  # fmt: skip
+            images,
+            masks,
+            patch_size=(64, 64),
+            num_classes=num_classes,
+            batch_size=batch,
+            samples_per_epoch=batch * batches,
+            **options,
+        )
         present = np.zeros(num_classes)
         pixels = np.zeros(num_classes)
         for b in range(batches):
