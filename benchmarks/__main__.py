@@ -6,8 +6,10 @@ Usage: ``python -m benchmarks [--quick] [--threads N] [--only SUBSTRING] [--devi
 ``python -m benchmarks NAME [...]`` runs one benchmark with its own options, NAME one of
 ``nets``, ``losses``, ``compute`` (channels_last / bf16 / no-grad / argmax switches),
 ``pipeline`` (data-only vs train-step images/s, dataset cache), ``scaling`` (time per
-epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``) and ``surface``
-(HD95 vs MONAI and vs no bounding-box crop); e.g.
+epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``), ``surface``
+(HD95 vs MONAI and vs no bounding-box crop), ``patches`` (patch sampling vs MONAI, data wait of
+a U-Net step, rare-class coverage), ``sliding`` (sliding-window inference vs MONAI) and
+``quality`` (test score vs training time through ``medbalance train`` on real data); e.g.
 ``python -m benchmarks scaling --help``. Figures and their commands: ``benchmarks/RESULTS.md``.
 """
 
@@ -25,7 +27,7 @@ from benchmarks.harness import report, start
 log = logging.getLogger("benchmarks")
 
 #: Benchmarks with options of their own: ``python -m benchmarks NAME [options]``.
-SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling", "surface")
+SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling", "surface", "patches", "sliding", "quality")
 
 
 def main(argv: list[str] | None = None) -> int:

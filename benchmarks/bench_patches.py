@@ -1,0 +1,340 @@
+"""Patch sampling: :class:`medbalance.data.patches.PatchDataset` vs MONAI ``RandCropByLabelClassesd``,
+the data wait of a U-Net training step, and the class coverage of the ``rare_class`` powers.
+
+Usage::
+
+    python -m benchmarks patches [--quick] [--threads N] [--repeats 7] [--steps 40] [--skip-speed]
+        [--skip-wait] [--skip-coverage] [--batches 300]
+    python -m benchmarks --only patches          # the speed groups only
+
+**speed** (round-robin by :func:`benchmarks.harness.run_groups`): one call draws ``items``
+patches as float32 image / int64 target tensors from the same arrays -- 20 DRIVE images
+(3 x 584 x 565 uint8, vessels ~12% of the field of view; read from ``../shared/data/drive``, or
+synthetic arrays of the same shape and fraction when absent) with patches 64 x 64 and 128 x 128,
+16 per call; and 4 volumes 1 x 128^3 int16 with a ball of ~12% foreground, patches 64^3, 4 per
+call. medbalance: the default ``foreground`` sampler (fraction 0.33), locations computed once at
+construction. MONAI, configured as closely as it allows: ``ratios=[0.67, 0.33]`` (a patch is
+centred on a vessel voxel with probability 0.33, per patch, instead of exactly 5 of 16 per batch;
+the other patches are centred on a background voxel instead of a uniform position), a case
+drawn uniformly per call, and four ways of running it:
+
+* ``indices per call``: ``RandCropByLabelClassesd`` alone (it scans the label on every call);
+* ``cached indices``: ``ClassesToIndicesd(max_samples_per_class=10000)`` run once per case
+  beforehand (as a ``CacheDataset`` would), passed through ``indices_key``;
+* ``cached indices, track_meta off``: the same with ``monai.data.set_track_meta(False)``
+  (plain tensors, no metadata bookkeeping: MONAI's fastest setting);
+* ``cached, 4 per case``: cached indices with ``num_samples=4`` (four patches per case per call,
+  as MONAI tutorials do; fewer distinct cases per batch than the others).
+
+The same calls are then timed in CPU time (``time.process_time``, round-robin, median), which
+leaves out the time other processes hold the core on a shared machine.
+
+**wait**: a DataLoader with 1 worker feeds ``UNet(3, 1, base_channels=16)`` (Dice + CE, Adam,
+batch 16 of 64 x 64 DRIVE patches, default sampler; channels_last as the engine's CPU default)
+for ``--steps`` steps; the time the loop waits for the next batch is reported as a fraction of
+the step (goal <= 10%), with 0 workers (patches drawn in the training process) for comparison.
+
+**coverage**: for ``rare_class`` at powers 0, 0.25, 0.5, 0.75, 1 (and ``uniform`` /
+``foreground`` for reference), batches of 16 patches of 64 x 64 from the CoNSeP train tiles
+(``../shared/data/consep_patches256``, 5 classes) and from 64 nuclei phantoms 256 x 256 (7
+classes, CoNIC fractions): per class, the fraction of batches containing it and its share of the
+patch pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from benchmarks.harness import Case, Group, Row, interleaved_times, report, run_groups, start
+from medbalance.data.patches import PatchDataset
+from medbalance.data.phantoms import nuclei_phantoms
+from medbalance.losses import build_loss
+from medbalance.nets import UNet
+
+__all__ = ["run", "main", "cpu_time_table", "data_wait", "coverage"]
+
+log = logging.getLogger("benchmarks")
+
+_DATA = Path(os.environ.get("MEDBALANCE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+FRACTION = 0.33
+
+
+def _drive(n: int) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """DRIVE training images ``(3, 584, 565)`` uint8 and vessel masks, or synthetic stand-ins."""
+    root = _DATA / "drive" / "DRIVE" / "training"
+    paths = sorted((root / "images").glob("*_training.tif"))[:n]
+    if len(paths) == n:
+        images = [np.ascontiguousarray(np.asarray(Image.open(p)).transpose(2, 0, 1)) for p in paths]
+        masks = [
+            (np.asarray(Image.open(root / "1st_manual" / f"{p.name.split('_')[0]}_manual1.gif")) > 0).astype(np.uint8)
+            for p in paths
+        ]
+        return images, masks, "DRIVE training images"
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (3, 584, 565), dtype=np.uint8) for _ in range(n)]
+    masks = [(rng.random((584, 565)) < 0.09).astype(np.uint8) for _ in range(n)]
+    return images, masks, "synthetic DRIVE-shaped arrays"
+
+
+def _volumes(n: int, side: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` int16 volumes ``(1, side, side, side)`` with a ball covering ~12% of the voxels."""
+    rng = np.random.default_rng(1)
+    grid = np.indices((side,) * 3, dtype=np.float32)
+    radius = side * (0.12 * 3 / (4 * np.pi)) ** (1 / 3)
+    images, masks = [], []
+    for _ in range(n):
+        centre = rng.uniform(radius, side - radius, 3)
+        mask = (((grid - centre[:, None, None, None]) ** 2).sum(0) < radius**2).astype(np.uint8)
+        masks.append(mask)
+        images.append((rng.normal(0, 50, (1, *mask.shape)) + 300.0 * mask).astype(np.int16))
+    return images, masks
+
+
+def _ours(images, masks, patch, items: int) -> Case:
+    ds = PatchDataset(
+        images,
+        masks,
+        patch_size=patch,
+        num_classes=2,
+        batch_size=items,
+        samples_per_epoch=items,
+        foreground_fraction=FRACTION,
+    )
+    counter = iter(range(10**12))
+
+    def draw() -> None:
+        for _ in range(items):
+            ds[next(counter)]
+
+    return Case("medbalance.PatchDataset", draw, items, 0)
+
+
+def _plain(x) -> torch.Tensor:
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, track_meta: bool = True) -> Case:
+    from monai.data import set_track_meta
+    from monai.transforms import ClassesToIndicesd, RandCropByLabelClassesd
+
+    cases = [{"image": torch.from_numpy(x), "label": torch.from_numpy(y[None])} for x, y in zip(images, masks)]
+    indices_key = None
+    if cached:
+        to_indices = ClassesToIndicesd("label", num_classes=2, max_samples_per_class=10_000)
+        cases = [to_indices(case) for case in cases]
+        indices_key = "label_cls_indices"
+    crop = RandCropByLabelClassesd(
+        ["image", "label"],
+        "label",
+        patch,
+        ratios=[1 - FRACTION, FRACTION],
+        num_classes=2,
+        num_samples=per_case,
+        indices_key=indices_key,
+        warn=False,
+    )
+    crop.set_random_state(0)
+    rng = np.random.default_rng(0)
+
+    def draw() -> None:
+        set_track_meta(track_meta)  # a global switch: restored so that the other cases keep MONAI's default
+        try:
+            for _ in range(items // per_case):
+                for out in crop(cases[rng.integers(len(cases))]):
+                    _plain(out["image"]).float(), _plain(out["label"])[0].long()
+        finally:
+            set_track_meta(True)
+
+    label = "cached indices" if cached else "indices per call"
+    if per_case > 1:
+        label = f"cached, {per_case} per case"
+    if not track_meta:
+        label += ", track_meta off"
+    return Case(f"monai.RandCropByLabelClassesd, {label}", draw, items, 0)
+
+
+def _groups(quick: bool) -> list[Group]:
+    images, masks, source = _drive(4 if quick else 20)
+    volumes, balls = _volumes(2 if quick else 4, 64 if quick else 128)
+    workloads = [(images, masks, (64, 64), 16), (images, masks, (128, 128), 16)]
+    workloads.append((volumes, balls, (32,) * 3 if quick else (64,) * 3, 4))
+    groups = []
+    for data, target, patch, items in workloads:
+        shape = "x".join(map(str, data[0].shape))
+        name = f"patches {'x'.join(map(str, patch))} from {len(data)} x {shape}"
+        cases = [_ours(data, target, patch, items)]
+        cases += [_monai(data, target, patch, items, cached=c, per_case=1) for c in (False, True)]
+        cases.append(_monai(data, target, patch, items, cached=True, per_case=1, track_meta=False))
+        cases.append(_monai(data, target, patch, items, cached=True, per_case=4))
+        groups.append(Group(name, cases, extra={"data": source if len(data) == len(images) else "synthetic"}))
+    return groups
+
+
+def run(
+    *, quick: bool = False, device: str = "cpu", channels_last: bool = False, repeats: int | None = None
+) -> list[Row]:
+    """Time PatchDataset against MONAI's RandCropByLabelClassesd (CPU work; ``device`` unused)."""
+    del device, channels_last
+    warmup, default_repeats = (1, 3) if quick else (2, 7)
+    return run_groups(_groups(quick), warmup=warmup, repeats=repeats or default_repeats)
+
+
+def _cpu_clock(fn) -> float:
+    begin = time.process_time()
+    fn()
+    return time.process_time() - begin
+
+
+def cpu_time_table(*, quick: bool, repeats: int) -> str:
+    """Median CPU seconds (``time.process_time``) per call of every case: on a loaded machine this
+    does not count the time other processes hold the core, unlike the wall-clock table."""
+    lines = ["| benchmark | impl | median CPU ms | ours/this |", "|---|---|---:|---:|"]
+    for group in _groups(quick):
+        medians = [float(np.median(t)) for t in interleaved_times(group, warmup=1, repeats=repeats, clock=_cpu_clock)]
+        for case, median in zip(group.cases, medians):
+            ratio = "-" if case is group.cases[0] else f"{median / medians[0]:.2f}"
+            lines.append(f"| {group.name} | {case.impl} | {1e3 * median:.2f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _scale(case: int, patch: np.ndarray) -> np.ndarray:
+    del case
+    return patch * np.float32(1 / 255)
+
+
+def data_wait(*, steps: int, workers: int, channels_last: bool = True, batch: int = 16) -> dict[str, float]:
+    """Mean seconds per step waiting for data and computing, over ``steps`` steps after 3 untimed."""
+    images, masks, _ = _drive(20)
+    warm = 3
+    ds = PatchDataset(
+        images,
+        masks,
+        patch_size=(64, 64),
+        num_classes=2,
+        batch_size=batch,
+        samples_per_epoch=batch * (steps + warm),
+        normalize=_scale,
+    )
+    torch.manual_seed(0)
+    model = UNet(3, 1, base_channels=16)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = build_loss("dice_ce", binary=True)
+    loader = DataLoader(ds, batch_size=batch, sampler=ds.epoch_indices(0), num_workers=workers)
+    waits, computes = [], []
+    tick = time.perf_counter()
+    for batch_data in loader:
+        ready = time.perf_counter()
+        x = batch_data["image"].contiguous(memory_format=memory_format)
+        loss_fn(model(x), batch_data["target"]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = time.perf_counter()
+        waits.append(ready - tick)
+        computes.append(done - ready)
+        tick = done
+    wait, compute = float(np.mean(waits[warm:])), float(np.mean(computes[warm:]))
+    return {"wait_s": wait, "step_s": compute, "wait_fraction": wait / (wait + compute)}
+
+
+def _consep() -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    root = _DATA / "consep_patches256" / "seg_mask" / "train"
+    paths = sorted(root.glob("*.png"))
+    if not paths:
+        return None
+    masks = [np.asarray(Image.open(p)).astype(np.uint8) for p in paths]
+    return [np.zeros((1, *m.shape), np.uint8) for m in masks], masks
+
+
+def coverage(
+    images, masks, num_classes: int, *, batches: int, batch: int = 16
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per sampler setting: per class, the fraction of batches containing it and its pixel share."""
+    settings = [("uniform", {"sampler": "uniform"}), ("foreground", {"sampler": "foreground"})]
+    settings += [(f"rare_class, power {p:g}", {"sampler": "rare_class", "power": p}) for p in (0, 0.25, 0.5, 0.75, 1)]
+    out = []
+    for name, options in settings:
+        ds = PatchDataset(
+            images,
+            masks,
+            patch_size=(64, 64),
+            num_classes=num_classes,
+            batch_size=batch,
+            samples_per_epoch=batch * batches,
+            **options,
+        )
+        present = np.zeros(num_classes)
+        pixels = np.zeros(num_classes)
+        for b in range(batches):
+            counts = sum(
+                np.bincount(ds[k]["target"].ravel().numpy(), minlength=num_classes)
+                for k in range(b * batch, (b + 1) * batch)
+            )
+            present += counts > 0
+            pixels += counts
+        out.append((name, present / batches, pixels / pixels.sum()))
+    return out
+
+
+def _coverage_table(title: str, rows, names) -> str:
+    head = f"{title}\n| setting | " + " | ".join(f"{n} batches / pixels %" for n in names) + " |\n"
+    head += "|---|" + "---:|" * len(names) + "\n"
+    lines = [
+        f"| {name} | " + " | ".join(f"{100 * b:.1f} / {100 * p:.2f}" for b, p in zip(batches[1:], pixels[1:])) + " |"
+        for name, batches, pixels in rows
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks patches", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller cases and 3 repeats (smoke run)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 7, quick 3)")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps of the data-wait run")
+    parser.add_argument("--batches", type=int, default=300, help="batches of 16 per setting of the coverage run")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-wait", action="store_true")
+    parser.add_argument("--skip-coverage", action="store_true")
+    args = parser.parse_args(argv)
+    start(args.threads)
+    if not args.skip_speed:
+        rows = run(quick=args.quick, repeats=args.repeats)
+        sys.stdout.write(report(rows) + "\n")
+        sys.stdout.write(cpu_time_table(quick=args.quick, repeats=args.repeats or (3 if args.quick else 7)))
+    if not args.skip_wait:
+        steps = 5 if args.quick else args.steps
+        for workers in (1, 0):
+            wait = data_wait(steps=steps, workers=workers)
+            sys.stdout.write(
+                f"data wait, {workers} worker(s): {1e3 * wait['wait_s']:.1f} ms per step of "
+                f"{1e3 * wait['step_s']:.1f} ms compute = {100 * wait['wait_fraction']:.1f}% of the step\n"
+            )
+    if not args.skip_coverage:
+        batches = 20 if args.quick else args.batches
+        consep = _consep()
+        if consep is not None:
+            names = ["other", "inflammatory", "epithelial", "spindle"]
+            rows = coverage(*consep, 5, batches=batches)
+            sys.stdout.write(_coverage_table(f"CoNSeP train ({len(consep[1])} tiles), {batches} batches", rows, names))
+        phantoms = nuclei_phantoms(16 if args.quick else 64, size=256, seed=0)
+        images = [np.zeros((1, 256, 256), np.uint8)] * len(phantoms)
+        rows = coverage(images, list(phantoms.target), 7, batches=batches)
+        title = f"nuclei phantoms ({len(phantoms)} x 256 x 256), {batches} batches"
+        sys.stdout.write(_coverage_table(title, rows, phantoms.class_names[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
