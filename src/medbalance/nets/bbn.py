@@ -17,8 +17,8 @@ __all__ = ["BBN", "LSKBB"]
 class BBN(nn.Module):
     """Bilateral-branch network on a CIFAR ResNet-32 trunk.
 
-    One trunk (stem and every stage but the last) is shared; the *conventional* and the
-    *re-balancing* branch each own a copy of the last stage and a classifier. In training
+    One trunk (the stem and every residual block but the last) is shared; the *conventional*
+    and the *re-balancing* branch each own a copy of the last residual block and a classifier. In training
     the conventional branch reads a batch from a uniform sampler and the re-balancing branch
     one from a reversed sampler; :meth:`forward` with both batches returns the two branch
     logits ``W_c f_c`` and ``W_r f_r``, which the cumulative-learning loss mixes as
@@ -26,8 +26,11 @@ class BBN(nn.Module):
     (:class:`medbalance.methods.bilateral.BilateralLoss`). With one batch (inference) both
     branches see the same image and are weighted equally: ``z = (W_c f_c + W_r f_r) / 2``.
 
-    **Decision**: the branches own the whole last stage (SPEC section 6); the BBN code and
-    seed 001's text own only its last block, which is ``branch_blocks=1``.
+    As in the BBN code and seed 001 ("shared weights except for the last residual block"),
+    ``branch_blocks=1`` is the default: at ResNet-32 width for 10 classes that is 541,540
+    parameters, the 466,906 of :class:`~medbalance.nets.resnet.ResNet32` plus a second copy of
+    the last block (73,984) and of the classifier (650). ``branch_blocks=None`` gives each
+    branch the whole last stage instead (our earlier default; 821,220 parameters).
 
     Reference:
         B. Zhou, Q. Cui, X.-S. Wei, Z.-M. Chen, "BBN: Bilateral-Branch Network with
@@ -38,7 +41,8 @@ class BBN(nn.Module):
         num_classes: number of classes.
         widths: channels per stage (ResNet-32: ``(16, 32, 64)``).
         blocks_per_stage: basic blocks per stage (ResNet-32: 5).
-        branch_blocks: trailing blocks of the last stage each branch owns (``None``: all).
+        branch_blocks: trailing blocks of the last stage each branch owns (**Default** 1, the
+            paper's; ``None``: the whole stage).
         lsk_position: ``None`` (ResNet-32), ``"residual"`` or ``"shortcut"`` (improved
             ResNet-32, see :class:`~medbalance.nets.resnet.LSKBasicBlock`).
         head: ``"linear"`` or ``"cosine"`` classifiers.
@@ -62,7 +66,7 @@ class BBN(nn.Module):
         *,
         widths: Sequence[int] = (16, 32, 64),
         blocks_per_stage: int = 5,
-        branch_blocks: int | None = None,
+        branch_blocks: int | None = 1,
         lsk_position: str | None = None,
         head: str = "linear",
     ) -> None:
@@ -150,7 +154,7 @@ class LSKBB(BBN):
         *,
         widths: Sequence[int] = (16, 32, 64),
         blocks_per_stage: int = 5,
-        branch_blocks: int | None = None,
+        branch_blocks: int | None = 1,
         lsk_position: str | None = "residual",
         head: str = "linear",
     ) -> None:
