@@ -172,36 +172,39 @@ class TestWeightedCrossEntropy:
             kwargs = {**kwargs, **_ignore(case), "count_from": count_from}
             _close(weighted_cross_entropy(logits, target, **kwargs), ref.wce(_np(logits), _np(target), **kwargs))
 
-    def test_seed_003_binary_formula(self) -> None:
-        # WCE = -1/N sum(w r log p + (1 - r) log(1 - p)), w = (N - sum r) / sum r over the batch
+    def test_seed_003_binary_formula_is_the_default(self) -> None:
+        # seed 003 / SPEC 2: WCE = -1/N sum(w r log p + (1 - r) log(1 - p)), w = (N - sum p) / sum p
         logits, target = make_inputs(1, (9, 7), "labels", batch=3, seed=21)
         r = target.float()
-        n, pos = r.numel(), r.sum()
-        w = (n - pos) / pos
-        p = torch.sigmoid(logits[:, 0])
-        expected = -(w * r * torch.log(p) + (1 - r) * torch.log(1 - p)).mean()
-        torch.testing.assert_close(weighted_cross_entropy(logits, target), expected)
-        # the literal seed form counts the predicted foreground mass instead
+        n, p = r.numel(), torch.sigmoid(logits[:, 0])
         w_pred = (n - p.sum()) / p.sum()
         expected_pred = -(w_pred * r * torch.log(p) + (1 - r) * torch.log(1 - p)).mean()
-        torch.testing.assert_close(weighted_cross_entropy(logits, target, count_from="prediction"), expected_pred)
+        torch.testing.assert_close(weighted_cross_entropy(logits, target), expected_pred)
+        torch.testing.assert_close(WeightedCrossEntropyLoss()(logits, target), expected_pred)
+        # the option counts the target: w = (N - sum r) / sum r
+        w = (n - r.sum()) / r.sum()
+        expected = -(w * r * torch.log(p) + (1 - r) * torch.log(1 - p)).mean()
+        torch.testing.assert_close(weighted_cross_entropy(logits, target, count_from="target"), expected)
 
     def test_is_cross_entropy_with_batch_weights(self) -> None:
         logits, target = make_inputs(3, (8, 8), "labels", seed=22)
         n = torch.bincount(target.flatten(), minlength=3).float()
         w = (target.numel() - n) / n
         w[0] = 1.0
-        torch.testing.assert_close(weighted_cross_entropy(logits, target), cross_entropy(logits, target, weight=w))
+        torch.testing.assert_close(
+            weighted_cross_entropy(logits, target, count_from="target"), cross_entropy(logits, target, weight=w)
+        )
 
+    @pytest.mark.parametrize("count_from", ["target", "prediction"])
     @pytest.mark.parametrize("fill", [0, 1])
-    def test_finite_without_positives_or_negatives(self, fill) -> None:
-        # nothing to balance: weight 1, plain BCE
+    def test_finite_without_positives_or_negatives(self, fill, count_from) -> None:
         logits = torch.randn(2, 1, 6, 6, requires_grad=True)
         target = torch.full((2, 6, 6), fill)
-        value = weighted_cross_entropy(logits, target)
+        value = weighted_cross_entropy(logits, target, count_from=count_from)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
-        torch.testing.assert_close(value, cross_entropy(logits, target))
+        if count_from == "target" or fill == 0:  # nothing to balance, or no positive term to weigh: plain BCE
+            torch.testing.assert_close(value, cross_entropy(logits, target))
 
     def test_bad_count_from(self) -> None:
         with pytest.raises(ValueError, match="count_from must be one of 'target', 'prediction', got 'pred'"):

@@ -50,6 +50,7 @@ __all__ = [
     "check_positive",
     "check_region_args",
     "binary_as_two_class",
+    "two_class_weight",
     "RegionInputs",
     "region_inputs",
     "class_sums",
@@ -411,7 +412,9 @@ def class_weight(weight: ClassWeight, logits: Tensor, *, include_background: boo
     length mismatch raises instead of guessing whether the background was left out. For
     ``C >= 2``, ``include_background=False`` sets the background weight to zero. For binary
     logits (``C == 1``) the single channel is the foreground and ``include_background`` has
-    no effect.
+    no effect; they take one weight (the positive class, background 1) or two (background,
+    foreground: a class-weight scheme's pair keeps its normalisation, see
+    :func:`two_class_weight`).
 
     Args:
         weight: ``(C,)`` non-negative class weights, or ``None``.
@@ -423,9 +426,9 @@ def class_weight(weight: ClassWeight, logits: Tensor, *, include_background: boo
     """
     num_classes = logits.shape[1]
     w = check_class_weight(weight)
-    if w is not None and w.numel() != num_classes:
+    if w is not None and w.numel() != num_classes and not (num_classes == 1 and w.numel() == 2):
         if num_classes == 1:
-            expected = "binary logits take one weight, for the positive class"
+            expected = "binary logits take one weight, for the positive class, or two: background, foreground"
         else:
             expected = "one weight per channel, background included; include_background=False drops it"
         raise ValueError(
@@ -507,11 +510,18 @@ def check_region_args(*, smooth: float, batch_reduction: str, reduction: str) ->
     check_non_negative("smooth", smooth)
 
 
+def two_class_weight(weight: Tensor | None) -> Tensor | None:
+    """A validated binary weight as the pair ``(background, foreground)``: a positive-class weight
+    ``w`` becomes ``(1, w)``, a pair stays as it is."""
+    if weight is None or weight.numel() == 2:
+        return weight
+    return torch.cat([torch.ones_like(weight), weight])
+
+
 def binary_as_two_class(truth: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Write a binary target ``G`` ``(N, 1, ...)`` as the pair ``(1 - G, G)`` and its positive-class
-    weight ``w`` as ``(1, w)``; pairs with :func:`expand_binary_logits`."""
-    truth = torch.cat([1.0 - truth, truth], dim=1)
-    return truth, None if weight is None else torch.cat([torch.ones_like(weight), weight])
+    """Write a binary target ``G`` ``(N, 1, ...)`` as the pair ``(1 - G, G)`` and its weight as
+    :func:`two_class_weight`'s pair; pairs with :func:`expand_binary_logits`."""
+    return torch.cat([1.0 - truth, truth], dim=1), two_class_weight(weight)
 
 
 def two_class_view(logits: Tensor, tgt: Target) -> tuple[Tensor, Target]:
@@ -575,6 +585,8 @@ def region_inputs(
         truth = tgt.dense()
         if not include_background and tgt.num_classes > 1:
             probs, truth, w = probs[:, 1:], truth[:, 1:], None if w is None else w[1:]
+        elif w is not None and w.numel() > truth.shape[1]:  # a binary (background, foreground) pair
+            w = w[1:]
     keep = None if tgt.mask is None else tgt.mask.unsqueeze(1)
     if keep is not None:
         probs, truth = probs * keep, truth * keep
