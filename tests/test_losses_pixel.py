@@ -355,6 +355,37 @@ class TestDiceFocal:
     def test_rejects_none_reduction(self) -> None:
         with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', got 'none'"):
             DiceFocalLoss(reduction="none")
+        with pytest.raises(ValueError, match="class_reduction must be one of 'mean', 'sum', got 'max'"):
+            DiceFocalLoss(class_reduction="max")
+
+    @pytest.mark.parametrize("num_classes", [1, 4])
+    def test_anatomynet_summed_form_matches_numpy(self, num_classes) -> None:
+        # seed 003: L = C - sum_c Dice_c - lambda / N sum_c sum_n g_n(c) (1 - p_n(c))^2 log p_n(c),
+        # Dice per image (batch_reduction="image"), alpha = beta = 1/2 (the Dice), no smoothing
+        logits, target = make_inputs(num_classes, (7, 6), "labels", batch=2, seed=33)
+        x = logits.double().numpy()
+        if num_classes == 1:
+            p = 1 / (1 + np.exp(-x))
+            g = target.double().numpy()[:, None]
+        else:
+            p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+            g = np.eye(num_classes)[target.numpy()].transpose(0, 3, 1, 2)
+        lam = 0.7
+        per_image = []
+        for pi, gi in zip(p, g):
+            dice = [2 * (pi[c] * gi[c]).sum() / (pi[c].sum() + gi[c].sum()) for c in range(len(pi))]
+            per_image.append(len(dice) - sum(dice))
+        if num_classes == 1:  # the focal term over both labels of the sigmoid
+            p, g = np.concatenate([1 - p, p], 1), np.concatenate([1 - g, g], 1)
+        focal = -(g * (1 - p) ** 2 * np.log(p)).sum(1).mean()
+        expected = np.mean(per_image) + lam * focal
+        ours = DiceFocalLoss(lambda_focal=lam, smooth=0.0, class_reduction="sum")(logits, target)
+        assert float(ours) == pytest.approx(expected, rel=1e-5)
+        functional = dice_focal_loss(logits, target, lambda_focal=lam, smooth=0.0, class_reduction="sum")
+        torch.testing.assert_close(functional, ours)
+        # the default averages the Dice: C times smaller
+        terms = DiceFocalLoss(lambda_focal=lam, smooth=0.0).terms(logits, target)
+        assert float(terms["dice"]) * max(num_classes, 1) == pytest.approx(np.mean(per_image), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- online bootstrapping

@@ -28,7 +28,9 @@ __all__ = [
     "two_class_view",
     "check_progress",
     "BATCH_REDUCTIONS",
+    "CLASS_REDUCTIONS",
     "REDUCTIONS",
+    "ClassReduction",
     "ClassWeight",
     "Reduction",
     "BatchReduction",
@@ -65,10 +67,12 @@ __all__ = [
 
 Reduction = Literal["mean", "sum", "none"]
 BatchReduction = Literal["image", "batch"]
+ClassReduction = Literal["mean", "sum"]
 ClassWeight = Union[Tensor, Sequence[float], None]
 
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 BATCH_REDUCTIONS: tuple[str, ...] = get_args(BatchReduction)
+CLASS_REDUCTIONS: tuple[str, ...] = get_args(ClassReduction)
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
@@ -676,15 +680,17 @@ def overlap_loss(
     gamma: float = 1.0,
     squared: bool = False,
     two_sided: bool = False,
+    class_reduction: str = "mean",
     include_background: bool,
     weight: ClassWeight,
     batch_reduction: str,
     ignore_index: int | None,
     reduction: str,
 ) -> Tensor:
-    """``(1 - T_k)^gamma`` with ``T_k`` the Tversky index of class ``k``, weighted class mean
-    per image, reduced over images: the one implementation of Dice, IoU, Tversky and focal
-    Tversky. Their public functions validate and document the arguments."""
+    """``(1 - T_k)^gamma`` with ``T_k`` the Tversky index of class ``k``, weighted class mean (or,
+    with ``class_reduction="sum"``, the weighted sum ``sum_k w_k L_k``) per image, reduced over
+    images: the one implementation of Dice, IoU, Tversky and focal Tversky. Their public
+    functions validate and document the arguments."""
     with float32_compute(logits):
         region = region_inputs(
             logits,
@@ -699,6 +705,7 @@ def overlap_loss(
         )
         if (
             gamma == 1.0
+            and class_reduction == "mean"
             and region.weight is None
             and index.numel() > 0
             and (reduction == "mean" or batch_reduction == "batch")
@@ -706,7 +713,11 @@ def overlap_loss(
             # the mean over images of class means is the mean over all (image, class) pairs
             return 1.0 - index.mean()
         per_class = 1.0 - index if gamma == 1.0 else power(1.0 - index, gamma)
-        return reduce_images(weighted_class_mean(per_class, region.weight), batch_reduction, reduction)
+        if class_reduction == "sum":
+            per_image = (per_class if region.weight is None else per_class * region.weight).sum(dim=-1)
+        else:
+            per_image = weighted_class_mean(per_class, region.weight)
+        return reduce_images(per_image, batch_reduction, reduction)
 
 
 def check_progress(progress: float) -> float:
