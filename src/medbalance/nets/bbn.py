@@ -3,6 +3,7 @@ LSKBB (seed 001), SPEC section 6."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,8 @@ class BBN(nn.Module):
         lsk_position: ``None`` (ResNet-32), ``"residual"`` or ``"shortcut"`` (improved
             ResNet-32, see :class:`~medbalance.nets.resnet.LSKBasicBlock`).
         head: ``"linear"`` or ``"cosine"`` classifiers.
+        attention: ``None``, ``"simam"`` or ``"biformer"`` in every block (seed 001 table 4,
+            see :class:`~medbalance.nets.resnet.AttentionBasicBlock`).
 
     Shape:
         ``forward(x)``: ``(N, in_channels, H, W) -> (N, num_classes)``;
@@ -69,6 +72,7 @@ class BBN(nn.Module):
         branch_blocks: int | None = 1,
         lsk_position: str | None = None,
         head: str = "linear",
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -82,28 +86,29 @@ class BBN(nn.Module):
         ):
             raise ValueError(f"branch_blocks must be an int in [1, {blocks_per_stage}] or None, got {branch_blocks!r}")
 
+        stage = functools.partial(resnet_stage, lsk_position=lsk_position, attention=attention)
         self.stem = ConvNormAct(in_channels, widths[0])
         ins = (widths[0], *widths[:-1])
         shared = [
-            resnet_stage(c_in, c_out, blocks_per_stage, stride=1 if i == 0 else 2, lsk_position=lsk_position)
+            stage(c_in, c_out, blocks_per_stage, stride=1 if i == 0 else 2)
             for i, (c_in, c_out) in enumerate(zip(ins[:-1], widths[:-1]))
         ]
         last_in, last_out = ins[-1], widths[-1]
         if branch_blocks < blocks_per_stage:  # the first blocks of the last stage are shared
             shared.append(
-                resnet_stage(last_in, last_out, blocks_per_stage - branch_blocks, stride=2, lsk_position=lsk_position)
+                stage(last_in, last_out, blocks_per_stage - branch_blocks, stride=2)
             )
             last_in, stride = last_out, 1
         else:
             stride = 2
         self.trunk = nn.Sequential(*shared)
-        self.conventional = resnet_stage(last_in, last_out, branch_blocks, stride=stride, lsk_position=lsk_position)
-        self.rebalancing = resnet_stage(last_in, last_out, branch_blocks, stride=stride, lsk_position=lsk_position)
+        self.conventional = stage(last_in, last_out, branch_blocks, stride=stride)
+        self.rebalancing = stage(last_in, last_out, branch_blocks, stride=stride)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = last_out
         self.classifier_c = make_head(head, last_out, num_classes)
         self.classifier_r = make_head(head, last_out, num_classes)
-        self.lsk_position = lsk_position
+        self.lsk_position, self.attention = lsk_position, attention
         init_weights_(self)
 
     def _check(self, x: torch.Tensor, name: str) -> None:
