@@ -105,7 +105,8 @@ def focal_loss(
             target of the logits' shape.
         gamma: focusing exponent ``>= 0``; **Default** 2.
         alpha: class balance factor: ``None``, a scalar in ``[0, 1]`` or one value per class.
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the pair background, foreground).
+        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
+            pair background, foreground).
         include_background: if ``False`` (``C >= 2``) the background term gets weight 0 (the
             softmax still covers every class). No effect for ``C == 1``.
         ignore_index: label whose elements are excluded (label targets only).
@@ -175,7 +176,8 @@ class FocalLoss(ClassWeightedLoss):
         gamma: focusing exponent ``>= 0``.
         alpha: ``None``, a scalar in ``[0, 1]`` (background ``1 - alpha``, other classes
             ``alpha``) or one value per class (a buffer).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the pair background, foreground).
+        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
+            pair background, foreground).
         include_background: if ``False`` (``C >= 2``) the background term gets weight 0.
         ignore_index: label whose elements are excluded.
         reduction: ``"mean" | "sum" | "none"``.

@@ -423,8 +423,9 @@ def run(ctx: Any) -> dict:
     intro = [
         f"Data: {data}.",
         f"Networks: CIFAR ResNet layout with widths {p['widths']} and {p['blocks']} basic block(s) per stage "
-        f"(ResNet-32 is widths [16, 32, 64] with 5). Bilateral networks: the branches share all but the last residual block; "
-        f"{p['batch_size']} images per branch per step; lambda = 1 - (epoch / epochs)^2; test lambda 0.5.",
+        f"(ResNet-32 is widths [16, 32, 64] with 5). Bilateral networks: the branches share all but the last "
+        f"residual block; {p['batch_size']} images per branch per step; lambda = 1 - (epoch / epochs)^2; "
+        "test lambda 0.5.",
         f"Training: SGD lr {ctx.options['lr']:g}, momentum 0.9, weight decay 2e-4, cosine schedule, {p['epochs']} "
         f"epochs (MiSLAS: {p['epochs']} mixup epochs + {p['classifier_epochs']} classifier epochs), no augmentation; "
         "the checkpoint with the best balanced validation accuracy is tested.",
