@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 
 import numpy as np
 import pytest
@@ -200,3 +201,54 @@ def test_effective_number_rejects_bad_counts():
 
 def test_docstring_examples():
     assert doctest.testmod(weights_module).failed == 0
+
+
+# ----------------------------------------------------------------------------- binary logits (issue 19)
+# Seed 002 table 3.3: the CoNIC binary class weights, foreground 0.83977 and background 0.16023 (sum 1).
+CONIC_BINARY = [CONIC[0], sum(CONIC[1:])]
+
+
+@pytest.mark.parametrize("scheme", CLASS_WEIGHT_SCHEMES)
+def test_binary_scheme_weights_keep_the_normalisation(scheme):
+    from medbalance.losses import build_loss
+
+    loss = build_loss({"name": "focal", "class_weight": scheme}, class_counts=CONIC_BINARY, binary=True)
+    expected = class_weights_np(np.asarray(CONIC_BINARY) / sum(CONIC_BINARY), scheme)
+    np.testing.assert_allclose(loss.weight.numpy(), expected, rtol=1e-6, atol=1e-7)
+    assert float(loss.weight.sum()) == pytest.approx(1.0)
+
+
+def test_binary_inverse_weights_are_seed_002_table_3_3():
+    # table 3.3 is the balanced (inverse) function on the binary fractions: the foreground above
+    w = class_weights(CONIC_BINARY, "inverse").tolist()
+    assert w == pytest.approx([0.16023, 0.83977], abs=5e-5)
+    # function 5 on two classes: the single foreground class holds all of the foreground (q = 1), so
+    # exp(-e) falls below the background's exp(-e p_0): the opposite direction (docs/seed-differences.md)
+    bg, fg = class_weights(CONIC_BINARY, "exp_decreasing_fg").tolist()
+    e0, e1 = math.exp(-math.e * 0.83975), math.exp(-math.e)
+    assert fg < bg and bg == pytest.approx(e0 / (e0 + e1), rel=1e-5)
+
+
+def _binary_focal_np(x, y, w, gamma):
+    p = 1 / (1 + np.exp(-x.astype(np.float64)))
+    per = -(w[1] * y * (1 - p) ** gamma * np.log(p) + w[0] * (1 - y) * p**gamma * np.log(1 - p))
+    return per.mean()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_binary_pair_weight_matches_numpy(gamma):
+    from medbalance.losses.functional import cross_entropy, focal_loss
+
+    g = np.random.default_rng(3)
+    x, y = g.normal(size=(2, 1, 5, 6)) * 2, (g.random((2, 5, 6)) < 0.2).astype(np.int64)
+    w = class_weights([0.8, 0.2], "exp_decreasing_fg")
+    logits, target = torch.from_numpy(x).float(), torch.from_numpy(y)
+    expected = _binary_focal_np(x[:, 0], y, w.double().numpy(), gamma)
+    ours = focal_loss(logits, target, gamma=gamma, weight=w) if gamma else cross_entropy(logits, target, weight=w)
+    assert float(ours) == pytest.approx(expected, rel=1e-5)
+    # soft targets take the same weights per term
+    soft = focal_loss(logits, target[:, None].float(), gamma=gamma, weight=w)
+    assert float(soft) == pytest.approx(expected, rel=1e-5)
+    # a single weight is still the positive class's, the background's being 1
+    one = focal_loss(logits, target, gamma=gamma, weight=w[1:] / w[0])
+    assert float(one) == pytest.approx(expected / float(w[0]), rel=1e-5)

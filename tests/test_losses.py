@@ -159,8 +159,9 @@ class TestClassWeight:
         message = "weight has 2 entries but logits have 3 channel(s) (expected one weight per channel, background"
         with pytest.raises(ValueError, match=re.escape(message)):
             class_weight([1.0, 2.0], torch.zeros(1, 3, 4))
-        with pytest.raises(ValueError, match="binary logits take one weight, for the positive class"):
-            class_weight([1.0, 2.0], torch.zeros(1, 1, 4))
+        with pytest.raises(ValueError, match="binary logits take one weight, for the positive class, or two"):
+            class_weight([1.0, 2.0, 3.0], torch.zeros(1, 1, 4))
+        assert class_weight([1.0, 2.0], torch.zeros(1, 1, 4)).tolist() == [1.0, 2.0]  # background, foreground
 
     @pytest.mark.parametrize(
         ("weight", "message"),
@@ -592,11 +593,13 @@ class TestRegistry:
         torch.testing.assert_close(loss.losses["ce"].weight, class_weights([80, 15, 5], "exp_decreasing_fg"))
         torch.testing.assert_close(loss.losses["dice"].weight, class_weights([80, 15, 5], "inverse"))
 
-    def test_binary_scheme_becomes_positive_weight(self) -> None:
+    def test_binary_scheme_keeps_background_and_foreground_weights(self) -> None:
         loss = build_loss({"name": "ce", "class_weight": "inverse"}, class_counts=[90, 10], binary=True)
-        assert loss.weight.tolist() == pytest.approx([9.0])
-        with pytest.raises(ValueError, match="positive background weight"):
-            build_loss({"name": "ce", "class_weight": "exp_decreasing_fg_nobg"}, class_counts=[90, 10], binary=True)
+        assert loss.weight.tolist() == pytest.approx([0.1, 0.9])  # sums to 1, as the scheme (not [9.0])
+        nobg = build_loss({"name": "ce", "class_weight": "exp_decreasing_fg_nobg"}, class_counts=[90, 10], binary=True)
+        assert nobg.weight.tolist() == [0.0, 1.0]
+        with pytest.raises(ValueError, match="gives 3 weights for binary logits"):
+            build_loss({"name": "ce", "class_weight": "inverse"}, class_counts=[80, 10, 10], binary=True)
 
     def test_scheme_without_counts_says_so(self) -> None:
         from medbalance.losses import MissingClassCounts

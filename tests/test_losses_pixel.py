@@ -172,36 +172,39 @@ class TestWeightedCrossEntropy:
             kwargs = {**kwargs, **_ignore(case), "count_from": count_from}
             _close(weighted_cross_entropy(logits, target, **kwargs), ref.wce(_np(logits), _np(target), **kwargs))
 
-    def test_seed_003_binary_formula(self) -> None:
-        # WCE = -1/N sum(w r log p + (1 - r) log(1 - p)), w = (N - sum r) / sum r over the batch
+    def test_seed_003_binary_formula_is_the_default(self) -> None:
+        # seed 003 / SPEC 2: WCE = -1/N sum(w r log p + (1 - r) log(1 - p)), w = (N - sum p) / sum p
         logits, target = make_inputs(1, (9, 7), "labels", batch=3, seed=21)
         r = target.float()
-        n, pos = r.numel(), r.sum()
-        w = (n - pos) / pos
-        p = torch.sigmoid(logits[:, 0])
-        expected = -(w * r * torch.log(p) + (1 - r) * torch.log(1 - p)).mean()
-        torch.testing.assert_close(weighted_cross_entropy(logits, target), expected)
-        # the literal seed form counts the predicted foreground mass instead
+        n, p = r.numel(), torch.sigmoid(logits[:, 0])
         w_pred = (n - p.sum()) / p.sum()
         expected_pred = -(w_pred * r * torch.log(p) + (1 - r) * torch.log(1 - p)).mean()
-        torch.testing.assert_close(weighted_cross_entropy(logits, target, count_from="prediction"), expected_pred)
+        torch.testing.assert_close(weighted_cross_entropy(logits, target), expected_pred)
+        torch.testing.assert_close(WeightedCrossEntropyLoss()(logits, target), expected_pred)
+        # the option counts the target: w = (N - sum r) / sum r
+        w = (n - r.sum()) / r.sum()
+        expected = -(w * r * torch.log(p) + (1 - r) * torch.log(1 - p)).mean()
+        torch.testing.assert_close(weighted_cross_entropy(logits, target, count_from="target"), expected)
 
     def test_is_cross_entropy_with_batch_weights(self) -> None:
         logits, target = make_inputs(3, (8, 8), "labels", seed=22)
         n = torch.bincount(target.flatten(), minlength=3).float()
         w = (target.numel() - n) / n
         w[0] = 1.0
-        torch.testing.assert_close(weighted_cross_entropy(logits, target), cross_entropy(logits, target, weight=w))
+        torch.testing.assert_close(
+            weighted_cross_entropy(logits, target, count_from="target"), cross_entropy(logits, target, weight=w)
+        )
 
+    @pytest.mark.parametrize("count_from", ["target", "prediction"])
     @pytest.mark.parametrize("fill", [0, 1])
-    def test_finite_without_positives_or_negatives(self, fill) -> None:
-        # nothing to balance: weight 1, plain BCE
+    def test_finite_without_positives_or_negatives(self, fill, count_from) -> None:
         logits = torch.randn(2, 1, 6, 6, requires_grad=True)
         target = torch.full((2, 6, 6), fill)
-        value = weighted_cross_entropy(logits, target)
+        value = weighted_cross_entropy(logits, target, count_from=count_from)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
-        torch.testing.assert_close(value, cross_entropy(logits, target))
+        if count_from == "target" or fill == 0:  # nothing to balance, or no positive term to weigh: plain BCE
+            torch.testing.assert_close(value, cross_entropy(logits, target))
 
     def test_bad_count_from(self) -> None:
         with pytest.raises(ValueError, match="count_from must be one of 'target', 'prediction', got 'pred'"):
@@ -352,6 +355,37 @@ class TestDiceFocal:
     def test_rejects_none_reduction(self) -> None:
         with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', got 'none'"):
             DiceFocalLoss(reduction="none")
+        with pytest.raises(ValueError, match="class_reduction must be one of 'mean', 'sum', got 'max'"):
+            DiceFocalLoss(class_reduction="max")
+
+    @pytest.mark.parametrize("num_classes", [1, 4])
+    def test_anatomynet_summed_form_matches_numpy(self, num_classes) -> None:
+        # seed 003: L = C - sum_c Dice_c - lambda / N sum_c sum_n g_n(c) (1 - p_n(c))^2 log p_n(c),
+        # Dice per image (batch_reduction="image"), alpha = beta = 1/2 (the Dice), no smoothing
+        logits, target = make_inputs(num_classes, (7, 6), "labels", batch=2, seed=33)
+        x = logits.double().numpy()
+        if num_classes == 1:
+            p = 1 / (1 + np.exp(-x))
+            g = target.double().numpy()[:, None]
+        else:
+            p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+            g = np.eye(num_classes)[target.numpy()].transpose(0, 3, 1, 2)
+        lam = 0.7
+        per_image = []
+        for pi, gi in zip(p, g):
+            dice = [2 * (pi[c] * gi[c]).sum() / (pi[c].sum() + gi[c].sum()) for c in range(len(pi))]
+            per_image.append(len(dice) - sum(dice))
+        if num_classes == 1:  # the focal term over both labels of the sigmoid
+            p, g = np.concatenate([1 - p, p], 1), np.concatenate([1 - g, g], 1)
+        focal = -(g * (1 - p) ** 2 * np.log(p)).sum(1).mean()
+        expected = np.mean(per_image) + lam * focal
+        ours = DiceFocalLoss(lambda_focal=lam, smooth=0.0, class_reduction="sum")(logits, target)
+        assert float(ours) == pytest.approx(expected, rel=1e-5)
+        functional = dice_focal_loss(logits, target, lambda_focal=lam, smooth=0.0, class_reduction="sum")
+        torch.testing.assert_close(functional, ours)
+        # the default averages the Dice: C times smaller
+        terms = DiceFocalLoss(lambda_focal=lam, smooth=0.0).terms(logits, target)
+        assert float(terms["dice"]) * max(num_classes, 1) == pytest.approx(np.mean(per_image), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- online bootstrapping

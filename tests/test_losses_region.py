@@ -67,6 +67,16 @@ def _monai(loss_cls, logits: torch.Tensor, target: torch.Tensor, **kwargs) -> to
     return loss(logits, target.float() if binary else target)
 
 
+def _two_channel(logits: torch.Tensor) -> torch.Tensor:
+    """Binary logits ``z`` as the softmax logits ``[0, z]`` (background, foreground)."""
+    return torch.cat([torch.zeros_like(logits), logits], dim=1)
+
+
+def _two_channel_target(target: torch.Tensor) -> torch.Tensor:
+    """A binary float target ``G`` as ``[1 - G, G]``; labels stay labels."""
+    return torch.cat([1.0 - target, target], dim=1) if target.dtype.is_floating_point else target
+
+
 # --------------------------------------------------------------------------- property suites
 
 
@@ -159,6 +169,10 @@ class TestMatchesMonai:
         ours = generalized_dice_loss(
             logits, target, smooth=1e-3, batch_reduction="batch" if batch else "image", **kwargs
         )
+        if logits.shape[1] == 1:
+            # binary GDL runs over both labels (seed 003): MONAI's softmax GDL of the logits [0, z]
+            logits, target = _two_channel(logits), _two_channel_target(target)
+            kwargs["include_background"] = True
         monai = _monai(MonaiGeneralizedDiceLoss, logits, target, smooth_nr=1e-3, smooth_dr=1e-3, batch=batch, **kwargs)
         torch.testing.assert_close(ours, monai, rtol=1e-5, atol=1e-5)
 
@@ -390,11 +404,33 @@ class TestGeneralizedDiceEmptyClasses:
 
     @pytest.mark.parametrize("smooth", [0.0, 1e-5])
     def test_no_counted_class_is_zero_and_finite(self, smooth) -> None:
-        # binary empty masks: every weight is 0, loss 0 (MONAI: 1 - s / s; NaN with s = 0)
-        logits = torch.randn(2, 1, 6, 6, requires_grad=True)
-        value = generalized_dice_loss(logits, torch.zeros(2, 6, 6, dtype=torch.long), smooth=smooth)
+        # only the left-out background in the target: every weight is 0, loss 0 (MONAI: 1 - s / s; NaN with s = 0)
+        logits = torch.randn(2, 3, 6, 6, requires_grad=True)
+        target = torch.zeros(2, 6, 6, dtype=torch.long)
+        value = generalized_dice_loss(logits, target, smooth=smooth, include_background=False)
         (grad,) = torch.autograd.grad(value, logits)
         assert value.item() == 0.0 and torch.isfinite(grad).all()
+
+
+class TestGeneralizedDiceBinary:
+    def test_binary_uses_both_labels(self) -> None:
+        # seed 003 writes GDL over 2 labels; over the foreground channel alone it is the foreground Dice
+        logits, target = make_inputs(1, (9, 8), "labels", batch=3, seed=31)
+        p = torch.sigmoid(logits[:, 0]).double().flatten(1).numpy()
+        g = target.double().flatten(1).numpy()
+        expected = []
+        for pi, gi in zip(p, g):
+            pl, gl = np.stack([1 - pi, pi]), np.stack([1 - gi, gi])
+            w = 1.0 / gl.sum(axis=1) ** 2
+            expected.append(1 - 2 * (w * (pl * gl).sum(1)).sum() / (w * (pl + gl).sum(1)).sum())
+        _close(generalized_dice_loss(logits, target, smooth=0.0), np.mean(expected))
+        _close(GeneralizedDiceLoss(smooth=0.0)(logits, target), np.mean(expected))
+        # the same loss as on the two-channel softmax logits [0, z]
+        torch.testing.assert_close(
+            generalized_dice_loss(logits, target), generalized_dice_loss(_two_channel(logits), target)
+        )
+        foreground_dice = dice_loss(logits, target, smooth=0.0)
+        assert abs(generalized_dice_loss(logits, target, smooth=0.0).item() - foreground_dice.item()) > 1e-3
 
 
 class TestExpLog:

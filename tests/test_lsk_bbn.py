@@ -178,6 +178,25 @@ def test_bbn_shares_the_trunk_only(branch_blocks):
     assert net.conventional[0].conv1[0].weight.data_ptr() != net.rebalancing[0].conv1[0].weight.data_ptr()
 
 
+def test_bbn_default_shares_all_but_the_last_residual_block():
+    # seed 001 / the BBN code: only the last residual block (and the classifier) is per branch
+    net = BBN(3, 10)
+    names = [name for name, _ in net.named_parameters()]
+    conventional = [n for n in names if n.startswith("conventional.")]
+    assert conventional and all(n.startswith("conventional.0.") for n in conventional)
+    assert [n.replace("conventional.", "rebalancing.", 1) for n in conventional] == [
+        n for n in names if n.startswith("rebalancing.")
+    ]
+    # the 4 first blocks of stage 3 are in the shared trunk, after stages 1 and 2
+    assert any(n.startswith("trunk.2.3.") for n in names) and not any(n.startswith("trunk.2.4.") for n in names)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    block = count(net.conventional)
+    assert block == 2 * (64 * 64 * 9 + 2 * 64)  # two 3x3 convs and their BatchNorms
+    # BBN = ResNet-32 + a second last block + a second classifier (the 0.46M of the paper's trunk)
+    assert count(net) == count(ResNet32(3, 10)) + block + count(net.classifier_r) == 541_540
+    assert count(BBN(3, 10, branch_blocks=None)) == 821_220  # each branch owns the whole last stage
+
+
 def test_bbn_argument_errors():
     with pytest.raises(ValueError, match=r"branch_blocks must be an int in \[1, 2\]"):
         BBN(1, 3, branch_blocks=3, **TINY)

@@ -32,7 +32,7 @@ def _class_probs(logits: np.ndarray, target: np.ndarray, ignore_index):
     return softmax(x), g, valid
 
 
-def wce(logits, target, *, count_from="target", include_background=True, ignore_index=None, reduction="mean"):
+def wce(logits, target, *, count_from="prediction", include_background=True, ignore_index=None, reduction="mean"):
     """Seed 003: w_c = (N - n_c) / n_c per foreground class (1 when n_c is 0 or N), then CE."""
     x = logits.astype(np.float64)
     g, valid = dense_target(x, target, ignore_index)

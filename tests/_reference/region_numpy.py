@@ -102,8 +102,12 @@ def generalized_dice_loss(
     ignore_index=None,
     reduction="mean",
 ):
-    """Sudre et al.: ``w_l = 1 / V_l^2``; an absent class takes the largest weight present."""
-    p, g, _, w = _prepare(logits, target, include_background, weight, ignore_index)
+    """Sudre et al.: ``w_l = 1 / V_l^2``; an absent class takes the largest weight present. Binary
+    logits count both labels (seed 003: background ``1 - p``, foreground ``p``)."""
+    p, g, keep, w = _prepare(logits, target, include_background, weight, ignore_index)
+    if logits.shape[1] == 1:
+        p, g = np.concatenate([keep - p, p], axis=1), np.concatenate([keep - g, g], axis=1)
+        w = np.concatenate([[1.0], w]) if len(w) == 1 else w
     per_image = []
     for pi, gi in _rows(batch_reduction, p, g):
         volumes = gi.sum(axis=1)

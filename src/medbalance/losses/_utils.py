@@ -28,7 +28,9 @@ __all__ = [
     "two_class_view",
     "check_progress",
     "BATCH_REDUCTIONS",
+    "CLASS_REDUCTIONS",
     "REDUCTIONS",
+    "ClassReduction",
     "ClassWeight",
     "Reduction",
     "BatchReduction",
@@ -50,6 +52,7 @@ __all__ = [
     "check_positive",
     "check_region_args",
     "binary_as_two_class",
+    "two_class_weight",
     "RegionInputs",
     "region_inputs",
     "class_sums",
@@ -64,10 +67,12 @@ __all__ = [
 
 Reduction = Literal["mean", "sum", "none"]
 BatchReduction = Literal["image", "batch"]
+ClassReduction = Literal["mean", "sum"]
 ClassWeight = Union[Tensor, Sequence[float], None]
 
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 BATCH_REDUCTIONS: tuple[str, ...] = get_args(BatchReduction)
+CLASS_REDUCTIONS: tuple[str, ...] = get_args(ClassReduction)
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
@@ -411,7 +416,9 @@ def class_weight(weight: ClassWeight, logits: Tensor, *, include_background: boo
     length mismatch raises instead of guessing whether the background was left out. For
     ``C >= 2``, ``include_background=False`` sets the background weight to zero. For binary
     logits (``C == 1``) the single channel is the foreground and ``include_background`` has
-    no effect.
+    no effect; they take one weight (the positive class, background 1) or two (background,
+    foreground: a class-weight scheme's pair keeps its normalisation, see
+    :func:`two_class_weight`).
 
     Args:
         weight: ``(C,)`` non-negative class weights, or ``None``.
@@ -423,9 +430,9 @@ def class_weight(weight: ClassWeight, logits: Tensor, *, include_background: boo
     """
     num_classes = logits.shape[1]
     w = check_class_weight(weight)
-    if w is not None and w.numel() != num_classes:
+    if w is not None and w.numel() != num_classes and not (num_classes == 1 and w.numel() == 2):
         if num_classes == 1:
-            expected = "binary logits take one weight, for the positive class"
+            expected = "binary logits take one weight, for the positive class, or two: background, foreground"
         else:
             expected = "one weight per channel, background included; include_background=False drops it"
         raise ValueError(
@@ -507,11 +514,18 @@ def check_region_args(*, smooth: float, batch_reduction: str, reduction: str) ->
     check_non_negative("smooth", smooth)
 
 
+def two_class_weight(weight: Tensor | None) -> Tensor | None:
+    """A validated binary weight as the pair ``(background, foreground)``: a positive-class weight
+    ``w`` becomes ``(1, w)``, a pair stays as it is."""
+    if weight is None or weight.numel() == 2:
+        return weight
+    return torch.cat([torch.ones_like(weight), weight])
+
+
 def binary_as_two_class(truth: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Write a binary target ``G`` ``(N, 1, ...)`` as the pair ``(1 - G, G)`` and its positive-class
-    weight ``w`` as ``(1, w)``; pairs with :func:`expand_binary_logits`."""
-    truth = torch.cat([1.0 - truth, truth], dim=1)
-    return truth, None if weight is None else torch.cat([torch.ones_like(weight), weight])
+    """Write a binary target ``G`` ``(N, 1, ...)`` as the pair ``(1 - G, G)`` and its weight as
+    :func:`two_class_weight`'s pair; pairs with :func:`expand_binary_logits`."""
+    return torch.cat([1.0 - truth, truth], dim=1), two_class_weight(weight)
 
 
 def two_class_view(logits: Tensor, tgt: Target) -> tuple[Tensor, Target]:
@@ -575,6 +589,8 @@ def region_inputs(
         truth = tgt.dense()
         if not include_background and tgt.num_classes > 1:
             probs, truth, w = probs[:, 1:], truth[:, 1:], None if w is None else w[1:]
+        elif w is not None and w.numel() > truth.shape[1]:  # a binary (background, foreground) pair
+            w = w[1:]
     keep = None if tgt.mask is None else tgt.mask.unsqueeze(1)
     if keep is not None:
         probs, truth = probs * keep, truth * keep
@@ -664,15 +680,17 @@ def overlap_loss(
     gamma: float = 1.0,
     squared: bool = False,
     two_sided: bool = False,
+    class_reduction: str = "mean",
     include_background: bool,
     weight: ClassWeight,
     batch_reduction: str,
     ignore_index: int | None,
     reduction: str,
 ) -> Tensor:
-    """``(1 - T_k)^gamma`` with ``T_k`` the Tversky index of class ``k``, weighted class mean
-    per image, reduced over images: the one implementation of Dice, IoU, Tversky and focal
-    Tversky. Their public functions validate and document the arguments."""
+    """``(1 - T_k)^gamma`` with ``T_k`` the Tversky index of class ``k``, weighted class mean (or,
+    with ``class_reduction="sum"``, the weighted sum ``sum_k w_k L_k``) per image, reduced over
+    images: the one implementation of Dice, IoU, Tversky and focal Tversky. Their public
+    functions validate and document the arguments."""
     with float32_compute(logits):
         region = region_inputs(
             logits,
@@ -687,6 +705,7 @@ def overlap_loss(
         )
         if (
             gamma == 1.0
+            and class_reduction == "mean"
             and region.weight is None
             and index.numel() > 0
             and (reduction == "mean" or batch_reduction == "batch")
@@ -694,7 +713,11 @@ def overlap_loss(
             # the mean over images of class means is the mean over all (image, class) pairs
             return 1.0 - index.mean()
         per_class = 1.0 - index if gamma == 1.0 else power(1.0 - index, gamma)
-        return reduce_images(weighted_class_mean(per_class, region.weight), batch_reduction, reduction)
+        if class_reduction == "sum":
+            per_image = (per_class if region.weight is None else per_class * region.weight).sum(dim=-1)
+        else:
+            per_image = weighted_class_mean(per_class, region.weight)
+        return reduce_images(per_image, batch_reduction, reduction)
 
 
 def check_progress(progress: float) -> float:

@@ -303,7 +303,8 @@ class OnlineBootstrappingLoss(ClassWeightedLoss):
 
     Args:
         hard_num: pixels kept per image (**Default** 4096).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class).
+        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
+            pair background, foreground).
         include_background: if ``False`` (``C >= 2``) background pixels get weight 0.
         ignore_index: label whose elements are excluded.
         reduction: ``"mean" | "sum" | "none"``.

@@ -36,15 +36,18 @@ def cross_entropy_terms(logits: Tensor, tgt: Target, weight: Tensor | None) -> t
     Args:
         logits: float32 ``(N, C, *spatial)`` raw scores.
         tgt: the validated target of ``logits``.
-        weight: ``(C,)`` validated class weights (binary: the positive-class weight), or ``None``.
+        weight: ``(C,)`` validated class weights (binary: the positive-class weight or the
+            ``(background, foreground)`` pair), or ``None``.
 
     Returns:
         ``(loss, normalizer)``: ``(N, *spatial)`` losses, already weighted, and the per-element
         weights ``sum_c w_c y_c`` to divide by for ``"mean"`` (``None``: count the elements).
     """
     if tgt.num_classes == 1:
-        loss = F.binary_cross_entropy_with_logits(logits[:, 0], tgt.dense()[:, 0], pos_weight=weight, reduction="none")
-        return loss, None
+        z, y = logits[:, 0], tgt.dense()[:, 0]
+        if weight is not None and weight.numel() == 2:  # (background, foreground)
+            return weight[1] * y * F.softplus(-z) + weight[0] * (1.0 - y) * F.softplus(z), None
+        return F.binary_cross_entropy_with_logits(z, y, pos_weight=weight, reduction="none"), None
     log_probs = F.log_softmax(logits, dim=1)
     if tgt.labels is not None:
         loss = -log_probs.gather(1, tgt.labels.unsqueeze(1)).squeeze(1)
@@ -81,8 +84,9 @@ def cross_entropy(
       same value as its label map (torch divides soft targets by the element count instead).
       Without weights the denominator is the number of counted elements.
     - binary: ``weight`` is the positive-class weight (``pos_weight`` of
-      :func:`torch.nn.functional.binary_cross_entropy_with_logits`) and the mean is over the
-      counted elements.
+      :func:`torch.nn.functional.binary_cross_entropy_with_logits`), or the pair
+      ``(background, foreground)`` weighing the negative and the positive term; the mean is
+      over the counted elements.
 
     With every element ignored the mean is 0 rather than NaN.
 
@@ -91,7 +95,7 @@ def cross_entropy(
         target: labels ``(N, *spatial)`` / ``(N, 1, *spatial)`` or a float one-hot / soft
             target of the logits' shape.
         weight: ``(C,)`` class weights, one per logit channel (binary: the positive-class
-            weight).
+            weight, or the pair background, foreground).
         include_background: if ``False`` (``C >= 2``), channel 0 gets weight 0: background
             elements add nothing to the loss nor to the mean's denominator; the softmax still
             covers every class. No effect for ``C == 1``.
@@ -113,7 +117,7 @@ def cross_entropy(
         logits = logits.float()
         if reduction != "none" and tgt.mask is None and logits.numel() > 0:
             # torch's fused reductions give the same values with one pass and one node fewer
-            if tgt.num_classes == 1:
+            if tgt.num_classes == 1 and (w is None or w.numel() == 1):
                 return F.binary_cross_entropy_with_logits(
                     logits[:, 0], tgt.dense()[:, 0], pos_weight=w, reduction=reduction
                 )
@@ -156,7 +160,7 @@ def weighted_cross_entropy(
     logits: Tensor,
     target: Tensor,
     *,
-    count_from: CountFrom = "target",
+    count_from: CountFrom = "prediction",
     include_background: bool = True,
     ignore_index: int | None = None,
     reduction: Reduction = "mean",
@@ -165,10 +169,12 @@ def weighted_cross_entropy(
 
     Binary (seed 003, after Sudre et al., 2017):
     ``WCE = -1/N sum_n (w r_n log p_n + (1 - r_n) log(1 - p_n))`` with
-    ``w = (N - sum_n r_n) / sum_n r_n``, the ratio of negative to positive elements in the
-    batch. **Decision**: seed 003 (and its source) writes ``sum_n p_n``, the *predicted*
-    foreground mass; the default counts the target, which is what balancing the classes means
-    and what the cited WCE users do; ``count_from="prediction"`` gives the literal form.
+    ``w = (N - sum_n p_n) / sum_n p_n`` (SPEC section 2): ``p_n`` is the *predicted* foreground
+    probability, so the default ``count_from="prediction"`` weighs the positives by the
+    predicted negative-to-positive ratio of the batch (detached). ``count_from="target"``
+    counts the target instead, ``w = (N - sum_n r_n) / sum_n r_n``: the ratio of negative to
+    positive elements, which is what most WCE users mean by balancing (our default before
+    issue 19).
     Multi-class: every foreground class ``c`` gets ``w_c = (N - n_c) / n_c`` and the
     background 1 (for ``C == 2`` this is the binary form), then :func:`cross_entropy`'s
     weighted mean. See :func:`batch_balance_weight` for empty and all-positive batches: the
@@ -177,7 +183,8 @@ def weighted_cross_entropy(
     Args:
         logits: ``(N, C, *spatial)`` or ``(N, C)`` raw scores.
         target: labels or a float one-hot / soft target (see :func:`cross_entropy`).
-        count_from: ``"target"`` (default) or ``"prediction"``: what ``n_c`` counts.
+        count_from: ``"prediction"`` (default, the seed's ``sum_n p_n``) or ``"target"``:
+            what ``n_c`` counts.
         include_background: if ``False`` (``C >= 2``) the background gets weight 0.
         ignore_index: label whose elements are excluded from the loss and from ``N``, ``n_c``.
         reduction: ``"mean" | "sum" | "none"``.
@@ -186,9 +193,11 @@ def weighted_cross_entropy(
         The loss, float32.
 
     Example:
-        >>> logits = torch.zeros(1, 1, 4)  # p = 0.5 everywhere; 1 positive among 4: w = 3
+        >>> logits = torch.tensor([[[-1.0, -1.0, -1.0, 1.0]]])  # sum p = 3 s(-1) + s(1) = 1.54: w = 1.60
         >>> round(weighted_cross_entropy(logits, torch.tensor([[0, 0, 0, 1]])).item(), 4)
-        1.0397
+        0.3603
+        >>> round(weighted_cross_entropy(logits, torch.tensor([[0, 0, 0, 1]]), count_from="target").item(), 4)
+        0.4699
     """
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("count_from", count_from, COUNT_FROM)
@@ -205,11 +214,11 @@ class CrossEntropyLoss(ClassWeightedLoss):
     """Cross entropy on logits: softmax CE for ``C >= 2``, sigmoid BCE for ``C == 1``.
 
     See :func:`medbalance.losses.functional.cross_entropy` for the exact definition, the
-    weighted mean and the binary ``weight`` (positive-class weight).
+    weighted mean and the binary ``weight`` (positive-class weight or background, foreground pair).
 
     Args:
         weight: ``(C,)`` class weights, one per logit channel (binary: the positive-class
-            weight).
+            weight, or the pair background, foreground).
         include_background: if ``False`` (``C >= 2``) background elements get weight 0.
         ignore_index: label whose elements are excluded (label targets only).
         reduction: ``"mean" | "sum" | "none"``.
@@ -254,8 +263,8 @@ class WeightedCrossEntropyLoss(nn.Module):
     change with every batch. See :func:`medbalance.losses.functional.weighted_cross_entropy`.
 
     Args:
-        count_from: ``"target"`` (default) or ``"prediction"`` (seed 003's literal
-            ``sum_n p_n``): what the class masses ``n_c`` count.
+        count_from: ``"prediction"`` (default, seed 003's ``sum_n p_n``) or ``"target"``
+            (``sum_n r_n``): what the class masses ``n_c`` count.
         include_background: if ``False`` (``C >= 2``) the background gets weight 0.
         ignore_index: label whose elements are excluded.
         reduction: ``"mean" | "sum" | "none"``.
@@ -270,7 +279,7 @@ class WeightedCrossEntropyLoss(nn.Module):
     def __init__(
         self,
         *,
-        count_from: CountFrom = "target",
+        count_from: CountFrom = "prediction",
         include_background: bool = True,
         ignore_index: int | None = None,
         reduction: Reduction = "mean",

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from medbalance.losses._utils import (
     BatchReduction,
+    ClassReduction,
     ClassWeight,
     Reduction,
     Target,
@@ -102,14 +103,17 @@ def dice_focal_loss(
     weight: ClassWeight = None,
     batch_reduction: BatchReduction = "image",
     squared: bool = False,
+    class_reduction: ClassReduction = "mean",
     ignore_index: int | None = None,
     reduction: Reduction = "mean",
 ) -> Tensor:
     """``lambda_dice * dice_loss + lambda_focal * focal_loss`` (AnatomyNet; seed 003's Dice + Focal).
 
     ``weight``, ``include_background`` and ``ignore_index`` reach both terms; ``gamma`` and
-    ``alpha`` the focal term (:func:`focal_loss`); ``smooth``, ``batch_reduction`` and
-    ``squared`` the Dice term. ``reduction`` is ``"mean"`` or ``"sum"``.
+    ``alpha`` the focal term (:func:`focal_loss`); ``smooth``, ``batch_reduction``,
+    ``squared`` and ``class_reduction`` the Dice term (``"sum"``: AnatomyNet's and seed 003's
+    ``C - sum_c Dice_c``; ``"mean"``, the default, divides it by ``C``, see
+    :class:`DiceFocalLoss`). ``reduction`` is ``"mean"`` or ``"sum"``.
 
     Example:
         >>> logits = torch.zeros(1, 2, 4, 4)
@@ -120,7 +124,15 @@ def dice_focal_loss(
         reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
     )
     target = _shared_target(logits, target, ignore_index)
-    dice = dice_loss(logits, target, smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
+    dice = dice_loss(
+        logits,
+        target,
+        smooth=smooth,
+        batch_reduction=batch_reduction,
+        squared=squared,
+        class_reduction=class_reduction,
+        **common,
+    )
     focal = focal_loss(logits, target, gamma=gamma, alpha=alpha, **common)
     return compound_loss([(dice, lambda_dice), (focal, lambda_focal)])
 
@@ -261,11 +273,19 @@ class DiceFocalLoss(_SharedTargetLoss):
     ``DiceFocalLoss`` (always a sigmoid focal term), the focal part is softmax for ``C >= 2``
     like the Dice. Term names: ``"dice"``, ``"focal"``.
 
+    AnatomyNet (Zhu et al. 2019) and seed 003 write ``L = C - sum_c Dice_c + lambda L_Focal``:
+    the Dice term *summed* over the classes, with the focal term summed over the classes
+    per pixel and averaged over the pixels (as :class:`FocalLoss` does). That is
+    ``class_reduction="sum"``; the default ``"mean"`` averages the Dice over the classes
+    (MONAI, nnU-Net), which shrinks the Dice's share of the balance by the factor ``C``.
+    The experiments (loss study, reuse background) build Dice + Focal as separate ``dice``
+    and ``focal`` terms and so use the mean unless a spec sets ``class_reduction: sum``.
+
     Args:
         lambda_dice: weight of the Dice term.
         lambda_focal: weight of the focal term.
         gamma, alpha: as in :class:`FocalLoss`.
-        smooth, batch_reduction, squared: as in :class:`DiceLoss`.
+        smooth, batch_reduction, squared, class_reduction: as in :class:`DiceLoss`.
         include_background, weight, ignore_index: passed to both parts.
         reduction: ``"mean"`` or ``"sum"``, passed to both parts.
 
@@ -288,12 +308,15 @@ class DiceFocalLoss(_SharedTargetLoss):
         weight: ClassWeight = None,
         batch_reduction: BatchReduction = "image",
         squared: bool = False,
+        class_reduction: ClassReduction = "mean",
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
         common = scalar_term_args(
             reduction, weight=weight, include_background=include_background, ignore_index=ignore_index
         )
-        dice = DiceLoss(smooth=smooth, batch_reduction=batch_reduction, squared=squared, **common)
+        dice = DiceLoss(
+            smooth=smooth, batch_reduction=batch_reduction, squared=squared, class_reduction=class_reduction, **common
+        )
         focal = FocalLoss(gamma=gamma, alpha=alpha, **common)
         super().__init__([("dice", dice, lambda_dice), ("focal", focal, lambda_focal)], ignore_index=ignore_index)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from medbalance.losses._utils import (
+    CLASS_REDUCTIONS,
     BatchReduction,
+    ClassReduction,
     ClassWeight,
     Reduction,
+    check_choice,
     check_region_args,
     overlap_loss,
 )
@@ -26,6 +29,7 @@ def dice_loss(
     batch_reduction: BatchReduction = "image",
     squared: bool = False,
     two_sided: bool = False,
+    class_reduction: ClassReduction = "mean",
     ignore_index: int | None = None,
     reduction: Reduction = "mean",
 ) -> Tensor:
@@ -38,6 +42,8 @@ def dice_loss(
 
     The class mean is weighted, ``sum_c w_c L_c / sum_c w_c``; MONAI's ``DiceLoss`` instead
     takes ``mean_c(w_c L_c)``, which differs by the factor ``sum(w) / C``.
+    ``class_reduction="sum"`` gives ``sum_c w_c L_c`` (unweighted: ``C - sum_c Dice_c``), the
+    Dice term of AnatomyNet's Dice + Focal as seed 003 writes it.
 
     Args:
         logits: ``(N, C, *spatial)`` raw scores.
@@ -54,6 +60,7 @@ def dice_loss(
         squared: denominator ``sum P^2 + sum G^2`` (V-Net / MONAI ``squared_pred``).
         two_sided: binary only: average the foreground Dice with the background Dice of
             ``(1 - P, 1 - G)`` (seed 003's ``DL_2``, up to where ``s`` enters).
+        class_reduction: ``"mean"`` (default) or ``"sum"`` over the counted classes.
         ignore_index: label whose elements are removed from all sums (label targets only).
         reduction: over images, ``"mean" | "sum" | "none"`` (``"none"``: ``(N,)`` per-image
             losses). With ``batch_reduction="batch"`` the images are pooled first, so every
@@ -72,6 +79,7 @@ def dice_loss(
         True
     """
     check_region_args(smooth=smooth, batch_reduction=batch_reduction, reduction=reduction)
+    check_choice("class_reduction", class_reduction, CLASS_REDUCTIONS)
     # (2 TP + s) / (2 TP + FP + FN + s) is the Tversky index at alpha = beta = 1/2 with s / 2
     return overlap_loss(
         logits,
@@ -81,6 +89,7 @@ def dice_loss(
         smooth=0.5 * smooth,
         squared=squared,
         two_sided=two_sided,
+        class_reduction=class_reduction,
         include_background=include_background,
         weight=weight,
         batch_reduction=batch_reduction,
@@ -103,6 +112,7 @@ class DiceLoss(RegionLoss):
             sums pooled over the batch (nnU-Net ``batch_dice``).
         squared: squared terms in the denominator (V-Net).
         two_sided: binary only, also average in the background Dice (seed 003 ``DL_2``).
+        class_reduction: ``"mean"`` (default) or ``"sum"`` over the classes (AnatomyNet).
         ignore_index: label whose elements are removed from all sums.
         reduction: over images, ``"mean" | "sum" | "none"``.
 
@@ -128,6 +138,7 @@ class DiceLoss(RegionLoss):
         batch_reduction: BatchReduction = "image",
         squared: bool = False,
         two_sided: bool = False,
+        class_reduction: ClassReduction = "mean",
         ignore_index: int | None = None,
         reduction: Reduction = "mean",
     ) -> None:
@@ -139,11 +150,23 @@ class DiceLoss(RegionLoss):
             ignore_index=ignore_index,
             reduction=reduction,
         )
+        check_choice("class_reduction", class_reduction, CLASS_REDUCTIONS)
         self.squared = squared
         self.two_sided = two_sided
+        self.class_reduction = class_reduction
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return dice_loss(logits, target, squared=self.squared, two_sided=self.two_sided, **self._common())
+        return dice_loss(
+            logits,
+            target,
+            squared=self.squared,
+            two_sided=self.two_sided,
+            class_reduction=self.class_reduction,
+            **self._common(),
+        )
 
     def extra_repr(self) -> str:
-        return f"squared={self.squared}, two_sided={self.two_sided}, " + super().extra_repr()
+        return (
+            f"squared={self.squared}, two_sided={self.two_sided}, class_reduction={self.class_reduction!r}, "
+            + super().extra_repr()
+        )

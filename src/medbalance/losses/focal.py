@@ -24,6 +24,7 @@ from medbalance.losses._utils import (
     label_log_probs,
     reduce_loss,
     two_class_view,
+    two_class_weight,
 )
 
 __all__ = ["focal_loss", "FocalLoss"]
@@ -104,7 +105,8 @@ def focal_loss(
             target of the logits' shape.
         gamma: focusing exponent ``>= 0``; **Default** 2.
         alpha: class balance factor: ``None``, a scalar in ``[0, 1]`` or one value per class.
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class).
+        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
+            pair background, foreground).
         include_background: if ``False`` (``C >= 2``) the background term gets weight 0 (the
             softmax still covers every class). No effect for ``C == 1``.
         ignore_index: label whose elements are excluded (label targets only).
@@ -130,7 +132,7 @@ def focal_loss(
         # the two-class view (binary: background, foreground) fixes one factor per class
         factor = _alpha_per_class(alpha, max(tgt.num_classes, 2), logits.device)
         if w is not None:
-            w2 = torch.cat([torch.ones_like(w), w]) if tgt.num_classes == 1 else w
+            w2 = two_class_weight(w) if tgt.num_classes == 1 else w
             factor = w2 if factor is None else factor * w2
         modulation = None
         if tgt.labels is not None:
@@ -174,7 +176,8 @@ class FocalLoss(ClassWeightedLoss):
         gamma: focusing exponent ``>= 0``.
         alpha: ``None``, a scalar in ``[0, 1]`` (background ``1 - alpha``, other classes
             ``alpha``) or one value per class (a buffer).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class).
+        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
+            pair background, foreground).
         include_background: if ``False`` (``C >= 2``) the background term gets weight 0.
         ignore_index: label whose elements are excluded.
         reduction: ``"mean" | "sum" | "none"``.

@@ -506,8 +506,12 @@ def generalized_dice_loss(
     of the counted classes (all weights 0) has loss 0. The generalized weights scale the sums
     like ``1 / volume``, so keep ``smooth`` well below ``1 / (largest class volume)``.
 
+    Binary logits (``C == 1``) use both labels, background ``(1 - P, 1 - G)`` and foreground
+    ``(P, G)``, as seed 003 writes the loss ("标签数量为2", ``sum_{l=1}^2``): over the single
+    foreground channel the volume weight would cancel and leave the foreground Dice.
+
     MONAI: ``GeneralizedDiceLoss(w_type=w_type, smooth_nr=s, smooth_dr=s)``, which takes no
-    class weights nor ``ignore_index``.
+    class weights nor ``ignore_index`` (and on one channel computes the foreground Dice).
 
     Args:
         logits: ``(N, C, *spatial)`` or ``(N, C)`` raw scores.
@@ -517,7 +521,8 @@ def generalized_dice_loss(
             (``1 / V``) or ``"uniform"`` (1: a Dice pooled over the classes).
         smooth: ``s``, added to numerator and denominator; ``>= 0``.
         include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, multiplied into the volume weights ``w_l``.
+        weight: ``(C,)`` class weights, multiplied into the volume weights ``w_l`` (binary: the
+            foreground's, or the pair background, foreground).
         batch_reduction: ``"image"`` (default): volumes and sums per image; ``"batch"``:
             pooled over the batch.
         ignore_index: label whose elements are removed from all sums (label targets only).
@@ -537,7 +542,12 @@ def generalized_dice_loss(
     check_choice("w_type", w_type, VOLUME_WEIGHTS)
     with float32_compute(logits):
         region = region_inputs(
-            logits, target, weight=weight, include_background=include_background, ignore_index=ignore_index
+            logits,
+            target,
+            weight=weight,
+            include_background=include_background,
+            ignore_index=ignore_index,
+            two_sided=logits.ndim > 1 and logits.shape[1] == 1,
         )
         tp, pred, truth = soft_overlap(region, batch_reduction)
         # from the target, which has no gradient to route through an infinite weight

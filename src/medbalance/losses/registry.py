@@ -114,13 +114,13 @@ def _class_weight(value: Any, name: str, counts: _Counts) -> Any:
     if fractions is None:
         fractions = counts.get(name, f"class_weight scheme {value['scheme']!r}")
     weights = class_weights(fractions, value["scheme"]).tolist()
-    if counts.binary:  # one sigmoid channel: the positive class's weight relative to the background's
-        if len(weights) != 2 or weights[0] <= 0:
-            raise ValueError(
-                f"class_weight scheme {value['scheme']!r} of loss {name!r} gives {weights} for binary logits "
-                "(expected two classes with a positive background weight)"
-            )
-        weights = [weights[1] / weights[0]]
+    # one sigmoid channel takes the (background, foreground) pair as it is: dividing by the background
+    # weight would change the scheme's normalisation (sum 1) and so the term's scale in a compound
+    if counts.binary and len(weights) != 2:
+        raise ValueError(
+            f"class_weight scheme {value['scheme']!r} of loss {name!r} gives {len(weights)} weights for binary "
+            "logits (expected two classes: background, foreground)"
+        )
     return weights
 
 
@@ -186,8 +186,8 @@ def build_loss(
         class_counts: ``(C,)`` class counts (pixels or samples) of the training data, or a
             callable returning them, called at most once and only if a term needs them
             (a ``class_weight`` scheme, or a loss taking ``class_counts`` such as CSCE and LDAM).
-        binary: the logits have one sigmoid channel; a scheme's two class weights become the
-            single positive-class weight ``w_1 / w_0``.
+        binary: the logits have one sigmoid channel; a scheme's two class weights are passed
+            as the pair ``(background, foreground)``, normalised as the scheme normalises them.
         ignore_index: the data's label of pixels to leave out, given to every term that does
             not set its own (a term that cannot take it is refused).
 

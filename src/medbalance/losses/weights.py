@@ -28,6 +28,7 @@ __all__ = [
     "ClassWeightScheme",
     "class_weights",
     "effective_number_weights",
+    "weight_function",
 ]
 
 ClassWeightScheme = Literal[
@@ -132,23 +133,11 @@ def class_weights(fractions: Frequencies, scheme: ClassWeightScheme | str = "inv
         >>> class_weights([80, 15, 5], "exp_decreasing_fg_nobg")
         tensor([0.0000, 0.2044, 0.7956])
     """
-    if scheme not in CLASS_WEIGHT_SCHEMES:
-        guess = _closest(str(scheme))
-        hint = f"did you mean {guess!r}? " if guess else ""
-        raise ValueError(f"unknown class-weight scheme {scheme!r} ({hint}known: {', '.join(CLASS_WEIGHT_SCHEMES)})")
+    _check_scheme(scheme)
     freq = _as_frequencies("fractions", fractions)
     p = freq / freq.sum()
     num_classes = p.numel()
-    if scheme == "uniform":
-        raw = torch.ones_like(p)
-    elif scheme == "inverse":
-        present = p > 0
-        raw = torch.where(present, 1.0 / (num_classes * p.clamp_min(torch.finfo(p.dtype).tiny)), torch.zeros_like(p))
-    elif scheme == "exp_increasing":
-        raw = torch.exp(math.e * p)
-    elif scheme == "exp_decreasing":
-        raw = torch.exp(-math.e * p)
-    else:
+    if scheme in _FOREGROUND_SCHEMES:
         if num_classes < 2:
             raise ValueError(
                 f"scheme {scheme!r} needs a background and at least one foreground class, got {num_classes} class"
@@ -156,9 +145,79 @@ def class_weights(fractions: Frequencies, scheme: ClassWeightScheme | str = "inv
         foreground = p[1:]
         total_fg = foreground.sum()
         q = foreground / total_fg if total_fg > 0 else torch.zeros_like(foreground)
-        background = torch.exp(-math.e * p[:1]) if scheme == "exp_decreasing_fg" else torch.zeros(1, dtype=p.dtype)
-        raw = torch.cat([background, torch.exp(-math.e * q)])
+        background = weight_function("exp_decreasing", p[:1]) if scheme == "exp_decreasing_fg" else torch.zeros(1)
+        raw = torch.cat([background.to(p.dtype), weight_function("exp_decreasing", q)])
+    else:
+        raw = weight_function(scheme, p, num_classes=num_classes)
     return (raw / raw.sum()).to(device=_output_device(fractions), dtype=torch.float32)
+
+
+_FOREGROUND_SCHEMES = ("exp_decreasing_fg", "exp_decreasing_fg_nobg")
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in CLASS_WEIGHT_SCHEMES:
+        guess = _closest(str(scheme))
+        hint = f"did you mean {guess!r}? " if guess else ""
+        raise ValueError(f"unknown class-weight scheme {scheme!r} ({hint}known: {', '.join(CLASS_WEIGHT_SCHEMES)})")
+
+
+def weight_function(
+    scheme: ClassWeightScheme | str,
+    fraction: Frequencies,
+    *,
+    num_classes: int = 2,
+    background_fraction: float | None = None,
+) -> Tensor:
+    """The raw (not normalised) weight seed 002's function ``scheme`` gives a class of pixel fraction ``x``.
+
+    The curves of seed 002's figure 4.3: ``uniform`` 1, ``inverse`` ``1 / (C x)`` (0 at
+    ``x = 0``), ``exp_increasing`` ``exp(e x)``, ``exp_decreasing`` ``exp(-e x)``. For the
+    ``_fg`` schemes ``x`` is a *foreground* class's fraction of all pixels, and its weight
+    ``exp(-e q)`` uses its share of the foreground ``q = x / (1 - background_fraction)`` (0
+    when there is no foreground); their background weight is ``exp_decreasing``'s (function 5)
+    or 0 (function 6). :func:`class_weights` normalises these to sum 1.
+
+    Args:
+        scheme: one of :data:`CLASS_WEIGHT_SCHEMES`.
+        fraction: class fractions ``x`` in ``[0, 1]``, any shape.
+        num_classes: ``C`` of ``inverse``.
+        background_fraction: ``p_0``, required by the ``_fg`` schemes.
+
+    Returns:
+        float64 weights of ``fraction``'s shape (CPU).
+
+    Example:
+        >>> weight_function("exp_decreasing", [0.0, 1.0])
+        tensor([1.0000, 0.0660], dtype=torch.float64)
+        >>> weight_function("exp_decreasing_fg", [0.05], background_fraction=0.9)  # q = 0.5
+        tensor([0.2569], dtype=torch.float64)
+    """
+    _check_scheme(scheme)
+    x = torch.as_tensor(np.asarray(fraction, dtype=np.float64)) if not isinstance(fraction, Tensor) else fraction
+    x = x.detach().to(device="cpu", dtype=torch.float64)
+    if not bool(torch.isfinite(x).all()) or bool((x < 0).any()) or bool((x > 1).any()):
+        raise ValueError(f"fraction must hold values in [0, 1], got {x.tolist()}")
+    if scheme == "uniform":
+        return torch.ones_like(x)
+    if scheme == "inverse":
+        num_classes = _positive_int("num_classes", num_classes)
+        return torch.where(x > 0, 1.0 / (num_classes * x.clamp_min(torch.finfo(x.dtype).tiny)), torch.zeros_like(x))
+    if scheme == "exp_increasing":
+        return torch.exp(math.e * x)
+    if scheme == "exp_decreasing":
+        return torch.exp(-math.e * x)
+    if background_fraction is None or not 0.0 <= float(background_fraction) <= 1.0:
+        raise ValueError(f"scheme {scheme!r} needs background_fraction in [0, 1], got {background_fraction!r}")
+    total_fg = 1.0 - float(background_fraction)
+    q = x / total_fg if total_fg > 0 else torch.zeros_like(x)
+    return torch.exp(-math.e * q)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 def effective_number_weights(counts: Frequencies, *, beta: float = 0.9999) -> Tensor:

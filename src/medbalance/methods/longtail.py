@@ -7,8 +7,10 @@ tested on a balanced test set (SPEC section 6):
   Focal loss (ResNet-32), LDAM-DRW (ResNet-32 with a cosine classifier), BBN (bilateral
   ResNet-32, CE), MiSLAS (mixup, then classifier re-training, :mod:`medbalance.methods.mislas`)
   and LSKBB (bilateral improved ResNet-32, DFLCE, :mod:`medbalance.methods.bilateral`);
-- table 4, backbones of the bilateral network with CE: ResNet-32, improved ResNet-32 with
-  the LSK module on the residual branch and on the shortcut;
+- table 4, backbones of the bilateral network with CE: ResNet-32, ResNet-32 + BiFormer,
+  ResNet-32 + SimAM, improved ResNet-32 with the LSK module on the residual branch and on
+  the shortcut (seed 001's VGG16 and ResNet-18 rows are ``vgg16`` / ``resnet18`` in
+  :data:`medbalance.nets.NETS`, single-branch networks not run here);
 - table 5, losses of the bilateral network: CE, Focal, DFLCSCE, DFLCE on both backbones.
 
 Rows shared by several tables (BBN = ResNet-32 + CE, LSKBB = improved + DFLCE) are trained
@@ -74,11 +76,13 @@ OPTIONS: dict[str, object] = {
     "size": 0,  # image side (phantoms; real data: resize, 0 keeps the source size)
 }
 
-#: Backbones of the bilateral network: name -> (network, lsk_position).
-BACKBONES: dict[str, tuple[str, str | None]] = {
-    "ResNet-32": ("bbn", None),
-    "improved ResNet-32 (LSK residual)": ("lskbb", "residual"),
-    "improved ResNet-32 (LSK shortcut)": ("lskbb", "shortcut"),
+#: Backbones of the bilateral network: name -> (network, its keyword arguments).
+BACKBONES: dict[str, tuple[str, dict[str, str | None]]] = {
+    "ResNet-32": ("bbn", {"lsk_position": None}),
+    "ResNet-32 + BiFormer": ("bbn", {"attention": "biformer"}),
+    "ResNet-32 + SimAM": ("bbn", {"attention": "simam"}),
+    "improved ResNet-32 (LSK residual)": ("lskbb", {"lsk_position": "residual"}),
+    "improved ResNet-32 (LSK shortcut)": ("lskbb", {"lsk_position": "shortcut"}),
 }
 #: Losses of table 5 by row name.
 LOSS_ROWS = ("CE", "Focal", "DFLCSCE", "DFLCE")
@@ -111,10 +115,10 @@ def _plain(loss: Callable[[list[int]], nn.Module]) -> Callable[[list[int], int, 
 
 
 def _bilateral(backbone: str, loss: str) -> Recipe:
-    net, position = BACKBONES[backbone]
+    net, net_kwargs = BACKBONES[backbone]
     return Recipe(
         net,
-        {"lsk_position": position},
+        dict(net_kwargs),
         loss.lower(),
         lambda counts, epochs, preset: [bilateral_stage(_loss(loss, counts), epochs)],
         BilateralEngine,
@@ -419,8 +423,9 @@ def run(ctx: Any) -> dict:
     intro = [
         f"Data: {data}.",
         f"Networks: CIFAR ResNet layout with widths {p['widths']} and {p['blocks']} basic block(s) per stage "
-        f"(ResNet-32 is widths [16, 32, 64] with 5). Bilateral networks: both branches own the last stage; "
-        f"{p['batch_size']} images per branch per step; lambda = 1 - (epoch / epochs)^2; test lambda 0.5.",
+        f"(ResNet-32 is widths [16, 32, 64] with 5). Bilateral networks: the branches share all but the last "
+        f"residual block; {p['batch_size']} images per branch per step; lambda = 1 - (epoch / epochs)^2; "
+        "test lambda 0.5.",
         f"Training: SGD lr {ctx.options['lr']:g}, momentum 0.9, weight decay 2e-4, cosine schedule, {p['epochs']} "
         f"epochs (MiSLAS: {p['epochs']} mixup epochs + {p['classifier_epochs']} classifier epochs), no augmentation; "
         "the checkpoint with the best balanced validation accuracy is tested.",

@@ -1,6 +1,7 @@
 """Metrics from one confusion matrix: segmentation (Dice, IoU, precision, recall) and
-classification (accuracy, macro precision / recall / F1); spacing-aware surface metrics (HD95,
-normalised surface Dice) of one case; a per-case evaluation table (:class:`CaseTable`).
+classification (accuracy, macro precision / recall / F1); calibration (ECE, reliability bins);
+spacing-aware surface metrics (HD95, normalised surface Dice) of one case; a per-case
+evaluation table (:class:`CaseTable`).
 
 See :mod:`medbalance.metrics.functional` for the definitions, including the empty-mask case, and
 :mod:`medbalance.metrics.surface` for the surface metrics.
@@ -8,6 +9,7 @@ See :mod:`medbalance.metrics.functional` for the definitions, including the empt
 
 from __future__ import annotations
 
+from medbalance.metrics.calibration import calibration_bins, expected_calibration_error
 from medbalance.metrics.cases import CaseTable
 from medbalance.metrics.confusion import ConfusionMatrix
 from medbalance.metrics.functional import classification_scores, confusion_matrix, segmentation_scores
@@ -16,8 +18,10 @@ from medbalance.metrics.surface import hausdorff_distance, normalized_surface_di
 __all__ = [
     "CaseTable",
     "ConfusionMatrix",
+    "calibration_bins",
     "classification_scores",
     "confusion_matrix",
+    "expected_calibration_error",
     "hausdorff_distance",
     "normalized_surface_dice",
     "segmentation_scores",

@@ -1,5 +1,6 @@
 """Networks: segmentation (U-Net family, DeepLabv3+, CE-Net) and long-tail classification (CIFAR ResNet,
-improved ResNet-32 with LSK modules, BBN, LSKBB).
+improved ResNet-32 with LSK modules, BBN, LSKBB, and seed 001 table 4's VGG16, ResNet-18, ResNet-32 + SimAM
+and ResNet-32 + BiFormer).
 
 All backbones are written here (no torchvision / timm). Build by name with
 :func:`build_net`; :data:`NETS` is the registry it reads.
@@ -12,12 +13,14 @@ from typing import Any
 
 from torch import nn
 
+from medbalance.nets.attention import BiLevelRoutingAttention, SimAM
 from medbalance.nets.attention_unet import AttentionUNet
 from medbalance.nets.bbn import BBN, LSKBB
 from medbalance.nets.cenet import CENet
+from medbalance.nets.classifiers import VGG16, ResNet18
 from medbalance.nets.deeplab import DeepLabV3Plus
 from medbalance.nets.lsk import LSKModule
-from medbalance.nets.resnet import ResNet32
+from medbalance.nets.resnet import ResNet32, ResNet32BiFormer, ResNet32SimAM
 from medbalance.nets.unet import UNet
 from medbalance.nets.unet3plus import UNet3Plus
 from medbalance.nets.unetpp import UNetPlusPlus
@@ -29,13 +32,19 @@ __all__ = [
     "NETS",
     "SEGMENTATION_NETS",
     "AttentionUNet",
+    "BiLevelRoutingAttention",
     "CENet",
     "DeepLabV3Plus",
     "LSKModule",
+    "ResNet18",
     "ResNet32",
+    "ResNet32BiFormer",
+    "ResNet32SimAM",
+    "SimAM",
     "UNet",
     "UNet3Plus",
     "UNetPlusPlus",
+    "VGG16",
     "build_net",
 ]
 
@@ -50,9 +59,21 @@ NETS: dict[str, type[nn.Module]] = {
     "resnet32": ResNet32,
     "bbn": BBN,
     "lskbb": LSKBB,
+    "vgg16": VGG16,
+    "resnet18": ResNet18,
+    "resnet32_simam": ResNet32SimAM,
+    "resnet32_biformer": ResNet32BiFormer,
 }
 #: The :data:`NETS` names that classify images (``(N, C)`` logits).
-CLASSIFICATION_NETS: tuple[str, ...] = ("resnet32", "bbn", "lskbb")
+CLASSIFICATION_NETS: tuple[str, ...] = (
+    "resnet32",
+    "bbn",
+    "lskbb",
+    "vgg16",
+    "resnet18",
+    "resnet32_simam",
+    "resnet32_biformer",
+)
 #: The :data:`NETS` names that segment (``(N, C, *spatial)`` logits).
 SEGMENTATION_NETS: tuple[str, ...] = tuple(name for name in NETS if name not in CLASSIFICATION_NETS)
 

@@ -3,6 +3,7 @@ LSKBB (seed 001), SPEC section 6."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -17,8 +18,8 @@ __all__ = ["BBN", "LSKBB"]
 class BBN(nn.Module):
     """Bilateral-branch network on a CIFAR ResNet-32 trunk.
 
-    One trunk (stem and every stage but the last) is shared; the *conventional* and the
-    *re-balancing* branch each own a copy of the last stage and a classifier. In training
+    One trunk (the stem and every residual block but the last) is shared; the *conventional*
+    and the *re-balancing* branch each own a copy of the last residual block and a classifier. In training
     the conventional branch reads a batch from a uniform sampler and the re-balancing branch
     one from a reversed sampler; :meth:`forward` with both batches returns the two branch
     logits ``W_c f_c`` and ``W_r f_r``, which the cumulative-learning loss mixes as
@@ -26,8 +27,11 @@ class BBN(nn.Module):
     (:class:`medbalance.methods.bilateral.BilateralLoss`). With one batch (inference) both
     branches see the same image and are weighted equally: ``z = (W_c f_c + W_r f_r) / 2``.
 
-    **Decision**: the branches own the whole last stage (SPEC section 6); the BBN code and
-    seed 001's text own only its last block, which is ``branch_blocks=1``.
+    As in the BBN code and seed 001 ("shared weights except for the last residual block"),
+    ``branch_blocks=1`` is the default: at ResNet-32 width for 10 classes that is 541,540
+    parameters, the 466,906 of :class:`~medbalance.nets.resnet.ResNet32` plus a second copy of
+    the last block (73,984) and of the classifier (650). ``branch_blocks=None`` gives each
+    branch the whole last stage instead (our earlier default; 821,220 parameters).
 
     Reference:
         B. Zhou, Q. Cui, X.-S. Wei, Z.-M. Chen, "BBN: Bilateral-Branch Network with
@@ -38,10 +42,13 @@ class BBN(nn.Module):
         num_classes: number of classes.
         widths: channels per stage (ResNet-32: ``(16, 32, 64)``).
         blocks_per_stage: basic blocks per stage (ResNet-32: 5).
-        branch_blocks: trailing blocks of the last stage each branch owns (``None``: all).
+        branch_blocks: trailing blocks of the last stage each branch owns (**Default** 1, the
+            paper's; ``None``: the whole stage).
         lsk_position: ``None`` (ResNet-32), ``"residual"`` or ``"shortcut"`` (improved
             ResNet-32, see :class:`~medbalance.nets.resnet.LSKBasicBlock`).
         head: ``"linear"`` or ``"cosine"`` classifiers.
+        attention: ``None``, ``"simam"`` or ``"biformer"`` in every block (seed 001 table 4,
+            see :class:`~medbalance.nets.resnet.AttentionBasicBlock`).
 
     Shape:
         ``forward(x)``: ``(N, in_channels, H, W) -> (N, num_classes)``;
@@ -62,9 +69,10 @@ class BBN(nn.Module):
         *,
         widths: Sequence[int] = (16, 32, 64),
         blocks_per_stage: int = 5,
-        branch_blocks: int | None = None,
+        branch_blocks: int | None = 1,
         lsk_position: str | None = None,
         head: str = "linear",
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -78,28 +86,29 @@ class BBN(nn.Module):
         ):
             raise ValueError(f"branch_blocks must be an int in [1, {blocks_per_stage}] or None, got {branch_blocks!r}")
 
+        stage = functools.partial(resnet_stage, lsk_position=lsk_position, attention=attention)
         self.stem = ConvNormAct(in_channels, widths[0])
         ins = (widths[0], *widths[:-1])
         shared = [
-            resnet_stage(c_in, c_out, blocks_per_stage, stride=1 if i == 0 else 2, lsk_position=lsk_position)
+            stage(c_in, c_out, blocks_per_stage, stride=1 if i == 0 else 2)
             for i, (c_in, c_out) in enumerate(zip(ins[:-1], widths[:-1]))
         ]
         last_in, last_out = ins[-1], widths[-1]
         if branch_blocks < blocks_per_stage:  # the first blocks of the last stage are shared
             shared.append(
-                resnet_stage(last_in, last_out, blocks_per_stage - branch_blocks, stride=2, lsk_position=lsk_position)
+                stage(last_in, last_out, blocks_per_stage - branch_blocks, stride=2)
             )
             last_in, stride = last_out, 1
         else:
             stride = 2
         self.trunk = nn.Sequential(*shared)
-        self.conventional = resnet_stage(last_in, last_out, branch_blocks, stride=stride, lsk_position=lsk_position)
-        self.rebalancing = resnet_stage(last_in, last_out, branch_blocks, stride=stride, lsk_position=lsk_position)
+        self.conventional = stage(last_in, last_out, branch_blocks, stride=stride)
+        self.rebalancing = stage(last_in, last_out, branch_blocks, stride=stride)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = last_out
         self.classifier_c = make_head(head, last_out, num_classes)
         self.classifier_r = make_head(head, last_out, num_classes)
-        self.lsk_position = lsk_position
+        self.lsk_position, self.attention = lsk_position, attention
         init_weights_(self)
 
     def _check(self, x: torch.Tensor, name: str) -> None:
@@ -150,7 +159,7 @@ class LSKBB(BBN):
         *,
         widths: Sequence[int] = (16, 32, 64),
         blocks_per_stage: int = 5,
-        branch_blocks: int | None = None,
+        branch_blocks: int | None = 1,
         lsk_position: str | None = "residual",
         head: str = "linear",
     ) -> None:

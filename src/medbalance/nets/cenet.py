@@ -144,6 +144,8 @@ class CENet(nn.Module):
         by the normalisation (theirs have none). Without it, trained from scratch at a high
         learning rate, the narrow head loses the foreground to dead ReLUs: its logits stay
         at the shared bias while the background's fall (seen at widths 8 to 32).
+        Trained from scratch, CE-Net learns 1-2 px structures far more slowly than the
+        U-Nets: its decoder has nothing finer than stride 4 (``docs/seed-differences.md``).
 
     Args:
         in_channels: image channels.

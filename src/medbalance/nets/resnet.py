@@ -10,12 +10,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from medbalance.nets.blocks import BasicBlock, ConvNormAct, init_kaiming_, require_choice, require_positive_int
+from medbalance.nets.attention import BiLevelRoutingAttention, SimAM
 from medbalance.nets.lsk import LSKModule
 
-__all__ = ["CosineLinear", "LSKBasicBlock", "ResNet32", "channels_last", "init_weights_", "make_head", "resnet_stage"]
+__all__ = [
+    "AttentionBasicBlock",
+    "CosineLinear",
+    "LSKBasicBlock",
+    "ResNet32BiFormer",
+    "ResNet32SimAM", "ResNet32", "channels_last", "init_weights_", "make_head", "resnet_stage"]
 
 #: Where :class:`LSKBasicBlock` applies its LSK module (``None``: a plain basic block).
 LSK_POSITIONS = (None, "residual", "shortcut")
+#: Attention of :class:`AttentionBasicBlock` (``None``: a plain basic block), seed 001 table 4.
+ATTENTIONS = (None, "simam", "biformer")
 #: Classifier heads: ``"linear"`` (``nn.Linear``) or ``"cosine"`` (:class:`CosineLinear`, for LDAM).
 HEADS = ("linear", "cosine")
 
@@ -52,13 +60,52 @@ class LSKBasicBlock(BasicBlock):
         return self.act(residual + shortcut)
 
 
+class AttentionBasicBlock(BasicBlock):
+    """Basic block with an attention module on the residual branch: ``relu(A(F(x)) + s(x))``.
+
+    Seed 001's table 4 compares ResNet-32 with SimAM and with BiFormer's attention "in the
+    basic module"; like the LSK module (``"residual"``), the attention re-weights the residual
+    before the addition, where SimAM's code and SE put it.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of the first convolution (and of the shortcut).
+        attention: ``"simam"`` (:class:`~medbalance.nets.attention.SimAM`) or ``"biformer"``
+            (:class:`~medbalance.nets.attention.BiLevelRoutingAttention`, residual form).
+
+    Shape:
+        ``(N, in_channels, H, W) -> (N, out_channels, H / stride, W / stride)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, attention: str = "simam") -> None:
+        super().__init__(in_channels, out_channels, stride=stride)
+        self.kind = require_choice("attention", attention, ATTENTIONS[1:])
+        self.attention = SimAM() if attention == "simam" else BiLevelRoutingAttention(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.attention(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
 def resnet_stage(
-    in_channels: int, out_channels: int, num_blocks: int, *, stride: int, lsk_position: str | None = None
+    in_channels: int,
+    out_channels: int,
+    num_blocks: int,
+    *,
+    stride: int,
+    lsk_position: str | None = None,
+    attention: str | None = None,
 ) -> nn.Sequential:
-    """``num_blocks`` basic blocks (LSK blocks with ``lsk_position``); the first one strides."""
+    """``num_blocks`` basic blocks (LSK blocks with ``lsk_position``, attention blocks with
+    ``attention``); the first one strides."""
     require_choice("lsk_position", lsk_position, LSK_POSITIONS)
+    require_choice("attention", attention, ATTENTIONS)
+    if lsk_position is not None and attention is not None:
+        raise ValueError(f"give lsk_position or attention, not both (got {lsk_position!r} and {attention!r})")
 
     def block(c_in: int, s: int) -> nn.Module:
+        if attention is not None:
+            return AttentionBasicBlock(c_in, out_channels, stride=s, attention=attention)
         if lsk_position is None:
             return BasicBlock(c_in, out_channels, stride=s)
         return LSKBasicBlock(c_in, out_channels, stride=s, position=lsk_position)
@@ -177,6 +224,9 @@ class ResNet32(nn.Module):
         lsk_position: ``None`` (plain ResNet), ``"residual"`` or ``"shortcut"``
             (improved ResNet-32, see :class:`LSKBasicBlock`).
         head: ``"linear"`` or ``"cosine"`` (:class:`CosineLinear`, for LDAM).
+        attention: ``None``, ``"simam"`` or ``"biformer"``: the attention module in every
+            block (:class:`AttentionBasicBlock`; seed 001 table 4's ResNet-32 + SimAM /
+            + BiFormer). Not together with ``lsk_position``.
 
     Attributes:
         feature_dim: size of the pooled feature vector, ``widths[-1]``.
@@ -203,6 +253,7 @@ class ResNet32(nn.Module):
         blocks_per_stage: int = 5,
         lsk_position: str | None = None,
         head: str = "linear",
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
@@ -212,10 +263,18 @@ class ResNet32(nn.Module):
         ins = (widths[0], *widths[:-1])
         self.stages = nn.Sequential(
             *(
-                resnet_stage(c_in, c_out, blocks_per_stage, stride=1 if i == 0 else 2, lsk_position=lsk_position)
+                resnet_stage(
+                    c_in,
+                    c_out,
+                    blocks_per_stage,
+                    stride=1 if i == 0 else 2,
+                    lsk_position=lsk_position,
+                    attention=attention,
+                )
                 for i, (c_in, c_out) in enumerate(zip(ins, widths))
             )
         )
+        self.attention = attention
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = widths[-1]
         self.classifier = make_head(head, self.feature_dim, num_classes)
@@ -229,3 +288,56 @@ class ResNet32(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
+
+
+class ResNet32SimAM(ResNet32):
+    """ResNet-32 with :class:`~medbalance.nets.attention.SimAM` in every basic block (seed 001 table 4).
+
+    SimAM has no parameters: the network has exactly those of :class:`ResNet32`. Every
+    argument is that of :class:`ResNet32` (``attention="simam"``).
+
+    Example:
+        >>> net = ResNet32SimAM(3, 10)
+        >>> sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ResNet32(3, 10).parameters())
+        True
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        *,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks_per_stage: int = 5,
+        head: str = "linear",
+        attention: str | None = "simam",
+    ) -> None:
+        super().__init__(
+            in_channels, num_classes, widths=widths, blocks_per_stage=blocks_per_stage, head=head, attention=attention
+        )
+
+
+class ResNet32BiFormer(ResNet32):
+    """ResNet-32 with BiFormer's bi-level routing attention in every basic block (seed 001 table 4).
+
+    See :class:`~medbalance.nets.attention.BiLevelRoutingAttention` (4 x 4 regions, top 4,
+    16 channels per head); every argument is that of :class:`ResNet32` (``attention="biformer"``).
+
+    Example:
+        >>> ResNet32BiFormer(1, 3, widths=(8, 16), blocks_per_stage=1)(torch.randn(2, 1, 16, 16)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        *,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks_per_stage: int = 5,
+        head: str = "linear",
+        attention: str | None = "biformer",
+    ) -> None:
+        super().__init__(
+            in_channels, num_classes, widths=widths, blocks_per_stage=blocks_per_stage, head=head, attention=attention
+        )

@@ -24,6 +24,8 @@ __all__ = [
     "plot_examples",
     "plot_histogram",
     "plot_per_class",
+    "plot_reliability",
+    "plot_weight_functions",
     "plot_weights",
     "save_overlay",
 ]
@@ -328,6 +330,102 @@ def plot_weights(weights: Mapping[str, Sequence[float]], class_names: Sequence[s
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_reliability(probs, target, path: str | Path, *, num_bins: int = 15, title: str = "") -> Path:
+    """Reliability diagram of a classifier: accuracy per confidence bin against the diagonal.
+
+    Bars are the accuracy of each of ``num_bins`` equal-width confidence bins
+    (:func:`medbalance.metrics.calibration_bins`), the red part the gap to the bin's mean
+    confidence; the dashed diagonal is perfect calibration. The title carries the ECE
+    (:func:`medbalance.metrics.expected_calibration_error`), the lower panel the share of the
+    samples in each bin.
+
+    Args:
+        probs: ``(N, C)`` class probabilities (tensor).
+        target: ``(N,)`` integer labels (tensor).
+        path: the PNG to write.
+        num_bins: equal-width bins (**Default** 15, as MiSLAS).
+        title: text before the ECE in the title.
+    """
+    from medbalance.metrics.calibration import calibration_bins, expected_calibration_error
+
+    bins = {k: v.numpy() for k, v in calibration_bins(probs, target, num_bins=num_bins).items()}
+    ece = expected_calibration_error(probs, target, num_bins=num_bins)
+    plt = _pyplot()
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.2, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    edges, width = bins["edges"], 1.0 / num_bins
+    centres, filled = edges[:-1] + width / 2, bins["count"] > 0
+    ax.bar(centres[filled], bins["accuracy"][filled], width=width, color="C0", edgecolor="white", label="accuracy")
+    gap = bins["confidence"] - bins["accuracy"]
+    ax.bar(
+        centres[filled],
+        gap[filled],
+        bottom=bins["accuracy"][filled],
+        width=width,
+        color="C3",
+        alpha=0.35,
+        edgecolor="C3",
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title + ': ' if title else ''}ECE {ece:.4f} ({num_bins} bins)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    total = max(bins["count"].sum(), 1.0)
+    ax_n.bar(centres, bins["count"] / total, width=width, color="C7", edgecolor="white")
+    ax_n.set_xlabel("confidence (largest probability)")
+    ax_n.set_ylabel("share")
+    return _save(fig, path)
+
+
+def plot_weight_functions(
+    path: str | Path, *, background_fraction: float = 0.83975, num_classes: int = 7, points: int = 400
+) -> Path:
+    """Seed 002's figure 4.3: the raw weight of a class against its pixel fraction, functions 1-6.
+
+    Functions 1-4 (:func:`medbalance.losses.weights.weight_function`) over ``x`` in ``(0, 1]``;
+    ``inverse`` is ``1 / (C x)`` and is cut at the top of the plot. Functions 5 and 6 weigh a
+    foreground class by its share of the foreground, so their curves run over ``x`` in
+    ``(0, 1 - p_0]``; their background weight (function 5: ``exp(-e p_0)``, function 6: 0) is
+    a marker at ``x = p_0``. The defaults are the CoNIC values of the seed (background 83.975%,
+    7 classes). The weights are before the normalisation to sum 1, which depends on all the
+    classes of a data set.
+
+    Args:
+        path: the PNG to write.
+        background_fraction: ``p_0`` of functions 5 and 6.
+        num_classes: ``C`` of the inverse function.
+        points: samples per curve.
+    """
+    from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, weight_function
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    x = np.linspace(1.0 / points, 1.0, points)
+    x_fg = np.linspace(1.0 / points, 1.0 - background_fraction, points)
+    top = math.e + 0.3
+    for number, scheme in enumerate(CLASS_WEIGHT_SCHEMES, start=1):
+        label = f"{number}: {scheme}"
+        if number <= 4:
+            ax.plot(x, weight_function(scheme, x, num_classes=num_classes).numpy(), label=label, color=f"C{number - 1}")
+            continue
+        fg = weight_function(scheme, x_fg, background_fraction=background_fraction).numpy()
+        style = "-" if number == 5 else ":"
+        (line,) = ax.plot(x_fg, fg, style, color=f"C{number - 1}", label=label + " (foreground)")
+        bg = weight_function("exp_decreasing", [background_fraction]).item() if number == 5 else 0.0
+        ax.plot([background_fraction], [bg], "o", color=line.get_color(), label=f"{number}: background")
+    ax.set_ylim(0, top)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("class pixel fraction")
+    ax.set_ylabel("weight (before normalisation)")
+    title = f"Seed 002 fig. 4.3: class-weight functions (C = {num_classes}, p_0 = {background_fraction:g})"
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
