@@ -3,6 +3,8 @@ through the one engine, and the ``medbalance experiment dualpath`` smoke run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import numpy as np
@@ -198,7 +200,7 @@ def test_three_steps_through_the_engine_keep_frozen_parts_frozen():
     paths, fusion, finetune = dualpath_stages((2, 1, 1))
 
     before = {p: _state(net, p) for p in ("mac", "mic", "fusion")}
-    rows = engine.fit([paths], data, data)
+    rows = engine.fit([replace(paths, select_best=True)], data, data)  # alone, it may select
     assert [r["stage"] for r in rows] == ["paths", "paths"] and np.isfinite(rows[-1]["val_loss"])
     assert _same(before["fusion"], _state(net, "fusion"))  # incl. running_mean / running_var
     assert not _same(before["mac"], _state(net, "mac")) and not _same(before["mic"], _state(net, "mic"))
@@ -217,7 +219,8 @@ def test_three_steps_through_the_engine_keep_frozen_parts_frozen():
 
 # ----------------------------------------------------------------------------- the experiment
 def test_experiment_options_and_scales():
-    assert OPTIONS["weight_maps"] == "oof" and OPTIONS["alpha"] == 0.5 and callable(run)
+    # issue 19 item 3: the paper's maps (the discriminator on its own training set) by default
+    assert OPTIONS["weight_maps"] == "train" and OPTIONS["alpha"] == 0.5 and callable(run)
     assert set(SCALES) == {"smoke", "small", "paper"}
     assert SCALES["paper"]["epochs"] == 200 and SCALES["paper"]["lr"] == 1e-4 and SCALES["paper"]["folds"] == 5
 
@@ -228,7 +231,9 @@ def test_smoke_experiment_writes_both_tables_and_the_artefacts(tmp_path):
     results = json.loads((exp / "results.json").read_text())
     tables = {t["title"].split(" (")[0]: t for t in results["tables"]}
     comparison = tables["Comparison with other methods"]
-    assert list(comparison["rows"]) == ["U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path"]
+    assert list(comparison["rows"]) == [
+        "U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path", "Dual-path (out-of-fold maps)"
+    ]  # fmt: skip
     assert comparison["metrics"] == ["Dice", "IoU", "minority recall"]
     ablation = tables["Ablation"]
     assert list(ablation["rows"]) == ["U-Net", "MaC", "MaC+MiC", "MaC+MiC+Fusion"]
@@ -257,6 +262,7 @@ def test_smoke_experiment_writes_both_tables_and_the_artefacts(tmp_path):
     for figure in results["figures"]:
         assert (exp / figure).is_file()
     # every model trained once, by the engine, in its own resumable run folder
+    assert (exp / "runs" / "dualpath" / "train" / "alpha0.5" / "seed0" / "history.csv").is_file()
     assert (exp / "runs" / "dualpath" / "oof" / "alpha0.5" / "seed0" / "history.csv").is_file()
     assert len(list((exp / "runs").glob("oof2/fold*/seed0/done.json"))) == 2
 

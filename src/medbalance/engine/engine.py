@@ -69,6 +69,11 @@ class Stage:
             dict instead (a loss over several targets, e.g. dual-path's soft weight maps and GT).
         sampler: batch-sampler factory ``sampler(dataset, batch_size, generator)`` for this
             stage's training batches (:mod:`medbalance.data.samplers`); ``None``: shuffling.
+        select_best: whether this stage's validation scores compete for ``best.pt``. The best
+            checkpoint is the best epoch over *all* selecting stages (those whose outputs are the
+            final model's), compared by the stage's monitor; a stage whose monitor differs from
+            the best so far starts a new comparison. ``False`` for a stage whose outputs are not
+            the final model's yet (dual-path step 1 trains the paths under an untrained fusion).
     """
 
     name: str
@@ -80,6 +85,7 @@ class Stage:
     monitor: str | None = None
     target_key: str | None = "target"
     sampler: BatchSamplerFactory | None = None
+    select_best: bool = True
 
 
 class _RankBatches(Sampler):
@@ -312,6 +318,8 @@ class Engine:
         """
         if resume and self.run_dir is None:
             raise ValueError("resume needs a run_dir")
+        if not any(s.select_best for s in stages):
+            raise ValueError("no stage selects the best checkpoint (every stage has select_best=False)")
         fabric = self.fabric
         history = HistoryLog(self.run_dir / "history.csv" if self.run_dir else None)
         total_epochs, run_epochs, fit_start = sum(s.epochs for s in stages), 0, time.perf_counter()
@@ -354,13 +362,13 @@ class Engine:
                         f"monitor '{monitor}' is not a validation score (have: {', '.join(sorted(scores))})"
                     )
                 value = scores[monitor]
-                improved = (
+                improved = stage.select_best and (
                     best is None
-                    or best["stage"] != si
+                    or best.get("monitor") != monitor
                     or (value > best["value"] if maximise else value < best["value"])
                 )
                 if improved:
-                    best = {"value": float(value), "epoch": global_epoch, "stage": si}
+                    best = {"value": float(value), "epoch": global_epoch, "stage": si, "monitor": monitor}
                 row = {
                     "epoch": global_epoch,
                     "stage": stage.name,
@@ -415,7 +423,7 @@ class Engine:
         history.truncate(global_epoch)
         log.info("resuming %s at stage '%s' epoch %d", self.run_dir, stages[stage].name, epoch)
         if epoch >= stages[stage].epochs:  # the checkpoint closed its stage: start the next one afresh
-            return stage + 1, 0, global_epoch, None, None
+            return stage + 1, 0, global_epoch, best, None
         return stage, epoch, global_epoch, best, state
 
     def _end_epoch(self, ckpt: dict, row: dict, history: HistoryLog, *, improved: bool) -> None:

@@ -80,7 +80,7 @@ SCALES: dict[str, dict[str, Any]] = {
 #: ``--set`` options of ``medbalance experiment dualpath`` (0 / empty: the scale's default).
 OPTIONS: dict[str, object] = {
     "alpha": 0.5,  # weight of the other sub-class in each weight map (SPEC 5.2)
-    "weight_maps": "oof",  # "train" (the paper) or "oof" (K-fold out-of-fold), for the main rows
+    "weight_maps": "train",  # "train" (the paper; the main rows) or "oof" (K-fold out-of-fold, an extra row)
     "folds": 0,  # K of the out-of-fold weight maps
     "size": 0,  # image side
     "width": 0,  # base_channels of every network
@@ -336,9 +336,9 @@ def dualpath_stages(epochs: tuple[int, int, int] = (200, 200, 50), *, lr: float 
     3. ``finetune``: everything trains on ``L1 + L2``.
 
     Each stage gets its own optimiser and cosine schedule from the engine (SPEC 5.6). Every
-    stage monitors the fused validation Dice; the engine restarts the best-epoch choice at
-    each stage, so only the last step's choice selects the final weights (during step 1 the
-    untrained fusion's Dice is shown but selects nothing that is kept).
+    stage monitors the fused validation Dice. ``best.pt`` is the best epoch over steps 2 and 3,
+    the steps whose output is the final model's (``Stage.select_best``); during step 1 the
+    untrained fusion's Dice is shown but selects nothing (unless step 1 is the only step).
 
     Args:
         epochs: epochs of the three steps (the paper: 200, 200, 50).
@@ -359,6 +359,7 @@ def dualpath_stages(epochs: tuple[int, int, int] = (200, 200, 50), *, lr: float 
             frozen=("fusion",),
             lr=lr,
             target_key=None,
+            select_best=len([e for e in epochs if e > 0]) == 1,  # the fusion is untrained in step 1
         ),
         Stage(
             "fusion",
