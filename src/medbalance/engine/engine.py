@@ -512,7 +512,7 @@ class Engine:
             if stage is not None:
                 loss_sum += self.compute_loss(stage, outputs, batch).detach()
             labels = self.task.predict(outputs)
-            self.task.update(state, labels, batch)
+            self.task.update(state, labels, batch, outputs)
             if on_batch is not None:
                 on_batch(batch, outputs, labels)
         scores = self.task.scores(state)

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from medbalance.metrics import classification_scores, confusion_matrix, segmentation_scores
+from medbalance.metrics import (
+    classification_scores,
+    confusion_matrix,
+    expected_calibration_error,
+    segmentation_scores,
+)
 
 __all__ = ["SegmentationTask", "ClassificationTask", "channel_argmax", "make_task"]
 
@@ -81,7 +86,7 @@ class SegmentationTask:
     def new_state(self) -> dict:
         return {"cm": [], "region_hits": None}
 
-    def update(self, state: dict, preds: torch.Tensor, batch: dict) -> None:
+    def update(self, state: dict, preds: torch.Tensor, batch: dict, logits: torch.Tensor | None = None) -> None:
         cm = confusion_matrix(preds, batch["target"], self.num_classes, ignore_index=self.ignore_index, per_image=True)
         state["cm"].append(cm.cpu())
         regions = batch.get("regions")
@@ -123,13 +128,21 @@ class ClassificationTask:
         return logits.argmax(dim=1)
 
     def new_state(self) -> dict:
-        return {"cm": torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)}
+        return {"cm": torch.zeros(self.num_classes, self.num_classes, dtype=torch.long), "probs": [], "target": []}
 
-    def update(self, state: dict, preds: torch.Tensor, batch: dict) -> None:
+    def update(self, state: dict, preds: torch.Tensor, batch: dict, logits: torch.Tensor | None = None) -> None:
         state["cm"] += confusion_matrix(preds, batch["target"], self.num_classes).cpu()
+        if logits is not None:  # for the calibration error
+            state["probs"].append(self.probabilities(logits).cpu())
+            state["target"].append(batch["target"].cpu())
 
     def scores(self, state: dict) -> dict:
-        return classification_scores(state["cm"])
+        """Accuracy, macro precision / recall / F1 and per-class scores (:func:`classification_scores`),
+        plus ``ece``: the expected calibration error over 15 bins (MiSLAS) when logits were seen."""
+        out = classification_scores(state["cm"])
+        if state["probs"]:
+            out["ece"] = expected_calibration_error(torch.cat(state["probs"]), torch.cat(state["target"]))
+        return out
 
 
 def make_task(
