@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from medbalance.errors import RunDirError
 
-__all__ = ["replace_atomically", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["replace_atomically", "atomic_write_bytes", "atomic_write_text", "pid_alive", "remove_stale_temporaries"]
 
 
 def replace_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -39,6 +39,36 @@ def replace_atomically(path: str | Path, write: Callable[[BinaryIO], object]) ->
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a lock or temporary file of a dead one is stale)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID`` files that killed writers left in ``folder``; returns them.
+
+    A temporary file of a process that still runs is a write in progress and is kept.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(".*.tmp-*"):
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)) and tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -9,8 +9,10 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from medbalance import __version__
 from medbalance._atomic import atomic_write_text
 from medbalance._malloc import tune_malloc
+from medbalance._paths import claim_folder
 from medbalance.config import load_config
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
@@ -93,8 +96,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             "train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR"
         )
     from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good
+    from medbalance.engine.rundir import run_lock
 
-    _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
+    # Fabric re-launches this command for its extra processes: only the first one takes the lock.
+    lock = run_lock(args.resume) if args.resume and os.environ.get("LOCAL_RANK", "0") == "0" else nullcontext()
+    with lock:
+        _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -208,6 +215,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
     if not 0.0 <= args.beta < 1.0:
         raise ValueError(f"--beta must be in [0, 1), got {args.beta:g}")
+    if args.out:
+        claim_folder(args.out)  # before the work: a run's report.html or an earlier report is never replaced
     task, datasets = _inspect_splits(args.path, args.set, args.split)
     parts = [dataset_stats(ds, ds.num_classes, task) for ds in datasets.values()]
     stats = sum(parts[1:], parts[0])
@@ -297,8 +306,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         path = write_report(dirs[0], metrics)
     else:
         out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "report.html").exists():
-            raise DataError(f"'{out / 'report.html'}' already exists; choose another --out")
+        claim_folder(out)
         path = write_comparison(dirs, out)
     print(f"report: {path}")
 
@@ -306,7 +314,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from medbalance.export import export_run
 
-    result = export_run(args.run_dir, format=args.format, out=args.out, check=not args.no_check)
+    result = export_run(args.run_dir, format=args.format, out=args.out, check=not args.no_check, force=args.force)
     print(f"exported to {result.path}")
     if args.no_check:
         print("parity check skipped (--no-check)")
@@ -465,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/export/model.onnx or model.pt2)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--force", action="store_true", help="replace an existing model file and its record")
     p.set_defaults(func=cmd_export)
 
     from medbalance.methods import EXPERIMENTS, SCALE_NAMES

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medbalance._memory import check_data_memory
 from medbalance.config import (
     FolderData,
     IntraclassPhantomData,
@@ -88,6 +89,7 @@ def _reader(kind: str):
 
 def build_splits(cfg: RunConfig) -> Splits:
     """Build (or read) the datasets a run trains, validates and tests on."""
+    check_data_memory(cfg.data)
     splits = _build(cfg)
     if getattr(cfg.data, "binary", False) and cfg.task == "segmentation":
         splits = Splits(

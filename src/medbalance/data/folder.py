@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from medbalance.data.datasets import ArrayDataset
-from medbalance.data.io import DataError, image_stem, list_images, read_image, read_mask
+from medbalance.data.io import DataError, check_layout, image_stem, list_images, read_image, read_mask
 
 __all__ = ["read_segmentation_folder", "read_classification_folder", "read_folder", "resize_images", "stack_images"]
 
@@ -121,5 +121,6 @@ def read_classification_folder(root: str | Path, *, channels: int = 1, size: int
 
 def read_folder(root: str | Path, *, task: str, channels: int = 1, size: int | None = None) -> ArrayDataset:
     """Dispatch on ``task`` ("segmentation" or "classification")."""
+    check_layout(root, task=task)
     reader = read_segmentation_folder if task == "segmentation" else read_classification_folder
     return reader(root, channels=channels, size=size)
