@@ -162,7 +162,7 @@ def _check_rng(rng: Any, refuse) -> None:
     try:
         version, internal, gauss = rng["python"]
         random.Random().setstate((version, tuple(internal), gauss))
-    except (KeyError, TypeError, ValueError, OverflowError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         raise refuse("rng.python", "a Python random state", rng.get("python")) from None
     try:
         np_state = rng["numpy"]
@@ -175,11 +175,11 @@ def _check_rng(rng: Any, refuse) -> None:
                 np_state["cached"],
             )
         )
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError):
         raise refuse("rng.numpy", "a numpy random state", rng.get("numpy")) from None
     try:
         torch.Generator().set_state(rng["torch"])
-    except (KeyError, TypeError, RuntimeError):
+    except (KeyError, TypeError, ValueError, RuntimeError):
         raise refuse("rng.torch", "a torch random state (uint8 tensor)", rng.get("torch")) from None
 
 
