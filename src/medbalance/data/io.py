@@ -188,6 +188,19 @@ def _check_metaimage(path: Path) -> None:
         )
 
 
+def _check_nrrd(path: Path) -> None:
+    """An NRRD whose detached data file (``data file:``) stays beside the header."""
+    with open(path, "rb") as fh:
+        for raw in iter(lambda: fh.readline(4096), b""):
+            line = raw.decode("latin-1").strip()
+            if not line:
+                return  # end of the header: the data is attached
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in ("data file", "datafile"):
+                _data_file(path, value.strip(), "data file")
+                return
+
+
 def _nifti_needs(header: bytes) -> tuple[int, int] | None:
     """``(vox_offset, data bytes)`` a NIfTI-1/2 header announces, or ``None`` if it is not one."""
     for order in ("<", ">"):
@@ -236,8 +249,9 @@ def check_header_data(path: str | Path) -> None:
     """Check what a medical header announces against its data, before ITK reads it.
 
     MetaImage: the data file must lie in the header's folder (an absolute or ``../`` path is
-    refused) and hold exactly the announced bytes. NIfTI: the file must hold every voxel. Both:
-    the image must fit in the memory still free.
+    refused) and hold exactly the announced bytes. NRRD: a detached data file must lie in the
+    header's folder. NIfTI: the file must hold every voxel. MetaImage and NIfTI: the image must
+    fit in the memory still free.
 
     Raises:
         DataError: one line naming the file.
@@ -248,6 +262,8 @@ def check_header_data(path: str | Path) -> None:
         _check_metaimage(path)
     elif suffix in (".nii", ".nii.gz"):
         _check_nifti(path)
+    elif suffix == ".nrrd":
+        _check_nrrd(path)
 
 
 def read_itk(path: str | Path):
