@@ -10,10 +10,8 @@ naming the file or key, no traceback, nothing written before changed.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -140,6 +138,10 @@ def classification_run(tmp_path_factory) -> Path:
     return next((root / "runs").iterdir())
 
 
+def _raw(path: Path, size: int) -> None:
+    path.write_bytes(bytes(size))
+
+
 def _mhd(folder: Path, name: str, data_file: str, *, dims=(SIZE, SIZE), extra: str = "") -> Path:
     header = folder / name
     header.write_text(
@@ -245,7 +247,9 @@ def _allowed(argv: list[str], ws: Path) -> list[Path]:
 @pytest.mark.parametrize("command", ["train", "predict", "inspect", "report", "export", "combine", "evaluate"])
 @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(name=st.sampled_from(["ok", "../esc", "/abs", "a/b", "..", "."]), link=st.booleans())
-def test_property_no_command_writes_outside_its_output_folder(command, name, link, trained, multi_run, tmp_path_factory):
+def test_property_no_command_writes_outside_its_output_folder(
+    command, name, link, trained, multi_run, tmp_path_factory
+):
     """Whatever the command, name or planted link: every change under the temporary root lies in the
     command's own output folder (or, for ``report``/``export`` without ``--out``, the run it names)."""
     ws = tmp_path_factory.mktemp("prop")
@@ -275,7 +279,8 @@ def test_property_no_command_writes_outside_its_output_folder(command, name, lin
     for changed in _changed(before, after):
         where = (ws / changed).parent.resolve() / (ws / changed).name
         lexical = [parent for p in _allowed(argv, ws) for parent in p.parents]  # mkdir -p of --out, '..' and all
-        parent_made = after.get(changed) == "dir" and (ws / changed in lexical or any(where in r.parents for r in roots))
+        made = ws / changed in lexical or any(where in r.parents for r in roots)
+        parent_made = after.get(changed) == "dir" and made
         assert parent_made or any(where == r or r in where.parents for r in roots), (argv, changed)
     assert not any((ws / "outside").iterdir()), "a write followed a link out of the output folder"
     assert not (ws.parent / "esc").exists() and not Path("/abs").exists()
@@ -326,7 +331,7 @@ OVERWRITE_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], tuple[str, .
         ("--out", "is not empty"),
     ),
     "export_out_over_an_existing_file": (
-        lambda ws, run: (ws / "keep.onnx").write_bytes(b"mine") and ["export", str(run), "--out", str(ws / "keep.onnx")],
+        lambda ws, run: _raw(ws / "keep.onnx", 4) or ["export", str(run), "--out", str(ws / "keep.onnx")],
         ("keep.onnx", "already exists"),
     ),
     "a_second_export": (_export_twice, ("model.onnx", "already exists", "--force")),
@@ -364,10 +369,6 @@ def test_export_force_replaces_and_a_failed_check_leaves_no_model(trained, works
 
 
 # ============================================================================ 3: reads outside the dataset
-def _raw(path: Path, size: int) -> None:
-    path.write_bytes(bytes(size))
-
-
 def _mha_cut(d: Path) -> None:
     with _mhd(d, "case0.mha", "LOCAL").open("ab") as fh:
         fh.write(bytes(10))
@@ -509,7 +510,7 @@ CORRUPT_CASES: dict[str, tuple[Callable[[Path, dict], list[str]], tuple[str, ...
         ("g.npy", "grey (1 channel)"),
     ),
     "grey_volume_into_a_colour_run": (
-        lambda ws, runs: sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, SIZE, SIZE), np.uint8)), str(ws / "v.nii.gz"))
+        lambda ws, runs: sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, SIZE, SIZE), np.uint8)), f"{ws}/v.nii.gz")
         or _predict(runs["colour"], ws, inputs=ws / "v.nii.gz"),
         ("v.nii.gz", "grey (1 channel)"),
     ),
@@ -635,6 +636,11 @@ def test_a_second_resume_is_refused_while_the_first_runs(trained, workspace, cap
     _assert_user_error(["train", "--resume", str(run), "-q"], capsys, (LOCK_NAME, "in use by process"), workspace)
     (run / LOCK_NAME).write_text(f"{os.getpid()} another-host\n")  # a process that cannot be checked
     _assert_user_error(["train", "--resume", str(run), "-q"], capsys, ("another-host",), workspace)
+    experiment = workspace / "exp"  # an experiment folder is locked the same way
+    experiment.mkdir()
+    (experiment / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    argv = ["experiment", "loss-study", "--resume", str(experiment), "-q"]
+    _assert_user_error(argv, capsys, ("exp", "in use by process"), workspace)
 
 
 def test_a_stale_lock_and_stale_temporaries_are_cleared_on_the_next_start(trained, workspace):

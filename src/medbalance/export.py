@@ -271,6 +271,7 @@ def export_run(
         RunDirError: the model file or its record exists (without ``force``), lies outside
             the folder of ``out`` (a symbolic link), or cannot be written (a full disk).
     """
+    from medbalance.engine.checkpoint import nonfinite_tensors
     from medbalance.engine.run import load_run
 
     if format not in EXPORT_FORMATS:
@@ -282,9 +283,10 @@ def export_run(
     for target in (path, record_path):
         claim_new(path.parent, target, force=force, what="export file")
     run = load_run(run_dir)
-    bad = [name for name, p in run.model.state_dict().items() if p.is_floating_point() and not p.isfinite().all()]
+    bad = nonfinite_tensors(run.model.state_dict())
     if bad:
-        raise CheckpointError(f"checkpoint '{Path(run_dir) / 'checkpoints' / 'best.pt'}' has non-finite weights ({bad[0]})")
+        best = Path(run_dir) / "checkpoints" / "best.pt"
+        raise CheckpointError(f"checkpoint '{best}' has non-finite weights ({bad[0]}); nothing exported")
     remove_stale_temporaries(path.parent)
     size = getattr(run.cfg.data, "size", None)
     resize = size if isinstance(run.cfg.data, FolderData) else None

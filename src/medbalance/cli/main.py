@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medbalance import __version__
-from medbalance._atomic import atomic_write_text
+from medbalance._atomic import atomic_write_text, remove_stale_temporaries
 from medbalance._malloc import tune_malloc
 from medbalance._paths import claim_folder
 from medbalance.config import load_config
@@ -96,12 +96,19 @@ def cmd_train(args: argparse.Namespace) -> None:
             "train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR"
         )
     from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good
+
+    with _resume_lock(args.resume):
+        _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
+
+
+def _resume_lock(folder: str | None):
+    """The lock of a folder being resumed (``nullcontext`` for a new run)."""
     from medbalance.engine.rundir import run_lock
 
     # Fabric re-launches this command for its extra processes: only the first one takes the lock.
-    lock = run_lock(args.resume) if args.resume and os.environ.get("LOCAL_RANK", "0") == "0" else nullcontext()
-    with lock:
-        _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
+    if folder and Path(folder).is_dir() and os.environ.get("LOCAL_RANK", "0") == "0":
+        return run_lock(folder)
+    return nullcontext()
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -300,6 +307,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
         path = write_experiment_report(dirs[0])
     elif len(dirs) == 1:
+        remove_stale_temporaries(dirs[0])  # of a report write a kill cut short
         if not is_run_dir(dirs[0]):
             raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
         metrics = json.loads((dirs[0] / "metrics.json").read_text(encoding="utf-8"))
@@ -333,18 +341,19 @@ def _seed_list(text: str) -> list[int]:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from medbalance.methods import run_experiment
 
-    result = run_experiment(
-        args.name,
-        scale=args.scale,
-        data=args.data,
-        seeds=args.seeds,
-        options=args.set,
-        out=args.out,
-        resume=args.resume,
-        progress=not args.quiet,
-        device=args.device,
-        command=" ".join(["medbalance", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else "",
-    )
+    with _resume_lock(args.resume):
+        result = run_experiment(
+            args.name,
+            scale=args.scale,
+            data=args.data,
+            seeds=args.seeds,
+            options=args.set,
+            out=args.out,
+            resume=args.resume,
+            progress=not args.quiet,
+            device=args.device,
+            command=" ".join(["medbalance", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else "",
+        )
     print(f"experiment folder: {result.run_dir}")
     print(f"tables: {result.run_dir / 'results.md'}")
 

@@ -258,12 +258,19 @@ def check_header_data(path: str | Path) -> None:
     """
     path = Path(path)
     suffix = image_suffix(path)
-    if suffix in (".mhd", ".mha"):
-        _check_metaimage(path)
-    elif suffix in (".nii", ".nii.gz"):
-        _check_nifti(path)
-    elif suffix == ".nrrd":
-        _check_nrrd(path)
+    check = {".mhd": _check_metaimage, ".mha": _check_metaimage, ".nrrd": _check_nrrd}.get(suffix)
+    check = _check_nifti if suffix in (".nii", ".nii.gz") else check
+    if check is None:
+        return
+    try:
+        check(path)
+    except DataError:
+        raise
+    # a hostile header can name a path the OS refuses (NUL byte, too long, a link loop) or hold
+    # numbers Python cannot convert (a NaN offset)
+    except (OSError, ValueError, OverflowError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read image '{path}': {reason}") from None
 
 
 def read_itk(path: str | Path):

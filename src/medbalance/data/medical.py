@@ -152,7 +152,8 @@ def _is_grey(path: Path) -> bool:
     try:
         if image_suffix(path) == ".npy":
             shape = np.load(path, allow_pickle=False, mmap_mode="r").shape
-            return len(shape) == 2 or (len(shape) == 3 and 1 in (shape[0], shape[-1]) and 3 not in (shape[0], shape[-1]))
+            ends = (shape[0], shape[-1]) if len(shape) == 3 else ()
+            return len(shape) == 2 or (1 in ends and 3 not in ends)
         with Image.open(path) as img:  # a palette image is read as its indices: one channel
             return img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "F", "P")
     except Exception:  # unreadable: read_image reports it in one line

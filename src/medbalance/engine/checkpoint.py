@@ -152,7 +152,8 @@ def _check_optimizer(opt: Any, params: list[torch.Tensor], refuse) -> None:
         for field, value in entry.items():
             ok = isinstance(value, torch.Tensor) and (value.ndim == 0 or value.shape == shape)
             if not ok or (value.is_floating_point() and not bool(torch.isfinite(value).all())):
-                raise refuse(f"optimizer.state[{key}].{field}", f"finite values of shape {tuple(shape)}", _describe(value))
+                expected = f"finite values of shape {tuple(shape)}"
+                raise refuse(f"optimizer.state[{key}].{field}", expected, _describe(value))
 
 
 def _check_rng(rng: Any, refuse) -> None:

@@ -31,9 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
+from medbalance._atomic import remove_stale_temporaries
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
-from medbalance._atomic import remove_stale_temporaries
 from medbalance.engine.checkpoint import (
     check_resume_state,
     load_checkpoint,

@@ -104,7 +104,8 @@ class HistoryLog:
                     self.rows = list(csv.DictReader(fh))
                 epochs = [int(r["epoch"]) for r in self.rows]
             except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
-                raise RunDirError(f"cannot read '{self.path}': not a history.csv with an 'epoch' column ({exc})") from None
+                what = "not a history.csv with an 'epoch' column"
+                raise RunDirError(f"cannot read '{self.path}': {what} ({exc})") from None
             if epochs != sorted(set(epochs)):
                 raise RunDirError(f"cannot use '{self.path}': its epochs {epochs} are not increasing")
 
