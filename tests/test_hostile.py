@@ -215,6 +215,16 @@ OUTSIDE_CASES: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
         or ["export", str(runs["binary"]), "--out", str(ws / "exp" / "m.onnx"), "--no-check", "--force", "-q"],
         ("m.onnx", "outside"),
     ),
+    "report_of_a_run_with_a_link_out": (
+        lambda ws, runs: _outside_link(runs["binary"] / "report", "planted.png", ws) or ["report", str(runs["binary"])],
+        ("planted.png", "outside"),
+    ),
+    "resume_of_a_run_with_a_link_out": (
+        lambda ws, runs: (runs["binary"] / "metrics.json").unlink()
+        or _outside_link(runs["binary"] / "predictions", "planted.png", ws)
+        or ["train", "--resume", str(runs["binary"]), "-q"],
+        ("planted.png", "outside"),
+    ),
     "experiment_out_is_a_dangling_link": (
         lambda ws, runs: (ws / "exps").symlink_to(ws / "outside" / "nowhere")
         or ["experiment", "loss-study", "--scale", "smoke", "--out", str(ws / "exps"), "-q"],
@@ -236,9 +246,12 @@ def test_a_write_never_lands_outside_the_named_folder(case, trained, multi_run, 
 
 
 def _allowed(argv: list[str], ws: Path) -> list[Path]:
-    """The folders a command may write into: its --out, and for report/export the run it names."""
+    """The folders a command may write into: its --out (export: the folder of its --out FILE, which
+    gets the record too), and the run that report/export without --out and evaluate write into."""
     allowed = [Path(argv[argv.index("--out") + 1])] if "--out" in argv else []
-    if argv[0] in ("report", "export") and "--out" not in argv:
+    if argv[0] == "export" and allowed:
+        allowed = [allowed[0].parent]
+    if argv[0] == "evaluate" or (argv[0] in ("report", "export") and "--out" not in argv):
         allowed.append(Path(argv[1]))
     return allowed
 
@@ -539,8 +552,8 @@ def test_complete_nifti_passes_and_colour_into_a_grey_run_is_converted(tmp_path)
 
 
 # ============================================================================ 5: checkpoint state
-def _edit_last(run: Path, edit: Callable[[dict], object]) -> None:
-    path = run / "checkpoints" / "last.pt"
+def _edit_checkpoint(run: Path, name: str, edit: Callable[[dict], object]) -> None:
+    path = run / "checkpoints" / name
     state = load_checkpoint(path)
     edit(state)
     torch.save(state, path)
@@ -610,10 +623,27 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[dict], object], tuple[str, ...]]] = 
 def test_crafted_checkpoint_fields_are_refused_before_the_run_folder_is_touched(case, trained, workspace, capsys):
     run = _resumable(trained, workspace)
     edit, fragments = CHECKPOINT_CASES[case]
-    _edit_last(run, edit)
+    _edit_checkpoint(run, "last.pt", edit)
     line = _assert_user_error(["train", "--resume", str(run), "-q"], capsys, ("last.pt", *fragments), workspace)
     assert "checkpoint" in line
     assert not (run / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda run: (run / "checkpoints" / "best.pt").unlink(), ("best.pt", "does not exist")),
+        (
+            lambda run: _edit_checkpoint(run, "best.pt", lambda s: s["model"].update({_first_weight(s): torch.zeros(2)})),
+            ("best.pt", "shape (2,)"),
+        ),
+    ],
+    ids=["best_missing", "best_of_the_wrong_shape"],
+)
+def test_a_resume_refuses_a_bad_best_checkpoint_before_training(edit, fragments, trained, workspace, capsys):
+    run = _resumable(trained, workspace)
+    edit(run)
+    _assert_user_error(["train", "--resume", str(run), "-q"], capsys, fragments, workspace)
 
 
 def test_a_history_that_is_not_csv_is_one_line(trained, workspace, capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medbalance.errors import RunDirError
 
-__all__ = ["check_name", "resolve_inside", "claim_new", "claim_folder"]
+__all__ = ["check_name", "resolve_inside", "claim_new", "claim_folder", "check_links_inside"]
 
 
 def check_name(name: str, *, key: str) -> str:
@@ -72,3 +72,20 @@ def claim_folder(folder: str | Path, *, what: str = "--out") -> Path:
         raise RunDirError(f"{what} '{folder}' is not empty; choose a new or empty folder (nothing is overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def check_links_inside(folder: str | Path) -> None:
+    """Refuse a folder medbalance rewrites in place (a run) when a symbolic link in it points outside.
+
+    Figures and masks are written by libraries that follow links; a planted link would carry
+    the write out of the folder.
+
+    Raises:
+        RunDirError: naming the first such link.
+    """
+    folder = Path(folder)
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(parent, name)
+            if path.is_symlink():
+                resolve_inside(folder, path, what="symbolic link")

@@ -21,7 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from medbalance import __version__
 from medbalance._atomic import atomic_write_text, remove_stale_temporaries
 from medbalance._malloc import tune_malloc
-from medbalance._paths import claim_folder
+from medbalance._paths import check_links_inside, claim_folder
 from medbalance.config import load_config
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
@@ -305,9 +305,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         if not d.is_dir():
             raise DataError(f"'{d}' is not a folder")
     if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
+        check_links_inside(dirs[0])
         path = write_experiment_report(dirs[0])
     elif len(dirs) == 1:
         remove_stale_temporaries(dirs[0])  # of a report write a kill cut short
+        check_links_inside(dirs[0])
         if not is_run_dir(dirs[0]):
             raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
         metrics = json.loads((dirs[0] / "metrics.json").read_text(encoding="utf-8"))

@@ -20,6 +20,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "check_resume_state",
+    "check_weights",
     "nonfinite_tensors",
     "rng_state",
     "set_rng_state",
@@ -86,16 +87,7 @@ def check_resume_state(
 
     if state.get("format") != 1:
         raise refuse("format", "1", state.get("format"))
-    weights = state["model"]
-    if not isinstance(weights, dict) or set(weights) != set(model):
-        raise refuse("model", f"the {len(model)} tensors of this network", weights)
-    for name, ref in model.items():
-        got = weights[name]
-        if not isinstance(got, torch.Tensor) or got.shape != ref.shape or got.dtype != ref.dtype:
-            raise refuse(f"model.{name}", f"a {ref.dtype} tensor of shape {tuple(ref.shape)}", _describe(got))
-    bad = nonfinite_tensors(weights)
-    if bad:
-        raise refuse(f"model.{bad[0]}", "finite values", "NaN or infinite")
+    check_weights(state, path=path, model=model)
     si = state.get("stage_index")
     if not _is_int(si) or not 0 <= si < len(stages):
         raise refuse("stage_index", f"an integer in [0, {len(stages) - 1}] (the recipe has {len(stages)} stage(s))", si)
@@ -130,6 +122,27 @@ def check_resume_state(
     for key, value in (meta or {}).items():
         if key in saved and key != "medbalance" and saved[key] != value:
             raise refuse(f"meta.{key}", f"{value!r} (this run's)", saved[key])
+
+
+def check_weights(state: dict[str, Any], *, path: str | Path, model: dict[str, torch.Tensor]) -> None:
+    """Check that a checkpoint's ``model`` holds exactly ``model``'s tensors (names, shapes, dtypes), all finite.
+
+    Raises:
+        CheckpointError: naming the checkpoint and the first tensor that differs.
+    """
+    weights = state["model"]
+    where = f"checkpoint '{path}': field"
+    if not isinstance(weights, dict) or set(weights) != set(model):
+        raise CheckpointError(f"{where} 'model' does not hold the {len(model)} tensors of this network")
+    for name, ref in model.items():
+        got = weights[name]
+        if not isinstance(got, torch.Tensor) or got.shape != ref.shape or got.dtype != ref.dtype:
+            raise CheckpointError(
+                f"{where} 'model.{name}' is {_describe(got)}; expected a {ref.dtype} tensor of shape {tuple(ref.shape)}"
+            )
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(f"{where} 'model.{bad[0]}' holds NaN or infinite values; expected finite values")
 
 
 def _describe(value: Any) -> str:

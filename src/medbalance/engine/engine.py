@@ -32,10 +32,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from medbalance._atomic import remove_stale_temporaries
+from medbalance._paths import check_links_inside
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
 from medbalance.engine.checkpoint import (
     check_resume_state,
+    check_weights,
     load_checkpoint,
     nonfinite_tensors,
     rng_state,
@@ -403,6 +405,9 @@ class Engine:
             scheduler=self.cfg.scheduler == "cosine",
             meta=self.meta,
         )
+        best_path = ckpt_dir / "best.pt"  # loaded once training ends: refused now, not after the work
+        check_weights(load_checkpoint(best_path), path=best_path, model=self.model.state_dict())
+        check_links_inside(self.run_dir)
         for folder in (self.run_dir, ckpt_dir):  # writes a kill cut short
             remove_stale_temporaries(folder)
         self.model.load_state_dict(state["model"])
