@@ -69,7 +69,9 @@ def claim_folder(folder: str | Path, *, what: str = "--out") -> Path:
     if folder.exists() and not folder.is_dir():
         raise RunDirError(f"{what} '{folder}' is a file; expected a folder (or a path to create)")
     if folder.is_dir() and any(folder.iterdir()):
-        raise RunDirError(f"{what} '{folder}' is not empty; choose a new or empty folder (nothing is overwritten)")
+        raise RunDirError(
+            f"{what} '{folder}' already exists and is not empty; choose a new or empty folder (nothing is overwritten)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
