@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medbalance.errors import RunDirError
 
-__all__ = ["check_name", "resolve_inside", "claim_new", "claim_folder", "check_links_inside"]
+__all__ = ["check_name", "resolve_inside", "claim_new", "check_out_folder", "check_links_inside"]
 
 
 def check_name(name: str, *, key: str) -> str:
@@ -57,8 +57,8 @@ def claim_new(folder: str | Path, target: str | Path, *, force: bool = False, wh
     return resolved
 
 
-def claim_folder(folder: str | Path, *, what: str = "--out") -> Path:
-    """``folder`` created, or an empty existing folder; refused when it holds anything or is a link.
+def check_out_folder(folder: str | Path, *, what: str = "--out") -> Path:
+    """Check that ``folder`` is new or an empty folder, before any work; the writer creates it.
 
     Raises:
         RunDirError: ``folder`` is a file, a symbolic link, or a folder that is not empty.
@@ -72,7 +72,6 @@ def claim_folder(folder: str | Path, *, what: str = "--out") -> Path:
         raise RunDirError(
             f"{what} '{folder}' already exists and is not empty; choose a new or empty folder (nothing is overwritten)"
         )
-    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

@@ -21,7 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from medbalance import __version__
 from medbalance._atomic import atomic_write_text, remove_stale_temporaries
 from medbalance._malloc import tune_malloc
-from medbalance._paths import check_links_inside, claim_folder
+from medbalance._paths import check_links_inside, check_out_folder
 from medbalance.config import load_config
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
@@ -223,7 +223,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if not 0.0 <= args.beta < 1.0:
         raise ValueError(f"--beta must be in [0, 1), got {args.beta:g}")
     if args.out:
-        claim_folder(args.out)  # before the work: a run's report.html or an earlier report is never replaced
+        check_out_folder(args.out)  # before the work: a run's report.html or an earlier report is never replaced
     task, datasets = _inspect_splits(args.path, args.set, args.split)
     parts = [dataset_stats(ds, ds.num_classes, task) for ds in datasets.values()]
     stats = sum(parts[1:], parts[0])
@@ -316,7 +316,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         path = write_report(dirs[0], metrics)
     else:
         out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        claim_folder(out)
+        check_out_folder(out)
         path = write_comparison(dirs, out)
     print(f"report: {path}")
 
