@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medbalance._atomic import atomic_write_text, remove_stale_temporaries, replace_atomically
+from medbalance._atomic import atomic_write_text, guard_library_write, remove_stale_temporaries, replace_atomically
 from medbalance._paths import claim_new
 from medbalance.config import FolderData
 from medbalance.errors import CheckpointError
@@ -166,7 +166,7 @@ def export_model(
         with _exporting():
             program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic)
         extra = {"medbalance.json": json.dumps(metadata or {})}
-        _write(path, lambda fh: torch.export.save(program, fh, extra_files=extra))
+        replace_atomically(path, guard_library_write(lambda fh: torch.export.save(program, fh, extra_files=extra)))
         return path
     with _exporting():
         program = torch.onnx.export(
@@ -182,20 +182,8 @@ def export_model(
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    _write(path, lambda fh: fh.write(proto.SerializeToString()))
+    replace_atomically(path, lambda fh: fh.write(proto.SerializeToString()))
     return path
-
-
-def _write(path: Path, write) -> None:
-    """``write(fh)`` through a temporary file and a rename: a full disk leaves no torn model."""
-
-    def guarded(fh) -> None:
-        try:
-            write(fh)
-        except RuntimeError as exc:  # torch's zip writer reports a full disk's OSError as a RuntimeError
-            raise OSError(f"cannot save: {str(exc).splitlines()[0]}") from None
-
-    replace_atomically(path, guarded)
 
 
 def load_exported(path: str | Path):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medbalance._atomic import replace_atomically
+from medbalance._atomic import guard_library_write, replace_atomically
 from medbalance.errors import CheckpointError
 
 __all__ = [
@@ -33,14 +33,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     Raises:
         RunDirError: the file cannot be written (a full disk); the previous ``path`` is kept.
     """
-
-    def write(fh) -> None:
-        try:
-            torch.save(state, fh)
-        except RuntimeError as exc:  # torch's zip writer turns a full disk's OSError into a RuntimeError
-            raise OSError(f"torch.save failed: {str(exc).splitlines()[0]}") from None
-
-    replace_atomically(path, write)
+    replace_atomically(path, guard_library_write(lambda fh: torch.save(state, fh)))
 
 
 def nonfinite_tensors(tensors: dict[str, Any]) -> list[str]:
