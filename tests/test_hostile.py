@@ -355,13 +355,16 @@ OVERWRITE_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], tuple[str, .
 }
 
 
-@pytest.mark.parametrize("case", list(OVERWRITE_CASES))
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if "export" in c else c for c in OVERWRITE_CASES]
+)
 def test_nothing_is_overwritten(case, trained, workspace, capsys):
     run = _copy_run(trained, workspace)
     make_argv, fragments = OVERWRITE_CASES[case]
     _assert_user_error(make_argv(workspace, run), capsys, fragments, workspace)
 
 
+@pytest.mark.slow  # exports through ONNX or torch.export: 5-8 s on the shared machine
 def test_export_force_replaces_and_a_failed_check_leaves_no_model(trained, workspace, capsys, monkeypatch):
     run = _copy_run(trained, workspace)
     out = workspace / "exp" / "model.pt2"
@@ -754,6 +757,7 @@ def test_a_real_full_disk_during_a_checkpoint_is_one_line(workspace, capsys):
         assert not list(small.rglob(".*.tmp-*")) and not list(small.rglob("metrics.json"))
 
 
+@pytest.mark.slow  # exports through ONNX or torch.export: 5-8 s on the shared machine
 def test_export_on_a_full_disk_leaves_no_torn_file(trained, workspace, capsys):
     run = _copy_run(trained, workspace)
     with _tmpfs(workspace / "small", "8k") as small:
