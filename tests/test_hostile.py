@@ -480,6 +480,10 @@ def _cls_config(ws: Path) -> Path:
     return path
 
 
+def _metrics(run: Path, text: str) -> None:
+    (run / "metrics.json").write_text(text)
+
+
 def _grey_png(ws: Path) -> Path:
     return ws / "data" / "images" / "case0.png"
 
@@ -515,6 +519,18 @@ CORRUPT_CASES: dict[str, tuple[Callable[[Path, dict], list[str]], tuple[str, ...
         lambda ws, runs: ["inspect", str(_write_config(ws / "t.yaml", ws / "data")), "--set",
                           "data.task=classification", "-q"],
         ("segmentation folder",),
+    ),
+    "metrics_json_not_json": (
+        lambda ws, runs: _metrics(runs["binary"], "nope") or ["report", str(runs["binary"])],
+        ("metrics.json", "not valid JSON"),
+    ),
+    "metrics_json_a_list": (
+        lambda ws, runs: _metrics(runs["binary"], "[1]") or ["report", str(runs["binary"])],
+        ("metrics.json", "expected a JSON object, found list"),
+    ),
+    "metrics_json_of_another_shape": (
+        lambda ws, runs: _metrics(runs["binary"], '{"val": 3}') or ["report", str(runs["binary"])],
+        ("metrics.json", "not as medbalance writes it"),
     ),
     "grey_image_into_a_colour_run": (
         lambda ws, runs: _predict(runs["colour"], ws, inputs=_grey_png(ws)),

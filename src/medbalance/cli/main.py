@@ -298,26 +298,34 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from medbalance.report import write_comparison, write_experiment_report, write_report
-    from medbalance.report.html import is_run_dir
+    from medbalance.report.html import is_run_dir, read_json
 
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
         if not d.is_dir():
             raise DataError(f"'{d}' is not a folder")
-    if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
-        check_links_inside(dirs[0])
-        path = write_experiment_report(dirs[0])
-    elif len(dirs) == 1:
-        remove_stale_temporaries(dirs[0])  # of a report write a kill cut short
-        check_links_inside(dirs[0])
-        if not is_run_dir(dirs[0]):
-            raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
-        metrics = json.loads((dirs[0] / "metrics.json").read_text(encoding="utf-8"))
-        path = write_report(dirs[0], metrics)
-    else:
-        out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        check_out_folder(out)
-        path = write_comparison(dirs, out)
+    try:
+        if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
+            check_links_inside(dirs[0])
+            path = write_experiment_report(dirs[0])
+        elif len(dirs) == 1:
+            remove_stale_temporaries(dirs[0])  # of a report write a kill cut short
+            check_links_inside(dirs[0])
+            if not is_run_dir(dirs[0]):
+                raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
+            metrics = read_json(dirs[0] / "metrics.json")
+            path = write_report(dirs[0], metrics)
+        else:
+            out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+            check_out_folder(out)
+            path = write_comparison(dirs, out)
+    # a hand-edited or foreign metrics.json / results.json / history.csv of the wrong shape
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        where = ", ".join(f"'{d}'" for d in dirs)
+        raise DataError(
+            f"cannot report {where}: its metrics.json, results.json or history.csv is not as medbalance writes it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     print(f"report: {path}")
 
 
