@@ -36,7 +36,7 @@ def test_onnx_export_through_the_cli_matches_torch_at_other_sizes(run, capsys):
     out = capsys.readouterr().out
     assert "max |difference|" in out
     path = run / "export" / "model.onnx"
-    record = json.loads((run / "export" / "export.json").read_text())
+    record = json.loads((run / "export" / "model.onnx.json").read_text())
     assert record["max_abs_diff"] <= 1e-4 and record["format"] == "onnx"
     # dynamic batch, height and width, none of them the traced (2, 1, 33, 35)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -131,6 +131,31 @@ ARRAY_DTYPES = st.sampled_from(
 )
 
 
+_FIELD = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=30)
+_DIMS = st.lists(st.integers(-3, 10**7), min_size=1, max_size=4).map(lambda d: " ".join(map(str, d)))
+
+
+@FUZZ
+@given(
+    dims=st.one_of(_FIELD, _DIMS),
+    element=st.sampled_from(["MET_UCHAR", "MET_FLOAT", "MET_LONG_LONG", "MET_NONE", "x"]),
+    data_file=st.one_of(_FIELD, st.sampled_from(["LOCAL", "LIST", "d.raw", "../d.raw", "/etc/hostname", "d%03d.raw"])),
+    extra=st.sampled_from(["", "HeaderSize = -1\n", "HeaderSize = 7\n", "CompressedData = True\n", "HeaderSize = x\n"]),
+    raw=st.binary(max_size=64),
+)
+def test_metaimage_headers_with_hostile_fields(dims, element, data_file, extra, raw, tmp_path_factory):
+    """Issue 20: a header's DimSize, ElementType, HeaderSize and ElementDataFile are untrusted."""
+    folder = tmp_path_factory.mktemp("mhd")
+    (folder / "d.raw").write_bytes(raw)
+    header = folder / "h.mhd"
+    text = f"ObjectType = Image\nNDims = 2\nDimSize = {dims}\nElementType = {element}\n"
+    header.write_text(f"{text}{extra}ElementDataFile = {data_file}\n", encoding="utf-8")
+    try:
+        read_image(header)
+    except READER_ERRORS:
+        pass
+
+
 @FUZZ
 @given(array=hnp.arrays(ARRAY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)))
 def test_npy_readers_on_random_arrays(array, tmp_path):

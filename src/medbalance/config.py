@@ -397,6 +397,8 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"cannot read config file '{path}': {exc}") from None
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path.name} is nested too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -417,7 +419,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"--set expects key=value, got '{item}'")
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
         node = out
         *parents, leaf = key.split(".")

@@ -1,8 +1,9 @@
 """Export a trained run for deployment: ONNX, or a ``torch.export`` program, with dynamic sizes.
 
 ``medbalance export RUN_DIR --format onnx|torchscript`` writes ``RUN_DIR/export/model.onnx``
-or ``RUN_DIR/export/model.pt2`` and ``export.json`` (what was exported, the preprocessing
-facts and the parity measured). Both take a float32 batch ``(N, C_in, H, W)`` scaled to
+or ``RUN_DIR/export/model.pt2`` and its record ``model.onnx.json`` / ``model.pt2.json`` (what
+was exported, the preprocessing facts and the parity measured). An existing file is never
+replaced without ``--force``. Both take a float32 batch ``(N, C_in, H, W)`` scaled to
 [0, 1] and return the network's logits; batch size, height and width are dynamic.
 
 Why these two paths, and their limits (measured with torch 2.13 on the package's nets):
@@ -51,8 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medbalance._atomic import atomic_write_text
+from medbalance._atomic import atomic_write_text, guard_library_write, remove_stale_temporaries, replace_atomically
+from medbalance._paths import claim_new
 from medbalance.config import FolderData
+from medbalance.errors import CheckpointError
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_run", "export_model", "load_exported"]
 
@@ -162,10 +165,9 @@ def export_model(
     if format == "torchscript":
         with _exporting():
             program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic)
-        torch.export.save(program, str(path), extra_files={"medbalance.json": json.dumps(metadata or {})})
+        extra = {"medbalance.json": json.dumps(metadata or {})}
+        replace_atomically(path, guard_library_write(lambda fh: torch.export.save(program, fh, extra_files=extra)))
         return path
-    import onnx
-
     with _exporting():
         program = torch.onnx.export(
             wrapper,
@@ -176,12 +178,11 @@ def export_model(
             output_names=["logits"],
             verbose=False,
         )
-    program.save(str(path))
-    proto = onnx.load(str(path))
+    proto = program.model_proto
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    replace_atomically(path, lambda fh: fh.write(proto.SerializeToString()))
     return path
 
 
@@ -219,6 +220,8 @@ def _parity(model: nn.Module, path: Path, shapes: list[tuple[int, ...]]) -> floa
                 f"the exported model refuses an input of shape {shape}: {str(exc).splitlines()[0]}; "
                 "export with --format onnx for this network"
             ) from None
+        if not (np.isfinite(expected).all() and np.isfinite(got).all()):
+            raise ValueError(f"the model gives NaN or infinite logits for an input of shape {shape}; not exported")
         if got.shape != expected.shape:
             raise RuntimeError(f"exported model gave shape {got.shape} for input {shape}; PyTorch {expected.shape}")
         worst = max(worst, float(np.abs(got - expected).max()))
@@ -232,6 +235,7 @@ def export_run(
     out: str | Path | None = None,
     check: bool = True,
     atol: float = 1e-4,
+    force: bool = False,
 ) -> ExportResult:
     """Export the ``best.pt`` model of a run folder and check it against PyTorch.
 
@@ -243,15 +247,19 @@ def export_run(
         check: run the exported model on random inputs of batch sizes 1 and 3 and sizes
             other than the traced one, and compare with PyTorch.
         atol: largest absolute logit difference accepted by the check.
+        force: replace an existing model file and its record (otherwise refused).
 
     Returns:
-        The :class:`ExportResult`; ``export.json`` beside the model records it.
+        The :class:`ExportResult`; ``<model file>.json`` beside the model records it.
 
     Raises:
-        ValueError: unknown ``format``, an ``out`` suffix that does not match it, or a parity
-            error above ``atol``.
-        CheckpointError: not a run folder.
+        ValueError: unknown ``format``, an ``out`` suffix that does not match it, a parity
+            error above ``atol`` or non-finite logits (the model file is then removed).
+        CheckpointError: not a run folder, or its weights are not finite.
+        RunDirError: the model file or its record exists (without ``force``), lies outside
+            the folder of ``out`` (a symbolic link), or cannot be written (a full disk).
     """
+    from medbalance.engine.checkpoint import nonfinite_tensors
     from medbalance.engine.run import load_run
 
     if format not in EXPORT_FORMATS:
@@ -259,7 +267,15 @@ def export_run(
     path = Path(out) if out is not None else Path(run_dir) / "export" / f"model{_SUFFIX[format]}"
     if path.suffix != _SUFFIX[format]:
         raise ValueError(f"out must end with {_SUFFIX[format]} for format '{format}', got '{path.name}'")
+    record_path = path.with_name(path.name + ".json")
+    for target in (path, record_path):
+        claim_new(path.parent, target, force=force, what="export file")
     run = load_run(run_dir)
+    bad = nonfinite_tensors(run.model.state_dict())
+    if bad:
+        best = Path(run_dir) / "checkpoints" / "best.pt"
+        raise CheckpointError(f"checkpoint '{best}' has non-finite weights ({bad[0]}); nothing exported")
+    remove_stale_temporaries(path.parent)
     size = getattr(run.cfg.data, "size", None)
     resize = size if isinstance(run.cfg.data, FolderData) else None
     metadata = {
@@ -290,9 +306,13 @@ def export_run(
     diff = math.nan
     if check:
         log.info("export: parity check against PyTorch at %s", ", ".join("x".join(map(str, s)) for s in shapes))
-        diff = _parity(run.model, path, shapes)
-        if not diff <= atol:
-            raise ValueError(f"exported model differs from PyTorch by {diff:.2e} (atol {atol:g}); see '{path}'")
+        try:
+            diff = _parity(run.model, path, shapes)
+            if not diff <= atol:
+                raise ValueError(f"exported model '{path}' differs from PyTorch by {diff:.2e} (atol {atol:g}); removed")
+        except BaseException:
+            path.unlink(missing_ok=True)  # a model that failed its check is not left looking exported
+            raise
     record = {
         "format": format,
         "file": path.name,
@@ -303,5 +323,5 @@ def export_run(
         "metadata": metadata,
         "load": "onnxruntime.InferenceSession(path)" if format == "onnx" else "torch.export.load(path).module()",
     }
-    atomic_write_text(path.parent / "export.json", json.dumps(record, indent=1))
+    atomic_write_text(record_path, json.dumps(record, indent=1))
     return ExportResult(path, format, diff, tuple(shapes) if check else (), metadata)

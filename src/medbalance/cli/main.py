@@ -9,16 +9,19 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medbalance import __version__
-from medbalance._atomic import atomic_write_text
+from medbalance._atomic import atomic_write_text, remove_stale_temporaries
 from medbalance._malloc import tune_malloc
+from medbalance._paths import check_links_inside, check_out_folder
 from medbalance.config import load_config
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
@@ -94,7 +97,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good
 
-    _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
+    with _resume_lock(args.resume):
+        _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
+
+
+def _resume_lock(folder: str | None):
+    """The lock of a folder being resumed (``nullcontext`` for a new run)."""
+    from medbalance.engine.rundir import run_lock
+
+    # Fabric re-launches this command for its extra processes: only the first one takes the lock.
+    if folder and Path(folder).is_dir() and os.environ.get("LOCAL_RANK", "0") == "0":
+        return run_lock(folder)
+    return nullcontext()
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -216,6 +230,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
     if not 0.0 <= args.beta < 1.0:
         raise ValueError(f"--beta must be in [0, 1), got {args.beta:g}")
+    if args.out:
+        check_out_folder(args.out)  # before the work: a run's report.html or an earlier report is never replaced
     task, datasets = _inspect_splits(args.path, args.set, args.split)
     parts = [dataset_stats(ds, ds.num_classes, task) for ds in datasets.values()]
     stats = sum(parts[1:], parts[0])
@@ -290,31 +306,41 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from medbalance.report import write_comparison, write_experiment_report, write_report
-    from medbalance.report.html import is_run_dir
+    from medbalance.report.html import is_run_dir, read_json
 
     dirs = [Path(d) for d in args.run_dirs]
     for d in dirs:
         if not d.is_dir():
             raise DataError(f"'{d}' is not a folder")
-    if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
-        path = write_experiment_report(dirs[0])
-    elif len(dirs) == 1:
-        if not is_run_dir(dirs[0]):
-            raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
-        metrics = json.loads((dirs[0] / "metrics.json").read_text(encoding="utf-8"))
-        path = write_report(dirs[0], metrics)
-    else:
-        out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "report.html").exists():
-            raise DataError(f"'{out / 'report.html'}' already exists; choose another --out")
-        path = write_comparison(dirs, out)
+    try:
+        if len(dirs) == 1 and (dirs[0] / "results.json").is_file():
+            check_links_inside(dirs[0])
+            path = write_experiment_report(dirs[0])
+        elif len(dirs) == 1:
+            remove_stale_temporaries(dirs[0])  # of a report write a kill cut short
+            check_links_inside(dirs[0])
+            if not is_run_dir(dirs[0]):
+                raise DataError(f"'{dirs[0]}' is neither a finished run (config.yaml + metrics.json) nor an experiment")
+            metrics = read_json(dirs[0] / "metrics.json")
+            path = write_report(dirs[0], metrics)
+        else:
+            out = Path(args.out) if args.out else dirs[0].parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+            check_out_folder(out)
+            path = write_comparison(dirs, out)
+    # a hand-edited or foreign metrics.json / results.json / history.csv of the wrong shape
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        where = ", ".join(f"'{d}'" for d in dirs)
+        raise DataError(
+            f"cannot report {where}: its metrics.json, results.json or history.csv is not as medbalance writes it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     print(f"report: {path}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from medbalance.export import export_run
 
-    result = export_run(args.run_dir, format=args.format, out=args.out, check=not args.no_check)
+    result = export_run(args.run_dir, format=args.format, out=args.out, check=not args.no_check, force=args.force)
     print(f"exported to {result.path}")
     if args.no_check:
         print("parity check skipped (--no-check)")
@@ -333,18 +359,19 @@ def _seed_list(text: str) -> list[int]:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from medbalance.methods import run_experiment
 
-    result = run_experiment(
-        args.name,
-        scale=args.scale,
-        data=args.data,
-        seeds=args.seeds,
-        options=args.set,
-        out=args.out,
-        resume=args.resume,
-        progress=not args.quiet,
-        device=args.device,
-        command=" ".join(["medbalance", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else "",
-    )
+    with _resume_lock(args.resume):
+        result = run_experiment(
+            args.name,
+            scale=args.scale,
+            data=args.data,
+            seeds=args.seeds,
+            options=args.set,
+            out=args.out,
+            resume=args.resume,
+            progress=not args.quiet,
+            device=args.device,
+            command=" ".join(["medbalance", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else "",
+        )
     print(f"experiment folder: {result.run_dir}")
     print(f"tables: {result.run_dir / 'results.md'}")
 
@@ -503,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/export/model.onnx or model.pt2)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--force", action="store_true", help="replace an existing model file and its record")
     p.set_defaults(func=cmd_export)
 
     from medbalance.methods import EXPERIMENTS, SCALE_NAMES

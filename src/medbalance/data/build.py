@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medbalance._memory import check_data_memory
 from medbalance.config import (
     FolderData,
     IntraclassPhantomData,
@@ -126,6 +127,7 @@ def build_splits(cfg: RunConfig) -> Splits:
     ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
     three splits.
     """
+    check_data_memory(cfg.data)
     splits = _build(cfg)
     ignore = getattr(cfg.data, "ignore_index", None)
     if ignore is not None:

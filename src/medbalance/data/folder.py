@@ -21,7 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from medbalance.data.datasets import ArrayDataset
-from medbalance.data.io import DataError, image_stem, list_images, read_image, read_labels, read_mask, read_raw
+from medbalance.data.io import (
+    DataError,
+    check_layout,
+    image_stem,
+    list_images,
+    read_image,
+    read_labels,
+    read_mask,
+    read_raw,
+)
 
 __all__ = ["read_segmentation_folder", "read_classification_folder", "read_folder", "resize_images", "stack_images"]
 
@@ -159,6 +168,7 @@ def read_folder(
     root: str | Path, *, task: str, channels: int = 1, size: int | None = None, ignore_index: int | None = None
 ) -> ArrayDataset:
     """Dispatch on ``task`` ("segmentation" or "classification")."""
+    check_layout(root, task=task)
     if task == "segmentation":
         return read_segmentation_folder(root, channels=channels, size=size, ignore_index=ignore_index)
     return read_classification_folder(root, channels=channels, size=size)

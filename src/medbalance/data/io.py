@@ -8,10 +8,14 @@ SimpleITK. A medical file must hold one 2D image (a volume with a single slice i
 from __future__ import annotations
 
 import contextlib
+import gzip
+import math
 import os
 import re
+import struct
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from tokenize import TokenError
@@ -19,6 +23,7 @@ from tokenize import TokenError
 import numpy as np
 from PIL import Image
 
+from medbalance._memory import check_allocation
 from medbalance.errors import DataError
 
 __all__ = [
@@ -29,12 +34,14 @@ __all__ = [
     "image_suffix",
     "read_image",
     "read_itk",
+    "check_header_data",
     "read_mask",
     "read_raw",
     "read_labels",
     "channels_first",
     "write_mask",
     "list_images",
+    "check_layout",
 ]
 
 #: Read through SimpleITK (``.raw`` is the data file of an ``.mhd`` header, never listed itself).
@@ -65,6 +72,23 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def check_layout(folder: str | Path, *, task: str) -> None:
+    """Refuse a folder whose layout belongs to the other task.
+
+    A classification reader takes every sub-folder as a class, so a segmentation folder
+    (``images/`` + ``masks/``) would silently become two classes named "images" and "masks".
+
+    Raises:
+        DataError: a classification folder holding ``images/`` and ``masks/``.
+    """
+    folder = Path(folder)
+    if task == "classification" and (folder / "images").is_dir() and (folder / "masks").is_dir():
+        raise DataError(
+            f"data folder '{folder}' is a segmentation folder (images/ + masks/); a classification task needs "
+            "one sub-folder per class"
+        )
+
+
 @contextlib.contextmanager
 def _c_stderr_captured() -> Iterator[list[str]]:
     """Capture what C++ code prints to file descriptor 2 (ITK's MetaIO does), into the yielded list."""
@@ -91,11 +115,174 @@ def sitk_reason(exc: RuntimeError) -> str:
     return re.sub(r"^\w+IO\(0x[0-9a-f]+\): ", "", error)  # "MetaImageIO(0x55d0...): "
 
 
+# MetaIO element sizes in bytes (metaTypes.h: MET_LONG / MET_ULONG are 4 bytes).
+_MET_SIZES = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+
+
+def _data_file(header: Path, name: str, key: str) -> Path:
+    """The data file a header names, refused unless it lies in the header's own folder."""
+    if not name or "%" in name or name.upper() == "LIST" or " " in name.strip():
+        raise DataError(f"'{header}': {key} '{name}' names several files; expected one data file beside it")
+    folder = header.resolve().parent
+    data = (header.parent / name).resolve()
+    if Path(name).is_absolute() or data.parent != folder:
+        raise DataError(f"'{header}': {key} '{name}' lies outside the header's folder '{header.parent}'; refused")
+    return data
+
+
+def _check_metaimage(path: Path) -> None:
+    """An ``.mhd``/``.mha`` header whose data file stays beside it and holds exactly the bytes it announces."""
+    fields: dict[str, str] = {}
+    offset = 0
+    with open(path, "rb") as fh:
+        for raw in iter(lambda: fh.readline(4096), b""):
+            offset += len(raw)
+            key, sep, value = raw.decode("latin-1").partition("=")
+            if not sep:
+                continue
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+            if offset > 1 << 16:
+                break  # no header is this long; ITK will say what is wrong
+    name = fields.get("ElementDataFile")
+    try:
+        dims = [int(v) for v in fields.get("DimSize", "").split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+        skip = int(fields.get("HeaderSize", "0"))
+    except ValueError:
+        raise DataError(f"'{path}': DimSize, ElementNumberOfChannels or HeaderSize is not a whole number") from None
+    if name is None or not dims:
+        return  # not a MetaImage header: ITK refuses it
+    if any(d < 1 for d in dims) or channels < 1:
+        raise DataError(f"'{path}': DimSize {dims} x {channels} channel(s); expected positive sizes")
+    item = _MET_SIZES.get(fields.get("ElementType", ""))
+    if item is None:
+        return  # an element type ITK will name in its own error
+    expected = math.prod(dims) * channels * item
+    check_allocation(expected, what=f"'{path}' (DimSize {dims}, {fields['ElementType']})")
+    if name.upper() == "LOCAL":
+        data, have = path, path.stat().st_size - offset
+    else:
+        data = _data_file(path, name, "ElementDataFile")
+        if not data.is_file():
+            raise DataError(f"'{path}': its data file '{name}' does not exist beside it")
+        have = data.stat().st_size
+    if fields.get("CompressedData", "False").lower() == "true":
+        return  # the compressed size says nothing about the pixels; ITK checks the stream
+    have -= max(skip, 0)
+    if have != expected and not (skip == -1 and have > expected):
+        raise DataError(
+            f"'{data}' holds {have} bytes of pixels but the header '{path.name}' announces {expected} "
+            f"(DimSize {' x '.join(map(str, dims))}, {channels} channel(s) of {fields['ElementType']})"
+        )
+
+
+def _check_nrrd(path: Path) -> None:
+    """An NRRD whose detached data file (``data file:``) stays beside the header."""
+    with open(path, "rb") as fh:
+        for raw in iter(lambda: fh.readline(4096), b""):
+            line = raw.decode("latin-1").strip()
+            if not line:
+                return  # end of the header: the data is attached
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in ("data file", "datafile"):
+                _data_file(path, value.strip(), "data file")
+                return
+
+
+def _nifti_needs(header: bytes) -> tuple[int, int] | None:
+    """``(vox_offset, data bytes)`` a NIfTI-1/2 header announces, or ``None`` if it is not one."""
+    for order in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dim = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dim = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    if not 1 <= dim[0] <= 7 or any(d < 1 for d in dim[1 : dim[0] + 1]) or bitpix <= 0:
+        return None  # ITK says what is wrong with such a header
+    return offset, math.prod(dim[1 : dim[0] + 1]) * bitpix // 8
+
+
+def _check_nifti(path: Path) -> None:
+    """A ``.nii``/``.nii.gz`` that holds every voxel its header announces (a truncated file is refused)."""
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            header = fh.read(540)
+            needs = _nifti_needs(header)
+            if needs is None:
+                return
+            offset, size = needs
+            check_allocation(size, what=f"'{path}'")
+            have = len(header)
+            while chunk := fh.read(1 << 20):  # a .nii.gz only tells its length by being read
+                have += len(chunk)
+                if have >= offset + size:
+                    break
+    except (OSError, EOFError, zlib.error) as exc:  # gzip: truncated stream, bad CRC
+        raise DataError(f"cannot read image '{path}': {str(exc).splitlines()[0] or type(exc).__name__}") from None
+    if have < offset + size:
+        raise DataError(
+            f"image '{path}' is truncated: {max(have - offset, 0)} of the {size} bytes of voxels its header announces"
+        )
+
+
+def check_header_data(path: str | Path) -> None:
+    """Check what a medical header announces against its data, before ITK reads it.
+
+    MetaImage: the data file must lie in the header's folder (an absolute or ``../`` path is
+    refused) and hold exactly the announced bytes. NRRD: a detached data file must lie in the
+    header's folder. NIfTI: the file must hold every voxel. MetaImage and NIfTI: the image must
+    fit in the memory still free.
+
+    Raises:
+        DataError: one line naming the file.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    check = {".mhd": _check_metaimage, ".mha": _check_metaimage, ".nrrd": _check_nrrd}.get(suffix)
+    check = _check_nifti if suffix in (".nii", ".nii.gz") else check
+    if check is None:
+        return
+    try:
+        check(path)
+    except DataError:
+        raise
+    # a hostile header can name a path the OS refuses (NUL byte, too long, a link loop) or hold
+    # numbers Python cannot convert (a NaN offset)
+    except (OSError, ValueError, OverflowError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read image '{path}': {reason}") from None
+
+
 def read_itk(path: str | Path):
     """``SimpleITK.ReadImage(path)``; a failure is a one-line :class:`DataError` with ITK's
     reason and what its C++ code printed to stderr (kept out of the user's terminal)."""
     import SimpleITK as sitk  # only needed for medical formats
 
+    if Path(path).is_file():
+        check_header_data(path)
     with _c_stderr_captured() as printed:
         try:
             image = sitk.ReadImage(str(path))

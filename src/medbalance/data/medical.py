@@ -27,10 +27,12 @@ image scaled on its own).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from medbalance.data.io import (
     IMAGE_SUFFIXES,
@@ -43,6 +45,7 @@ from medbalance.data.io import (
     read_raw,
     write_mask,
 )
+from medbalance._paths import resolve_inside
 from medbalance.errors import DataError
 
 __all__ = [
@@ -136,10 +139,28 @@ def _channels(slices: np.ndarray, channels: int, path: Path) -> np.ndarray:
         slices = slices[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         slices = slices[..., None]
     elif channels == 3 and slices.shape[-1] == 1:
-        slices = np.repeat(slices, 3, axis=-1)
+        raise _grey_into_colour(path)
     elif slices.shape[-1] != channels:
         raise DataError(f"image '{path}' has {slices.shape[-1]} channels; the run expects {channels}")
     return np.ascontiguousarray(np.moveaxis(slices, -1, 1))
+
+
+def _grey_into_colour(path: Path) -> DataError:
+    # A colour run fed a grey image would see three equal channels it never saw in training.
+    return DataError(f"image '{path}' is grey (1 channel) but the run was trained on 3-channel (colour) images")
+
+
+def _is_grey(path: Path) -> bool:
+    """Whether a raster or ``.npy`` image has one channel, from its header (nothing decoded)."""
+    try:
+        if image_suffix(path) == ".npy":
+            shape = np.load(path, allow_pickle=False, mmap_mode="r").shape
+            ends = (shape[0], shape[-1]) if len(shape) == 3 else ()
+            return len(shape) == 2 or (1 in ends and 3 not in ends)
+        with Image.open(path) as img:  # a palette image is read as its indices: one channel
+            return img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "F", "P")
+    except Exception:  # unreadable: read_image reports it in one line
+        return False
 
 
 def read_slices(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, ImageInfo]:
@@ -159,6 +180,8 @@ def read_slices(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, Ima
     path = Path(path)
     suffix = image_suffix(path)
     if suffix in PREDICT_SUFFIXES and suffix not in _ITK_SUFFIXES:
+        if channels == 3 and _is_grey(path):
+            raise _grey_into_colour(path)
         image = read_image(path, channels=channels)
         return image[None], ImageInfo(path, suffix, tuple(image.shape[1:]))
     if suffix not in _ITK_SUFFIXES:
@@ -227,11 +250,15 @@ def claim_outputs(out_dir: str | Path, targets: list[Path], source: str | Path) 
     Raises:
         DataError: an output exists already, or two inputs of ``source`` map to one output.
     """
-    clash = next((t for t in targets if t.exists()), None)
+    if Path(out_dir).is_symlink() and not Path(out_dir).exists():
+        raise DataError(f"--out '{out_dir}' is a dangling symbolic link; name a real folder")
+    clash = next((t for t in targets if os.path.lexists(t)), None)  # a dangling link too: it would write elsewhere
     if clash is not None:
         raise DataError(f"'{clash}' already exists; choose an empty --out folder (nothing is overwritten)")
     if len(set(targets)) != len(targets):
         raise DataError(f"two inputs in '{source}' share a file name stem; their masks would overwrite each other")
+    for target in targets:
+        resolve_inside(out_dir, target)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
 
 

@@ -31,11 +31,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from tqdm.auto import tqdm
 
+from medbalance._atomic import remove_stale_temporaries
+from medbalance._paths import check_links_inside
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
-from medbalance.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from medbalance.engine.native import AugmentingCollate, StreamBatches
+from medbalance.engine.checkpoint import (
+    check_resume_state,
+    check_weights,
+    load_checkpoint,
+    nonfinite_tensors,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from medbalance.engine.layout import memory_format
+from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.rundir import HistoryLog
 from medbalance.errors import ConfigError, TrainingError
@@ -130,7 +140,7 @@ def make_fabric(cfg: RunConfig) -> Fabric:
             num_nodes=cfg.num_nodes,
             strategy=cfg.strategy,
         )
-    except (RuntimeError, ValueError) as exc:  # e.g. device: cuda on a machine without a GPU
+    except (RuntimeError, TypeError, ValueError) as exc:  # device: cuda without a GPU; devices: -1 on CPU
         reason = str(exc).splitlines()[0].replace("`", "'")
         raise ConfigError(
             f"cannot run with device={cfg.device}, precision={cfg.precision}, devices={cfg.devices}, "
@@ -413,11 +423,29 @@ class Engine:
         return history.rows
 
     def _restore(self, stages: Sequence[Stage], history: HistoryLog) -> tuple[int, int, int, dict | None, dict | None]:
-        """Load ``last.pt``: weights now, optimiser/scheduler/RNG once its stage is set up."""
+        """Load ``last.pt``: weights now, optimiser/scheduler/RNG once its stage is set up.
+
+        Every field is checked (:func:`check_resume_state`) before the run folder is touched,
+        so a crafted or foreign ``last.pt`` changes nothing; the history then loses only the
+        rows past the checkpoint's epoch.
+        """
         ckpt_dir = self.run_dir / "checkpoints"
-        for stale in ckpt_dir.glob(".*.tmp-*"):  # a write the kill cut short
-            stale.unlink()
-        state = load_checkpoint(ckpt_dir / "last.pt")
+        path = ckpt_dir / "last.pt"
+        state = load_checkpoint(path)
+        check_resume_state(
+            state,
+            path=path,
+            stages=[(s.name, s.epochs) for s in stages],
+            model=self.model.state_dict(),
+            params=lambda si: self._prepare_stage(stages[si]),
+            scheduler=self.cfg.scheduler == "cosine",
+            meta=self.meta,
+        )
+        best_path = ckpt_dir / "best.pt"  # loaded once training ends: refused now, not after the work
+        check_weights(load_checkpoint(best_path), path=best_path, model=self.model.state_dict())
+        check_links_inside(self.run_dir)
+        for folder in (self.run_dir, ckpt_dir):  # writes a kill cut short
+            remove_stale_temporaries(folder)
         self.model.load_state_dict(state["model"])
         stage, epoch, global_epoch, best = state["stage_index"], state["stage_epoch"], state["epoch"], state["best"]
         history.truncate(global_epoch)
@@ -431,7 +459,16 @@ class Engine:
 
         A kill anywhere in between leaves ``last.pt`` at the previous epoch; resuming truncates
         the history to it and replays this epoch, which gives the same row and checkpoints.
+        Non-finite weights or validation loss stop the run before anything of this epoch is
+        written, so ``best.pt`` and ``last.pt`` only ever hold finite weights.
         """
+        where = f"in stage '{ckpt['stage_name']}' epoch {ckpt['stage_epoch']}"
+        bad = nonfinite_tensors(ckpt["model"])
+        if bad:
+            raise TrainingError(f"weights became non-finite ({bad[0]}) {where}; stopped, {_kept(self.run_dir)}")
+        for key in ("train_loss", "val_loss"):
+            if key in row and not math.isfinite(row[key]):
+                raise TrainingError(f"{key} became {row[key]} {where}; stopped, {_kept(self.run_dir)}")
         if self.fabric.is_global_zero:
             history.append(row)
             if self.run_dir is not None:
@@ -555,6 +592,13 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _kept(run_dir: Path | None) -> str:
+    """What a stopped run keeps, for its error line."""
+    if run_dir is None or not (run_dir / "checkpoints" / "last.pt").is_file():
+        return "no checkpoint was written (no epoch ended with finite weights)"
+    return f"the last good checkpoint '{run_dir / 'checkpoints' / 'last.pt'}' is kept"
 
 
 def _scalars(scores: dict) -> dict:

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
+import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from medbalance._atomic import atomic_write_text
+from medbalance._atomic import atomic_write_text, pid_alive
+from medbalance._paths import check_name, resolve_inside
 from medbalance.errors import RunDirError
 
-__all__ = ["RunDirError", "create_run_dir", "HistoryLog"]
+__all__ = ["RunDirError", "create_run_dir", "run_lock", "HistoryLog"]
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".medbalance.lock"
 
 
 def create_run_dir(parent: str | Path, name: str) -> Path:
     """Create ``parent/<name>-<YYYYmmdd-HHMMSS>[-k]`` and its sub-folders; never reuse one."""
     parent = Path(parent)
+    check_name(name, key="name")
     if parent.exists() and not parent.is_dir():
         raise RunDirError(f"output folder '{parent}' is a file; expected a folder (or a path to create)")
     try:
@@ -25,6 +36,7 @@ def create_run_dir(parent: str | Path, name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         run = parent / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
+        resolve_inside(parent, run, what="run folder")  # a dangling link named like the run
         try:
             run.mkdir()
         except FileExistsError:
@@ -37,6 +49,46 @@ def create_run_dir(parent: str | Path, name: str) -> Path:
     raise RunDirError(f"'{parent}' already holds 1000 runs named '{name}-{stamp}'")
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold ``RUN_DIR/.medbalance.lock`` (``pid host``) while a run is resumed; a second holder is refused.
+
+    A lock left by a process of this machine that no longer runs (a kill -9) is stale and taken
+    over; one from another machine is refused, since its process cannot be checked from here.
+
+    Raises:
+        RunDirError: another live process holds the lock.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    mine = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = path.read_text(encoding="utf-8", errors="replace").split()
+            pid = int(owner[0]) if owner and owner[0].isdigit() else -1
+            host = owner[1] if len(owner) > 1 else ""
+            if host != socket.gethostname() or pid_alive(pid):
+                raise RunDirError(
+                    f"'{run_dir}' is in use by process {' on '.join(owner[:2]) or '?'} (lock file '{path}'); "
+                    "wait for it, or delete the lock file if that process is gone"
+                ) from None
+            log.info("removing the stale lock of process %d in %s", pid, run_dir)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mine + "\n")
+        break
+    else:
+        raise RunDirError(f"cannot take the lock file '{path}': another process keeps creating it")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8").split()[:2] == mine.split():
+                path.unlink()
+
+
 class HistoryLog:
     """``history.csv``: one row per epoch, rewritten atomically so a kill never tears it.
 
@@ -47,11 +99,18 @@ class HistoryLog:
         self.path = Path(path) if path is not None else None
         self.rows: list[dict] = []
         if self.path is not None and self.path.exists():
-            with open(self.path, newline="") as fh:
-                self.rows = list(csv.DictReader(fh))
+            try:
+                with open(self.path, newline="") as fh:
+                    self.rows = list(csv.DictReader(fh))
+                epochs = [int(r["epoch"]) for r in self.rows]
+            except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as exc:
+                what = "not a history.csv with an 'epoch' column"
+                raise RunDirError(f"cannot read '{self.path}': {what} ({exc})") from None
+            if epochs != sorted(set(epochs)):
+                raise RunDirError(f"cannot use '{self.path}': its epochs {epochs} are not increasing")
 
     def truncate(self, epochs_done: int) -> None:
-        """Drop rows past the checkpoint a resumed run restarts from."""
+        """Drop rows past the checkpoint a resumed run restarts from; never a row it implies."""
         self.rows = [r for r in self.rows if int(r["epoch"]) <= epochs_done]
         self._write()
 

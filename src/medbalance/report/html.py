@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from medbalance._atomic import atomic_write_text
+from medbalance.errors import DataError
 from medbalance.report import plots
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ReportPage",
     "environment",
     "is_run_dir",
+    "read_json",
     "write_comparison",
     "write_experiment_report",
     "write_report",
@@ -198,8 +200,21 @@ def _read_history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+def read_json(path: Path) -> dict:
+    """A JSON object written by medbalance (``metrics.json``, ...); ``{}`` when the file is absent.
+
+    Raises:
+        DataError: the file is not a JSON object (hand-edited, torn by a foreign writer).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read '{path}': not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"cannot read '{path}': expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def _config_facts(config_text: str) -> dict:
@@ -314,7 +329,7 @@ def write_report(
             else "predicted classes filled in their colour, ground-truth boundaries white"
         )
         page.figure(assets / _EXAMPLES, f"{split} images: {legend}")
-    env = _read_json(run_dir / "environment.json")
+    env = read_json(run_dir / "environment.json")
     page.heading("Environment")
     page.table(["", "value"], list(env.items()) or [["environment", "not recorded (run older than this report)"]])
     page.heading("Resolved config")
@@ -341,7 +356,7 @@ def write_experiment_report(exp_dir: str | Path) -> Path:
     the experiment saved.
     """
     exp_dir = Path(exp_dir)
-    results = _read_json(exp_dir / "results.json")
+    results = read_json(exp_dir / "results.json")
     page = ReportPage(f"medbalance experiment {results.get('experiment', exp_dir.name)}")
     page.items(
         [
@@ -423,7 +438,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = _unique_labels(dirs)
-    metrics = {label: _read_json(d / "metrics.json") for label, d in zip(labels, dirs)}
+    metrics = {label: read_json(d / "metrics.json") for label, d in zip(labels, dirs)}
     configs = {label: (d / "config.yaml").read_text(encoding="utf-8") for label, d in zip(labels, dirs)}
     tasks = {_config_facts(c)["task"] for c in configs.values()}
     if len(tasks) > 1:
