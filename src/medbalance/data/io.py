@@ -429,7 +429,7 @@ def write_mask(path: str | Path, labels: np.ndarray, *, binary: bool) -> None:
     Image.fromarray(out).save(path, format="PNG")  # not from the suffix: a sample may be named ""
 
 
-def channels_first(arr: np.ndarray, spatial_dims: int, channels: int, path: Path) -> np.ndarray:
+def channels_first(arr: np.ndarray, spatial_dims: int, channels: int | None, path: Path) -> np.ndarray:
     """``(*spatial[, C])`` to ``(channels, *spatial)`` in the stored dtype (grey from colour, grey repeated).
 
     Raises:
@@ -442,7 +442,9 @@ def channels_first(arr: np.ndarray, spatial_dims: int, channels: int, path: Path
         arr = arr[..., :3]  # RGBA: the alpha channel is not image content
     if arr.ndim != spatial_dims + 1 or arr.shape[-1] not in (1, 3):
         raise DataError(f"image '{path}' has shape {arr.shape}; expected {spatial_dims}D with 1, 3 or 4 channels")
-    if channels == 1 and arr.shape[-1] == 3:
+    if channels is None:  # as stored
+        pass
+    elif channels == 1 and arr.shape[-1] == 3:
         grey = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         arr = (np.round(grey) if np.issubdtype(arr.dtype, np.integer) else grey).astype(arr.dtype)[..., None]
     elif channels == 3 and arr.shape[-1] == 1:
@@ -452,7 +454,7 @@ def channels_first(arr: np.ndarray, spatial_dims: int, channels: int, path: Path
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
 
 
-def read_raw(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, tuple[float, ...]]:
+def read_raw(path: str | Path, *, channels: int | None = 1) -> tuple[np.ndarray, tuple[float, ...]]:
     """Read an image or volume at its native size, with its stored intensities and spacing.
 
     Unlike :func:`read_image`, nothing is rescaled: 8-bit files stay ``uint8`` and CT stays in
@@ -460,8 +462,9 @@ def read_raw(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, tuple[
     Medical formats (NIfTI, MetaImage, NRRD) may hold 3D volumes.
 
     Returns:
-        ``(channels, *spatial)`` in the file's dtype (``bool`` as ``uint8``), and the spacing in
-        array axis order (``(1.0, 1.0)`` for raster formats).
+        ``(channels, *spatial)`` in the file's dtype (``bool`` as ``uint8``; ``channels=None``:
+        the stored channels, RGBA without alpha), and the spacing in array axis order
+        (``(1.0, 1.0)`` for raster formats).
 
     Raises:
         DataError: unreadable file, an unsupported shape, non-finite values.

@@ -214,7 +214,10 @@ def read_native(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, Ima
     path = Path(path)
     suffix = image_suffix(path)
     if suffix in PREDICT_SUFFIXES and suffix not in _ITK_SUFFIXES:
-        image, _ = read_raw(path, channels=channels)
+        stored, _ = read_raw(path, channels=None)
+        if channels == 3 and stored.shape[0] == 1:
+            raise _grey_into_colour(path)
+        image, _ = read_raw(path, channels=channels) if stored.shape[0] != channels else (stored, None)
         return image, ImageInfo(path, suffix, tuple(image.shape[1:]))
     if suffix not in _ITK_SUFFIXES:
         raise DataError(f"input '{path}' has format '{suffix}'; expected one of {PREDICT_SUFFIXES}")
@@ -226,6 +229,8 @@ def read_native(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, Ima
     array = sitk.GetArrayFromImage(itk)
     geometry = Geometry(tuple(itk.GetSpacing()), tuple(itk.GetOrigin()), tuple(itk.GetDirection()))
     tags = tuple((k, itk.GetMetaData(k)) for k in _DICOM_IDENTITY if itk.HasMetaDataKey(k))
+    if channels == 3 and itk.GetNumberOfComponentsPerPixel() == 1:
+        raise _grey_into_colour(path)
     image = channels_first(array, itk.GetDimension(), channels, path)
     return image, ImageInfo(path, suffix, tuple(image.shape[1:]), geometry, tags if suffix == ".dcm" else ())
 

@@ -64,7 +64,7 @@ def check_resume_state(
     Args:
         state: the loaded checkpoint (:func:`load_checkpoint`).
         path: the checkpoint file, for the messages.
-        stages: ``(name, epochs)`` of the recipe being resumed.
+        stages: ``(name, epochs, select_best)`` of each stage of the recipe being resumed.
         model: the model's own state dict: names, shapes and dtypes the checkpoint must have.
         params: ``params(stage_index)``: the parameters that stage's optimiser holds, in order.
         scheduler: whether the run uses a learning-rate schedule (the checkpoint then holds one).
@@ -84,22 +84,31 @@ def check_resume_state(
     si = state.get("stage_index")
     if not _is_int(si) or not 0 <= si < len(stages):
         raise refuse("stage_index", f"an integer in [0, {len(stages) - 1}] (the recipe has {len(stages)} stage(s))", si)
-    name, epochs = stages[si]
+    name, epochs, _ = stages[si]
     if state.get("stage_name") != name:
         raise refuse("stage_name", f"'{name}' (stage {si} of the recipe)", state.get("stage_name"))
     stage_epoch = state.get("stage_epoch")
     if not _is_int(stage_epoch) or not 1 <= stage_epoch <= epochs:
         raise refuse("stage_epoch", f"an integer in [1, {epochs}] (stage '{name}' has {epochs} epochs)", stage_epoch)
-    epoch = sum(e for _, e in stages[:si]) + stage_epoch
+    starts = [sum(e for _, e, _ in stages[:j]) for j in range(len(stages))]
+    epoch = starts[si] + stage_epoch
     if not _is_int(state.get("epoch")) or state["epoch"] != epoch:
         raise refuse("epoch", f"{epoch} (stage {si}, its epoch {stage_epoch})", state.get("epoch"))
+    # best.pt is the best epoch of the stages so far that select it (Stage.select_best)
+    selecting = [j for j in range(si + 1) if stages[j][2]]
     best = state.get("best")
-    if not isinstance(best, dict) or best.get("stage") != si:
-        raise refuse("best", f"a record of stage {si}'s best epoch", best)
-    if not _is_int(best.get("epoch")) or not epoch - stage_epoch < best["epoch"] <= epoch:
-        raise refuse("best.epoch", f"an epoch of stage {si} up to {epoch}", best.get("epoch"))
-    if not isinstance(best.get("value"), (int, float)) or not math.isfinite(best["value"]):
-        raise refuse("best.value", "a finite score", best.get("value"))
+    if not selecting:
+        if best is not None:
+            raise refuse("best", "None (no stage so far selects the best checkpoint)", best)
+    else:
+        if not isinstance(best, dict) or best.get("stage") not in selecting:
+            raise refuse("best", f"a record of the best epoch of stage(s) {selecting}", best)
+        j = best["stage"]
+        last = epoch if j == si else starts[j] + stages[j][1]
+        if not _is_int(best.get("epoch")) or not starts[j] < best["epoch"] <= last:
+            raise refuse("best.epoch", f"an epoch of stage {j} up to {last}", best.get("epoch"))
+        if not isinstance(best.get("value"), (int, float)) or not math.isfinite(best["value"]):
+            raise refuse("best.value", "a finite score", best.get("value"))
     _check_optimizer(state.get("optimizer"), params(si), refuse)
     sched = state.get("scheduler")
     if scheduler and not (isinstance(sched, dict) and _is_int(sched.get("last_epoch")) and sched["last_epoch"] >= 0):

@@ -435,14 +435,15 @@ class Engine:
         check_resume_state(
             state,
             path=path,
-            stages=[(s.name, s.epochs) for s in stages],
+            stages=[(s.name, s.epochs, s.select_best) for s in stages],
             model=self.model.state_dict(),
             params=lambda si: self._prepare_stage(stages[si]),
             scheduler=self.cfg.scheduler == "cosine",
             meta=self.meta,
         )
         best_path = ckpt_dir / "best.pt"  # loaded once training ends: refused now, not after the work
-        check_weights(load_checkpoint(best_path), path=best_path, model=self.model.state_dict())
+        if state["best"] is not None:  # None: no stage so far selects (dual-path step 1)
+            check_weights(load_checkpoint(best_path), path=best_path, model=self.model.state_dict())
         check_links_inside(self.run_dir)
         for folder in (self.run_dir, ckpt_dir):  # writes a kill cut short
             remove_stale_temporaries(folder)
