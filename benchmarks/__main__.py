@@ -5,8 +5,9 @@ Usage: ``python -m benchmarks [--quick] [--threads N] [--only SUBSTRING] [--devi
 
 ``python -m benchmarks NAME [...]`` runs one benchmark with its own options, NAME one of
 ``nets``, ``losses``, ``compute`` (channels_last / bf16 / no-grad / argmax switches),
-``pipeline`` (data-only vs train-step images/s, dataset cache) and ``scaling`` (time per
-epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``); e.g.
+``pipeline`` (data-only vs train-step images/s, dataset cache), ``scaling`` (time per
+epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png``) and
+``sliding`` (sliding-window inference vs MONAI's, ``bench_sliding_window.py``); e.g.
 ``python -m benchmarks scaling --help``. Figures and their commands: ``benchmarks/RESULTS.md``.
 """
 
@@ -24,13 +25,16 @@ from benchmarks.harness import report, start
 log = logging.getLogger("benchmarks")
 
 #: Benchmarks with options of their own: ``python -m benchmarks NAME [options]``.
-SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling")
+SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling", "sliding")
+
+#: Subcommands whose module is not ``bench_NAME``.
+_MODULES = {"sliding": "sliding_window"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in SUBCOMMANDS:
-        return importlib.import_module(f"benchmarks.bench_{argv[0]}").main(argv[1:])
+        return importlib.import_module(f"benchmarks.bench_{_MODULES.get(argv[0], argv[0])}").main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -381,8 +381,9 @@ def test_argument_errors(kwargs, match):
 
 
 def test_image_and_predictor_errors():
-    with pytest.raises(ValueError, match="image must be a"):
-        sliding_window_inference(torch.rand(10, 10), _identity, patch_size=4)
+    for image in (torch.rand(10, 10), torch.rand(0, 1, 10, 10), np.zeros((1, 1, 10, 10))):
+        with pytest.raises(ValueError, match="image must be a non-empty"):
+            sliding_window_inference(image, _identity, patch_size=4)
     with pytest.raises(ValueError, match="predictor must return"):
         sliding_window_inference(torch.rand(1, 1, 10, 10), lambda x: x[..., :-1], patch_size=4)
     with pytest.raises(ValueError, match="shape must be at least patch_size"):

@@ -232,8 +232,8 @@ def sliding_window_inference(
         >>> out.shape, torch.allclose(out, 2 * image)
         (torch.Size([1, 1, 50, 70]), True)
     """
-    if not isinstance(image, Tensor) or image.ndim not in (4, 5):
-        raise ValueError(f"image must be a (N, C, *spatial) tensor with 2 or 3 spatial axes, got {_shape(image)}")
+    if not isinstance(image, Tensor) or image.ndim not in (4, 5) or image.numel() == 0:
+        raise ValueError(f"image must be a non-empty (N, C, *spatial) tensor, 2 or 3 spatial axes, got {_shape(image)}")
     spatial = tuple(image.shape[2:])
     ndim = len(spatial)
     if isinstance(patch_size, Sequence) and len(patch_size) != ndim:
