@@ -232,14 +232,13 @@ def sliding_window_inference(
         >>> out.shape, torch.allclose(out, 2 * image)
         (torch.Size([1, 1, 50, 70]), True)
     """
-    if not isinstance(image, Tensor) or image.ndim not in (4, 5):
-        raise ValueError(f"image must be a (N, C, *spatial) tensor with 2 or 3 spatial axes, got {_shape(image)}")
+    if not isinstance(image, Tensor) or image.ndim not in (4, 5) or image.numel() == 0:
+        raise ValueError(f"image must be a non-empty (N, C, *spatial) tensor, 2 or 3 spatial axes, got {_shape(image)}")
     spatial = tuple(image.shape[2:])
     ndim = len(spatial)
     if isinstance(patch_size, Sequence) and len(patch_size) != ndim:
         raise ValueError(f"patch_size must have {ndim} values for image shape {tuple(image.shape)}, got {patch_size!r}")
     patch = _patch(patch_size, ndim)
-    _overlap(overlap, ndim)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -253,18 +252,18 @@ def sliding_window_inference(
     layout = torch.channels_last if channels_last and ndim == 2 else torch.contiguous_format
 
     with torch.inference_mode():
-        # F.pad lists its (before, after) pairs from the last axis backwards
-        pads = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(spatial, patch)]
-        if any(sum(pair) for pair in pads):
-            image = F.pad(image, [n for pair in reversed(pads) for n in pair])
+        missing = [max(p - s, 0) for s, p in zip(spatial, patch)]
+        before = [m // 2 for m in missing]
+        if any(missing):  # F.pad takes (before, after) pairs from the last axis backwards
+            image = F.pad(image, [n for b, m in zip(before[::-1], missing[::-1]) for n in (b, m - b)])
         shape = tuple(image.shape[2:])
-        starts = list(itertools.product(*window_starts(shape, patch, overlap)))
+        grid = itertools.product(*window_starts(shape, patch, overlap))
+        regions = [tuple(slice(s, s + p) for s, p in zip(start, patch)) for start in grid]
         if mode == "gaussian":
             weight = gaussian_importance(patch, sigma_scale=sigma_scale, device=output_device)
         else:
             weight = torch.ones(patch, device=output_device)
         weight_sum = torch.zeros(shape, device=output_device)
-        regions = [tuple(slice(s, s + p) for s, p in zip(start, patch)) for start in starts]
         for region in regions:
             weight_sum[region] += weight
 
@@ -290,8 +289,8 @@ def sliding_window_inference(
             for i, (n, region) in enumerate(batch):
                 output[(n, slice(None), *region)].addcmul_(logits[i], weight)
         output.div_(weight_sum)
-        if any(sum(pair) for pair in pads):
-            crop = tuple(slice(before, before + s) for (before, _), s in zip(pads, spatial))
+        if any(missing):
+            crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
             output = output[(slice(None), slice(None), *crop)].contiguous()
     return output
 
