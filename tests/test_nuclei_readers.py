@@ -205,12 +205,13 @@ def test_monusac_image_without_xml_is_named(tmp_path):
         convert_monusac(root)
 
 
-def test_monusac_different_sizes_need_a_size(tmp_path):
+def test_monusac_different_sizes_stay_native_without_a_size(tmp_path):
     root = tmp_path / "monusac"
     _write_monusac(root)
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(root / "patC" / "patC_1.tif")
-    with pytest.raises(DataError, match="set data.size"):
-        read_monusac(root, size=None)
+    data, _ = read_monusac(root, size=None)
+    assert data.ragged and data.images[0].dtype == np.uint8
+    assert all(im.shape[1:] == t.shape for im, t in zip(data.images, data.target))
 
 
 # ----------------------------------------------------------------------------- consep_patches256

@@ -204,13 +204,6 @@ DATA_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
         lambda ws: Image.fromarray(np.zeros((SIZE - 4, SIZE), np.uint8)).save(ws / "data" / "masks" / "case2.png"),
         ("case2.png", "(16, 16)", "(12, 16)"),
     ),
-    "images_of_different_sizes": (
-        lambda ws: [
-            Image.fromarray(np.zeros((SIZE + 2, SIZE), np.uint8)).save(ws / "data" / sub / "case5.png")
-            for sub in ("images", "masks")
-        ],
-        ("case5.png", "data.size"),
-    ),
     "negative_label": (
         lambda ws: _replace_mask(ws, "case0.npy", _npy(-np.ones((SIZE, SIZE), np.int64))),
         ("case0.npy", "-1"),
@@ -241,6 +234,15 @@ def test_bad_data_is_one_line_with_exit_code_2(case, workspace, capsys):
     corrupt(workspace)
     cfg = _write_config(workspace / "tiny.yaml", workspace / "data")
     _assert_user_error(["train", str(cfg), "--out", str(workspace / "runs"), *TRAIN], capsys, fragments, workspace)
+
+
+def test_images_of_different_sizes_without_patches_is_one_line(workspace, capsys):
+    # native sizes train on patches; asked to batch whole images of different sizes, it refuses
+    for sub in ("images", "masks"):
+        Image.fromarray(np.zeros((SIZE + 2, SIZE), np.uint8)).save(workspace / "data" / sub / "case5.png")
+    cfg = _write_config(workspace / "tiny.yaml", workspace / "data", "patch_size: null\n")
+    args = ["train", str(cfg), "--out", str(workspace / "runs"), *TRAIN]
+    _assert_user_error(args, capsys, ("differ in size", "patch_size"), workspace)
 
 
 # ----------------------------------------------------------------------------- config cases

@@ -47,7 +47,7 @@ def organ_lesion_phantoms(
 
     Example:
         >>> ps = organ_lesion_phantoms(3, shape=(16, 32, 32))
-        >>> ps.images[0].dtype, ps.images[0].ndim, ps.target[0].max() <= 2
+        >>> ps.images[0].dtype, ps.images[0].ndim, int(ps.target[0].max()) <= 2
         (dtype('int16'), 4, True)
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
