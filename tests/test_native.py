@@ -221,6 +221,8 @@ def test_mixed_size_folder_through_train_predict_and_evaluate(tmp_path, capsys):
     for i, (h, w) in enumerate(SIZES):
         assert np.asarray(Image.open(out / f"case{i}.png")).shape == (h, w)
     capsys.readouterr()
+    assert main(["inspect", str(data), "--split", "all"]) == 0  # fractions and object sizes of mixed sizes
+    assert f"segmentation, {len(SIZES)} images" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--data", str(data), "-q"]) == 0
     [folder] = list((run / "evaluations").glob("eval-*"))
     rows = (folder / "cases.csv").read_text().splitlines()
