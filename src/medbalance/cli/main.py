@@ -172,6 +172,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if source.suffix in (".yaml", ".yml"):
         splits = build_splits(load_config(source))
         data, split = (splits.test, "test") if splits.test is not None else (splits.val, "val")
+    elif (source / "dataset.json").is_file():  # nnU-Net's raw layout: every labelled case
+        from medbalance.data.readers.nnunet import read_nnunet
+
+        data, split = read_nnunet(source), "nnunet"
     elif source.is_dir():
         size = getattr(run.cfg.data, "size", None)
         ignore = run.meta.get("ignore_index")
@@ -200,7 +204,11 @@ def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str,
     from medbalance.data.folder import read_folder
 
     path = Path(source)
-    if path.is_dir():
+    if (path / "dataset.json").is_file():  # nnU-Net's raw layout, split as `train` splits it by default
+        from medbalance.config import apply_overrides, parse_config
+
+        cfg = parse_config(apply_overrides({"data": {"kind": "nnunet", "path": str(path)}}, overrides), source=source)
+    elif path.is_dir():
         if overrides:
             raise ConfigError(f"--set applies to a config, but '{source}' is a data folder")
         task = "segmentation" if (path / "images").is_dir() or (path / "masks").is_dir() else "classification"
@@ -233,7 +241,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if args.out:
         check_out_folder(args.out)  # before the work: a run's report.html or an earlier report is never replaced
     task, datasets = _inspect_splits(args.path, args.set, args.split)
-    parts = [dataset_stats(ds, ds.num_classes, task) for ds in datasets.values()]
+    parts = [dataset_stats(ds, ds.num_classes, task, ignore_index=ds.ignore_index) for ds in datasets.values()]
     stats = sum(parts[1:], parts[0])
     classification = task == "classification"
     # The _fg schemes treat class 0 as background, which a classification dataset does not have.
