@@ -15,7 +15,8 @@ from PIL import Image
 from medbalance.cli.main import main
 from medbalance.config import parse_config
 from medbalance.data.build import build_splits, case_groups
-from medbalance.data.readers.nnunet import read_dataset_json, read_nnunet, read_nnunet_splits
+from medbalance.data.readers.nnunet import channel_cases, read_dataset_json, read_nnunet, read_nnunet_splits
+from medbalance.engine.run import load_run, predict_image
 from medbalance.errors import ConfigError, DataError
 
 LABELS_2D = {"background": 0, "vessel": 1, "lesion": [2], "ignore": 3}
@@ -197,6 +198,22 @@ def test_2d_round_trip_names_from_dataset_json_and_ignore_label_honoured(tmp_pat
     assert "lesion" in (run / "report.md").read_text()
     assert main(["inspect", str(root), "--split", "all"]) == 0
     assert "vessel" in capsys.readouterr().out
+    # predict stacks each case's channel files; a case whose channel 1 is missing is refused
+    image = written["000_left"][0]
+    inputs = {"100_left": image, "100_right": np.ascontiguousarray(image[::-1])}  # the same case, channels swapped
+    for case, channels in inputs.items():
+        for c in range(2):
+            Image.fromarray(channels[c]).save(root / "imagesTs" / f"{case}_{c:04d}.png")
+    out = tmp_path / "pred"
+    assert main(["predict", str(run), "--input", str(root / "imagesTs"), "--out", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["100_left.png", "100_right.png"]
+    loaded = load_run(run)
+    for case, channels in inputs.items():  # the reference: the stacked array given to the network directly
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{case}.png")), predict_image(loaded, channels)[1])
+    (root / "imagesTs" / "100_right_0001.png").rename(root / "imagesTs" / "100_right_0002.png")
+    assert main(["predict", str(run), "--input", str(root / "imagesTs"), "--out", str(tmp_path / "p2"), "-q"]) == 2
+    assert "case '100_right' has channel files [0, 2]; expected 0..1" in capsys.readouterr().err
+    assert not (tmp_path / "p2").exists()
     # evaluate on the whole dataset folder (every labelled case)
     assert main(["evaluate", str(run), "--data", str(root), "-q"]) == 0
     [folder] = list((run / "evaluations").glob("eval-*"))
@@ -215,8 +232,10 @@ def test_3d_round_trip_predicts_images_ts_with_their_geometry(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["class_names"] == ["background", "organ"]
     out = tmp_path / "pred"
     assert main(["predict", str(run), "--input", str(root / "imagesTs"), "--out", str(out), "-q"]) == 0
-    for source in sorted((root / "imagesTs").iterdir()):
-        mask, image = sitk.ReadImage(str(out / source.name)), sitk.ReadImage(str(source))
+    assert sorted(p.name for p in out.iterdir()) == ["new_005.nii.gz", "new_006.nii.gz"]  # nnU-Net's names
+    for case in ("new_005", "new_006"):
+        mask = sitk.ReadImage(str(out / f"{case}.nii.gz"))
+        image = sitk.ReadImage(str(root / "imagesTs" / f"{case}_0000.nii.gz"))
         assert mask.GetSize() == image.GetSize() and mask.GetSpacing() == pytest.approx(image.GetSpacing())
     assert main(["evaluate", str(run), "--data", str(cfg), "-q"]) == 0
     [folder] = list((run / "evaluations").glob("eval-*"))
@@ -338,3 +357,15 @@ def test_classes_override_a_reader_with_names_and_name_classification_folders(tm
     assert build_splits(parse_config({"data": data})).train.class_names == ("normal", "pneumonia")
     with pytest.raises(ConfigError, match="at least two distinct non-empty class names"):
         parse_config({"data": {**data, "classes": ["normal", "normal"]}})
+
+
+def test_channel_cases_group_files_by_case_in_channel_order(tmp_path):
+    files = [tmp_path / n for n in ("b_0000.nii.gz", "a_0001.nii.gz", "a_0000.nii.gz", "a_b_0000.nii.gz")]
+    cases = channel_cases(files)
+    assert [(c.name, [f.name for f in fs]) for c, fs in cases] == [
+        ("a.nii.gz", ["a_0000.nii.gz", "a_0001.nii.gz"]),
+        ("a_b.nii.gz", ["a_b_0000.nii.gz"]),
+        ("b.nii.gz", ["b_0000.nii.gz"]),
+    ]
+    with pytest.raises(DataError, match=r"'scan.nii.gz' is not named <case>_<XXXX>.nii.gz"):
+        channel_cases([tmp_path / "scan.nii.gz"])

@@ -117,6 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from medbalance.data.io import image_stem
     from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_native, read_slices, write_labels
+    from medbalance.data.readers.nnunet import channel_cases, read_case
     from medbalance.engine.run import is_native, load_run, predict_arrays, predict_image
     from medbalance.report.plots import save_overlay
 
@@ -126,6 +127,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     segmentation = run.meta["task"] == "segmentation"
     names = run.meta["class_names"]
     binary = run.task.out_channels == 1
+    # an nnU-Net run reads <case>_<XXXX> channel files and names each mask <case>, as nnU-Net does
+    nnunet = run.cfg.data.kind == "nnunet"
+    cases = channel_cases(files) if nnunet else [(f, [f]) for f in files]
+    files = [case for case, _ in cases]
     if segmentation:
         # every output is named up front, so a clash stops before any work
         targets = [mask_path(out, f) for f in files]
@@ -134,11 +139,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
         targets = [out / "predictions.csv"]
     claim_outputs(out, targets, args.input)
     rows = ["name,prediction,label," + ",".join(f"p_{c}" for c in names)]
-    bar = tqdm(files, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
-    for path in bar:
+    bar = tqdm(cases, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
+    for path, channel_files in bar:
         bar.set_postfix_str(path.name)
         if is_native(run):  # native size and stored intensities, the run's normalisation
-            image, info = read_native(path, channels=run.meta["in_channels"])
+            channels = run.meta["in_channels"]
+            if nnunet:
+                image, info = read_case(channel_files, channels=channels)
+            else:
+                image, info = read_native(path, channels=channels)
             _, labels = predict_image(run, image)  # segmentation: native runs are
             volume = image.ndim == 4
             labels, slices = (labels, image.swapaxes(0, 1)) if volume else (labels[None], image[None])

@@ -19,6 +19,8 @@ nnU-Net.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +29,10 @@ from medbalance.config import NnunetData
 from medbalance.data.build import split_cases
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset, Splits
-from medbalance.data.io import read_labels, read_raw
+from medbalance.data.io import image_stem, image_suffix, read_labels, read_raw
 from medbalance.errors import DataError
 
-__all__ = ["build_nnunet", "read_nnunet", "read_dataset_json", "read_nnunet_splits"]
+__all__ = ["build_nnunet", "read_nnunet", "read_dataset_json", "read_nnunet_splits", "channel_cases", "read_case"]
 
 
 def _fail(path: Path, message: str) -> DataError:
@@ -210,6 +212,58 @@ def read_nnunet_splits(path: str | Path) -> list[dict]:
         ):
             raise _fail(path, f"fold {k} must be {{\"train\": [cases], \"val\": [cases]}}")
     return folds
+
+
+def channel_cases(files: Sequence[Path]) -> list[tuple[Path, list[Path]]]:
+    """Group input files named ``<case>_<XXXX><ext>`` (as in ``imagesTs/``) by case.
+
+    Returns:
+        ``(case path, channel files in channel order)`` per case, sorted by case; the case path
+        is ``<folder>/<case><ext>``, the name nnU-Net gives the case's prediction.
+
+    Raises:
+        DataError: a file without the 4-digit channel suffix, or a case whose channels are not
+            ``0000, 0001, ...`` without a gap.
+
+    Example:
+        >>> [(c.name, [f.name for f in fs]) for c, fs in channel_cases([Path("a_0001.png"), Path("a_0000.png")])]
+        [('a.png', ['a_0000.png', 'a_0001.png'])]
+    """
+    cases: dict[Path, dict[int, Path]] = {}
+    for path in files:
+        match = re.fullmatch(r"(.+)_(\d{4})", image_stem(path))
+        if match is None:
+            raise DataError(f"'{path.name}' is not named <case>_<XXXX>{image_suffix(path)} (nnU-Net's channel files)")
+        cases.setdefault(path.parent / f"{match.group(1)}{image_suffix(path)}", {})[int(match.group(2))] = path
+    for case, channels in cases.items():
+        if sorted(channels) != list(range(len(channels))):
+            found, last = sorted(channels), len(channels) - 1
+            raise DataError(f"case '{image_stem(case)}' has channel files {found}; expected 0..{last}")
+    return [(case, [cases[case][k] for k in sorted(cases[case])]) for case in sorted(cases)]
+
+
+def read_case(paths: Sequence[Path], *, channels: int):
+    """Read one case's channel files for ``predict`` and stack them (:func:`medbalance.data.medical.read_native`).
+
+    Returns:
+        ``(channels, *spatial)`` stored values and the first file's ``ImageInfo`` (its geometry).
+
+    Raises:
+        DataError: channel files of different sizes, or not ``channels`` channels in all.
+    """
+    from medbalance.data.medical import read_native
+
+    parts = [read_native(path, channels=None) for path in paths]
+    first, info = parts[0]
+    for (image, _), path in zip(parts[1:], paths[1:]):
+        if image.shape[1:] != first.shape[1:]:
+            raise DataError(f"'{path.name}' is {image.shape[1:]} but '{paths[0].name}' is {first.shape[1:]}")
+    image = np.concatenate([image for image, _ in parts])
+    if len(image) != channels:
+        raise DataError(
+            f"'{paths[0].name}' and its channel files hold {len(image)} channels; the run expects {channels}"
+        )
+    return image, info
 
 
 def _fold_indices(root: Path, cases: list[str], fold: int) -> tuple[np.ndarray, np.ndarray]:
