@@ -330,9 +330,12 @@ def test_classes_name_a_folder_run_everywhere_and_a_wrong_count_is_one_line(tmp_
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs"), "-q"]) == 0
     run = _only_run(tmp_path / "runs")
     assert json.loads((run / "metrics.json").read_text())["class_names"] == ["background", "lesion"]
-    assert {r["class"] for r in csv.DictReader(open(run / "evaluations" / "test" / "cases.csv"))} == {"lesion"}
+    assert {r["class"] for r in csv.DictReader((run / "evaluations" / "test" / "cases.csv").read_text().splitlines())} == {"lesion"}
     assert main(["inspect", str(cfg)]) == 0
     assert "lesion" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--data", str(root), "-q"]) == 0  # a plain folder: the run's names
+    [folder] = list((run / "evaluations").glob("eval-*"))
+    assert {r["class"] for r in csv.DictReader((folder / "cases.csv").read_text().splitlines())} == {"lesion"}
     bad = _config(tmp_path, {**data, "classes": ["background", "lesion", "cyst"]})
     assert main(["train", str(bad), "--out", str(tmp_path / "runs2"), "-q"]) == 2
     err = capsys.readouterr().err

@@ -189,6 +189,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         size = getattr(run.cfg.data, "size", None)
         ignore = run.meta.get("ignore_index")
         data = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size, ignore_index=ignore)
+        if data.num_classes == len(run.meta["class_names"]):  # the run's names (data.classes) over class1, class2 ...
+            data.class_names = tuple(run.meta["class_names"])
         split = "folder"
     else:
         raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
