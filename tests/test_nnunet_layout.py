@@ -90,6 +90,10 @@ def _config(tmp_path: Path, data: dict, **extra) -> Path:
     return path
 
 
+def _classes_in(cases_csv: Path) -> set[str]:
+    return {row["class"] for row in csv.DictReader(cases_csv.read_text().splitlines())}
+
+
 def _only_run(out: Path) -> Path:
     [run] = [p for p in out.iterdir() if p.is_dir()]
     return run
@@ -187,9 +191,7 @@ def test_2d_round_trip_names_from_dataset_json_and_ignore_label_honoured(tmp_pat
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["class_names"] == ["background", "vessel", "lesion"]
     assert {"vessel", "lesion"} <= set(metrics["test"]["cases"]["per_class"])
-    with open(run / "evaluations" / "test" / "cases.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert {r["class"] for r in rows} >= {"vessel", "lesion"}
+    assert _classes_in(run / "evaluations" / "test" / "cases.csv") >= {"vessel", "lesion"}
     # ignore label 3 is left out of the scores: the confusion matrix counts exactly the other pixels
     test_cases = json.loads((run / "splits.json").read_text())["test_names"]
     scored = sum(int((written[c][1] != 3).sum()) for c in test_cases)
@@ -330,12 +332,12 @@ def test_classes_name_a_folder_run_everywhere_and_a_wrong_count_is_one_line(tmp_
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs"), "-q"]) == 0
     run = _only_run(tmp_path / "runs")
     assert json.loads((run / "metrics.json").read_text())["class_names"] == ["background", "lesion"]
-    assert {r["class"] for r in csv.DictReader((run / "evaluations" / "test" / "cases.csv").read_text().splitlines())} == {"lesion"}
+    assert _classes_in(run / "evaluations" / "test" / "cases.csv") == {"lesion"}
     assert main(["inspect", str(cfg)]) == 0
     assert "lesion" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--data", str(root), "-q"]) == 0  # a plain folder: the run's names
     [folder] = list((run / "evaluations").glob("eval-*"))
-    assert {r["class"] for r in csv.DictReader((folder / "cases.csv").read_text().splitlines())} == {"lesion"}
+    assert _classes_in(folder / "cases.csv") == {"lesion"}
     bad = _config(tmp_path, {**data, "classes": ["background", "lesion", "cyst"]})
     assert main(["train", str(bad), "--out", str(tmp_path / "runs2"), "-q"]) == 2
     err = capsys.readouterr().err
