@@ -244,7 +244,7 @@ def test_3d_round_trip_predicts_images_ts_with_their_geometry(tmp_path):
     assert json.loads((folder / "cases.json").read_text())["summary"]["num_cases"] == 1
 
 
-def test_fold_k_of_splits_final_json_gives_train_and_val(tmp_path):
+def test_fold_k_of_splits_final_json_gives_train_and_val(tmp_path, capsys):
     root = tmp_path / "Dataset001_Tiny"
     cases = sorted(_write_2d(root, n=6))
     folds = [{"train": cases[2:], "val": cases[:2]}, {"train": cases[:4], "val": cases[4:]}]
@@ -254,6 +254,10 @@ def test_fold_k_of_splits_final_json_gives_train_and_val(tmp_path):
     assert splits.train.names == cases[:4] and splits.val.names == cases[4:] and splits.test is None
     with pytest.raises(DataError, match="data.fold is 2 but .* holds 2 folds"):
         build_splits(parse_config({"data": {"kind": "nnunet", "path": str(root), "fold": 2}}))
+    with pytest.raises(DataError, match="data.fold takes train / val from splits_final.json"):
+        build_splits(parse_config({"data": {"kind": "nnunet", "path": str(root), "fold": 0, "test_fraction": 0.2}}))
+    assert main(["inspect", str(root), "--set", "data.fold=1", "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_images"] == 2
     (root / "splits_final.json").write_text(json.dumps([{"train": ["nobody"], "val": cases[:1]}]))
     with pytest.raises(DataError, match="names case 'nobody', which labelsTr does not hold"):
         build_splits(parse_config({"data": {"kind": "nnunet", "path": str(root), "fold": 0}}))
