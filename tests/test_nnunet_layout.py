@@ -311,9 +311,14 @@ def test_groups_from_a_csv_and_its_errors(tmp_path):
 
 def test_group_pattern_errors_are_one_line(tmp_path, capsys):
     root = _folder(tmp_path / "eyes", ["001_left", "001_right", "left_002", "003_left"])
+    data = {"kind": "folder", "path": str(root), "groups": r"^(\d+)_", "cache": False}
     with pytest.raises(DataError, match=r"pattern '\^\(\\d\+\)_' does not match the file stem 'left_002'"):
-        data = {"kind": "folder", "path": str(root), "groups": r"^(\d+)_", "cache": False}
         build_splits(parse_config({"data": data}))
+    one = _folder(tmp_path / "one", ["001_left", "001_right"])
+    with pytest.raises(DataError, match="puts all 2 cases in one group '001'"):
+        build_splits(parse_config({"data": {**data, "path": str(one)}}))
+    assert main(["inspect", str(_config(tmp_path, data))]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(ConfigError, match="one capture group, found 0"):
         parse_config({"data": {"kind": "folder", "path": str(root), "groups": r"^\d+_"}})
     with pytest.raises(ConfigError, match="unknown key 'group' under 'data'.*did you mean 'groups'"):

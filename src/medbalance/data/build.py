@@ -131,7 +131,12 @@ def split_cases(
     stems: Sequence[str], data, *, root: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train / val / test split of cases by ``data.val_fraction`` / ``test_fraction`` /
-    ``seed``: by subject (:func:`split_groups`) when ``data.groups`` is set, else by case."""
+    ``seed`` of a ``data`` section (folder, nnunet): by subject (:func:`split_groups`) when
+    ``data.groups`` is set, else by case. ``stems`` are the cases' file stems.
+
+    Raises:
+        DataError: see :func:`case_groups`; every case in one group.
+    """
     fractions = (data.val_fraction, data.test_fraction)
     if data.groups is None:
         return split_indices(len(stems), fractions, data.seed)
@@ -144,8 +149,8 @@ def split_cases(
 def _name_classes(data: ArrayDataset, names: Sequence[str]) -> ArrayDataset:
     if len(names) != data.num_classes:
         raise ConfigError(
-            f"data.classes lists {len(names)} names but the data has {data.num_classes} classes "
-            f"(found {list(names)}, expected {data.num_classes} names, background first, for {list(data.class_names)})"
+            f"data.classes lists {len(names)} names but the data has {data.num_classes} classes: "
+            f"found {list(names)}, expected {data.num_classes} names in label order for {list(data.class_names)}"
         )
     return _with(data, class_names=tuple(names))
 
