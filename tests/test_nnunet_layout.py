@@ -168,6 +168,11 @@ def test_layout_errors_name_the_file_through_the_cli(tmp_path, capsys):
     _dataset_json(root, channel_names={"0": "a", "1": "b"}, labels=LABELS_2D, numTraining=5, file_ending=".png")
     assert main(["inspect", str(root)]) == 2
     assert "numTraining 5 but" in capsys.readouterr().err
+    nowhere = tmp_path / "Dataset009_Nowhere"
+    cfg = _config(tmp_path, {"kind": "nnunet", "path": str(nowhere)})
+    assert main(["train", str(cfg), "--out", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err == f"error: '{nowhere}' has no dataset.json (expected nnU-Net's raw layout)\n"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_label_value_dataset_json_does_not_name_is_refused(tmp_path):

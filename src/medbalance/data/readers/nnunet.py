@@ -295,6 +295,7 @@ def build_nnunet(data: NnunetData) -> Splits:
             naming an unknown case; ``fold`` with ``test_fraction`` or ``groups``.
     """
     root = Path(data.path)
+    read_dataset_json(root / "dataset.json")  # a missing folder or bad dataset.json, named before the cache looks
     full = cached_dataset(root, {"reader": "nnunet"}, lambda: read_nnunet(root), enabled=data.cache)
     cases = list(full.names)
     if data.fold is not None:
