@@ -19,6 +19,7 @@ from medbalance.report.overlays import (
     overlay_contours,
     palette,
     save_png,
+    to_rgb,
 )
 
 
@@ -127,3 +128,9 @@ def test_save_png_round_trips(tmp_path):
 def test_save_png_rejects_non_uint8(tmp_path):
     with pytest.raises(TypeError, match="array must be uint8"):
         save_png(tmp_path / "a.png", np.zeros((2, 2), np.float32))
+
+
+def test_to_rgb_shows_the_first_channel_of_a_multichannel_image():
+    image = np.stack([np.full((4, 5), 10, np.uint8), np.full((4, 5), 200, np.uint8)])  # e.g. two MR sequences
+    assert to_rgb(image, (4, 5)).tolist() == np.full((4, 5, 3), 10, np.uint8).tolist()
+    assert to_rgb(np.zeros((4, 4, 5), np.uint8), (4, 5)).shape == (4, 5, 3)  # four channels: the first one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -44,6 +45,33 @@ class _Segmentation(_Strict):
     # intensity normalisation of native-size images, fitted on the train split (medbalance.data.normalization)
     normalization: Literal["auto", "none", "uint8", "ct", "zscore"] = "auto"
     ignore_index: int | None = Field(None, ge=0, le=255)  # a mask label that is neither trained on nor scored
+    # one name per class, background first; replaces the reader's names (checked against the data's classes)
+    classes: list[str] | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(value) < 2 or len(set(value)) != len(value) or not all(v.strip() for v in value)):
+            raise ValueError(f"expected at least two distinct non-empty class names, found {value}")
+        return value
+
+
+class _Grouping(_Strict):
+    # subjects kept in one split: a regex with one capture group on each case's file stem, or a CSV `case,group`
+    groups: str | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None or value.lower().endswith(".csv"):
+            return value
+        try:
+            groups = re.compile(value).groups
+        except re.error as exc:
+            raise ValueError(f"expected a regular expression or a .csv path, found {value!r} ({exc})") from None
+        if groups != 1:
+            raise ValueError(f"expected a regular expression with one capture group, found {groups} in {value!r}")
+        return value
 
 
 class _Split(_Strict):
@@ -96,11 +124,12 @@ class LongtailPhantomData(_Strict):
     seed: int = 0
 
 
-class FolderData(_Segmentation):
+class FolderData(_Segmentation, _Grouping):
     """A folder in the generic layout of SPEC section 8.
 
     Segmentation: ``images/`` and ``masks/`` matched by file stem. Classification: one
-    sub-folder per class. ``val_fraction`` / ``test_fraction`` split it with ``seed``.
+    sub-folder per class. ``val_fraction`` / ``test_fraction`` split it with ``seed`` (by
+    subject when ``groups`` is set).
     """
 
     kind: Literal["folder"] = "folder"
@@ -146,6 +175,22 @@ class MonusacData(_Segmentation, _Split):
     size: int | None = Field(None, ge=8)  # None: native size (the seed resized to 512)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class NnunetData(_Segmentation, _Grouping):
+    """nnU-Net v2's raw layout: ``imagesTr/<case>_<XXXX>``, ``labelsTr/<case>``, ``dataset.json``.
+
+    Split seeded by ``val_fraction`` / ``test_fraction`` (by subject with ``groups``), or fold
+    ``fold`` of the dataset folder's ``splits_final.json`` (its train / val; no test split).
+    """
+
+    kind: Literal["nnunet"] = "nnunet"
+    path: str
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    fold: int | None = Field(None, ge=0)
+    cache: bool = True  # decoded arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
 
 
 class _LongtailOption(_Strict):
@@ -197,6 +242,7 @@ DataConfig = Union[
     Phantom3DData,
     LongtailPhantomData,
     FolderData,
+    NnunetData,
     CamusData,
     ConicData,
     MonusacData,
@@ -211,6 +257,7 @@ _DATA_KINDS: dict[str, type[BaseModel]] = {
     "phantom3d": Phantom3DData,
     "longtail_phantom": LongtailPhantomData,
     "folder": FolderData,
+    "nnunet": NnunetData,
     "camus": CamusData,
     "conic": ConicData,
     "monusac": MonusacData,

@@ -117,6 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from medbalance.data.io import image_stem
     from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_native, read_slices, write_labels
+    from medbalance.data.readers.nnunet import channel_cases, read_case
     from medbalance.engine.run import is_native, load_run, predict_arrays, predict_image
     from medbalance.report.plots import save_overlay
 
@@ -126,6 +127,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     segmentation = run.meta["task"] == "segmentation"
     names = run.meta["class_names"]
     binary = run.task.out_channels == 1
+    # an nnU-Net run reads <case>_<XXXX> channel files and names each mask <case>, as nnU-Net does
+    nnunet = run.cfg.data.kind == "nnunet"
+    cases = channel_cases(files) if nnunet else [(f, [f]) for f in files]
+    files = [case for case, _ in cases]
     if segmentation:
         # every output is named up front, so a clash stops before any work
         targets = [mask_path(out, f) for f in files]
@@ -134,11 +139,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
         targets = [out / "predictions.csv"]
     claim_outputs(out, targets, args.input)
     rows = ["name,prediction,label," + ",".join(f"p_{c}" for c in names)]
-    bar = tqdm(files, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
-    for path in bar:
+    bar = tqdm(cases, desc="predict", unit="image", disable=True if args.quiet else None, dynamic_ncols=True)
+    for path, channel_files in bar:
         bar.set_postfix_str(path.name)
         if is_native(run):  # native size and stored intensities, the run's normalisation
-            image, info = read_native(path, channels=run.meta["in_channels"])
+            channels = run.meta["in_channels"]
+            if nnunet:
+                image, info = read_case(channel_files, channels=channels)
+            else:
+                image, info = read_native(path, channels=channels)
             _, labels = predict_image(run, image)  # segmentation: native runs are
             volume = image.ndim == 4
             labels, slices = (labels, image.swapaxes(0, 1)) if volume else (labels[None], image[None])
@@ -172,10 +181,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if source.suffix in (".yaml", ".yml"):
         splits = build_splits(load_config(source))
         data, split = (splits.test, "test") if splits.test is not None else (splits.val, "val")
+    elif (source / "dataset.json").is_file():  # nnU-Net's raw layout: every labelled case
+        from medbalance.data.readers.nnunet import read_nnunet
+
+        data, split = read_nnunet(source), "nnunet"
     elif source.is_dir():
         size = getattr(run.cfg.data, "size", None)
         ignore = run.meta.get("ignore_index")
         data = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size, ignore_index=ignore)
+        if data.num_classes == len(run.meta["class_names"]):  # the run's names (data.classes) over class1, class2 ...
+            data.class_names = tuple(run.meta["class_names"])
         split = "folder"
     else:
         raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
@@ -200,7 +215,11 @@ def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str,
     from medbalance.data.folder import read_folder
 
     path = Path(source)
-    if path.is_dir():
+    if (path / "dataset.json").is_file():  # nnU-Net's raw layout, split as `train` splits it by default
+        from medbalance.config import apply_overrides, parse_config
+
+        cfg = parse_config(apply_overrides({"data": {"kind": "nnunet", "path": str(path)}}, overrides), source=source)
+    elif path.is_dir():
         if overrides:
             raise ConfigError(f"--set applies to a config, but '{source}' is a data folder")
         task = "segmentation" if (path / "images").is_dir() or (path / "masks").is_dir() else "classification"
@@ -233,7 +252,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     if args.out:
         check_out_folder(args.out)  # before the work: a run's report.html or an earlier report is never replaced
     task, datasets = _inspect_splits(args.path, args.set, args.split)
-    parts = [dataset_stats(ds, ds.num_classes, task) for ds in datasets.values()]
+    parts = [dataset_stats(ds, ds.num_classes, task, ignore_index=ds.ignore_index) for ds in datasets.values()]
     stats = sum(parts[1:], parts[0])
     classification = task == "classification"
     # The _fg schemes treat class 0 as background, which a classification dataset does not have.

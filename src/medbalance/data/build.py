@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +25,17 @@ from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import read_folder
 from medbalance.data.normalization import fit_normalization
 from medbalance.data.phantom3d import PHANTOM3D_CLASSES, organ_lesion_phantoms
+from medbalance.errors import ConfigError, DataError
 
-__all__ = ["build_splits", "native_geometry", "split_indices", "split_groups", "collapse_foreground"]
+__all__ = [
+    "build_splits",
+    "native_geometry",
+    "split_indices",
+    "split_groups",
+    "case_groups",
+    "split_cases",
+    "collapse_foreground",
+]
 
 # data.kind -> "module:function" building its Splits; imported only when used.
 READERS = {
@@ -34,6 +46,7 @@ READERS = {
     "chestxray": "medbalance.data.readers.classification:build_chestxray",
     "medmnist": "medbalance.data.readers.classification:build_medmnist",
     "shared": "medbalance.data.catalog:build_shared",
+    "nnunet": "medbalance.data.readers.nnunet:build_nnunet",
 }
 
 # Phantom splits use disjoint seed streams so that validation/test never share an image with train.
@@ -71,6 +84,75 @@ def split_groups(
     names, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     parts = split_indices(len(names), fractions, seed)
     return tuple(np.flatnonzero(np.isin(inverse, part)) for part in parts)  # type: ignore[return-value]
+
+
+def case_groups(stems: Sequence[str], groups: str, *, root: str | Path | None = None) -> list[str]:
+    r"""The subject (group) of each case: ``groups`` is a regular expression whose one capture
+    group, searched in each file stem, names the subject, or a ``.csv`` file with ``case,group``
+    columns (``case`` = the file stem; a relative path is looked up in the working folder, then
+    in ``root``).
+
+    Raises:
+        DataError: a stem the pattern does not match, a CSV that is missing, lacks the columns,
+            or has no row for a case (each naming the stem or file).
+
+    Example:
+        >>> case_groups(["021_left", "021_right", "022_left"], r"^(\d+)_")
+        ['021', '021', '022']
+    """
+    if not groups.lower().endswith(".csv"):
+        pattern, out = re.compile(groups), []
+        for stem in stems:
+            match = pattern.search(stem)
+            if match is None or match.group(1) is None:
+                raise DataError(f"data.groups pattern '{groups}' does not match the file stem '{stem}'")
+            out.append(match.group(1))
+        return out
+    path = Path(groups)
+    if not path.is_file() and root is not None and (Path(root) / path).is_file():
+        path = Path(root) / path
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(f"data.groups file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read data.groups file '{path}': {exc}") from None
+    if not rows or not {"case", "group"} <= set(rows[0]):
+        raise DataError(f"data.groups file '{path}' needs a header with 'case' and 'group' columns")
+    table = {row["case"].strip(): (row["group"] or "").strip() for row in rows}
+    missing = [stem for stem in stems if not table.get(stem)]
+    if missing:
+        raise DataError(f"data.groups file '{path}' has no group for case '{missing[0]}' ({len(missing)} missing)")
+    return [table[stem] for stem in stems]
+
+
+def split_cases(
+    stems: Sequence[str], data, *, root: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train / val / test split of cases by ``data.val_fraction`` / ``test_fraction`` /
+    ``seed`` of a ``data`` section (folder, nnunet): by subject (:func:`split_groups`) when
+    ``data.groups`` is set, else by case. ``stems`` are the cases' file stems.
+
+    Raises:
+        DataError: see :func:`case_groups`; every case in one group.
+    """
+    fractions = (data.val_fraction, data.test_fraction)
+    if data.groups is None:
+        return split_indices(len(stems), fractions, data.seed)
+    groups = case_groups(stems, data.groups, root=root)
+    if len(set(groups)) < 2:
+        raise DataError(f"data.groups puts all {len(stems)} cases in one group '{groups[0]}'; nothing to split")
+    return split_groups(groups, fractions, data.seed)
+
+
+def _name_classes(data: ArrayDataset, names: Sequence[str]) -> ArrayDataset:
+    if len(names) != data.num_classes:
+        raise ConfigError(
+            f"data.classes lists {len(names)} names but the data has {data.num_classes} classes: "
+            f"found {list(names)}, expected {data.num_classes} names in label order for {list(data.class_names)}"
+        )
+    return _with(data, class_names=tuple(names))
 
 
 def collapse_foreground(data: ArrayDataset) -> ArrayDataset:
@@ -125,7 +207,10 @@ def build_splits(cfg: RunConfig) -> Splits:
 
     Native-size segmentation data (no ``data.size``) gets the intensity normalisation of
     ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
-    three splits.
+    three splits. ``data.classes`` renames the classes (after ``binary``).
+
+    Raises:
+        ConfigError: ``data.classes`` does not list one name per class.
     """
     check_data_memory(cfg.data)
     splits = _build(cfg)
@@ -134,6 +219,9 @@ def build_splits(cfg: RunConfig) -> Splits:
         splits = _each(splits, lambda d: _with(d, ignore_index=ignore))
     if getattr(cfg.data, "binary", False) and cfg.task == "segmentation":
         splits = _each(splits, collapse_foreground, binary=True)
+    names = getattr(cfg.data, "classes", None)
+    if names is not None:  # after `binary`, so the names are those of the classes trained on
+        splits = _each(splits, lambda d: _name_classes(d, names))
     if native_geometry(cfg):
         train = splits.train
         norm = fit_normalization(
@@ -211,7 +299,9 @@ def _build(cfg: RunConfig) -> Splits:
         ),
         enabled=data.cache,
     )
-    train_idx, val_idx, test_idx = split_indices(len(full), (data.val_fraction, data.test_fraction), data.seed)
+    # a classification sample is named `<class>/<stem>`; groups work on the file stem
+    stems = [name.rpartition("/")[2] for name in full.names]
+    train_idx, val_idx, test_idx = split_cases(stems, data, root=data.path)
     return Splits(
         full.subset(train_idx),
         full.subset(val_idx),

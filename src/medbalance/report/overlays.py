@@ -84,13 +84,14 @@ def to_rgb(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Turn an image into uint8 ``(H, W, 3)``.
 
     Args:
-        image: ``(H, W)``, ``(H, W, 1|3)`` or channel-first ``(1|3, H, W)``; uint8, or float
-            in ``[0, 1]`` (clipped), as the datasets hold them.
+        image: ``(H, W)``, ``(H, W, 1|3)`` or channel-first ``(C, H, W)``; uint8, or float
+            in ``[0, 1]`` (clipped), as the datasets hold them. Channel-first images with
+            neither 1 nor 3 channels (multi-modal MR, say) show their first channel.
         hw: the expected ``(H, W)``; it tells channel-first from channel-last.
     """
     img = np.asarray(image)
-    if img.ndim == 3 and img.shape[1:] == tuple(hw) and img.shape[0] in (1, 3):
-        img = np.moveaxis(img, 0, -1)
+    if img.ndim == 3 and img.shape[1:] == tuple(hw):
+        img = np.moveaxis(img if img.shape[0] in (1, 3) else img[:1], 0, -1)
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[:2] != tuple(hw) or img.shape[2] not in (1, 3):
