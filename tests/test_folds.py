@@ -264,3 +264,47 @@ def test_resume_of_a_cv_folder_trains_the_missing_fold_and_scores_again(cv_dir, 
     # fold 0 was kept as it was; the retrained fold 1 repeats the original (seeded, deterministic)
     assert (copy / "fold_0" / "metrics.json").read_text() == (cv_dir / "fold_0" / "metrics.json").read_text()
     assert (copy / "cv_results" / "cases.csv").read_text() == (cv_dir / "cv_results" / "cases.csv").read_text()
+
+
+def test_evaluate_without_data_scores_a_cv_folder_out_of_fold_and_a_run_folder_is_refused(cv_dir, capsys):
+    before = set((cv_dir / "evaluations").glob("*")) if (cv_dir / "evaluations").exists() else set()
+    assert main(["evaluate", str(cv_dir), "-q"]) == 0
+    (folder,) = set((cv_dir / "evaluations").glob("*")) - before
+    assert (folder / "cases.csv").read_text() == (cv_dir / "cv_results" / "cases.csv").read_text()
+    assert json.loads((folder / "summary.json").read_text()) == json.loads(
+        (cv_dir / "cv_results" / "summary.json").read_text()
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(cv_dir / "fold_0")]) == 2
+    assert "--data is needed for a run folder" in _error(capsys)
+
+
+def test_classification_folds_out_of_fold_csv_and_ensemble_of_resized_runs(tmp_path):
+    from medbalance.engine.folds import ensemble_arrays, evaluate_ensemble, train_cv
+    from medbalance.engine.run import predict_arrays
+
+    cfg = parse_config({
+        "name": "lt", "epochs": 1, "batch_size": 8, "device": "cpu", "progress": False,
+        "data": {"kind": "longtail_phantom", "size": 16, "num_classes": 3, "n_max": 9, "imbalance_ratio": 3,
+                 "n_val_per_class": 2, "n_test_per_class": 2},
+        "model": {"name": "resnet32", "widths": [4, 8, 8], "blocks_per_stage": 1}, "cv": {"folds": 2, "seed": 5},
+    })
+    result = train_cv(cfg, out=tmp_path)
+    folds = read_splits(result.cv_dir / "splits_final.json")
+    with open(result.cv_dir / "cv_results" / "predictions" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["name"] for r in rows) == sorted(n for f in folds for n in f["val"])  # train-/val- ids
+    assert all(n.startswith(("train-", "val-")) for f in folds for n in f["val"])
+    # the out-of-fold accuracy, recomputed from the rows
+    accuracy = np.mean([r["target"] == r["prediction"] for r in rows])
+    assert result.summary["out_of_fold"]["accuracy"] == pytest.approx(accuracy)
+
+    runs = load_folds(result.cv_dir)
+    test = build_splits(cfg.model_copy(update={"cv": None})).test
+    x = np.stack([test.image(i) for i in range(len(test))])
+    mean = np.mean([predict_arrays(run, x)[0] for run in runs], axis=0)
+    probs, labels = ensemble_arrays(runs, x)
+    np.testing.assert_allclose(probs, mean, atol=1e-6)
+    np.testing.assert_array_equal(labels, mean.argmax(axis=1))
+    scores = evaluate_ensemble(runs, test)
+    assert scores["accuracy"] == pytest.approx(np.mean(labels == np.asarray(test.target)))

@@ -117,16 +117,21 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _print_cv_summary(result) -> None:
-    summary = result.summary
-    print(f"cross-validation folder: {result.cv_dir} ({summary['folds']} folds: fold_0 ... fold_{summary['folds'] - 1})")
+    folds = result.summary["folds"]
+    print(f"cross-validation folder: {result.cv_dir} ({folds} folds: fold_0 ... fold_{folds - 1})")
+    _print_out_of_fold(result.summary, result.cv_dir / "cv_results")
+
+
+def _print_out_of_fold(summary: dict, folder: Path) -> None:
     oof = summary["out_of_fold"]
     if "mean" in oof:  # segmentation: the per-case table's summary
         scores = {f"mean {k}": v for k, v in oof["mean"].items() if k in ("dice", "iou")}
         scores.update({f"pooled {k}": v for k, v in oof["pooled_mean"].items() if k == "dice"})
-        print(f"out-of-fold cases: {oof['num_cases']} (table: {result.cv_dir / 'cv_results' / 'cases.csv'})")
+        print(f"out-of-fold cases: {oof['num_cases']} (table: {folder / 'cases.csv'})")
     else:
         scores = {k: v for k, v in oof.items() if k in ("accuracy", "macro_precision", "macro_recall")}
     print("out-of-fold scores: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    print(f"scores written to {folder / 'summary.json'}")
 
 
 def _fold_arg(text: str) -> int | str:
@@ -206,11 +211,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from medbalance.data.build import build_splits
     from medbalance.data.folder import read_folder
     from medbalance.data.folds import is_cv_dir
-    from medbalance.engine.folds import evaluate_ensemble, load_folds
+    from medbalance.engine.folds import evaluate_ensemble, load_folds, write_out_of_fold
     from medbalance.engine.run import evaluate_run, load_run
 
     folds = load_folds(args.run_dir) if is_cv_dir(args.run_dir) else None  # an ensemble: mean probabilities
     run = folds[0] if folds else load_run(args.run_dir)
+    folder = Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+    if args.data is None:
+        if not folds:
+            raise DataError("--data is needed for a run folder (only a cross-validation folder is scored without it)")
+        _print_out_of_fold(write_out_of_fold(args.run_dir, folder), folder)
+        return
     source = Path(args.data)
     if source.suffix in (".yaml", ".yml"):
         splits = build_splits(load_config(source))
@@ -222,7 +233,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         split = "folder"
     else:
         raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
-    folder = Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
     scores = evaluate_ensemble(folds, data, cases=folder) if folds else evaluate_run(run, data, cases=folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "scores.json"
@@ -509,9 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a cross-validation folder (fold ensemble)")
     p.add_argument(
         "--data",
-        required=True,
         metavar="PATH_OR_CONFIG",
-        help="folder in the generic layout, or a YAML config (its test split, else val)",
+        help="folder in the generic layout, or a YAML config (its test split, else val); required for a run "
+        "folder; without it a cross-validation folder is scored on its out-of-fold predictions",
     )
     p.set_defaults(func=cmd_evaluate)
 
