@@ -128,6 +128,31 @@ def test_pool_renames_repeated_phantom_names_and_uses_recorded_groups():
     assert pool.names == ["a_L", "a_R", "b_L"] and groups == ["a", "a", "b_L"]
 
 
+def _patients_apart(splits, patient) -> None:
+    train, val = ({patient(n) for n in d.names} for d in (splits.train, splits.val))
+    assert train and val and not train & val
+
+
+def test_camus_folds_keep_a_patient_together(tmp_path):
+    from tests.test_camus import make_camus
+
+    make_camus(tmp_path / "training", range(1, 11))
+    for fold in range(3):
+        cfg = parse_config({"data": {"kind": "camus", "path": str(tmp_path), "test_fraction": 0.2},
+                            "cv": {"folds": 3, "fold": fold}})
+        splits = build_splits(cfg)
+        assert len(splits.train) + len(splits.val) == 32  # 8 of the 10 patients, 4 frames each
+        _patients_apart(splits, lambda n: n.split("_")[0])
+        assert len(splits.val) % 4 == 0
+
+
+def test_hc18_folds_keep_a_subject_together(shared_data, monkeypatch):
+    monkeypatch.setenv("MEDBALANCE_DATA", str(shared_data))
+    cfg = parse_config({"data": {"kind": "shared", "name": "hc18_subset", "size": 32}, "cv": {"folds": 5, "fold": 2}})
+    splits = build_splits(cfg)
+    _patients_apart(splits, lambda n: n.split("_")[0])  # 010_HC and 010_2HC: one subject
+
+
 def test_cv_config_keys_are_validated_with_suggestions():
     with pytest.raises(ConfigError, match="unknown key 'fodls' under 'cv'.*did you mean 'folds'"):
         parse_config({"cv": {"fodls": 3}})

@@ -185,9 +185,14 @@ def fold_splits(splits: Splits, cv: CrossValidation) -> Splits:
 
 
 def is_cv_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a cross-validation folder (``config.yaml``, ``splits_final.json``, ``fold_0/``)."""
+    """Whether ``path`` is a cross-validation folder: ``config.yaml`` and ``splits_final.json`` but,
+    unlike a run of one fold, no ``checkpoints/``."""
     path = Path(path)
-    return (path / "splits_final.json").is_file() and (path / "config.yaml").is_file() and (path / "fold_0").is_dir()
+    return (
+        (path / "splits_final.json").is_file()
+        and (path / "config.yaml").is_file()
+        and not (path / "checkpoints").exists()
+    )
 
 
 def with_fold(cfg: RunConfig, fold: int | str) -> RunConfig:
