@@ -281,12 +281,14 @@ def test_resume_of_a_cv_folder_trains_the_missing_fold_and_scores_again(cv_dir, 
 
     copy = tmp_path / cv_dir.name
     shutil.copytree(cv_dir, copy, ignore=shutil.ignore_patterns("evaluations"))
-    for name in ("fold_1", "cv_results"):
+    for name in ("fold_0", "cv_results"):
         shutil.rmtree(copy / name)
-    (copy / "fold_1").mkdir()  # made, killed before its first checkpoint
+    (copy / "fold_0").mkdir()  # made, killed before its first checkpoint
+    kept = (copy / "fold_1" / "checkpoints" / "best.pt").stat().st_mtime_ns
     assert main(["train", "--resume", str(copy), "-q"]) == 0
-    assert (copy / "fold_1" / "metrics.json").is_file() and (copy / "cv_results" / "cases.csv").is_file()
-    # fold 0 was kept as it was; the retrained fold 1 repeats the original (seeded, deterministic)
+    assert (copy / "fold_0" / "metrics.json").is_file() and (copy / "cv_results" / "cases.csv").is_file()
+    # fold 1 was kept as it was; the retrained fold 0 repeats the original (seeded, deterministic)
+    assert (copy / "fold_1" / "checkpoints" / "best.pt").stat().st_mtime_ns == kept
     assert (copy / "fold_0" / "metrics.json").read_text() == (cv_dir / "fold_0" / "metrics.json").read_text()
     assert (copy / "cv_results" / "cases.csv").read_text() == (cv_dir / "cv_results" / "cases.csv").read_text()
 
