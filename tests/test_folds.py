@@ -213,6 +213,9 @@ def test_fold_1_trains_on_the_cases_of_a_hand_written_splits_file(tmp_path, caps
     (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["case0"], "val": ["nope"]}]))
     assert main(["train", str(config), "--fold", "0", "--out", str(tmp_path / "runs")]) == 2
     assert "case 'nope' in 'val' of fold 0" in _error(capsys)
+    # every fold in one process: one device
+    assert main(["train", str(config), "--fold", "all", "--set", "devices=2", "--out", str(tmp_path / "runs")]) == 2
+    assert "on one device" in _error(capsys)
     assert len(list((tmp_path / "runs").iterdir())) == 1
 
 

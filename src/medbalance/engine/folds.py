@@ -43,7 +43,7 @@ from medbalance.engine.run import (
     predict_image,
     train,
 )
-from medbalance.errors import CheckpointError, DataError
+from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.metrics import classification_scores
 
 __all__ = [
@@ -84,6 +84,8 @@ def train_cv(cfg: RunConfig, *, out: str | Path = "runs", progress: bool | None 
 
     The folds are drawn (or read from ``cv.splits``) and checked before any folder is made.
     """
+    if str(cfg.devices) != "1":
+        raise ConfigError(f"cross-validation trains its folds on one device; got devices: {cfg.devices} (use --fold K)")
     cv = (cfg.cv or CrossValidation()).model_copy(update={"fold": None})
     cfg = cfg.model_copy(update={"cv": cv})
     pool, groups = cv_pool(build_splits(cfg))
