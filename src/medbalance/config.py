@@ -258,9 +258,9 @@ class CrossValidation(_Strict):
 
     @model_validator(mode="after")
     def _fold_exists(self) -> "CrossValidation":
-        if self.fold is not None and self.splits is None and self.fold >= (self.folds or DEFAULT_FOLDS):
-            raise ValueError(f"fold {self.fold} does not exist: {self.folds or DEFAULT_FOLDS} folds are 0 to "
-                             f"{(self.folds or DEFAULT_FOLDS) - 1}")
+        folds = self.folds or DEFAULT_FOLDS
+        if self.fold is not None and self.splits is None and self.fold >= folds:  # a file's count is known later
+            raise ValueError(f"fold {self.fold} does not exist: {folds} folds are 0 to {folds - 1}")
         return self
 
 

@@ -107,7 +107,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         from medbalance.engine.folds import resume_cv, train_cv
 
         with _resume_lock(args.resume):
-            result = resume_cv(args.resume, progress=progress) if args.resume else train_cv(cfg, out=args.out, progress=progress)
+            if args.resume:
+                result = resume_cv(args.resume, progress=progress)
+            else:
+                result = train_cv(cfg, out=args.out, progress=progress)
         _print_cv_summary(result)
         return
     from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good

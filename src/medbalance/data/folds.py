@@ -21,7 +21,16 @@ from medbalance.config import DEFAULT_FOLDS, CrossValidation, RunConfig
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.errors import ConfigError, DataError
 
-__all__ = ["make_folds", "read_splits", "write_splits", "cv_pool", "pool_folds", "fold_splits", "is_cv_dir", "with_fold"]
+__all__ = [
+    "make_folds",
+    "read_splits",
+    "write_splits",
+    "cv_pool",
+    "pool_folds",
+    "fold_splits",
+    "is_cv_dir",
+    "with_fold",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,10 @@ def make_folds(
     out = []
     for part in parts:
         val = np.isin(inverse, part)
-        out.append({"train": sorted(n for n, v in zip(names, val) if not v), "val": sorted(n for n, v in zip(names, val) if v)})
+        out.append({
+            "train": sorted(n for n, v in zip(names, val) if not v),
+            "val": sorted(n for n, v in zip(names, val) if v),
+        })
     return out
 
 
@@ -205,5 +217,6 @@ def with_fold(cfg: RunConfig, fold: int | str) -> RunConfig:
     try:
         new = CrossValidation.model_validate({**cv, "fold": None if fold == "all" else fold})
     except ValidationError as err:
-        raise ConfigError(f"invalid value for '--fold': {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid value for '--fold': {reason}") from None
     return cfg.model_copy(update={"cv": new})

@@ -143,9 +143,10 @@ def write_out_of_fold(cv_dir: str | Path, results: str | Path) -> dict:
             table = case_table(run, data).table if run.task.name == "segmentation" else None
         writer.data = data  # one writer over the folds: one confusion matrix, one predictions.csv
         on_batch = writer if table is None else _Both(writer, CaseScores(table, data))
-        engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1}))
-        scores = engine.evaluate(data, on_batch=on_batch)
-        per_fold.append({"fold": k, "cases": len(data), **{key: v for key, v in scores.items() if isinstance(v, float)}})
+        quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
+        scores = Engine(run.model, run.task, quiet).evaluate(data, on_batch=on_batch)
+        scalars = {key: v for key, v in scores.items() if isinstance(v, float)}
+        per_fold.append({"fold": k, "cases": len(data), **scalars})
     writer.close()
     summary: dict = {"folds": len(folds), "per_fold": per_fold, "confusion": writer.confusion.tolist()}
     if table is not None:
