@@ -279,7 +279,7 @@ def test_ensemble_prediction_is_the_mean_of_the_fold_probabilities(cv_dir, tmp_p
     assert case3["dice"] == pytest.approx(2 * (truth & predicted).sum() / (truth.sum() + predicted.sum()))
 
 
-def test_resume_of_a_cv_folder_trains_the_missing_fold_and_scores_again(cv_dir, tmp_path):
+def test_resume_of_a_cv_folder_trains_the_missing_fold_and_scores_again(cv_dir, tmp_path, capsys):
     import shutil
 
     copy = tmp_path / cv_dir.name
@@ -288,6 +288,10 @@ def test_resume_of_a_cv_folder_trains_the_missing_fold_and_scores_again(cv_dir, 
         shutil.rmtree(copy / name)
     (copy / "fold_0").mkdir()  # made, killed before its first checkpoint
     kept = (copy / "fold_1" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    data = yaml.safe_load((cv_dir / "config.yaml").read_text())["data"]["path"]
+    capsys.readouterr()
+    assert main(["predict", str(copy), "--input", data + "/images", "--out", str(tmp_path / "p")]) == 2
+    assert "fold 0 of" in _error(capsys)
     assert main(["train", "--resume", str(copy), "-q"]) == 0
     assert (copy / "fold_0" / "metrics.json").is_file() and (copy / "cv_results" / "cases.csv").is_file()
     # fold 1 was kept as it was; the retrained fold 0 repeats the original (seeded, deterministic)
