@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medbalance.data.augment import Augment
 from medbalance.errors import ConfigError
@@ -27,6 +27,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "Evaluation",
+    "CrossValidation",
     "load_config",
     "parse_config",
     "apply_overrides",
@@ -286,6 +287,30 @@ class Evaluation(_Strict):
     surface: bool = True
 
 
+DEFAULT_FOLDS = 5
+
+
+class CrossValidation(_Strict):
+    """k-fold cross-validation over the data's train + val pool (docs/cross-validation.md).
+
+    The pool is cut into ``folds`` folds (by group where the data has groups), seeded by
+    ``seed``, or read from ``splits``: an nnU-Net ``splits_final.json``. ``fold`` is the fold
+    a run trains (its validation split; ``--fold K``); ``None`` trains them all.
+    """
+
+    folds: int | None = Field(None, ge=2)  # None: 5, or as many as `splits` lists
+    seed: int = 0
+    splits: str | None = None
+    fold: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _fold_exists(self) -> "CrossValidation":
+        folds = self.folds or DEFAULT_FOLDS
+        if self.fold is not None and self.splits is None and self.fold >= folds:  # a file's count is known later
+            raise ValueError(f"fold {self.fold} does not exist: {folds} folds are 0 to {folds - 1}")
+        return self
+
+
 class ModelConfig(BaseModel):
     """``name`` picks the network; every other key is passed to its constructor."""
 
@@ -328,6 +353,7 @@ class RunConfig(_Strict):
     sampler_power: float = Field(0.5, ge=0.0)  # rare_class: P(class) ~ frequency^-power
     steps_per_epoch: int | None = Field(None, ge=1)  # patch batches per epoch (None: 100)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    cv: CrossValidation | None = None  # k-fold cross-validation (None: the data's own split)
     data: DataConfig = Field(default_factory=IntraclassPhantomData, discriminator="kind")
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: Any = "dice_ce"
@@ -373,6 +399,8 @@ def _check_unknown_keys(raw: dict, source: str) -> None:
         _check_keys(raw["augment"], Augment, source, "augment")
     if isinstance(raw.get("evaluation"), dict):
         _check_keys(raw["evaluation"], Evaluation, source, "evaluation")
+    if isinstance(raw.get("cv"), dict):
+        _check_keys(raw["cv"], CrossValidation, source, "cv")
     data = raw.get("data")
     if isinstance(data, dict):
         kind = data.get("kind", "intraclass_phantom")

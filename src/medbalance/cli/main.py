@@ -83,22 +83,66 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from medbalance.data.folds import is_cv_dir, with_fold
+
+    cross_validation = False
     if args.resume:
-        if args.set or args.config:
-            raise ConfigError("--resume continues a run with its own config.yaml; drop CONFIG and --set")
-        if not Path(args.resume, "checkpoints", "last.pt").is_file():
+        if args.set or args.config or args.fold is not None:
+            raise ConfigError("--resume continues a run with its own config.yaml; drop CONFIG, --set and --fold")
+        cross_validation = is_cv_dir(args.resume)
+        if not cross_validation and not Path(args.resume, "checkpoints", "last.pt").is_file():
             raise CheckpointError(f"'{args.resume}' has no checkpoints/last.pt to resume from")
         cfg = None
     elif args.config:
         cfg = load_config(_config_path(args.config), args.set)
+        if args.fold is not None:
+            cfg = with_fold(cfg, args.fold)
+        cross_validation = cfg.cv is not None and cfg.cv.fold is None
     else:
         raise ConfigError(
             "train needs CONFIG (a YAML file or one of: " + ", ".join(BUILTIN_CONFIGS) + ") or --resume RUN_DIR"
         )
+    progress = False if args.quiet else None
+    if cross_validation:  # every fold, then the out-of-fold scores
+        from medbalance.engine.folds import resume_cv, train_cv
+
+        with _resume_lock(args.resume):
+            if args.resume:
+                result = resume_cv(args.resume, progress=progress)
+            else:
+                result = train_cv(cfg, out=args.out, progress=progress)
+        _print_cv_summary(result)
+        return
     from medbalance.engine import train  # heavy (torch, Fabric): only once the input is known to be good
 
     with _resume_lock(args.resume):
-        _print_summary(train(cfg, out=args.out, resume=args.resume, progress=False if args.quiet else None))
+        _print_summary(train(cfg, out=args.out, resume=args.resume, progress=progress))
+
+
+def _print_cv_summary(result) -> None:
+    folds = result.summary["folds"]
+    print(f"cross-validation folder: {result.cv_dir} ({folds} folds: fold_0 ... fold_{folds - 1})")
+    _print_out_of_fold(result.summary, result.cv_dir / "cv_results")
+
+
+def _print_out_of_fold(summary: dict, folder: Path) -> None:
+    oof = summary["out_of_fold"]
+    if "mean" in oof:  # segmentation: the per-case table's summary
+        scores = {f"mean {k}": v for k, v in oof["mean"].items() if k in ("dice", "iou")}
+        scores.update({f"pooled {k}": v for k, v in oof["pooled_mean"].items() if k == "dice"})
+        print(f"out-of-fold cases: {oof['num_cases']} (table: {folder / 'cases.csv'})")
+    else:
+        scores = {k: v for k, v in oof.items() if k in ("accuracy", "macro_precision", "macro_recall")}
+    print("out-of-fold scores: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    print(f"scores written to {folder / 'summary.json'}")
+
+
+def _fold_arg(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a fold number (0, 1, ...) or 'all', got '{text}'")
 
 
 def _resume_lock(folder: str | None):
@@ -117,11 +161,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from medbalance.data.io import image_stem
     from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_native, read_slices, write_labels
+    from medbalance.data.folds import is_cv_dir
     from medbalance.data.readers.nnunet import channel_cases, read_case
+    from medbalance.engine.folds import ensemble_arrays, ensemble_image, load_folds
     from medbalance.engine.run import is_native, load_run, predict_arrays, predict_image
     from medbalance.report.plots import save_overlay
 
-    run = load_run(args.run_dir)
+    folds = load_folds(args.run_dir) if is_cv_dir(args.run_dir) else None  # an ensemble: mean probabilities
+    run = folds[0] if folds else load_run(args.run_dir)
     files = list_inputs(Path(args.input))
     out = Path(args.out)
     segmentation = run.meta["task"] == "segmentation"
@@ -148,13 +195,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 image, info = read_case(channel_files, channels=channels)
             else:
                 image, info = read_native(path, channels=channels)
-            _, labels = predict_image(run, image)  # segmentation: native runs are
+            _, labels = ensemble_image(folds, image) if folds else predict_image(run, image)  # segmentation
             volume = image.ndim == 4
             labels, slices = (labels, image.swapaxes(0, 1)) if volume else (labels[None], image[None])
         else:
             slices, info = read_slices(path, channels=run.meta["in_channels"])
             # a volume goes through the 2D network a few slices at a time
-            parts = [predict_arrays(run, slices[i : i + 16]) for i in range(0, len(slices), 16)]
+            predict = (lambda x: ensemble_arrays(folds, x)) if folds else (lambda x: predict_arrays(run, x))
+            parts = [predict(slices[i : i + 16]) for i in range(0, len(slices), 16)]
             probs = np.concatenate([p for p, _ in parts])
             labels = np.concatenate([y for _, y in parts])
         if segmentation:
@@ -174,9 +222,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from medbalance.data.build import build_splits
     from medbalance.data.folder import read_folder
+    from medbalance.data.folds import is_cv_dir
+    from medbalance.engine.folds import evaluate_ensemble, load_folds, write_out_of_fold
     from medbalance.engine.run import evaluate_run, load_run
 
-    run = load_run(args.run_dir)
+    folds = load_folds(args.run_dir) if is_cv_dir(args.run_dir) else None  # an ensemble: mean probabilities
+    run = folds[0] if folds else load_run(args.run_dir)
+    folder = Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+    if args.data is None:
+        if not folds:
+            raise DataError("--data is needed for a run folder (only a cross-validation folder is scored without it)")
+        _print_out_of_fold(write_out_of_fold(args.run_dir, folder), folder)
+        return
     source = Path(args.data)
     if source.suffix in (".yaml", ".yml"):
         splits = build_splits(load_config(source))
@@ -194,8 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         split = "folder"
     else:
         raise DataError(f"--data must be a folder or a YAML config, got '{source}'")
-    folder = Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
-    scores = evaluate_run(run, data, cases=folder)
+    scores = evaluate_ensemble(folds, data, cases=folder) if folds else evaluate_run(run, data, cases=folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "scores.json"
     atomic_write_text(path, json.dumps({"data": str(source), "split": split, "scores": scores}, indent=1))
@@ -439,7 +495,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set lr=1e-4 --set data.size=64 (repeatable)",
     )
     p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from checkpoints/last.pt")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue this run from checkpoints/last.pt, or a cross-validation folder's unfinished folds",
+    )
+    p.add_argument(
+        "--fold",
+        type=_fold_arg,
+        metavar="K|all",
+        help="k-fold cross-validation (the config's cv section, default 5 folds): train fold K (its validation "
+        "split) into a run folder, or all folds into <name>-cv-<time>/fold_K/ plus out-of-fold scores",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -447,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="predict images or volumes (a file or a folder) with a trained run; masks keep format and geometry",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a cross-validation folder (fold ensemble)")
     p.add_argument(
         "--input",
         required=True,
@@ -471,12 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", parents=[common], help="score a trained run on a labelled folder or a config's test split"
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a cross-validation folder (fold ensemble)")
     p.add_argument(
         "--data",
-        required=True,
         metavar="PATH_OR_CONFIG",
-        help="folder in the generic layout, or a YAML config (its test split, else val)",
+        help="folder in the generic layout, or a YAML config (its test split, else val); required for a run "
+        "folder; without it a cross-validation folder is scored on its out-of-fold predictions",
     )
     p.set_defaults(func=cmd_evaluate)
 

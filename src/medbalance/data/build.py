@@ -207,13 +207,18 @@ def build_splits(cfg: RunConfig) -> Splits:
 
     Native-size segmentation data (no ``data.size``) gets the intensity normalisation of
     ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
-    three splits. ``data.classes`` renames the classes (after ``binary``).
+    three splits. ``data.classes`` renames the classes (after ``binary``). With ``cv.fold`` set,
+    train and val are that fold of the train + val pool (:func:`medbalance.data.folds.fold_splits`).
 
     Raises:
         ConfigError: ``data.classes`` does not list one name per class.
     """
     check_data_memory(cfg.data)
     splits = _build(cfg)
+    if cfg.cv is not None and cfg.cv.fold is not None:  # before the normalisation: fitted on the fold's train
+        from medbalance.data.folds import fold_splits
+
+        splits = fold_splits(splits, cfg.cv)
     ignore = getattr(cfg.data, "ignore_index", None)
     if ignore is not None:
         splits = _each(splits, lambda d: _with(d, ignore_index=ignore))

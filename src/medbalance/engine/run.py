@@ -20,6 +20,7 @@ from medbalance._malloc import tune_malloc
 from medbalance.config import RunConfig, dump_config, load_config, parse_config, read_yaml
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
+from medbalance.data.folds import write_splits
 from medbalance.data.io import write_mask
 from medbalance.data.medical import Geometry, ImageInfo, write_labels
 from medbalance.data.stats import class_counts
@@ -85,6 +86,7 @@ def train(
     out: str | Path = "runs",
     resume: str | Path | None = None,
     progress: bool | None = None,
+    folder: str | None = None,
 ) -> RunResult:
     """Train one run and write its folder (config, checkpoints, history, metrics, predictions, report).
 
@@ -93,6 +95,7 @@ def train(
         out: parent folder; the run gets a new timestamped sub-folder, never an existing one.
         resume: an interrupted run folder to continue.
         progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
+        folder: the run folder's exact name under ``out`` (new), instead of ``<name>-<time>``.
     """
     if resume is not None and (Path(resume) / "metrics.json").exists():
         raise CheckpointError(f"'{resume}' is a finished run (it has metrics.json); nothing to resume")
@@ -130,11 +133,14 @@ def train(
         run_dir = Path(resume)
     else:
         # One folder per run, chosen by rank 0 and shared with the other processes.
-        run_dir = create_run_dir(out, cfg.name) if fabric.is_global_zero else None
+        run_dir = create_run_dir(out, folder or cfg.name, stamp=folder is None) if fabric.is_global_zero else None
         run_dir = Path(fabric.broadcast(str(run_dir), src=0))
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))
+        info = dict(splits.info)
+        if "splits_final" in info:  # a cross-validation fold: every fold, as nnU-Net writes them
+            write_splits(run_dir / "splits_final.json", info.pop("splits_final"))
+        atomic_write_text(run_dir / "splits.json", json.dumps(info, indent=1))
     meta = {
         "medbalance": medbalance.__version__,
         "task": cfg.task,

@@ -23,8 +23,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".medbalance.lock"
 
 
-def create_run_dir(parent: str | Path, name: str) -> Path:
-    """Create ``parent/<name>-<YYYYmmdd-HHMMSS>[-k]`` and its sub-folders; never reuse one."""
+def create_run_dir(parent: str | Path, name: str, *, stamp: bool = True, run: bool = True) -> Path:
+    """Create ``parent/<name>-<YYYYmmdd-HHMMSS>[-k]`` and its sub-folders; never reuse one.
+
+    ``stamp=False`` creates exactly ``parent/<name>`` (a cross-validation fold), refused if it
+    exists; ``run=False`` leaves out the run sub-folders (``checkpoints/``, ``predictions/``).
+    """
     parent = Path(parent)
     check_name(name, key="name")
     if parent.exists() and not parent.is_dir():
@@ -33,20 +37,23 @@ def create_run_dir(parent: str | Path, name: str) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create output folder '{parent}': {exc.strerror}") from None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for k in range(1000):
-        run = parent / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
-        resolve_inside(parent, run, what="run folder")  # a dangling link named like the run
+    time_stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1000 if stamp else 1):
+        folder = parent / ((f"{name}-{time_stamp}" + (f"-{k}" if k else "")) if stamp else name)
+        resolve_inside(parent, folder, what="run folder")  # a dangling link named like the run
         try:
-            run.mkdir()
+            folder.mkdir()
         except FileExistsError:
-            continue
+            if stamp:
+                continue
+            raise RunDirError(f"run folder '{folder}' already exists; nothing is overwritten") from None
         except OSError as exc:
             raise RunDirError(f"cannot create run folder in '{parent}': {exc.strerror}") from None
-        (run / "checkpoints").mkdir()
-        (run / "predictions").mkdir()
-        return run
-    raise RunDirError(f"'{parent}' already holds 1000 runs named '{name}-{stamp}'")
+        if run:
+            (folder / "checkpoints").mkdir()
+            (folder / "predictions").mkdir()
+        return folder
+    raise RunDirError(f"'{parent}' already holds 1000 runs named '{name}-{time_stamp}'")
 
 
 @contextlib.contextmanager

@@ -178,7 +178,9 @@ def load_hc18_subset(root: Path, data: SharedData) -> Splits:
     full = _dataset(images, [_binary(p) for p in masks], masks, data, channels=1, foreground="head")
     subjects = [p.name.split("_")[0] for p in images]  # 010_HC, 010_2HC: one subject
     parts = split_groups(subjects, (data.val_fraction, data.test_fraction), data.seed)
-    return _splits(*(full.subset(i) for i in parts), root, "seeded, by subject (leading number of the file name)")
+    splits = _splits(*(full.subset(i) for i in parts), root, "seeded, by subject (leading number of the file name)")
+    splits.info["groups"] = dict(zip(full.names, subjects))  # cross-validation folds keep a subject together too
+    return splits
 
 
 def load_kvasir_seg_mini(root: Path, data: SharedData) -> Splits:

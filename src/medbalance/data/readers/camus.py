@@ -130,6 +130,7 @@ def build_camus(data: CamusData) -> Splits:
     parts = split_groups(groups, (data.val_fraction, data.test_fraction), data.seed)
     train, val, test = (full.subset(p) for p in parts)
     info = {"source": str(root), "label": CAMUS_LABELS[data.label], "split": "seeded, by patient"}
+    info["groups"] = dict(zip(names, groups))  # cross-validation folds keep a patient together too
     for key, part in zip(("train", "val", "test"), parts):
         info[f"{key}_patients"] = sorted({groups[i] for i in part})
     return Splits(train, val, test if len(test) else None, info=info)
