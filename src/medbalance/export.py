@@ -141,8 +141,11 @@ def _odd(n: int) -> int:
 def _format(format: str) -> str:
     """``format`` checked, a deprecated alias replaced by its format (with a warning)."""
     if format in FORMAT_ALIASES:
-        log.warning("export: --format %s is deprecated; it writes a torch.export program, use --format %s",
-                    format, FORMAT_ALIASES[format])
+        log.warning(
+            "export: format '%s' is deprecated (it writes a torch.export program, not TorchScript); use '%s'",
+            format,
+            FORMAT_ALIASES[format],
+        )
         return FORMAT_ALIASES[format]
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got '{format}'")
@@ -315,7 +318,7 @@ def inference_spec(run) -> dict:
             "volume_through_2d": "a 3D volume given to a 2D run is predicted slice by slice along its first "
             "spatial axis, normalised as one image",
         }
-        window = window_of(meta.get("patch_size"), dims)
+        window = window_of(cfg.patch_size, dims)  # as infer_logits
         if window is None:
             spec["inference"] = {"mode": "whole_image"}
         else:
@@ -328,7 +331,7 @@ def inference_spec(run) -> dict:
                 "grid": "per axis step = max(int(window * (1 - overlap)), 1), starts 0, step, 2 step, ... for "
                 "ceil((size - window) / step) + 1 windows, each start min(i * step, size - window) (MONAI)",
                 "importance": "gaussian",
-                "sigma_scale": 0.125,
+                "sigma_scale": 0.125,  # infer_logits keeps sliding_window_inference's default
                 "min_weight": MIN_WEIGHT,
                 "importance_rule": "prod over axes of exp(-(i - (window - 1) / 2)**2 / (2 (sigma_scale window)**2)), "
                 "computed in float64, clamped below at min_weight, cast to float32",
