@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from medbalance.cli.main import main
+from medbalance.data.normalization import Normalization
 from medbalance.engine.run import load_run, predict_arrays
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "onnx.md"
@@ -41,7 +42,6 @@ def _train(tmp: Path, config: str) -> Path:
 
 def _logits(run_dir: Path, image: np.ndarray) -> np.ndarray:
     """The PyTorch logits medbalance predict thresholds, for the explanation of a differing pixel."""
-    from medbalance.data.normalization import Normalization
     from medbalance.engine.engine import infer_logits
 
     run = load_run(run_dir)
@@ -188,6 +188,54 @@ def test_doc_resize_is_torchs_bilinear_without_antialiasing(doc):
             torch.from_numpy(x), size=size, mode="bilinear", align_corners=False, antialias=False
         ).numpy()
         np.testing.assert_allclose(doc["resize"](x, size), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        Normalization("none"),
+        Normalization("uint8", mean=(0.31, 0.5, 0.2), std=(0.12, 0.3, 0.07)),
+        Normalization("ct", mean=(40.0, 3.0, -7.5), std=(55.0, 9.0, 3.0), clip=((-100, 200), (0, 9), (-50, 50))),
+        Normalization("zscore"),
+    ],
+)
+def test_doc_normalisation_equals_medbalances_bit_for_bit(doc, norm):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 255, (3, 9, 13)).astype(np.uint8) if norm.scheme == "uint8" else (
+        rng.normal(20, 80, (3, 5, 9, 13)).astype(np.int16)
+    )
+    expected = norm.for_image(image)(image)  # what predict_image applies
+    got = doc["normalize"](image, norm.to_dict())
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("shape", "window", "overlap", "flip"),
+    [((37, 50), [16, 24], 0.5, True), ((9, 30), [16, 16], 0.25, False), ((7, 20, 19), [8, 8, 16], 0.5, True)],
+)
+def test_doc_sliding_window_equals_medbalances(doc, shape, window, overlap, flip):
+    """Against medbalance.engine.sliding_window with one position-dependent, non-linear predictor:
+    grid, padding, Gaussian map, flips and crop all have to agree."""
+    from medbalance.engine.sliding_window import sliding_window_inference
+
+    x = np.random.default_rng(6).normal(size=(2, 2, *shape)).astype(np.float32)
+    ramp = np.linspace(-1, 1, int(np.prod(window)), dtype=np.float32).reshape(window)
+
+    def net(batch):  # (n, 2, *window) -> (n, 3, *window); not flip-equivariant
+        a, b = batch[:, :1], batch[:, 1:]
+        return np.concatenate([np.tanh(a) * ramp, a * b, b + ramp], axis=1).astype(np.float32)
+
+    inf = {"window": window, "overlap": overlap, "flip_tta": flip, "sigma_scale": 0.125, "min_weight": 1e-3}
+    expected = sliding_window_inference(
+        torch.from_numpy(x),
+        lambda t: torch.from_numpy(net(t.numpy())),
+        patch_size=window,
+        overlap=overlap,
+        batch_size=3,
+        flip_axes=tuple(range(len(shape))) if flip else (),
+        channels_last=False,
+    ).numpy()
+    np.testing.assert_allclose(doc["sliding_window"](net, x, inf), expected, rtol=0, atol=1e-5)
 
 
 def test_pt2_format_and_the_deprecated_torchscript_alias(native, tmp_path, caplog):

@@ -280,7 +280,7 @@ def inference_spec(run) -> dict:
 
     Returns:
         A JSON-ready dict: ``task``, ``class_names``, ``in_channels``, ``out_channels``,
-        ``spatial_dims``, ``ignore_index``, ``axes`` (of the network's input and output),
+        ``spatial_dims``, ``ignore_index``, ``axes`` (of the network's input; a segmentation output's too),
         ``preprocessing``, ``inference`` and ``postprocessing`` (see ``docs/onnx.md``).
         Native-geometry runs: ``preprocessing`` holds the fitted normalisation (scheme, per-channel
         ``mean``, ``std``, ``clip``; ``zscore`` without constants uses each image's own) and
