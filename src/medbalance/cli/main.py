@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import textwrap
 import time
 from contextlib import nullcontext
 from importlib import resources
@@ -416,12 +417,13 @@ def add_command(
     description: str,
     example: str,
 ) -> argparse.ArgumentParser:
-    """A sub-command parser whose ``--help`` shows ``description`` and one ``Example:``."""
+    """A sub-command parser whose ``--help`` shows ``description`` (wrapped) and one ``Example:``
+    on a line of its own (hence the raw formatter)."""
     return sub.add_parser(
         name,
         parents=[common],
         help=help,
-        description=f"{description}\n\nExample:\n  {example}",
+        description=f"{textwrap.fill(description, 78)}\n\nExample:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -432,8 +434,12 @@ RUN_DIR_HELP = "a finished run folder (config.yaml and checkpoints/best.pt), as 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="medbalance",
-        description="Class-imbalanced medical image analysis: train, evaluate, predict with and export segmentation "
-        "and classification models.\n\nExample:\n  medbalance demo",
+        description=textwrap.fill(
+            "Class-imbalanced medical image analysis: train, evaluate, predict with and export segmentation and "
+            "classification models. 'medbalance COMMAND --help' describes each command with an example.",
+            78,
+        )
+        + "\n\nExample:\n  medbalance demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"medbalance {__version__}")
