@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from medbalance import __version__
 from medbalance.cli.main import EXPORT_CHOICES, build_parser, main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -35,7 +36,7 @@ def test_version_and_help_load_no_torch():
     )
     done = _python(code)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["medbalance 0.1.0", "[]"]
+    assert done.stdout.splitlines() == [f"medbalance {__version__}", "[]"]
 
 
 def test_every_subcommand_help_has_a_description_an_example_and_argument_help(capsys):
