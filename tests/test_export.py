@@ -48,11 +48,12 @@ def test_onnx_export_through_the_cli_matches_torch_at_other_sizes(run, capsys):
     # the preprocessing facts travel with the model
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["in_channels"] == "1" and meta["task"] == "segmentation" and meta["threshold"] == "0.5"
-    assert json.loads(meta["class_names"]) == ["background", "target"] and meta["input_size"] == "32"
+    assert json.loads(meta["class_names"]) == ["background", "target"]
+    assert json.loads(meta["preprocessing"])["resize"]["size"] == [32, 32]
 
 
-def test_torchscript_format_is_a_dynamic_torch_export_program(run):
-    result = export_run(run, format="torchscript")
+def test_pt2_format_is_a_dynamic_torch_export_program(run):
+    result = export_run(run, format="pt2")
     assert result.path.name == "model.pt2" and result.max_abs_diff <= 1e-4
     model = load_exported(result.path)
     # any batch and any size, whatever its padding to a multiple of 2**depth
@@ -70,10 +71,10 @@ def test_export_bad_input(run, tmp_path, capsys):
     with pytest.raises(SystemExit, match="2"):  # argparse's own check, one line
         main(["export", str(run), "--format", "tflite"])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="format must be one of onnx, torchscript, got 'tflite'"):
+    with pytest.raises(ValueError, match="format must be one of onnx, pt2, got 'tflite'"):
         export_run(run, format="tflite")
-    assert main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.onnx")]) == 2
-    assert "out must end with .pt2 for format 'torchscript', got 'm.onnx'" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "pt2", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "out must end with .pt2 for format 'pt2', got 'm.onnx'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["cenet", "resnet32"])
@@ -82,7 +83,7 @@ def test_pt2_of_nets_with_size_dependent_layers_takes_any_size(name, tmp_path):
     # convert to channels-last: both used to tie a .pt2 to the traced size class.
     torch.manual_seed(0)
     net = NETS[name](in_channels=1, num_classes=3).eval()
-    model = load_exported(export_model(net, tmp_path / "m.pt2", format="torchscript", in_channels=1))
+    model = load_exported(export_model(net, tmp_path / "m.pt2", format="pt2", in_channels=1))
     for shape in [(1, 1, 64, 64), (3, 1, 37, 53), (2, 1, 256, 96), (1, 1, 100, 33)]:
         x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
         with torch.inference_mode():

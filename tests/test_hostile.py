@@ -368,17 +368,17 @@ def test_nothing_is_overwritten(case, trained, workspace, capsys):
 def test_export_force_replaces_and_a_failed_check_leaves_no_model(trained, workspace, capsys, monkeypatch):
     run = _copy_run(trained, workspace)
     out = workspace / "exp" / "model.pt2"
-    assert main(["export", str(run), "--format", "torchscript", "--out", str(out), "--no-check", "-q"]) == 0
+    assert main(["export", str(run), "--format", "pt2", "--out", str(out), "--no-check", "-q"]) == 0
     first = out.stat().st_mtime_ns
     assert (workspace / "exp" / "model.pt2.json").is_file()
-    assert main(["export", str(run), "--format", "torchscript", "--out", str(out), "--no-check", "--force", "-q"]) == 0
+    assert main(["export", str(run), "--format", "pt2", "--out", str(out), "--no-check", "--force", "-q"]) == 0
     assert out.stat().st_mtime_ns != first
     # NaN logits from the exported model: refused, and the model file is not left behind
     import medbalance.export as export
 
     monkeypatch.setattr(export, "load_exported", lambda path: lambda x: np.full((len(x), 1, *x.shape[2:]), np.nan))
     capsys.readouterr()
-    assert main(["export", str(run), "--format", "torchscript", "--out", str(workspace / "nan.pt2"), "-q"]) == 2
+    assert main(["export", str(run), "--format", "pt2", "--out", str(workspace / "nan.pt2"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "NaN or infinite logits" in err and "Traceback" not in err
     assert not (workspace / "nan.pt2").exists() and not list(workspace.glob(".nan.pt2.tmp-*"))

@@ -18,10 +18,18 @@ __all__ = ["add_parser", "cmd_combine"]
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register ``combine`` on the ``medbalance`` sub-command parsers."""
-    p = sub.add_parser(
+    from medbalance.cli.main import add_command
+
+    p = add_command(
+        sub,
         "combine",
-        parents=[common],
+        common,
         help="reuse a binary run's background in a multi-class run's predictions (seed 002)",
+        description="Predict images with a multi-class and a binary segmentation run and keep the multi-class "
+        "labels only where the binary run sees foreground (seed 002's 'reuse background'); one class-index mask "
+        "per input, in the input's format.",
+        example="medbalance combine runs/multi-20260101-120000 runs/binary-20260101-130000 --input images/ "
+        "--out combined/",
     )
     p.add_argument("multi_run", metavar="MULTI_RUN", help="run folder of the multi-class segmentation model")
     p.add_argument("binary_run", metavar="BINARY_RUN", help="run folder of the binary (foreground/background) model")

@@ -1,6 +1,10 @@
 """``medbalance`` command line: a thin layer over :mod:`medbalance.engine`.
 
 Exit codes: 0 success, 2 bad input (one ``error: ...`` line, no traceback), 1 a bug.
+
+Importing this module and building the parser load no torch (nor the config models, which
+import the data package and with it torch): ``medbalance --version`` and ``--help`` answer at
+once; each command imports what it needs.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import textwrap
 import time
 from contextlib import nullcontext
 from importlib import resources
@@ -22,12 +27,14 @@ from medbalance import __version__
 from medbalance._atomic import atomic_write_text, remove_stale_temporaries
 from medbalance._malloc import tune_malloc
 from medbalance._paths import check_links_inside, check_out_folder
-from medbalance.config import load_config
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
 log = logging.getLogger("medbalance")
 
 BUILTIN_CONFIGS = ("demo", "intraclass", "nuclei", "longtail", "phantom3d", "drive", "hc18", "consep")
+#: ``--format`` of ``export``: medbalance.export's EXPORT_FORMATS and FORMAT_ALIASES (a test keeps them
+#: equal), written out because importing medbalance.export imports torch.
+EXPORT_CHOICES = ("onnx", "pt2", "torchscript")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,8 +77,10 @@ def _print_summary(result) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    cfg = load_config(_config_path("demo"), args.set)
+    from medbalance.config import load_config
     from medbalance.engine import train
+
+    cfg = load_config(_config_path("demo"), args.set)
 
     log.info(
         "demo: U-Net on intra-class phantoms (%d train images of %dpx, %d epochs)",
@@ -83,6 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from medbalance.config import load_config
     from medbalance.data.folds import is_cv_dir, with_fold
 
     cross_validation = False
@@ -220,6 +230,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from medbalance.config import load_config
     from medbalance.data.build import build_splits
     from medbalance.data.folder import read_folder
     from medbalance.data.folds import is_cv_dir
@@ -266,7 +277,7 @@ INSPECT_SPLITS = ("train", "val", "test", "all")
 
 def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str, dict]:
     """The task and the wanted splits of ``source``: a data folder, a YAML config or a built-in name."""
-    from medbalance.config import FolderData, RunConfig
+    from medbalance.config import FolderData, RunConfig, load_config
     from medbalance.data.build import build_splits
     from medbalance.data.folder import read_folder
 
@@ -471,22 +482,70 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    common: argparse.ArgumentParser,
+    *,
+    help: str,
+    description: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A sub-command parser whose ``--help`` shows ``description`` (wrapped) and one ``Example:``
+    on a line of its own (hence the raw formatter)."""
+    return sub.add_parser(
+        name,
+        parents=[common],
+        help=help,
+        description=f"{textwrap.fill(description, 78)}\n\nExample:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+RUN_DIR_HELP = "a finished run folder (config.yaml and checkpoints/best.pt), as 'medbalance train' wrote it"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="medbalance", description="Class-imbalanced medical image analysis.")
+    parser = _Parser(
+        prog="medbalance",
+        description=textwrap.fill(
+            "Class-imbalanced medical image analysis: train, evaluate, predict with and export segmentation and "
+            "classification models. 'medbalance COMMAND --help' describes each command with an example.",
+            78,
+        )
+        + "\n\nExample:\n  medbalance demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"medbalance {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser(
-        "demo", parents=[common], help="train a small U-Net on the embedded intra-class phantoms (quick start)"
+    p = add_command(
+        sub,
+        "demo",
+        common,
+        help="train a small U-Net on the embedded intra-class phantoms (quick start)",
+        description="Train a small U-Net on generated intra-class phantoms (no data needed, about a minute on a "
+        "CPU) and write a run folder with checkpoints, scores, predictions and report.html.",
+        example="medbalance demo --out runs --set epochs=2",
     )
     p.add_argument("--out", default="runs", help="parent folder of the new run folder (default: runs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", parents=[common], help="train from a YAML config, or resume an interrupted run")
-    p.add_argument("config", nargs="?", help=f"YAML file or a built-in config ({', '.join(BUILTIN_CONFIGS)})")
+    p = add_command(
+        sub,
+        "train",
+        common,
+        help="train from a YAML config, or resume an interrupted run",
+        description="Train one run from a YAML config (or a built-in one) into a new timestamped run folder, or "
+        "continue an interrupted run exactly where its last checkpoint left it.",
+        example="medbalance train hc18 --set epochs=20 --set patch_size=128",
+    )
+    p.add_argument(
+        "config", nargs="?", metavar="CONFIG", help=f"YAML file or a built-in config ({', '.join(BUILTIN_CONFIGS)})"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -509,12 +568,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "predict",
-        parents=[common],
+        common,
         help="predict images or volumes (a file or a folder) with a trained run; masks keep format and geometry",
+        description="Predict every image or volume of a file or folder with a trained run. Segmentation masks are "
+        "written with the input's name, size and format (JPEG as PNG; volumes with their spacing, origin and "
+        "direction); classification writes predictions.csv.",
+        example="medbalance predict runs/hc18-20260101-120000 --input scans/ --out masks/ --overlay",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a cross-validation folder (fold ensemble)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP + ", or a cross-validation folder (fold ensemble)")
     p.add_argument(
         "--input",
         required=True,
@@ -535,10 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser(
-        "evaluate", parents=[common], help="score a trained run on a labelled folder or a config's test split"
+    p = add_command(
+        sub,
+        "evaluate",
+        common,
+        help="score a trained run on a labelled folder or a config's test split",
+        description="Score a trained run on labelled data: summary scores in RUN_DIR/evaluations/eval-<time>/"
+        "scores.json and, for segmentation, per-case scores (cases.csv, cases.json) beside it.",
+        example="medbalance evaluate runs/drive-20260101-120000 --data data/drive_test/",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, or a cross-validation folder (fold ensemble)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP + ", or a cross-validation folder (fold ensemble)")
     p.add_argument(
         "--data",
         metavar="PATH_OR_CONFIG",
@@ -547,18 +617,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "cache",
-        parents=[common],
+        common,
         help="list or clear the decoded-data cache ($MEDBALANCE_CACHE, default ~/.cache/medbalance)",
         description="The decoded-data cache: folder datasets are decoded once into uint8 / int16 images and uint8 "
-        "labels and memory-mapped at later runs. Example: medbalance cache list",
+        "labels and memory-mapped at later runs.",
+        example="medbalance cache list",
     )
     p.add_argument("action", nargs="?", choices=("list", "clear"), default="list", help="list (default) or clear")
     p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser(
-        "inspect", parents=[common], help="class-imbalance report of a dataset, with the class weights it implies"
+    p = add_command(
+        sub,
+        "inspect",
+        common,
+        help="class-imbalance report of a dataset, with the class weights it implies",
+        description="Count the classes of a dataset (pixels or samples per class, empty masks, object sizes) and "
+        "print the class weights each weighting scheme derives from them; --out adds an HTML report with plots.",
+        example="medbalance inspect data/hc18/ --split all --out hc18-report/",
     )
     p.add_argument(
         "path",
@@ -583,10 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "report",
-        parents=[common],
+        common,
         help="rewrite a run's or an experiment's report, or compare several runs side by side",
+        description="Rewrite report.html of one run or experiment from its files, or write a comparison report "
+        "of several runs (scores side by side, per-class bars, training curves).",
+        example="medbalance report runs/a-20260101-120000 runs/b-20260101-130000 --out compare/",
     )
     p.add_argument(
         "run_dirs",
@@ -601,18 +683,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_report)
 
-    from medbalance.export import EXPORT_FORMATS
-
-    p = sub.add_parser(
-        "export", parents=[common], help="export a run's model to ONNX or a torch.export program, parity-checked"
+    p = add_command(
+        sub,
+        "export",
+        common,
+        help="export a run's model to ONNX or a torch.export program, parity-checked",
+        description="Export a run's best model with dynamic batch and image size, check it against PyTorch, and "
+        "store with it the exact recipe that reproduces 'medbalance predict' (normalisation or resize, sliding "
+        "window, flip TTA, activation; see docs/onnx.md): in the ONNX metadata_props and in <model file>.json.",
+        example="medbalance export runs/hc18-20260101-120000 --format onnx",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     p.add_argument(
         "--format",
-        choices=EXPORT_FORMATS,
+        choices=EXPORT_CHOICES,
         default="onnx",
-        help="onnx: model.onnx (onnxruntime); torchscript: model.pt2, a torch.export program, the successor of "
-        "TorchScript (torch.jit cannot script these nets and tracing fixes the input size) (default: onnx)",
+        help="onnx: model.onnx (onnxruntime); pt2: model.pt2, a torch.export program, the successor of "
+        "TorchScript (torch.jit cannot script these nets and tracing fixes the input size); torchscript: a "
+        "deprecated alias of pt2 (default: onnx)",
     )
     p.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/export/model.onnx or model.pt2)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
@@ -621,7 +709,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from medbalance.methods import EXPERIMENTS, SCALE_NAMES
 
-    p = sub.add_parser("experiment", parents=[common], help="run one of the seeds' experiments and write its tables")
+    p = add_command(
+        sub,
+        "experiment",
+        common,
+        help="run one of the seeds' experiments and write its tables",
+        description="Run one of the seed papers' experiments (several methods and seeds) into an experiment "
+        "folder with results.json, results.md tables and a report.",
+        example="medbalance experiment longtail --scale smoke --seeds 0,1",
+    )
     p.add_argument("name", metavar="NAME", help=f"experiment: {', '.join(EXPERIMENTS)}")
     p.add_argument(
         "--scale", choices=SCALE_NAMES, default="small", help="smoke (seconds), small (default), paper (GPU)"
