@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     def end_epoch(self, ckpt, row, history, *, improved):
         real_end(self, ckpt, row, history, improved=improved)
         wall, cpu = time.perf_counter(), time.process_time()
-        spent = {"wall_min": (wall - clock["wall"] - clock["wall_off"]) / 60, "cpu_min": (cpu - clock["cpu"] - clock["cpu_off"]) / 60}
+        spent = {
+            "wall_min": (wall - clock["wall"] - clock["wall_off"]) / 60,
+            "cpu_min": (cpu - clock["cpu"] - clock["cpu_off"]) / 60,
+        }
         scores = self.evaluate(test)
         clock["wall_off"] += time.perf_counter() - wall
         clock["cpu_off"] += time.process_time() - cpu

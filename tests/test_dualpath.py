@@ -3,9 +3,8 @@ through the one engine, and the ``medbalance experiment dualpath`` smoke run."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest

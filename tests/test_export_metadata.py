@@ -201,8 +201,10 @@ def test_doc_resize_is_torchs_bilinear_without_antialiasing(doc):
 )
 def test_doc_normalisation_equals_medbalances_bit_for_bit(doc, norm):
     rng = np.random.default_rng(4)
-    image = rng.integers(0, 255, (3, 9, 13)).astype(np.uint8) if norm.scheme == "uint8" else (
-        rng.normal(20, 80, (3, 5, 9, 13)).astype(np.int16)
+    image = (
+        rng.integers(0, 255, (3, 9, 13)).astype(np.uint8)
+        if norm.scheme == "uint8"
+        else (rng.normal(20, 80, (3, 5, 9, 13)).astype(np.int16))
     )
     expected = norm.for_image(image)(image)  # what predict_image applies
     got = doc["normalize"](image, norm.to_dict())

@@ -99,9 +99,11 @@ def test_splits_final_round_trip_and_format(tmp_path):
 def test_reads_a_hand_written_nnunet_splits_file_and_rejects_bad_ones(tmp_path):
     # as nnU-Net v2 writes it (save_json, indent 4): fold dicts with train / val lists of case ids
     path = tmp_path / "splits_final.json"
-    path.write_text('[\n    {\n        "train": [\n            "a",\n            "b"\n        ],\n'
-                    '        "val": [\n            "c"\n        ]\n    },\n'
-                    '    {"train": ["a", "c"], "val": ["b"]}\n]')
+    path.write_text(
+        '[\n    {\n        "train": [\n            "a",\n            "b"\n        ],\n'
+        '        "val": [\n            "c"\n        ]\n    },\n'
+        '    {"train": ["a", "c"], "val": ["b"]}\n]'
+    )
     assert read_splits(path) == [{"train": ["a", "b"], "val": ["c"]}, {"train": ["a", "c"], "val": ["b"]}]
     for text, what in [
         ('{"train": []}', "is not a JSON list"),
@@ -119,8 +121,12 @@ def test_reads_a_hand_written_nnunet_splits_file_and_rejects_bad_ones(tmp_path):
 
 def test_pool_renames_repeated_phantom_names_and_uses_recorded_groups():
     def ds(names):
-        return ArrayDataset(np.zeros((len(names), 1, 4, 4), np.float32), np.zeros((len(names), 4, 4), np.int64),
-                            num_classes=2, names=names)
+        return ArrayDataset(
+            np.zeros((len(names), 1, 4, 4), np.float32),
+            np.zeros((len(names), 4, 4), np.int64),
+            num_classes=2,
+            names=names,
+        )
 
     pool, groups = cv_pool(Splits(ds(["00000", "00001"]), ds(["00000"]), None))
     assert pool.names == ["train-00000", "train-00001", "val-00000"] and groups == pool.names
@@ -138,8 +144,9 @@ def test_camus_folds_keep_a_patient_together(tmp_path):
 
     make_camus(tmp_path / "training", range(1, 11))
     for fold in range(3):
-        cfg = parse_config({"data": {"kind": "camus", "path": str(tmp_path), "test_fraction": 0.2},
-                            "cv": {"folds": 3, "fold": fold}})
+        cfg = parse_config(
+            {"data": {"kind": "camus", "path": str(tmp_path), "test_fraction": 0.2}, "cv": {"folds": 3, "fold": fold}}
+        )
         splits = build_splits(cfg)
         assert len(splits.train) + len(splits.val) == 32  # 8 of the 10 patients, 4 frames each
         _patients_apart(splits, lambda n: n.split("_")[0])
@@ -317,12 +324,26 @@ def test_classification_folds_out_of_fold_csv_and_ensemble_of_resized_runs(tmp_p
     from medbalance.engine.folds import ensemble_arrays, evaluate_ensemble, train_cv
     from medbalance.engine.run import predict_arrays
 
-    cfg = parse_config({
-        "name": "lt", "epochs": 1, "batch_size": 8, "device": "cpu", "progress": False,
-        "data": {"kind": "longtail_phantom", "size": 16, "num_classes": 3, "n_max": 9, "imbalance_ratio": 3,
-                 "n_val_per_class": 2, "n_test_per_class": 2},
-        "model": {"name": "resnet32", "widths": [4, 8, 8], "blocks_per_stage": 1}, "cv": {"folds": 2, "seed": 5},
-    })
+    cfg = parse_config(
+        {
+            "name": "lt",
+            "epochs": 1,
+            "batch_size": 8,
+            "device": "cpu",
+            "progress": False,
+            "data": {
+                "kind": "longtail_phantom",
+                "size": 16,
+                "num_classes": 3,
+                "n_max": 9,
+                "imbalance_ratio": 3,
+                "n_val_per_class": 2,
+                "n_test_per_class": 2,
+            },
+            "model": {"name": "resnet32", "widths": [4, 8, 8], "blocks_per_stage": 1},
+            "cv": {"folds": 2, "seed": 5},
+        }
+    )
     result = train_cv(cfg, out=tmp_path)
     folds = read_splits(result.cv_dir / "splits_final.json")
     with open(result.cv_dir / "cv_results" / "predictions" / "predictions.csv", newline="") as fh:

@@ -167,18 +167,37 @@ def _outside_link(folder: Path, name: str, ws: Path) -> None:
 
 OUTSIDE_CASES: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
     "train_name_climbs_out": (
-        lambda ws, runs: ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN,
-                          "--set", "name=../../x"],
+        lambda ws, runs: [
+            "train",
+            str(_write_config(ws / "t.yaml", ws / "data")),
+            "--out",
+            str(ws / "runs"),
+            *TRAIN,
+            "--set",
+            "name=../../x",
+        ],
         ("'name'", "../../x", "without path parts"),
     ),
     "train_name_absolute": (
-        lambda ws, runs: ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN,
-                          "--set", f"name={ws / 'outside' / 'abs'}"],
+        lambda ws, runs: [
+            "train",
+            str(_write_config(ws / "t.yaml", ws / "data")),
+            "--out",
+            str(ws / "runs"),
+            *TRAIN,
+            "--set",
+            f"name={ws / 'outside' / 'abs'}",
+        ],
         ("'name'", "without path parts"),
     ),
     "train_name_dotdot": (
-        lambda ws, runs: ["train", str(_write_config(ws / "t.yaml", ws / "data", "name: ..\n")),
-                          "--out", str(ws / "runs"), *TRAIN[:-1]],
+        lambda ws, runs: [
+            "train",
+            str(_write_config(ws / "t.yaml", ws / "data", "name: ..\n")),
+            "--out",
+            str(ws / "runs"),
+            *TRAIN[:-1],
+        ],
         ("'name'",),
     ),
     "predict_dangling_link_in_out": (
@@ -190,29 +209,47 @@ OUTSIDE_CASES: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
         ("pred", "dangling symbolic link"),
     ),
     "combine_dangling_link_in_out": (
-        lambda ws, runs: _outside_link(ws / "comb", "case0.png", ws)
-        or ["combine", str(runs["multi"]), str(runs["binary"]), "--input", str(ws / "data" / "images"),
-            "--out", str(ws / "comb"), "-q"],
+        lambda ws, runs: (
+            _outside_link(ws / "comb", "case0.png", ws)
+            or [
+                "combine",
+                str(runs["multi"]),
+                str(runs["binary"]),
+                "--input",
+                str(ws / "data" / "images"),
+                "--out",
+                str(ws / "comb"),
+                "-q",
+            ]
+        ),
         ("case0.png", "already exists"),
     ),
     "inspect_out_is_a_link": (
-        lambda ws, runs: (ws / "rep").symlink_to(ws / "outside" / "nowhere")
-        or ["inspect", str(ws / "data"), "--out", str(ws / "rep"), "-q"],
+        lambda ws, runs: (
+            (ws / "rep").symlink_to(ws / "outside" / "nowhere")
+            or ["inspect", str(ws / "data"), "--out", str(ws / "rep"), "-q"]
+        ),
         ("rep", "symbolic link"),
     ),
     "report_compare_out_is_a_link": (
-        lambda ws, runs: (ws / "cmp").symlink_to(ws / "outside" / "nowhere")
-        or ["report", str(runs["binary"]), str(runs["multi"]), "--out", str(ws / "cmp"), "-q"],
+        lambda ws, runs: (
+            (ws / "cmp").symlink_to(ws / "outside" / "nowhere")
+            or ["report", str(runs["binary"]), str(runs["multi"]), "--out", str(ws / "cmp"), "-q"]
+        ),
         ("cmp", "symbolic link"),
     ),
     "export_out_is_a_dangling_link": (
-        lambda ws, runs: _outside_link(ws / "exp", "m.onnx", ws)
-        or ["export", str(runs["binary"]), "--out", str(ws / "exp" / "m.onnx"), "--no-check", "-q"],
+        lambda ws, runs: (
+            _outside_link(ws / "exp", "m.onnx", ws)
+            or ["export", str(runs["binary"]), "--out", str(ws / "exp" / "m.onnx"), "--no-check", "-q"]
+        ),
         ("m.onnx", "outside"),
     ),
     "export_forced_through_a_dangling_link": (
-        lambda ws, runs: _outside_link(ws / "exp", "m.onnx", ws)
-        or ["export", str(runs["binary"]), "--out", str(ws / "exp" / "m.onnx"), "--no-check", "--force", "-q"],
+        lambda ws, runs: (
+            _outside_link(ws / "exp", "m.onnx", ws)
+            or ["export", str(runs["binary"]), "--out", str(ws / "exp" / "m.onnx"), "--no-check", "--force", "-q"]
+        ),
         ("m.onnx", "outside"),
     ),
     "report_of_a_run_with_a_link_out": (
@@ -220,14 +257,18 @@ OUTSIDE_CASES: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
         ("planted.png", "outside"),
     ),
     "resume_of_a_run_with_a_link_out": (
-        lambda ws, runs: (runs["binary"] / "metrics.json").unlink()
-        or _outside_link(runs["binary"] / "predictions", "planted.png", ws)
-        or ["train", "--resume", str(runs["binary"]), "-q"],
+        lambda ws, runs: (
+            (runs["binary"] / "metrics.json").unlink()
+            or _outside_link(runs["binary"] / "predictions", "planted.png", ws)
+            or ["train", "--resume", str(runs["binary"]), "-q"]
+        ),
         ("planted.png", "outside"),
     ),
     "experiment_out_is_a_dangling_link": (
-        lambda ws, runs: (ws / "exps").symlink_to(ws / "outside" / "nowhere")
-        or ["experiment", "loss-study", "--scale", "smoke", "--out", str(ws / "exps"), "-q"],
+        lambda ws, runs: (
+            (ws / "exps").symlink_to(ws / "outside" / "nowhere")
+            or ["experiment", "loss-study", "--scale", "smoke", "--out", str(ws / "exps"), "-q"]
+        ),
         ("exps",),
     ),
 }
@@ -274,14 +315,29 @@ def test_property_no_command_writes_outside_its_output_folder(
         _outside_link(out, "case0.png", ws)
         _outside_link(out, "model.onnx", ws)
     argv = {
-        "train": ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(out), *TRAIN,
-                  "--set", f"name={name}"],
+        "train": [
+            "train",
+            str(_write_config(ws / "t.yaml", ws / "data")),
+            "--out",
+            str(out),
+            *TRAIN,
+            "--set",
+            f"name={name}",
+        ],
         "predict": _predict(runs["binary"], ws, out),
         "inspect": ["inspect", str(ws / "data"), "--out", f"{out}/{name}", "-q"],
         "report": ["report", str(runs["binary"]), str(runs["multi"]), "--out", f"{out}/{name}", "-q"],
         "export": ["export", str(runs["binary"]), "--out", str(out / "model.onnx"), "--no-check", "-q"],
-        "combine": ["combine", str(runs["multi"]), str(runs["binary"]), "--input", str(ws / "data" / "images"),
-                    "--out", str(out), "-q"],
+        "combine": [
+            "combine",
+            str(runs["multi"]),
+            str(runs["binary"]),
+            "--input",
+            str(ws / "data" / "images"),
+            "--out",
+            str(out),
+            "-q",
+        ],
         "evaluate": ["evaluate", str(runs["binary"]), "--data", str(ws / "data"), "-q"],
     }[command]
     before = _tree(ws)
@@ -443,8 +499,13 @@ def test_a_header_cannot_read_outside_its_folder_or_past_its_size(case, command,
     write, fragments = READ_CASES[case]
     write(workspace / "data" / "images")
     if command == "train":
-        argv = ["train", str(_write_config(workspace / "t.yaml", workspace / "data")), "--out",
-                str(workspace / "runs"), *TRAIN]
+        argv = [
+            "train",
+            str(_write_config(workspace / "t.yaml", workspace / "data")),
+            "--out",
+            str(workspace / "runs"),
+            *TRAIN,
+        ]
     else:
         argv = _predict(_copy_run(trained, workspace), workspace)
     _assert_user_error(argv, capsys, fragments, workspace)
@@ -498,13 +559,17 @@ CORRUPT_CASES: dict[str, tuple[Callable[[Path, dict], list[str]], tuple[str, ...
         ("case0.nii", "is truncated"),
     ),
     "truncated_nii_gz_train": (
-        lambda ws, runs: _truncated_nifti(".nii.gz", 0.5)(ws / "data" / "images")
-        or ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN],
+        lambda ws, runs: (
+            _truncated_nifti(".nii.gz", 0.5)(ws / "data" / "images")
+            or ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN]
+        ),
         ("case0.nii.gz",),
     ),
     "truncated_nii_train": (
-        lambda ws, runs: _truncated_nifti(".nii", 0.9)(ws / "data" / "images")
-        or ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN],
+        lambda ws, runs: (
+            _truncated_nifti(".nii", 0.9)(ws / "data" / "images")
+            or ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN]
+        ),
         ("case0.nii", "is truncated"),
     ),
     "classification_run_on_a_segmentation_folder": (
@@ -516,8 +581,13 @@ CORRUPT_CASES: dict[str, tuple[Callable[[Path, dict], list[str]], tuple[str, ...
         ("segmentation folder",),
     ),
     "inspect_classification_config_on_a_segmentation_folder": (
-        lambda ws, runs: ["inspect", str(_write_config(ws / "t.yaml", ws / "data")), "--set",
-                          "data.task=classification", "-q"],
+        lambda ws, runs: [
+            "inspect",
+            str(_write_config(ws / "t.yaml", ws / "data")),
+            "--set",
+            "data.task=classification",
+            "-q",
+        ],
         ("segmentation folder",),
     ),
     "metrics_json_not_json": (
@@ -537,13 +607,17 @@ CORRUPT_CASES: dict[str, tuple[Callable[[Path, dict], list[str]], tuple[str, ...
         ("case0.png", "grey (1 channel)", "3-channel"),
     ),
     "grey_npy_into_a_colour_run": (
-        lambda ws, runs: np.save(ws / "g.npy", np.zeros((SIZE, SIZE), np.float32))
-        or _predict(runs["colour"], ws, inputs=ws / "g.npy"),
+        lambda ws, runs: (
+            np.save(ws / "g.npy", np.zeros((SIZE, SIZE), np.float32))
+            or _predict(runs["colour"], ws, inputs=ws / "g.npy")
+        ),
         ("g.npy", "grey (1 channel)"),
     ),
     "grey_volume_into_a_colour_run": (
-        lambda ws, runs: sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, SIZE, SIZE), np.uint8)), f"{ws}/v.nii.gz")
-        or _predict(runs["colour"], ws, inputs=ws / "v.nii.gz"),
+        lambda ws, runs: (
+            sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, SIZE, SIZE), np.uint8)), f"{ws}/v.nii.gz")
+            or _predict(runs["colour"], ws, inputs=ws / "v.nii.gz")
+        ),
         ("v.nii.gz", "grey (1 channel)"),
     ),
 }
@@ -794,8 +868,17 @@ CONFIG_CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         ("--set data.size", "cannot parse"),
     ),
     "devices_minus_one": (
-        lambda ws: ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN,
-                    "--set", "devices=-1", "--set", "device=cpu"],
+        lambda ws: [
+            "train",
+            str(_write_config(ws / "t.yaml", ws / "data")),
+            "--out",
+            str(ws / "runs"),
+            *TRAIN,
+            "--set",
+            "devices=-1",
+            "--set",
+            "device=cpu",
+        ],
         ("devices=-1",),
     ),
     "size_of_tens_of_gb_train": (
@@ -807,8 +890,15 @@ CONFIG_CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         ("data.size=100000", "needs about"),
     ),
     "size_of_tens_of_gb_folder": (
-        lambda ws: ["train", str(_write_config(ws / "t.yaml", ws / "data")), "--out", str(ws / "runs"), *TRAIN,
-                    "--set", "data.size=200000"],
+        lambda ws: [
+            "train",
+            str(_write_config(ws / "t.yaml", ws / "data")),
+            "--out",
+            str(ws / "runs"),
+            *TRAIN,
+            "--set",
+            "data.size=200000",
+        ],
         ("data.size=200000", "needs about"),
     ),
 }

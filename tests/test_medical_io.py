@@ -133,7 +133,9 @@ def test_bad_input_is_refused_with_one_line(tmp_path):
     _write_volume(tmp_path / "cut.mhd", np.zeros((2, 4, 5), np.uint8))
     raw = tmp_path / "cut.raw"
     raw.write_bytes(raw.read_bytes()[:7])
-    with pytest.raises(DataError, match=r"cut.raw' holds 7 bytes of pixels but the header 'cut.mhd' announces 40") as err:
+    with pytest.raises(
+        DataError, match=r"cut.raw' holds 7 bytes of pixels but the header 'cut.mhd' announces 40"
+    ) as err:
         read_slices(tmp_path / "cut.mhd")
     assert "\n" not in str(err.value)
     _write_volume(tmp_path / "v.nii.gz", np.zeros((2, 4, 5), np.uint8))

@@ -79,7 +79,9 @@ def test_uint8_normalisation_is_over_every_pixel_of_the_training_images():
     np.testing.assert_allclose(norm.std, flat.std(axis=1), atol=1e-6)
     out = norm(images[0])
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, (images[0] / 255.0 - flat.mean(1)[:, None, None]) / flat.std(1)[:, None, None], atol=1e-5)
+    np.testing.assert_allclose(
+        out, (images[0] / 255.0 - flat.mean(1)[:, None, None]) / flat.std(1)[:, None, None], atol=1e-5
+    )
 
 
 def test_ct_normalisation_clips_to_foreground_percentiles_then_z_scores():
@@ -154,7 +156,9 @@ def test_mixed_size_folder_is_ragged_and_the_cache_keeps_uint8_parts(tmp_path):
 
 
 def test_stream_batches_split_an_epoch_between_processes_in_batch_blocks():
-    ranks = [list(StreamBatches(lambda e: range(e * 24, (e + 1) * 24), 3, 4, lambda: 2, rank=r, world=2)) for r in (0, 1)]
+    ranks = [
+        list(StreamBatches(lambda e: range(e * 24, (e + 1) * 24), 3, 4, lambda: 2, rank=r, world=2)) for r in (0, 1)
+    ]
     assert ranks[0][0] == [48, 49, 50, 51] and ranks[1][0] == [52, 53, 54, 55]
     seen = sorted(i for r in ranks for b in r for i in b)
     assert seen == list(range(48, 72))
@@ -165,8 +169,11 @@ def test_worker_side_augmentation_depends_on_the_stream_index_only():
 
     collate = AugmentingCollate(Augment(flip=True, brightness=0.2), seed=3)
     samples = [
-        {"image": torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(k)), "target": torch.zeros(8, 8).long(),
-         "stream": torch.tensor(k)}
+        {
+            "image": torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(k)),
+            "target": torch.zeros(8, 8).long(),
+            "stream": torch.tensor(k),
+        }
         for k in (10, 11)
     ]
     a, b = collate(samples), collate(samples)
@@ -236,21 +243,37 @@ def test_ignored_pixels_change_neither_training_nor_scores(tmp_path):
     cfg = parse_config({"data": {"kind": "folder", "path": str(data), "ignore_index": 255}})
     splits = build_splits(cfg)
     assert splits.train.num_classes == 2 and splits.train.ignore_index == 255
-    run = load_run(train(parse_config({
-        "epochs": 1, "batch_size": 2, "steps_per_epoch": 2, "progress": False,
-        "data": {"kind": "folder", "path": str(data), "ignore_index": 255, "val_fraction": 0.34},
-        "model": {"name": "unet", "base_channels": 4, "depth": 2}, "loss": ["dice", "ce"],
-    }), out=tmp_path / "runs").run_dir)
+    run = load_run(
+        train(
+            parse_config(
+                {
+                    "epochs": 1,
+                    "batch_size": 2,
+                    "steps_per_epoch": 2,
+                    "progress": False,
+                    "data": {"kind": "folder", "path": str(data), "ignore_index": 255, "val_fraction": 0.34},
+                    "model": {"name": "unet", "base_channels": 4, "depth": 2},
+                    "loss": ["dice", "ce"],
+                }
+            ),
+            out=tmp_path / "runs",
+        ).run_dir
+    )
     assert run.task.ignore_index == 255 and run.meta["ignore_index"] == 255
 
 
 def test_a_patch_run_resumed_after_an_interruption_ends_like_an_unbroken_run(tmp_path, monkeypatch):
     data = _folder(tmp_path / "data")
     raw = {
-        "epochs": 3, "batch_size": 2, "steps_per_epoch": 2, "progress": False, "num_workers": 0,
+        "epochs": 3,
+        "batch_size": 2,
+        "steps_per_epoch": 2,
+        "progress": False,
+        "num_workers": 0,
         "augment": {"flip": True, "brightness": 0.1},
         "data": {"kind": "folder", "path": str(data), "val_fraction": 0.34},
-        "model": {"name": "unet", "base_channels": 4, "depth": 2}, "loss": ["dice", "ce"],
+        "model": {"name": "unet", "base_channels": 4, "depth": 2},
+        "loss": ["dice", "ce"],
     }
     whole = train(parse_config(raw), out=tmp_path / "a")
     real = engine_module.Engine._end_epoch
@@ -269,9 +292,10 @@ def test_a_patch_run_resumed_after_an_interruption_ends_like_an_unbroken_run(tmp
     a = torch.load(whole.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert whole.metrics["test" if "test" in whole.metrics else "val"] == resumed.metrics[
-        "test" if "test" in resumed.metrics else "val"
-    ]
+    assert (
+        whole.metrics["test" if "test" in whole.metrics else "val"]
+        == resumed.metrics["test" if "test" in resumed.metrics else "val"]
+    )
 
 
 def test_3d_volumes_train_predict_and_evaluate_in_their_geometry(tmp_path):
@@ -281,7 +305,7 @@ def test_3d_volumes_train_predict_and_evaluate_in_their_geometry(tmp_path):
     (root / "masks").mkdir()
     for i, shape in enumerate([(12, 20, 24), (10, 24, 20), (14, 18, 18), (12, 22, 22)]):
         zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-        mask = ((zz - shape[0] / 2) ** 2 / 9 + (yy - shape[1] / 2) ** 2 / 25 + (xx - shape[2] / 2) ** 2 / 25 <= 1)
+        mask = (zz - shape[0] / 2) ** 2 / 9 + (yy - shape[1] / 2) ** 2 / 25 + (xx - shape[2] / 2) ** 2 / 25 <= 1
         image = (rng.normal(0, 15, shape) + 80 * mask - 200).astype(np.int16)
         for arr, folder in ((image, "images"), (mask.astype(np.uint8), "masks")):
             itk = sitk.GetImageFromArray(arr)

@@ -291,8 +291,15 @@ def _subjects_of(splits, pattern: str = r"^(\d+)_") -> list[set[str]]:
 def test_groups_by_pattern_keep_each_subject_in_one_split(tmp_path, seed):
     stems = [f"{s:03d}_{side}" for s in range(10) for side in ("left", "right")]
     root = _folder(tmp_path / "eyes", stems)
-    data = {"kind": "folder", "path": str(root), "groups": r"^(\d+)_", "val_fraction": 0.2, "test_fraction": 0.2,
-            "seed": seed, "cache": False}
+    data = {
+        "kind": "folder",
+        "path": str(root),
+        "groups": r"^(\d+)_",
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+        "seed": seed,
+        "cache": False,
+    }
     subjects = _subjects_of(build_splits(parse_config({"data": data})))
     assert sum(len(s) for s in subjects) == 10 and len(set().union(*subjects)) == 10  # disjoint, complete
     # the ungrouped split of the same seed separates some pair: grouping is what keeps them together
@@ -304,8 +311,14 @@ def test_groups_from_a_csv_and_its_errors(tmp_path):
     stems = [f"eye{i}" for i in range(8)]
     root = _folder(tmp_path / "eyes", stems)
     (root / "groups.csv").write_text("case,group\n" + "".join(f"eye{i},child{i // 2}\n" for i in range(8)))
-    data = {"kind": "folder", "path": str(root), "groups": "groups.csv", "val_fraction": 0.25,
-            "test_fraction": 0.25, "cache": False}
+    data = {
+        "kind": "folder",
+        "path": str(root),
+        "groups": "groups.csv",
+        "val_fraction": 0.25,
+        "test_fraction": 0.25,
+        "cache": False,
+    }
     splits = build_splits(parse_config({"data": data}))
     children = [{f"child{int(n[3:]) // 2}" for n in part.names} for part in (splits.train, splits.val, splits.test)]
     assert sum(map(len, children)) == 4 and len(set().union(*children)) == 4
@@ -340,8 +353,13 @@ def test_nnunet_groups_keep_both_sides_of_a_subject_together(tmp_path):
 
 def test_classes_name_a_folder_run_everywhere_and_a_wrong_count_is_one_line(tmp_path, capsys):
     root = _folder(tmp_path / "lesions", [f"c{i}" for i in range(6)])
-    data = {"kind": "folder", "path": str(root), "val_fraction": 0.34, "test_fraction": 0.34,
-            "classes": ["background", "lesion"]}
+    data = {
+        "kind": "folder",
+        "path": str(root),
+        "val_fraction": 0.34,
+        "test_fraction": 0.34,
+        "classes": ["background", "lesion"],
+    }
     cfg = _config(tmp_path, data)
     assert main(["train", str(cfg), "--out", str(tmp_path / "runs"), "-q"]) == 0
     run = _only_run(tmp_path / "runs")
@@ -371,8 +389,13 @@ def test_classes_override_a_reader_with_names_and_name_classification_folders(tm
         (folders / cls).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(np.full((8, 8), 60 * k + i, np.uint8)).save(folders / cls / f"{i}.png")
-    data = {"kind": "folder", "path": str(folders), "task": "classification", "classes": ["normal", "pneumonia"],
-            "cache": False}
+    data = {
+        "kind": "folder",
+        "path": str(folders),
+        "task": "classification",
+        "classes": ["normal", "pneumonia"],
+        "cache": False,
+    }
     assert build_splits(parse_config({"data": data})).train.class_names == ("normal", "pneumonia")
     with pytest.raises(ConfigError, match="at least two distinct non-empty class names"):
         parse_config({"data": {**data, "classes": ["normal", "normal"]}})

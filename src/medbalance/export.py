@@ -62,7 +62,6 @@ from torch import nn
 
 from medbalance._atomic import atomic_write_text, guard_library_write, remove_stale_temporaries, replace_atomically
 from medbalance._paths import claim_new
-from medbalance.config import FolderData
 from medbalance.errors import CheckpointError
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_run", "export_model", "inference_spec", "load_exported"]

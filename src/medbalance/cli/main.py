@@ -169,9 +169,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm.auto import tqdm
 
+    from medbalance.data.folds import is_cv_dir
     from medbalance.data.io import image_stem
     from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_native, read_slices, write_labels
-    from medbalance.data.folds import is_cv_dir
     from medbalance.data.readers.nnunet import channel_cases, read_case
     from medbalance.engine.folds import ensemble_arrays, ensemble_image, load_folds
     from medbalance.engine.run import is_native, load_run, predict_arrays, predict_image
@@ -239,7 +239,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     folds = load_folds(args.run_dir) if is_cv_dir(args.run_dir) else None  # an ensemble: mean probabilities
     run = folds[0] if folds else load_run(args.run_dir)
-    folder = Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+    folder = (
+        Path(args.run_dir) / "evaluations" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000:06d}"
+    )
     if args.data is None:
         if not folds:
             raise DataError("--data is needed for a run folder (only a cross-validation folder is scored without it)")
@@ -256,7 +258,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     elif source.is_dir():
         size = getattr(run.cfg.data, "size", None)
         ignore = run.meta.get("ignore_index")
-        data = read_folder(source, task=run.meta["task"], channels=run.meta["in_channels"], size=size, ignore_index=ignore)
+        data = read_folder(
+            source, task=run.meta["task"], channels=run.meta["in_channels"], size=size, ignore_index=ignore
+        )
         if data.num_classes == len(run.meta["class_names"]):  # the run's names (data.classes) over class1, class2 ...
             data.class_names = tuple(run.meta["class_names"])
         split = "folder"
@@ -472,8 +476,10 @@ def cmd_cache(args: argparse.Namespace) -> None:
         removed = clear_cache(root)
         print(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'} ({_mib(total)}) from {root / 'datasets'}")
         return
-    print(f"data cache: {root / 'datasets'} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_mib(total)}; "
-          "set MEDBALANCE_CACHE to move it, data.cache: false to bypass it)")
+    print(
+        f"data cache: {root / 'datasets'} ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_mib(total)}; "
+        "set MEDBALANCE_CACHE to move it, data.cache: false to bypass it)"
+    )
     for e in entries:
         print(f"  {e.path.name[:12]}  {_mib(e.bytes):>10}  {e.samples:>6} samples  {e.source}")
 

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-from medbalance._atomic import atomic_write_text
 from pydantic import ValidationError
 
+from medbalance._atomic import atomic_write_text
 from medbalance.config import DEFAULT_FOLDS, CrossValidation, RunConfig
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.errors import ConfigError, DataError
@@ -64,10 +63,12 @@ def make_folds(
     out = []
     for part in parts:
         val = np.isin(inverse, part)
-        out.append({
-            "train": sorted(n for n, v in zip(names, val) if not v),
-            "val": sorted(n for n, v in zip(names, val) if v),
-        })
+        out.append(
+            {
+                "train": sorted(n for n, v in zip(names, val) if not v),
+                "val": sorted(n for n, v in zip(names, val) if v),
+            }
+        )
     return out
 
 

@@ -34,18 +34,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medbalance._paths import resolve_inside
 from medbalance.data.io import (
     IMAGE_SUFFIXES,
     MEDICAL_SUFFIXES,
+    channels_first,
     image_stem,
     image_suffix,
-    channels_first,
     read_image,
     read_itk,
     read_raw,
     write_mask,
 )
-from medbalance._paths import resolve_inside
 from medbalance.errors import DataError
 
 __all__ = [

@@ -74,9 +74,7 @@ class Normalization:
             std = x.std(axis=axes, keepdims=True)
             return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32)
         if len(self.mean) != x.shape[0]:
-            raise ValueError(
-                f"image has {x.shape[0]} channels but the normalisation was fitted on {len(self.mean)}"
-            )
+            raise ValueError(f"image has {x.shape[0]} channels but the normalisation was fitted on {len(self.mean)}")
         if self.scheme == "uint8":
             x = x / np.float32(255.0)
         elif self.scheme == "ct":
@@ -97,7 +95,12 @@ class Normalization:
 
     def to_dict(self) -> dict:
         """JSON-ready form (what run folders and export metadata store)."""
-        return {"scheme": self.scheme, "mean": list(self.mean), "std": list(self.std), "clip": [list(c) for c in self.clip]}
+        return {
+            "scheme": self.scheme,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "clip": [list(c) for c in self.clip],
+        }
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Normalization":

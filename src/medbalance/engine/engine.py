@@ -46,8 +46,8 @@ from medbalance.engine.checkpoint import (
 )
 from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
-from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.rundir import HistoryLog
+from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.deep_supervision import deep_supervision_loss
 from medbalance.losses.dynamic import set_progress

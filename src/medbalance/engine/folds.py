@@ -30,7 +30,6 @@ from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folds import cv_pool, is_cv_dir, pool_folds, read_splits, write_splits
 from medbalance.engine.engine import Engine
-from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.run import (
     CaseScores,
     LoadedRun,
@@ -43,6 +42,7 @@ from medbalance.engine.run import (
     predict_image,
     train,
 )
+from medbalance.engine.rundir import create_run_dir
 from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.metrics import classification_scores
 

@@ -23,14 +23,14 @@ from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folds import write_splits
 from medbalance.data.io import write_mask
 from medbalance.data.medical import Geometry, ImageInfo, write_labels
+from medbalance.data.normalization import Normalization
+from medbalance.data.patches import PatchDataset
 from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
-from medbalance.data.patches import PatchDataset
 from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_logits, make_fabric, memory_format
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
-from medbalance.data.normalization import Normalization
 from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.losses import build_loss
 from medbalance.metrics.cases import CaseTable
@@ -324,7 +324,9 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
     state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
     meta = state.get("meta") or {}
     try:
-        task = make_task(meta["task"], meta["num_classes"], threshold=cfg.threshold, ignore_index=meta.get("ignore_index"))
+        task = make_task(
+            meta["task"], meta["num_classes"], threshold=cfg.threshold, ignore_index=meta.get("ignore_index")
+        )
         model = _build_model(cfg, meta["in_channels"], meta["out_channels"])
         model.load_state_dict(state["model"])
     except KeyError as exc:
@@ -427,7 +429,9 @@ def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = 16) -> tup
             logits = infer_logits(forward, x[None], run.cfg)
         elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
             stack = x.transpose(0, 1)
-            logits = torch.cat([infer_logits(forward, stack[i : i + slices], run.cfg) for i in range(0, len(stack), slices)])
+            logits = torch.cat(
+                [infer_logits(forward, stack[i : i + slices], run.cfg) for i in range(0, len(stack), slices)]
+            )
             logits = logits.transpose(0, 1)[None]
         else:
             raise DataError(f"a {x.ndim - 1}D image cannot go through this run's {dims}D network")

@@ -95,9 +95,7 @@ class BBN(nn.Module):
         ]
         last_in, last_out = ins[-1], widths[-1]
         if branch_blocks < blocks_per_stage:  # the first blocks of the last stage are shared
-            shared.append(
-                stage(last_in, last_out, blocks_per_stage - branch_blocks, stride=2)
-            )
+            shared.append(stage(last_in, last_out, blocks_per_stage - branch_blocks, stride=2))
             last_in, stride = last_out, 1
         else:
             stride = 2

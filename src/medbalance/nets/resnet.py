@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medbalance.nets.blocks import BasicBlock, ConvNormAct, init_kaiming_, require_choice, require_positive_int
 from medbalance.nets.attention import BiLevelRoutingAttention, SimAM
+from medbalance.nets.blocks import BasicBlock, ConvNormAct, init_kaiming_, require_choice, require_positive_int
 from medbalance.nets.lsk import LSKModule
 
 __all__ = [
@@ -18,7 +18,13 @@ __all__ = [
     "CosineLinear",
     "LSKBasicBlock",
     "ResNet32BiFormer",
-    "ResNet32SimAM", "ResNet32", "channels_last", "init_weights_", "make_head", "resnet_stage"]
+    "ResNet32SimAM",
+    "ResNet32",
+    "channels_last",
+    "init_weights_",
+    "make_head",
+    "resnet_stage",
+]
 
 #: Where :class:`LSKBasicBlock` applies its LSK module (``None``: a plain basic block).
 LSK_POSITIONS = (None, "residual", "shortcut")

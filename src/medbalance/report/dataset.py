@@ -41,9 +41,7 @@ def _ignore(datasets: Sequence) -> int | None:
     return values.pop() if len(values) == 1 else None
 
 
-def foreground_fractions(
-    targets: np.ndarray | Sequence[np.ndarray], *, ignore_index: int | None = None
-) -> np.ndarray:
+def foreground_fractions(targets: np.ndarray | Sequence[np.ndarray], *, ignore_index: int | None = None) -> np.ndarray:
     """Per image, the share of its counted pixels that are foreground (label > 0).
 
     Args:

@@ -210,7 +210,7 @@ def read_nnunet_splits(path: str | Path) -> list[dict]:
             or set(fold) != {"train", "val"}
             or not all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in fold.values())
         ):
-            raise _fail(path, f"fold {k} must be {{\"train\": [cases], \"val\": [cases]}}")
+            raise _fail(path, f'fold {k} must be {{"train": [cases], "val": [cases]}}')
     return folds
 
 
