@@ -48,6 +48,7 @@ from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.rundir import HistoryLog
+from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.deep_supervision import deep_supervision_loss
 from medbalance.losses.dynamic import set_progress
@@ -386,6 +387,7 @@ class Engine:
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_loss": train_loss,
                     **{f"val_{k}": v for k, v in _scalars(scores).items()},
+                    **per_class_columns(scores, self.meta.get("class_names") or []),
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
                 ckpt = {
@@ -419,6 +421,7 @@ class Engine:
                     total_epochs,
                     _duration(eta),
                 )
+                log_epoch(global_epoch, scores, self.meta.get("class_names") or [])
             start_epoch = 0
         return history.rows
 

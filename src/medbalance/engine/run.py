@@ -29,6 +29,7 @@ from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_l
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
+from medbalance.engine.trainlog import TrainLog
 from medbalance.data.normalization import Normalization
 from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.losses import build_loss
@@ -88,12 +89,22 @@ def train(
 ) -> RunResult:
     """Train one run and write its folder (config, checkpoints, history, metrics, predictions, report).
 
+    The run's log lines, each epoch's validation loss and per-class scores, and an error that
+    stopped it go to ``train.log`` in the folder (appended to on resume).
+
     Args:
         cfg: the resolved config (ignored with ``resume``: the run folder's own config is used).
         out: parent folder; the run gets a new timestamped sub-folder, never an existing one.
         resume: an interrupted run folder to continue.
         progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
     """
+    with TrainLog() as train_log:
+        return _train(cfg, out=out, resume=resume, progress=progress, train_log=train_log)
+
+
+def _train(
+    cfg: RunConfig | None, *, out: str | Path, resume: str | Path | None, progress: bool | None, train_log: TrainLog
+) -> RunResult:
     if resume is not None and (Path(resume) / "metrics.json").exists():
         raise CheckpointError(f"'{resume}' is a finished run (it has metrics.json); nothing to resume")
     cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
@@ -132,6 +143,8 @@ def train(
         # One folder per run, chosen by rank 0 and shared with the other processes.
         run_dir = create_run_dir(out, cfg.name) if fabric.is_global_zero else None
         run_dir = Path(fabric.broadcast(str(run_dir), src=0))
+    if fabric.is_global_zero:
+        train_log.open(run_dir, resumed=resume is not None)
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))
