@@ -36,6 +36,7 @@ from medbalance.losses import build_loss
 from medbalance.metrics.cases import CaseTable
 from medbalance.nets import build_net
 from medbalance.report import environment, write_report
+from medbalance.report.collect import ReportSamples
 
 __all__ = [
     "RunResult",
@@ -182,7 +183,16 @@ def _train(
     if fabric.is_global_zero:
         writer = PredictionWriter(final_data, task, run_dir / "predictions")
         if task.name == "segmentation":  # the per-case table of the final split, in the same pass
-            writer = _Both(writer, case_table(cfg, final_data))
+            cases = case_table(cfg, final_data)
+            samples = ReportSamples(
+                cases.table,
+                final_data.names,
+                lambda i, y: _example(final_data, i, y),
+                binary=task.out_channels == 1,
+                ignore_index=ignore_index,
+                seed=cfg.seed,
+            )
+            writer = _Both(writer, cases, samples)
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(str(fabric.device)), indent=1))
     metrics = {
         "best_epoch": best["epoch"],
@@ -193,7 +203,9 @@ def _train(
     if splits.test is not None:
         metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
+    samples = None
     if isinstance(writer, _Both):
+        samples = writer.samples
         cases = run_dir / "evaluations" / final
         shutil.rmtree(cases, ignore_errors=True)  # an unfinished run's own table (a resume rewrites it)
         writer.cases.table.write(cases)
@@ -206,21 +218,28 @@ def _train(
             "unit": "pixels" if task.name == "segmentation" else "samples",
             "matrix": writer.confusion.tolist(),
         }
-        write_report(run_dir, metrics, examples=examples)
+        write_report(
+            run_dir,
+            metrics,
+            examples=examples,
+            pixels=samples.pixels if samples else None,
+            worst=samples.worst_cases if samples else (),
+        )
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
 
 
 class _Both:
-    """Two ``on_batch`` callbacks of one evaluation pass: predictions and the per-case table."""
+    """The ``on_batch`` callbacks of one evaluation pass: predictions, the per-case table, report samples."""
 
-    def __init__(self, writer: "PredictionWriter", cases: "CaseScores") -> None:
-        self.writer, self.cases = writer, cases
+    def __init__(self, writer: "PredictionWriter", cases: "CaseScores", samples: ReportSamples) -> None:
+        self.writer, self.cases, self.samples = writer, cases, samples
 
     def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.writer(batch, logits, labels)
         self.cases(batch, logits, labels)
+        self.samples(batch, logits, labels)  # after the table: it ranks the cases by their rows
 
 
 class PredictionWriter:
@@ -262,11 +281,7 @@ class PredictionWriter:
                 else:
                     write_mask(self.folder / f"{Path(name).name}.png", y, binary=self.task.out_channels == 1)
                 if len(self.examples) < self.num_examples:
-                    image, target = _display(data, i), _shown_target(data, i)
-                    if y.ndim == 3:  # a volume is shown by its slice with the most foreground
-                        k = int(np.argmax((target > 0).reshape(len(target), -1).sum(axis=1)))
-                        image, target, y = image[:, k], target[k], y[k]
-                    self.examples.append((name, image, target, y))
+                    self.examples.append(_example(data, i, y))
             return
         probs = self.task.probabilities(logits).cpu().tolist()
         for i, y, p in zip(index, labels, probs):
@@ -300,6 +315,15 @@ def _patch_stream(cfg: RunConfig, data: ArrayDataset, patch: tuple[int, ...], wo
         extras={k: list(v) for k, v in data.extras.items()} or None,
     )
     return Numbered(stream)
+
+
+def _example(data: ArrayDataset, i: int, y: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """``(name, image, target, labels)`` of case ``i`` for a figure; a volume by its slice with the most foreground."""
+    image, target = _display(data, i), _shown_target(data, i)
+    if y.ndim == 3:
+        k = int(np.argmax((target > 0).reshape(len(target), -1).sum(axis=1)))
+        image, target, y = image[:, k], target[k], y[k]
+    return data.names[i], image, target, y
 
 
 def _display(data: ArrayDataset, i: int) -> np.ndarray:
