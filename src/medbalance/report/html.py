@@ -474,10 +474,18 @@ def _case_scores(page: ReportPage, run_dir: Path, split: str, names: Sequence[st
     path = plots.plot_case_scores(by_class, assets / "case_scores.png")
     page.figure(path, f"Dice of every case and class (evaluations/{split}/cases.csv); the worst three named")
     if worst:
-        shown = [((f"{name} Dice {score:.3f}", *rest)) for (name, *rest), score in worst]
+        shown = [(f"{name} Dice {score:.3f}", *rest) for (name, *rest), score in worst]
         plots.plot_examples(shown, len(names), assets / "worst_cases.png", names)
+        listed = [(str(example[0]), score) for example, score in worst]
+    else:  # a rewritten report: the same ranking, from the table
+        means: dict[str, list[float]] = {}
+        for row in rows:
+            means.setdefault(row["case"], []).append(plots._number(row.get("dice")))
+        ranked = {c: float(np.nanmean(v)) for c, v in means.items() if not all(math.isnan(x) for x in v)}
+        listed = sorted(ranked.items(), key=lambda cv: cv[1])[:3]
     if (assets / "worst_cases.png").is_file():
-        page.figure(assets / "worst_cases.png", "the worst cases by their mean Dice over the classes")
+        cases = ", ".join(f"{name} ({score:.3f})" for name, score in listed)
+        page.figure(assets / "worst_cases.png", f"the worst cases by their mean Dice over the classes: {cases}")
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -9,6 +9,7 @@ class has the same colour in the bars, the heat maps and the label overlays.
 from __future__ import annotations
 
 import math
+from inspect import signature
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -596,12 +597,14 @@ def plot_case_scores(
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.7 * max(1, len(names))))
     from matplotlib.transforms import blended_transform_factory as blended
 
+    # matplotlib 3.10 renamed vert=False; the older spelling warns from 3.11 on
+    horizontal = {"orientation": "horizontal"} if "orientation" in signature(ax.boxplot).parameters else {"vert": False}
     rng = np.random.default_rng(0)  # the jitter only spreads the dots; fixed so a report redraws the same
     for k, name in enumerate(names):
         cases = [(c, v) for c, v in scores[name] if not math.isnan(v)]
         values = np.asarray([v for _, v in cases])
         if values.size:
-            ax.boxplot(values, positions=[k], vert=False, widths=0.5, showfliers=False)
+            ax.boxplot(values, positions=[k], widths=0.5, showfliers=False, **horizontal)
             y = k + rng.uniform(-0.15, 0.15, values.size)
             ax.plot(values, y, "o", ms=4, alpha=0.6, color="C0")
             lowest = np.argsort(values, kind="stable")[:worst]
