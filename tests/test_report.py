@@ -262,3 +262,48 @@ def test_class_count_axis_starts_at_the_power_of_ten_below_the_smallest_count(tm
     assert seen["ylim"][0] == pytest.approx(10)
     assert "1,000" in seen["ticks"] and "100,000" in seen["ticks"]
     assert not any("^" in t or "e" in t for t in seen["ticks"]), seen["ticks"]  # one plain number format
+
+
+_BROWSERS = ("chromium", "chromium-headless-shell", "chromium-browser", "chrome-headless-shell", "google-chrome")
+
+
+@pytest.mark.parametrize("kind", ["binary", "multi", "classification"])
+def test_report_renders_in_a_headless_browser(runs, kind, tmp_path):
+    """report.html in headless Chromium: the screenshot shows the figures at the page width; no image is blank."""
+    import base64
+    import io
+    import re
+    import subprocess
+
+    from PIL import Image
+
+    browser = next((b for b in map(shutil.which, _BROWSERS) if b), None)
+    if browser is None:
+        pytest.skip(f"no headless browser ({', '.join(_BROWSERS)}) on this machine")
+    page = runs[kind] / "report.html"
+    shot = tmp_path / "shot.png"
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,6000", "--virtual-time-budget=5000",
+        f"--screenshot={shot}", page.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if not shot.is_file():
+        pytest.skip(f"{browser} did not start here (exit {done.returncode}): {done.stderr.strip()[-200:]}")
+    screen = assert_real_png(shot.read_bytes(), min_side=1000).astype(np.int16)
+    ink = (screen < 235).any(axis=2)  # not the white page
+    ink = ink[: np.flatnonzero(ink.any(axis=1)).max(initial=0) + 1]  # down to the end of the page
+    assert ink.mean() > 0.05, "the page is (almost) blank"
+    packed = (screen[..., 0] << 16) | (screen[..., 1] << 8) | screen[..., 2]
+    assert len(np.unique(packed)) > 500, "no figure was drawn (too few colours)"
+    # a full-width figure: rows whose ink spans nearly the whole content column (1150 px wide, 1 em padding)
+    columns = [np.flatnonzero(row) for row in ink]
+    spans = np.array([c[-1] - c[0] if c.size else 0 for c in columns])
+    assert (spans > 1000).sum() > 100, f"no figure spans the page width (widest span {spans.max()} px)"
+    # every embedded image is drawn: more than one colour over a visible share of it
+    sources = re.findall(r"src='data:image/png;base64,([^']+)'", page.read_text())
+    assert len(sources) >= 5
+    for data in sources:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            pixels = np.asarray(img.convert("L"), np.int16)
+        assert (pixels < 235).mean() > 0.01 and pixels.std() > 10, "an embedded figure is (almost) blank"

@@ -617,7 +617,7 @@ def plot_case_scores(
             ax.text(1.01, k, listed, transform=blended(ax.transAxes, ax.transData), fontsize=7, va="center",
                     color="C3")
     ax.set_yticks(range(len(names)), names)
-    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_ylim(len(names) - 0.4, -0.6)  # the first class on top, as in the tables
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(f"{metric} per case")
     ax.grid(axis="x", alpha=0.3)
