@@ -307,3 +307,27 @@ def test_report_renders_in_a_headless_browser(runs, kind, tmp_path):
         with Image.open(io.BytesIO(base64.b64decode(data))) as img:
             pixels = np.asarray(img.convert("L"), np.int16)
         assert (pixels < 235).mean() > 0.01 and pixels.std() > 10, "an embedded figure is (almost) blank"
+
+
+def test_legends_sit_beside_the_bars_and_curves(tmp_path, monkeypatch):
+    """per_class.png and the comparison figures: no legend overlaps the axes it explains (issue 21)."""
+    import matplotlib.figure
+
+    overlaps = []
+    real = matplotlib.figure.Figure.savefig
+
+    def check(fig, *args, **kwargs):
+        result = real(fig, *args, **kwargs)  # drawn: the extents are final
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None and legend.get_frame_on() is False:  # the outside legends
+                overlaps.append(legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)))
+        return result
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", check)
+    names = ["background", "a long class name", "b"]
+    plots.plot_per_class({"dice": [0.99, 1.0, 0.5], "recall": [1.0, 0.98, 0.4]}, names, tmp_path / "p.png")
+    history = [{"epoch": "1", "train_loss": "1.0", "val_loss": "0.9", "val_dice": "0.5"}]
+    plots.plot_curves({"run-one": history, "run-two": history}, "dice", tmp_path / "c.png")
+    assert overlaps == [False, False]

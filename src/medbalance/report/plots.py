@@ -89,11 +89,9 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, object]]], monitor
     for k, (name, rows) in enumerate(histories.items()):
         epochs = [_number(r.get("epoch")) for r in rows]
         colour = f"C{k % 10}"
-        label = "train" if single else name
-        ax_loss.plot(epochs, [_number(r.get("train_loss")) for r in rows], "-o", ms=3, color=colour, label=label)
+        ax_loss.plot(epochs, [_number(r.get("train_loss")) for r in rows], "-o", ms=3, color=colour)
         if any(r.get("val_loss") not in (None, "") for r in rows):
-            val = [_number(r.get("val_loss")) for r in rows]
-            ax_loss.plot(epochs, val, "--", color=colour, label="validation" if single else f"{name} (val)")
+            ax_loss.plot(epochs, [_number(r.get("val_loss")) for r in rows], "--", color=colour)
         ax_score.plot(epochs, [_number(r.get(f"val_{monitor}")) for r in rows], "-o", ms=3, color=colour, label=name)
         if single:
             stages = [r.get("stage") for r in rows]
@@ -110,9 +108,13 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, object]]], monitor
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8)
+    from matplotlib.lines import Line2D
+
+    # line styles in the loss panel (where it covers least), runs by colour beside the score panel
+    styles = [Line2D([], [], color="k", ls="-", marker="o", ms=3), Line2D([], [], color="k", ls="--")]
+    ax_loss.legend(styles, ["train", "validation"], fontsize=8)
     if not single:
-        ax_score.legend(fontsize=8)
+        _legend_outside(ax_score)
     return _save(fig, path)
 
 
