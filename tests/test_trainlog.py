@@ -66,3 +66,21 @@ def test_train_log_holds_the_terminal_lines_the_epoch_detail_and_a_guard_stop_th
     report = (run / "report.html").read_text()
     assert "the run was resumed 1 time" in report
     assert "the non-finite guard stopped this run 1 time before it finished (last: loss became nan" in report
+
+
+def test_lines_logged_before_the_run_folder_exists_are_written_first_and_handlers_go_away(tmp_path):
+    from medbalance.engine.trainlog import TrainLog
+
+    logger = logging.getLogger("medbalance.data.test")
+    before = list(logging.getLogger("medbalance").handlers)
+    with pytest.raises(KeyboardInterrupt):
+        with TrainLog() as train_log:
+            logger.warning("reading the data")
+            train_log.open(tmp_path, resumed=False)
+            logger.warning("training")
+            raise KeyboardInterrupt
+    lines = [line.split(" ", 2)[2] for line in (tmp_path / "train.log").read_text().splitlines()]
+    assert lines == [f"=== training {tmp_path} ===", "reading the data", "training", "stopped: KeyboardInterrupt"]
+    assert logging.getLogger("medbalance").handlers == before
+    logger.warning("after the run")  # no longer written
+    assert "after the run" not in (tmp_path / "train.log").read_text()

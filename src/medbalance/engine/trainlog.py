@@ -62,28 +62,47 @@ def log_epoch(epoch: int, scores: Mapping, class_names: Sequence[str]) -> None:
     EPOCHS.info("  ".join(parts))
 
 
+class _Held(logging.Handler):
+    """Keeps the records logged before the run folder exists (reading and checking the data)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class TrainLog:
     """Context of one ``train()`` call: :meth:`open` starts ``RUN/train.log`` once the folder exists.
 
-    On leaving, an error that stopped the run is written to the file (only there: the CLI prints
+    Lines logged earlier in the call (the data being read) are held and written first. On
+    leaving, an error that stopped the run is written to the file (only there: the CLI prints
     it), then the handler is removed and closed.
     """
 
     def __init__(self) -> None:
         self.handler: logging.FileHandler | None = None
+        self._held = _Held()
 
     def open(self, run_dir: Path, *, resumed: bool) -> None:
         """Append to ``run_dir/train.log`` from now on (a resumed run continues its file)."""
         self.handler = logging.FileHandler(Path(run_dir) / "train.log", mode="a", encoding="utf-8")
         self.handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+        logging.getLogger("medbalance").removeHandler(self._held)
         for logger in (logging.getLogger("medbalance"), EPOCHS):
             logger.addHandler(self.handler)
         EPOCHS.info(f"{RESUMED} {run_dir} ===" if resumed else f"=== training {run_dir} ===")
+        for record in self._held.records:
+            self.handler.handle(record)
+        self._held.records.clear()
 
     def __enter__(self) -> TrainLog:
+        logging.getLogger("medbalance").addHandler(self._held)
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
+        logging.getLogger("medbalance").removeHandler(self._held)
         if self.handler is None:
             return
         if exc is not None:
