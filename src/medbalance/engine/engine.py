@@ -320,9 +320,18 @@ class Engine:
 
     # ----------------------------------------------------------------------------- fit
     def fit(
-        self, stages: Sequence[Stage], train_data: Dataset, val_data: Dataset, *, resume: bool = False
+        self,
+        stages: Sequence[Stage],
+        train_data: Dataset,
+        val_data: Dataset,
+        *,
+        resume: bool = False,
+        on_resumed: Callable[[], None] | None = None,
     ) -> list[dict]:
         """Run ``stages`` in order; with ``resume`` continue from ``run_dir/checkpoints/last.pt``.
+
+        ``on_resumed()`` is called once the checkpoint passed every check (a refused resume
+        leaves the run folder as it was, so nothing may be written before).
 
         Returns:
             The rows of ``history.csv``.
@@ -337,6 +346,8 @@ class Engine:
         start_stage, start_epoch, global_epoch, best, state = (
             self._restore(stages, history) if resume else (0, 0, 0, None, None)
         )
+        if resume and on_resumed is not None:
+            on_resumed()
         val_loader, _ = self._loader(val_data, train=False)
 
         for si in range(start_stage, len(stages)):

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,8 @@ def _train(
         # One folder per run, chosen by rank 0 and shared with the other processes.
         run_dir = create_run_dir(out, cfg.name) if fabric.is_global_zero else None
         run_dir = Path(fabric.broadcast(str(run_dir), src=0))
-    if fabric.is_global_zero:
-        train_log.open(run_dir, resumed=resume is not None)
+    if fabric.is_global_zero and resume is None:  # a resumed run's log opens once its checkpoint is accepted
+        train_log.open(run_dir, resumed=False)
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         atomic_write_text(run_dir / "splits.json", json.dumps(splits.info, indent=1))
@@ -173,7 +174,8 @@ def _train(
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid 'loss': {exc}") from None
     stages = [Stage("train", cfg.epochs, loss)]
-    history = engine.fit(stages, train_data, splits.val, resume=resume is not None)
+    resumed = partial(train_log.open, run_dir, resumed=True) if fabric.is_global_zero else None
+    history = engine.fit(stages, train_data, splits.val, resume=resume is not None, on_resumed=resumed)
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
