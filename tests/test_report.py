@@ -182,7 +182,7 @@ def test_worst_cases_are_the_lowest_mean_dice_of_cases_csv(runs):
         assert_real_png((run / "report" / "worst_cases.png").read_bytes())
 
 
-def test_report_samples_keeps_the_worst_cases_and_an_unbiased_pixel_sample():
+def test_report_samples_keeps_the_worst_cases_and_a_pixel_sample_of_the_pass():
     """ReportSamples against a direct computation: worst-k by mean Dice; the pixel sample keeps (p, y) pairs."""
     import torch
 
@@ -193,10 +193,9 @@ def test_report_samples_keeps_the_worst_cases_and_an_unbiased_pixel_sample():
     names = [f"case{i}" for i in range(7)]
     table = CaseTable(2, class_names=["bg", "fg"])
     shown = []
-    samples = ReportSamples(
-        table, names, lambda i, y: (names[i], np.zeros((1, 8, 8)), np.zeros((8, 8), int), y), binary=True,
-        max_pixels=100, worst=3,
-    )  # fmt: skip
+    example = lambda i, y: (names[i], np.zeros((1, 8, 8)), np.zeros((8, 8), int), y)  # noqa: E731
+    samples = ReportSamples(table, names, example, binary=True, max_pixels=100, worst=3)
+    everything = ReportSamples(None, names, example, binary=True, max_pixels=10_000)  # more than the pass has
     logits_all, target_all = [], []
     for start in range(0, 7, 2):  # batches of 2 (the last of 1)
         index = list(range(start, min(start + 2, 7)))
@@ -206,7 +205,8 @@ def test_report_samples_keeps_the_worst_cases_and_an_unbiased_pixel_sample():
         for i, y, t in zip(index, labels.numpy(), target.numpy()):
             table.update(names[i], y, t)
             shown.append((names[i], 2 * ((y == 1) & (t == 1)).sum() / max((y == 1).sum() + (t == 1).sum(), 1)))
-        samples({"index": torch.tensor(index), "target": target}, logits, labels)
+        for callback in (samples, everything):
+            callback({"index": torch.tensor(index), "target": target}, logits, labels)
         logits_all.append(logits[:, 0].reshape(-1))
         target_all.append(target.reshape(-1))
     expected = sorted(shown, key=lambda cv: cv[1])[:3]
@@ -218,6 +218,10 @@ def test_report_samples_keeps_the_worst_cases_and_an_unbiased_pixel_sample():
     # every sampled pixel is one of the pass: its probability and its truth together
     pairs = set(zip(torch.sigmoid(torch.cat(logits_all)).numpy().round(6), torch.cat(target_all).numpy()))
     assert set(zip(probs.round(6), truth)) <= pairs
+    probs, truth = everything.pixels  # a sample larger than the pass: every pixel, each once
+    expected = sorted(zip(torch.sigmoid(torch.cat(logits_all)).numpy().tolist(), torch.cat(target_all).tolist()))
+    assert sorted(zip(probs.tolist(), truth.tolist())) == pytest.approx(expected)
+    assert everything.worst_cases == []
 
 
 def test_precision_recall_points_equal_a_threshold_by_threshold_count():

@@ -570,9 +570,8 @@ def plot_precision_recall(probs, target, threshold: float, path: str | Path, *, 
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     ax.plot(recall, precision, color="C0", label="precision-recall")
     ax.plot([at_r], [at_p], "o", color="C3", ms=8, label=f"threshold {threshold:g}: P {at_p:.3f}, R {at_r:.3f}")
-    ax.plot(
-        [recall[best]], [precision[best]], "s", color="C2", ms=7, label=f"best F1 {f1[best]:.3f} at {thresholds[best]:.3f}"
-    )
+    best_label = f"best F1 {f1[best]:.3f} at {thresholds[best]:.3f}"
+    ax.plot([recall[best]], [precision[best]], "s", color="C2", ms=7, label=best_label)
     ax.set_xlim(0, 1.01)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("recall (foreground pixels)")
@@ -612,12 +611,12 @@ def plot_case_scores(
             lowest = np.argsort(values, kind="stable")[:worst]
             for rank, j in enumerate(lowest, start=1):
                 ax.plot(values[j], y[j], "o", ms=6, color="C3")
-                ax.annotate(str(rank), (values[j], y[j]), xytext=(0, 6), textcoords="offset points", fontsize=7,
-                            ha="center", color="C3")
+                where = dict(xytext=(0, 6), textcoords="offset points", fontsize=7, ha="center", color="C3")
+                ax.annotate(str(rank), (values[j], y[j]), **where)
             # the names beside the row, where they overprint no dot
             listed = "\n".join(f"{r}: {str(cases[j][0])[-20:]} ({values[j]:.3f})" for r, j in enumerate(lowest, 1))
-            ax.text(1.01, k, listed, transform=blended(ax.transAxes, ax.transData), fontsize=7, va="center",
-                    color="C3")
+            beside = blended(ax.transAxes, ax.transData)
+            ax.text(1.01, k, listed, transform=beside, fontsize=7, va="center", color="C3")
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(len(names) - 0.4, -0.6)  # the first class on top, as in the tables
     ax.set_xlim(-0.02, 1.02)
