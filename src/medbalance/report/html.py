@@ -96,8 +96,9 @@ class ReportPage:
     def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         self.blocks.append(("table", list(header), [list(r) for r in rows]))
 
-    def figure(self, path: Path, caption: str, *, full: bool = True) -> None:
-        """A PNG with its caption; ``full``: shown at the page width (not for small square figures)."""
+    def figure(self, path: Path, caption: str, *, full: bool | None = None) -> None:
+        """A PNG with its caption; ``full``: shown at the page width (``None``: when it is drawn at least
+        :data:`_FULL_WIDTH` pixels wide, so a small square figure keeps its size)."""
         self.blocks.append(("img", Path(path), caption, full))
 
     def warning(self, text: str) -> None:
@@ -135,7 +136,8 @@ class ReportPage:
                 out.append(f"<p class='warning'><strong>Warning:</strong> {esc(args[0])}</p>")
             elif kind == "img":
                 data = base64.b64encode(args[0].read_bytes()).decode("ascii")
-                full = " class='full'" if args[2] else ""
+                wide = args[2] if args[2] is not None else _png_width(args[0]) >= _FULL_WIDTH
+                full = " class='full'" if wide else ""
                 out.append(
                     f"<figure><img{full} alt='{esc(args[1])}' src='data:image/png;base64,{data}'>"
                     f"<figcaption>{esc(args[1])}</figcaption></figure>"
@@ -167,6 +169,17 @@ class ReportPage:
             else:
                 out.append(f"```\n{args[0].rstrip()}\n```")
         return "\n\n".join(out) + "\n"
+
+
+#: Figures drawn at least this wide (pixels) fill the page; the page is 1150 px, a 10-inch figure 1100.
+_FULL_WIDTH = 700
+
+
+def _png_width(path: Path) -> int:
+    """Width of a PNG from its header (0 when it is not a PNG)."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 
 def _cell(value: object) -> str:
@@ -355,7 +368,7 @@ def write_report(
         path = plots.plot_confusion(
             np.asarray(confusion["matrix"]), names, assets / "confusion.png", unit=confusion.get("unit", "pixels")
         )
-        page.figure(path, f"rows: true class, columns: predicted class ({confusion.get('split')} split)", full=False)
+        page.figure(path, f"rows: true class, columns: predicted class ({confusion.get('split')} split)")
     _threshold_and_calibration(page, run_dir, facts, names, split, pixels)
     _case_scores(page, run_dir, split, names, worst)
     if examples:
@@ -436,7 +449,6 @@ def _threshold_and_calibration(
                 path,
                 f"foreground pixels of the {split} split (a random sample); the marked point is the run's "
                 f"threshold {facts['threshold']:g}",
-                full=False,
             )
     elif facts["task"] == "classification":
         table = run_dir / "predictions" / "predictions.csv"
@@ -454,7 +466,7 @@ def _threshold_and_calibration(
         target = torch.tensor([int(r["target"]) for r in rows])
         page.heading("Calibration")
         path = plots.plot_reliability(probs, target, assets / "reliability.png", title=f"{split} split")
-        page.figure(path, f"reliability diagram of the {split} split (predictions/predictions.csv)", full=False)
+        page.figure(path, f"reliability diagram of the {split} split (predictions/predictions.csv)")
 
 
 def _case_scores(page: ReportPage, run_dir: Path, split: str, names: Sequence[str], worst: Sequence) -> None:
