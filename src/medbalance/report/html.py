@@ -449,6 +449,7 @@ def _threshold_and_calibration(
                 path,
                 f"foreground pixels of the {split} split (a random sample); the marked point is the run's "
                 f"threshold {facts['threshold']:g}",
+                full=False,  # a square plot: at the page width it would fill the screen
             )
     elif facts["task"] == "classification":
         table = run_dir / "predictions" / "predictions.csv"

@@ -567,7 +567,7 @@ def plot_precision_recall(probs, target, threshold: float, path: str | Path, *, 
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     best = int(np.argmax(f1))
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     ax.plot(recall, precision, color="C0", label="precision-recall")
     ax.plot([at_r], [at_p], "o", color="C3", ms=8, label=f"threshold {threshold:g}: P {at_p:.3f}, R {at_r:.3f}")
     best_label = f"best F1 {f1[best]:.3f} at {thresholds[best]:.3f}"
@@ -577,8 +577,8 @@ def plot_precision_recall(probs, target, threshold: float, path: str | Path, *, 
     ax.set_xlabel("recall (foreground pixels)")
     ax.set_ylabel("precision")
     ax.set_title(f"{title + ': ' if title else ''}average precision {ap:.3f} ({probs.size:,} pixels)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
+    _legend_outside(ax)  # a poor model's curve runs along the bottom, a good one's along the top
     return _save(fig, path)
 
 
