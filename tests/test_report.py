@@ -45,9 +45,11 @@ def test_run_report_parses_and_every_figure_is_a_real_png(runs, kind):
     run = runs[kind]
     headings = check_html(run / "report.html")
     figures = {p.name for p in check_markdown(run / "report.md")}
-    expected = {"curves.png", "per_class.png", "confusion.png"} | (
-        {"examples.png"} if kind != "classification" else set()
-    )
+    expected = {
+        "binary": {"examples.png", "precision_recall.png", "case_scores.png", "worst_cases.png"},
+        "multi": {"examples.png", "case_scores.png", "worst_cases.png"},
+        "classification": {"reliability.png"},
+    }[kind] | {"curves.png", "class_curves.png", "lr.png", "per_class.png", "confusion.png"}
     assert figures == expected
     for section in ("Training curves", "Scores", "Confusion matrix", "Environment", "Resolved config"):
         assert section in headings, section
@@ -158,3 +160,178 @@ def test_figures_are_real_pngs_and_bad_input_is_refused(tmp_path):
         plots.plot_per_class({"dice": [0.1, 0.2]}, names, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="examples is empty"):
         plots.plot_examples([], 2, tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------------- issue 21: pages a person reads
+def test_worst_cases_are_the_lowest_mean_dice_of_cases_csv(runs):
+    """The overlays show the three cases with the lowest mean Dice over classes in cases.csv, named with it."""
+    import csv
+
+    for kind in ("binary", "multi"):
+        run = runs[kind]
+        with open(run / "evaluations" / "test" / "cases.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        means = {}
+        for case in {r["case"] for r in rows}:
+            dice = [float(r["dice"]) for r in rows if r["case"] == case and r["dice"] not in ("", "nan")]
+            if dice:
+                means[case] = float(np.mean(dice))
+        worst = sorted(means, key=lambda c: (means[c], c))[:3]
+        listed = ", ".join(f"{c} ({means[c]:.3f})" for c in worst)
+        assert f"the worst cases by their mean Dice over the classes: {listed}" in (run / "report.md").read_text()
+        assert_real_png((run / "report" / "worst_cases.png").read_bytes())
+
+
+def test_report_samples_keeps_the_worst_cases_and_a_pixel_sample_of_the_pass():
+    """ReportSamples against a direct computation: worst-k by mean Dice; the pixel sample keeps (p, y) pairs."""
+    import torch
+
+    from medbalance.metrics.cases import CaseTable
+    from medbalance.report.collect import ReportSamples
+
+    rng = np.random.default_rng(3)
+    names = [f"case{i}" for i in range(7)]
+    table = CaseTable(2, class_names=["bg", "fg"])
+    shown = []
+    example = lambda i, y: (names[i], np.zeros((1, 8, 8)), np.zeros((8, 8), int), y)  # noqa: E731
+    samples = ReportSamples(table, names, example, binary=True, max_pixels=100, worst=3)
+    everything = ReportSamples(None, names, example, binary=True, max_pixels=10_000)  # more than the pass has
+    logits_all, target_all = [], []
+    for start in range(0, 7, 2):  # batches of 2 (the last of 1)
+        index = list(range(start, min(start + 2, 7)))
+        target = torch.from_numpy(rng.integers(0, 2, (len(index), 8, 8)))
+        logits = torch.from_numpy(rng.normal(size=(len(index), 1, 8, 8))).float() + 2.0 * target[:, None] - 1
+        labels = (logits[:, 0] > 0).long()
+        for i, y, t in zip(index, labels.numpy(), target.numpy()):
+            table.update(names[i], y, t)
+            shown.append((names[i], 2 * ((y == 1) & (t == 1)).sum() / max((y == 1).sum() + (t == 1).sum(), 1)))
+        for callback in (samples, everything):
+            callback({"index": torch.tensor(index), "target": target}, logits, labels)
+        logits_all.append(logits[:, 0].reshape(-1))
+        target_all.append(target.reshape(-1))
+    expected = sorted(shown, key=lambda cv: cv[1])[:3]
+    got = samples.worst_cases
+    assert [example[0] for example, _ in got] == [name for name, _ in expected]
+    np.testing.assert_allclose([score for _, score in got], [d for _, d in expected])
+    probs, truth = samples.pixels
+    assert probs.shape == truth.shape == (100,)
+    # every sampled pixel is one of the pass: its probability and its truth together
+    pairs = set(zip(torch.sigmoid(torch.cat(logits_all)).numpy().round(6), torch.cat(target_all).numpy()))
+    assert set(zip(probs.round(6), truth)) <= pairs
+    probs, truth = everything.pixels  # a sample larger than the pass: every pixel, each once
+    expected = sorted(zip(torch.sigmoid(torch.cat(logits_all)).numpy().tolist(), torch.cat(target_all).tolist()))
+    assert sorted(zip(probs.tolist(), truth.tolist())) == pytest.approx(expected)
+    assert everything.worst_cases == []
+
+
+def test_precision_recall_points_equal_a_threshold_by_threshold_count():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 2, 300)
+    probs = np.round(np.clip(rng.normal(0.3 + 0.4 * target, 0.2), 0, 1), 2)  # rounding makes ties
+    precision, recall, thresholds = plots.precision_recall_points(probs, target)
+    assert len(thresholds) == len(np.unique(probs)) and np.all(np.diff(thresholds) < 0)
+    for p, r, t in zip(precision, recall, thresholds):
+        chosen = probs >= t
+        assert p == pytest.approx((chosen & (target == 1)).sum() / chosen.sum())
+        assert r == pytest.approx((chosen & (target == 1)).sum() / (target == 1).sum())
+
+
+def test_run_warnings(tmp_path):
+    from medbalance.report.html import run_warnings
+
+    history = [{"epoch": str(e), "val_mean_dice_fg": "0.0"} for e in (1, 2, 3)]
+    metrics = {"monitor": "mean_dice_fg", "best_epoch": 1, "epochs": 3}
+    warnings = run_warnings(tmp_path, metrics, history)
+    assert len(warnings) == 2
+    assert "best epoch is the first of 3" in warnings[0] and "was 0 in every epoch" in warnings[1]
+    history[1]["val_mean_dice_fg"] = "0.1"
+    assert run_warnings(tmp_path, {**metrics, "best_epoch": 2}, history) == []
+    assert run_warnings(tmp_path, {**metrics, "epochs": 1}, history[:1])[0].startswith("validation mean_dice_fg")
+
+
+def test_class_count_axis_starts_at_the_power_of_ten_below_the_smallest_count(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    seen = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        seen["ylim"] = ax.get_ylim()
+        seen["ticks"] = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    plots.plot_class_counts([523000, 41000, 3100, 87], ["bg", "a", "b", "c"], tmp_path / "c.png")
+    assert seen["ylim"][0] == pytest.approx(10)
+    assert "1,000" in seen["ticks"] and "100,000" in seen["ticks"]
+    assert not any("^" in t or "e" in t for t in seen["ticks"]), seen["ticks"]  # one plain number format
+
+
+_BROWSERS = ("chromium", "chromium-headless-shell", "chromium-browser", "chrome-headless-shell", "google-chrome")
+
+
+@pytest.mark.parametrize("kind", ["binary", "multi", "classification"])
+def test_report_renders_in_a_headless_browser(runs, kind, tmp_path):
+    """report.html in headless Chromium: the screenshot shows the figures at the page width; no image is blank."""
+    import base64
+    import io
+    import re
+    import subprocess
+
+    from PIL import Image
+
+    browser = next((b for b in map(shutil.which, _BROWSERS) if b), None)
+    if browser is None:
+        pytest.skip(f"no headless browser ({', '.join(_BROWSERS)}) on this machine")
+    page = runs[kind] / "report.html"
+    shot = tmp_path / "shot.png"
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,6000", "--virtual-time-budget=5000",
+        f"--screenshot={shot}", page.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if not shot.is_file():
+        pytest.skip(f"{browser} did not start here (exit {done.returncode}): {done.stderr.strip()[-200:]}")
+    screen = assert_real_png(shot.read_bytes(), min_side=1000).astype(np.int16)
+    ink = (screen < 235).any(axis=2)  # not the white page
+    ink = ink[: np.flatnonzero(ink.any(axis=1)).max(initial=0) + 1]  # down to the end of the page
+    assert ink.mean() > 0.05, "the page is (almost) blank"
+    packed = (screen[..., 0] << 16) | (screen[..., 1] << 8) | screen[..., 2]
+    assert len(np.unique(packed)) > 500, "no figure was drawn (too few colours)"
+    # a full-width figure: rows whose ink spans nearly the whole content column (1150 px wide, 1 em padding)
+    columns = [np.flatnonzero(row) for row in ink]
+    spans = np.array([c[-1] - c[0] if c.size else 0 for c in columns])
+    assert (spans > 1000).sum() > 100, f"no figure spans the page width (widest span {spans.max()} px)"
+    # every embedded image is drawn: more than one colour over a visible share of it
+    sources = re.findall(r"src='data:image/png;base64,([^']+)'", page.read_text())
+    assert len(sources) >= 5
+    for data in sources:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            pixels = np.asarray(img.convert("L"), np.int16)
+        assert (pixels < 235).mean() > 0.01 and pixels.std() > 10, "an embedded figure is (almost) blank"
+
+
+def test_legends_sit_beside_the_bars_and_curves(tmp_path, monkeypatch):
+    """per_class.png and the comparison figures: no legend overlaps the axes it explains (issue 21)."""
+    import matplotlib.figure
+
+    overlaps = []
+    real = matplotlib.figure.Figure.savefig
+
+    def check(fig, *args, **kwargs):
+        result = real(fig, *args, **kwargs)  # drawn: the extents are final
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None and legend.get_frame_on() is False:  # the outside legends
+                overlaps.append(legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)))
+        return result
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", check)
+    names = ["background", "a long class name", "b"]
+    plots.plot_per_class({"dice": [0.99, 1.0, 0.5], "recall": [1.0, 0.98, 0.4]}, names, tmp_path / "p.png")
+    history = [{"epoch": "1", "train_loss": "1.0", "val_loss": "0.9", "val_dice": "0.5"}]
+    plots.plot_curves({"run-one": history, "run-two": history}, "dice", tmp_path / "c.png")
+    assert overlaps == [False, False]

@@ -48,6 +48,7 @@ from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.rundir import HistoryLog
 from medbalance.engine.sliding_window import sliding_window_inference
+from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.deep_supervision import deep_supervision_loss
 from medbalance.losses.dynamic import set_progress
@@ -319,9 +320,18 @@ class Engine:
 
     # ----------------------------------------------------------------------------- fit
     def fit(
-        self, stages: Sequence[Stage], train_data: Dataset, val_data: Dataset, *, resume: bool = False
+        self,
+        stages: Sequence[Stage],
+        train_data: Dataset,
+        val_data: Dataset,
+        *,
+        resume: bool = False,
+        on_resumed: Callable[[], None] | None = None,
     ) -> list[dict]:
         """Run ``stages`` in order; with ``resume`` continue from ``run_dir/checkpoints/last.pt``.
+
+        ``on_resumed()`` is called once the checkpoint passed every check (a refused resume
+        leaves the run folder as it was, so nothing may be written before).
 
         Returns:
             The rows of ``history.csv``.
@@ -336,6 +346,8 @@ class Engine:
         start_stage, start_epoch, global_epoch, best, state = (
             self._restore(stages, history) if resume else (0, 0, 0, None, None)
         )
+        if resume and on_resumed is not None:
+            on_resumed()
         val_loader, _ = self._loader(val_data, train=False)
 
         for si in range(start_stage, len(stages)):
@@ -386,6 +398,7 @@ class Engine:
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_loss": train_loss,
                     **{f"val_{k}": v for k, v in _scalars(scores).items()},
+                    **per_class_columns(scores, self.meta.get("class_names") or []),
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
                 ckpt = {
@@ -419,6 +432,7 @@ class Engine:
                     total_epochs,
                     _duration(eta),
                 )
+                log_epoch(global_epoch, scores, self.meta.get("class_names") or [])
             start_epoch = 0
         return history.rows
 

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,13 @@ from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_l
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
+from medbalance.engine.trainlog import TrainLog
 from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.losses import build_loss
 from medbalance.metrics.cases import CaseTable
 from medbalance.nets import build_net
 from medbalance.report import environment, write_report
+from medbalance.report.collect import ReportSamples
 
 __all__ = [
     "RunResult",
@@ -90,6 +93,9 @@ def train(
 ) -> RunResult:
     """Train one run and write its folder (config, checkpoints, history, metrics, predictions, report).
 
+    The run's log lines, each epoch's validation loss and per-class scores, and an error that
+    stopped it go to ``train.log`` in the folder (appended to on resume).
+
     Args:
         cfg: the resolved config (ignored with ``resume``: the run folder's own config is used).
         out: parent folder; the run gets a new timestamped sub-folder, never an existing one.
@@ -97,6 +103,13 @@ def train(
         progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
         folder: the run folder's exact name under ``out`` (new), instead of ``<name>-<time>``.
     """
+    with TrainLog() as train_log:
+        return _train(cfg, out=out, resume=resume, progress=progress, train_log=train_log)
+
+
+def _train(
+    cfg: RunConfig | None, *, out: str | Path, resume: str | Path | None, progress: bool | None, train_log: TrainLog
+) -> RunResult:
     if resume is not None and (Path(resume) / "metrics.json").exists():
         raise CheckpointError(f"'{resume}' is a finished run (it has metrics.json); nothing to resume")
     cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
@@ -135,6 +148,8 @@ def train(
         # One folder per run, chosen by rank 0 and shared with the other processes.
         run_dir = create_run_dir(out, folder or cfg.name, stamp=folder is None) if fabric.is_global_zero else None
         run_dir = Path(fabric.broadcast(str(run_dir), src=0))
+    if fabric.is_global_zero and resume is None:  # a resumed run's log opens once its checkpoint is accepted
+        train_log.open(run_dir, resumed=False)
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         info = dict(splits.info)
@@ -165,7 +180,8 @@ def train(
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid 'loss': {exc}") from None
     stages = [Stage("train", cfg.epochs, loss)]
-    history = engine.fit(stages, train_data, splits.val, resume=resume is not None)
+    resumed = partial(train_log.open, run_dir, resumed=True) if fabric.is_global_zero else None
+    history = engine.fit(stages, train_data, splits.val, resume=resume is not None, on_resumed=resumed)
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
@@ -175,7 +191,16 @@ def train(
     if fabric.is_global_zero:
         writer = PredictionWriter(final_data, task, run_dir / "predictions")
         if task.name == "segmentation":  # the per-case table of the final split, in the same pass
-            writer = _Both(writer, case_table(cfg, final_data))
+            cases = case_table(cfg, final_data)
+            samples = ReportSamples(
+                cases.table,
+                final_data.names,
+                lambda i, y: _example(final_data, i, y),
+                binary=task.out_channels == 1,
+                ignore_index=ignore_index,
+                seed=cfg.seed,
+            )
+            writer = _Both(writer, cases, samples)
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(str(fabric.device)), indent=1))
     metrics = {
         "best_epoch": best["epoch"],
@@ -186,7 +211,9 @@ def train(
     if splits.test is not None:
         metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
+    samples = None
     if isinstance(writer, _Both):
+        samples = writer.samples
         cases = run_dir / "evaluations" / final
         shutil.rmtree(cases, ignore_errors=True)  # an unfinished run's own table (a resume rewrites it)
         writer.cases.table.write(cases)
@@ -199,21 +226,28 @@ def train(
             "unit": "pixels" if task.name == "segmentation" else "samples",
             "matrix": writer.confusion.tolist(),
         }
-        write_report(run_dir, metrics, examples=examples)
+        write_report(
+            run_dir,
+            metrics,
+            examples=examples,
+            pixels=samples.pixels if samples else None,
+            worst=samples.worst_cases if samples else (),
+        )
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
 
 
 class _Both:
-    """Two ``on_batch`` callbacks of one evaluation pass: predictions and the per-case table."""
+    """The ``on_batch`` callbacks of one evaluation pass: predictions, the per-case table, report samples."""
 
-    def __init__(self, writer: "PredictionWriter", cases: "CaseScores") -> None:
-        self.writer, self.cases = writer, cases
+    def __init__(self, writer: "PredictionWriter", cases: "CaseScores", samples: ReportSamples) -> None:
+        self.writer, self.cases, self.samples = writer, cases, samples
 
     def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.writer(batch, logits, labels)
         self.cases(batch, logits, labels)
+        self.samples(batch, logits, labels)  # after the table: it ranks the cases by their rows
 
 
 class PredictionWriter:
@@ -255,11 +289,7 @@ class PredictionWriter:
                 else:
                     write_mask(self.folder / f"{Path(name).name}.png", y, binary=self.task.out_channels == 1)
                 if len(self.examples) < self.num_examples:
-                    image, target = _display(data, i), _shown_target(data, i)
-                    if y.ndim == 3:  # a volume is shown by its slice with the most foreground
-                        k = int(np.argmax((target > 0).reshape(len(target), -1).sum(axis=1)))
-                        image, target, y = image[:, k], target[k], y[k]
-                    self.examples.append((name, image, target, y))
+                    self.examples.append(_example(data, i, y))
             return
         probs = self.task.probabilities(logits).cpu().tolist()
         for i, y, p in zip(index, labels, probs):
@@ -293,6 +323,15 @@ def _patch_stream(cfg: RunConfig, data: ArrayDataset, patch: tuple[int, ...], wo
         extras={k: list(v) for k, v in data.extras.items()} or None,
     )
     return Numbered(stream)
+
+
+def _example(data: ArrayDataset, i: int, y: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """``(name, image, target, labels)`` of case ``i`` for a figure; a volume by its slice with the most foreground."""
+    image, target = _display(data, i), _shown_target(data, i)
+    if y.ndim == 3:
+        k = int(np.argmax((target > 0).reshape(len(target), -1).sum(axis=1)))
+        image, target, y = image[:, k], target[k], y[k]
+    return data.names[i], image, target, y
 
 
 def _display(data: ArrayDataset, i: int) -> np.ndarray:

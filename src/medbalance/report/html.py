@@ -39,6 +39,7 @@ __all__ = [
     "environment",
     "is_run_dir",
     "read_json",
+    "run_warnings",
     "write_comparison",
     "write_experiment_report",
     "write_report",
@@ -64,7 +65,8 @@ _HEADLINE = (
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
-figure{margin:.5em 0 1.5em}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}"""
+figure{margin:.5em 0 1.5em}figure img{max-width:100%}figure img.full{width:100%}figcaption{font-size:.85em;color:#555}
+.warning{background:#fff4e5;border-left:4px solid #e67e00;padding:.5em 1em;margin:.5em 0}"""
 
 
 # ----------------------------------------------------------------------------- page model
@@ -94,8 +96,13 @@ class ReportPage:
     def table(self, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         self.blocks.append(("table", list(header), [list(r) for r in rows]))
 
-    def figure(self, path: Path, caption: str) -> None:
-        self.blocks.append(("img", Path(path), caption))
+    def figure(self, path: Path, caption: str, *, full: bool | None = None) -> None:
+        """A PNG with its caption; ``full``: shown at the page width (``None``: when it is drawn at least
+        :data:`_FULL_WIDTH` pixels wide, so a small square figure keeps its size)."""
+        self.blocks.append(("img", Path(path), caption, full))
+
+    def warning(self, text: str) -> None:
+        self.blocks.append(("warning", text))
 
     def code(self, text: str) -> None:
         self.blocks.append(("pre", text))
@@ -125,10 +132,14 @@ class ReportPage:
                 head = "".join(f"<th>{esc(h)}</th>" for h in args[0])
                 body = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in r) + "</tr>" for r in args[1])
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "warning":
+                out.append(f"<p class='warning'><strong>Warning:</strong> {esc(args[0])}</p>")
             elif kind == "img":
                 data = base64.b64encode(args[0].read_bytes()).decode("ascii")
+                wide = args[2] if args[2] is not None else _png_width(args[0]) >= _FULL_WIDTH
+                full = " class='full'" if wide else ""
                 out.append(
-                    f"<figure><img alt='{esc(args[1])}' src='data:image/png;base64,{data}'>"
+                    f"<figure><img{full} alt='{esc(args[1])}' src='data:image/png;base64,{data}'>"
                     f"<figcaption>{esc(args[1])}</figcaption></figure>"
                 )
             else:
@@ -144,6 +155,8 @@ class ReportPage:
                 out.append(f"## {args[0]}")
             elif kind == "p":
                 out.append(args[0])
+            elif kind == "warning":
+                out.append(f"> **Warning:** {args[0]}")
             elif kind == "ul":
                 out.append("\n".join(f"- {line}" for line in args[0]))
             elif kind == "table":
@@ -156,6 +169,17 @@ class ReportPage:
             else:
                 out.append(f"```\n{args[0].rstrip()}\n```")
         return "\n\n".join(out) + "\n"
+
+
+#: Figures drawn at least this wide (pixels) fill the page; the page is 1150 px, a 10-inch figure 1100.
+_FULL_WIDTH = 700
+
+
+def _png_width(path: Path) -> int:
+    """Width of a PNG from its header (0 when it is not a PNG)."""
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 
 def _cell(value: object) -> str:
@@ -224,9 +248,10 @@ def _config_facts(config_text: str) -> dict:
 
     raw = yaml.safe_load(config_text) or {}
     try:
-        task = parse_config(raw).task
+        cfg = parse_config(raw)
+        task, threshold = cfg.task, cfg.threshold
     except (ValueError, TypeError):  # a config of another medbalance version: the report still shows it
-        task = "?"
+        task, threshold = "?", 0.5
     loss = raw.get("loss")
     if isinstance(loss, list):
         loss = " + ".join(f"{t.get('weight', 1)} x {_loss_term(t)}" for t in loss if isinstance(t, Mapping))
@@ -238,6 +263,7 @@ def _config_facts(config_text: str) -> dict:
         "loss": loss or "?",
         "data": data.get("kind", "?") + (f" ({data['path']})" if data.get("path") else ""),
         "task": task,
+        "threshold": threshold,
     }
 
 
@@ -266,8 +292,16 @@ def write_report(
     metrics: Mapping,
     *,
     examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = (),
+    pixels: tuple[np.ndarray, np.ndarray] | None = None,
+    worst: Sequence[tuple[tuple[str, np.ndarray, np.ndarray, np.ndarray], float]] = (),
 ) -> Path:
     """Write ``report.html`` and ``report.md`` of a training run, figures in ``report/``.
+
+    Warnings come first (:func:`run_warnings`). Besides the scores and the confusion matrix the
+    report draws, where the run folder has them: the loss and score curves, the per-class
+    validation curves and the learning rate (``history.csv``), the per-case scores of the
+    final split (``evaluations/<split>/cases.csv``) and, for classification, the reliability
+    diagram (``predictions/predictions.csv``).
 
     Args:
         run_dir: the run folder (``config.yaml``, ``history.csv``, optionally
@@ -277,6 +311,11 @@ def write_report(
             ``confusion`` (``{"split", "unit", "matrix"}``).
         examples: segmentation examples ``(name, image (C, H, W), target (H, W), pred (H, W))``
             for the qualitative grid; without them an existing ``report/examples.png`` is kept.
+        pixels: ``(probabilities, truth)`` of a sample of the final split's pixels (binary
+            segmentation) for the precision-recall curve; without them an existing
+            ``report/precision_recall.png`` is kept.
+        worst: the worst cases of the final split as ``(example, mean Dice)``, worst first;
+            without them an existing ``report/worst_cases.png`` is kept.
 
     Returns:
         The path of ``report.html``.
@@ -296,12 +335,23 @@ def write_report(
         f"data ({len(names)} classes: {', '.join(names)}). Best epoch {metrics.get('best_epoch')} of "
         f"{metrics.get('epochs')}, selected on validation {monitor}; scores below are on the {split} split."
     )
+    for warning in run_warnings(run_dir, metrics, history):
+        page.warning(warning)
     if scores:
         page.items([f"{k}: {scores[k]:.4f}" for k in _headline(scores)])
     if history:
         page.heading("Training curves")
         curves = plots.plot_curves({run_dir.name: history}, monitor, assets / "curves.png")
         page.figure(curves, f"loss per epoch and validation {monitor}")
+        shown = [k for k in ("dice", "recall") if f"val_{k}/{names[-1]}" in history[-1]] if names else []
+        if shown:
+            segmentation = facts["task"] == "segmentation"
+            path = plots.plot_class_curves(
+                history, names, assets / "class_curves.png", scores=shown, skip_background=segmentation
+            )
+            page.figure(path, f"validation {' and '.join(shown)} of each class per epoch")
+        if any(r.get("lr") not in (None, "") for r in history):
+            page.figure(plots.plot_lr(history, assets / "lr.png"), "learning rate at the end of each epoch")
     page.heading("Scores")
     splits = [s for s in ("test", "val") if s in metrics]
     scalar_keys = [k for k, v in metrics[splits[0]].items() if isinstance(v, (int, float))] if splits else []
@@ -319,6 +369,8 @@ def write_report(
             np.asarray(confusion["matrix"]), names, assets / "confusion.png", unit=confusion.get("unit", "pixels")
         )
         page.figure(path, f"rows: true class, columns: predicted class ({confusion.get('split')} split)")
+    _threshold_and_calibration(page, run_dir, facts, names, split, pixels)
+    _case_scores(page, run_dir, split, names, worst)
     if examples:
         plots.plot_examples(examples, len(names), assets / _EXAMPLES, names)
     if (assets / _EXAMPLES).is_file():
@@ -345,6 +397,108 @@ def write_report(
     path = page.write(run_dir)
     log.debug("report: %s", path)
     return path
+
+
+def run_warnings(run_dir: str | Path, metrics: Mapping, history: Sequence[Mapping]) -> list[str]:
+    """What a reader should know before trusting a run's scores, one sentence each.
+
+    The best epoch being the first (of several), a validation score that stayed at 0 in every
+    epoch, a resumed run and a stop by the non-finite guard (the last two read from
+    ``train.log``, :mod:`medbalance.engine.trainlog`).
+    """
+    from medbalance.engine.trainlog import NAN_GUARD, RESUMED
+
+    out = []
+    monitor = str(metrics.get("monitor", "loss"))
+    epochs = metrics.get("epochs") or len(history)
+    if metrics.get("best_epoch") == 1 and isinstance(epochs, int) and epochs > 1:
+        out.append(
+            f"the best epoch is the first of {epochs}: no later epoch improved validation {monitor}, "
+            "so training diverged, over-fitted at once or is too short to judge (see the curves)"
+        )
+    values = [plots._number(r.get(f"val_{monitor}")) for r in history]
+    values = [v for v in values if not math.isnan(v)]
+    if monitor != "loss" and values and all(v == 0 for v in values):
+        out.append(f"validation {monitor} was 0 in every epoch: the model never found the scored classes")
+    log_path = Path(run_dir) / "train.log"
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines() if log_path.is_file() else []
+    resumed = sum(RESUMED in line for line in lines)
+    if resumed:
+        out.append(f"the run was resumed {resumed} time{'s' * (resumed > 1)} (train.log has the details)")
+    stops = [line.split(NAN_GUARD, 1)[1].strip() for line in lines if NAN_GUARD in line]
+    if stops:
+        out.append(
+            f"the non-finite guard stopped this run {len(stops)} time{'s' * (len(stops) > 1)} before it "
+            f"finished (last: {stops[-1]})"
+        )
+    return out
+
+
+def _threshold_and_calibration(
+    page: ReportPage, run_dir: Path, facts: Mapping, names: Sequence[str], split: str, pixels
+) -> None:
+    """The precision-recall curve of a binary segmentation or the reliability diagram of a classifier."""
+    assets = run_dir / ASSETS
+    if facts["task"] == "segmentation" and len(names) == 2:
+        path = assets / "precision_recall.png"
+        if pixels is not None:
+            plots.plot_precision_recall(*pixels, facts["threshold"], path)
+        if path.is_file():
+            page.heading("Precision and recall against the threshold")
+            page.figure(
+                path,
+                f"foreground pixels of the {split} split (a random sample); the marked point is the run's "
+                f"threshold {facts['threshold']:g}",
+                full=False,  # a square plot: at the page width it would fill the screen
+            )
+    elif facts["task"] == "classification":
+        table = run_dir / "predictions" / "predictions.csv"
+        if not table.is_file():
+            return
+        import torch
+
+        with open(table, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        columns = [f"p_{n}" for n in names]
+        if not rows or any(c not in rows[0] for c in columns):
+            log.warning("report: '%s' lacks the columns %s; no reliability diagram", table, ", ".join(columns))
+            return
+        probs = torch.tensor([[float(r[c]) for c in columns] for r in rows])
+        target = torch.tensor([int(r["target"]) for r in rows])
+        page.heading("Calibration")
+        path = plots.plot_reliability(probs, target, assets / "reliability.png", title=f"{split} split")
+        page.figure(path, f"reliability diagram of the {split} split (predictions/predictions.csv)")
+
+
+def _case_scores(page: ReportPage, run_dir: Path, split: str, names: Sequence[str], worst: Sequence) -> None:
+    """Per-case Dice of the final split (``cases.csv``) and its worst cases drawn on their images."""
+    table = run_dir / "evaluations" / split / "cases.csv"
+    if not table.is_file():
+        return
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_class: dict[str, list[tuple[str, float]]] = {}
+    for row in rows:
+        by_class.setdefault(row["class"], []).append((row["case"], plots._number(row.get("dice"))))
+    if not by_class:
+        return
+    assets = run_dir / ASSETS
+    page.heading(f"Per-case scores ({split} split)")
+    path = plots.plot_case_scores(by_class, assets / "case_scores.png")
+    page.figure(path, f"Dice of every case and class (evaluations/{split}/cases.csv); the worst three named")
+    if worst:
+        shown = [(f"{name} Dice {score:.3f}", *rest) for (name, *rest), score in worst]
+        plots.plot_examples(shown, len(names), assets / "worst_cases.png", names)
+        listed = [(str(example[0]), score) for example, score in worst]
+    else:  # a rewritten report: the same ranking, from the table
+        means: dict[str, list[float]] = {}
+        for row in rows:
+            means.setdefault(row["case"], []).append(plots._number(row.get("dice")))
+        ranked = {c: float(np.nanmean(v)) for c, v in means.items() if not all(math.isnan(x) for x in v)}
+        listed = sorted(ranked.items(), key=lambda cv: cv[1])[:3]
+    if (assets / "worst_cases.png").is_file():
+        cases = ", ".join(f"{name} ({score:.3f})" for name, score in listed)
+        page.figure(assets / "worst_cases.png", f"the worst cases by their mean Dice over the classes: {cases}")
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -9,6 +9,7 @@ class has the same colour in the bars, the heat maps and the label overlays.
 from __future__ import annotations
 
 import math
+from inspect import signature
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,19 +19,24 @@ from medbalance.report.overlays import colorize, contours, overlay_contours, pal
 
 __all__ = [
     "label_overlay",
+    "plot_case_scores",
     "plot_class_counts",
+    "plot_class_curves",
     "plot_confusion",
     "plot_curves",
+    "plot_lr",
     "plot_examples",
     "plot_histogram",
     "plot_per_class",
+    "plot_precision_recall",
     "plot_reliability",
     "plot_weight_functions",
     "plot_weights",
+    "precision_recall_points",
     "save_overlay",
 ]
 
-_DPI = 90
+_DPI = 110  # a 10-inch figure fills the report page (1150 px)
 
 
 def _pyplot():
@@ -83,11 +89,9 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, object]]], monitor
     for k, (name, rows) in enumerate(histories.items()):
         epochs = [_number(r.get("epoch")) for r in rows]
         colour = f"C{k % 10}"
-        label = "train" if single else name
-        ax_loss.plot(epochs, [_number(r.get("train_loss")) for r in rows], "-o", ms=3, color=colour, label=label)
+        ax_loss.plot(epochs, [_number(r.get("train_loss")) for r in rows], "-o", ms=3, color=colour)
         if any(r.get("val_loss") not in (None, "") for r in rows):
-            val = [_number(r.get("val_loss")) for r in rows]
-            ax_loss.plot(epochs, val, "--", color=colour, label="validation" if single else f"{name} (val)")
+            ax_loss.plot(epochs, [_number(r.get("val_loss")) for r in rows], "--", color=colour)
         ax_score.plot(epochs, [_number(r.get(f"val_{monitor}")) for r in rows], "-o", ms=3, color=colour, label=name)
         if single:
             stages = [r.get("stage") for r in rows]
@@ -104,9 +108,13 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping[str, object]]], monitor
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8)
+    from matplotlib.lines import Line2D
+
+    # line styles in the loss panel (where it covers least), runs by colour beside the score panel
+    styles = [Line2D([], [], color="k", ls="-", marker="o", ms=3), Line2D([], [], color="k", ls="--")]
+    ax_loss.legend(styles, ["train", "validation"], fontsize=8)
     if not single:
-        ax_score.legend(fontsize=8)
+        _legend_outside(ax_score)
     return _save(fig, path)
 
 
@@ -117,7 +125,8 @@ def _grouped_bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float
         bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name, color=f"C{k % 10}")
         if len(groups) * len(series) <= 24:
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(x, groups, rotation=30 if max(map(len, groups), default=0) > 8 else 0, ha="right")
+    rotate = max(map(len, groups), default=0) > 8
+    ax.set_xticks(x, groups, rotation=30 if rotate else 0, ha="right" if rotate else "center")
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -136,12 +145,17 @@ def plot_per_class(
         if len(values) != len(class_names):
             raise ValueError(f"scores['{name}'] has {len(values)} values but there are {len(class_names)} classes")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(min(12.0, 3.0 + 0.35 * len(class_names) * max(1, len(scores))), 3.4))
+    fig, ax = plt.subplots(figsize=(10.0, 3.4))  # the page width (1100 px)
     _grouped_bars(ax, list(class_names), scores)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.12)  # room for the value labels above a bar at 1
     ax.set_title(title)
-    ax.legend(fontsize=8, ncols=max(1, len(scores)))
+    _legend_outside(ax)
     return _save(fig, path)
+
+
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, where it covers no bar, label or line."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path, *, unit: str = "pixels") -> Path:
@@ -275,18 +289,26 @@ def plot_class_counts(
     counts = np.asarray(counts, dtype=np.int64)
     order = np.argsort(-counts, kind="stable")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(counts) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(10.0, 3.4))
     colours = _class_colours(len(counts))[order]
     bars = ax.bar(range(len(counts)), np.maximum(counts[order], 0), color=colours)
     if len(counts) <= 30:
-        ax.bar_label(bars, fontsize=7)
+        ax.bar_label(bars, labels=[f"{c:,}" for c in counts[order]], fontsize=7)
     if counts.max() > 0:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_yscale("log")
+        # from the power of ten below the smallest count: bar heights compare as the counts do
+        low = 10.0 ** math.floor(math.log10(counts[counts > 0].min()))
+        ax.set_ylim(low, counts.max() * 3)
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(range(len(counts)), [class_names[i] for i in order], rotation=30, ha="right")
     ax.set_ylabel(f"{unit} (log scale)")
     present = counts[counts > 0]
     ratio = present.max() / present.min() if len(present) else float("nan")
-    ax.set_title(f"class counts, head to tail (imbalance ratio {ratio:.1f})")
+    ax.set_title(f"class counts, head to tail (imbalance ratio {ratio:,.1f})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -297,7 +319,7 @@ def plot_histogram(
     """A histogram of per-image or per-object values (``log_x``: logarithmic bins)."""
     values = np.asarray(values, dtype=np.float64)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = plt.subplots(figsize=(10.0, 3.2))
     if values.size:
         if log_x and values.min() > 0:
             edges = np.geomspace(values.min(), max(values.max(), values.min() * 1.01), bins + 1)
@@ -432,3 +454,172 @@ def plot_weight_functions(
 def save_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, num_classes: int) -> Path:
     """Write :func:`label_overlay` of a prediction (no ground truth) as a PNG."""
     return save_png(path, label_overlay(image, pred, num_classes))
+
+
+def plot_class_curves(
+    history: Sequence[Mapping[str, object]],
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    scores: Sequence[str] = ("dice", "recall"),
+    skip_background: bool = False,
+) -> Path:
+    """Per-class validation scores over epochs, one panel per score, one line per class in its colour.
+
+    Args:
+        history: rows of ``history.csv`` with ``epoch`` and ``val_<score>/<class>`` columns
+            (:func:`medbalance.engine.trainlog.per_class_columns`).
+        class_names: the ``C`` class names.
+        path: the PNG to write.
+        scores: the per-class scores to draw, each in its own panel (those without columns are left out).
+        skip_background: leave class 0 out (segmentation: its score sits near 1 and says little).
+
+    Raises:
+        ValueError: the history has no ``val_<score>/<class>`` column of any of ``scores``.
+    """
+    shown = [k for k in scores if any(f"val_{k}/{n}" in row for row in history for n in class_names)]
+    if not shown:
+        raise ValueError(f"history has no per-class columns val_<score>/<class> for scores {list(scores)}")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(shown), figsize=(10, 3.4), squeeze=False)
+    colours = _class_colours(len(class_names))
+    epochs = [_number(r.get("epoch")) for r in history]
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, key in zip(axes[0], shown):
+        for c, name in enumerate(class_names):
+            if c == 0 and skip_background:
+                continue
+            values = [_number(r.get(f"val_{key}/{name}")) for r in history]
+            ax.plot(epochs, values, "-o", ms=3, color=colours[c], label=name)
+        ax.set_title(f"validation {key} per class")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-0.02, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    _legend_outside(axes[0, -1])
+    return _save(fig, path)
+
+
+def plot_lr(history: Sequence[Mapping[str, object]], path: str | Path) -> Path:
+    """The learning rate at the end of each epoch (``history.csv`` column ``lr``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 2.6))
+    ax.plot([_number(r.get("epoch")) for r in history], [_number(r.get("lr")) for r in history], "-o", ms=3)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def precision_recall_points(probs, target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall of ``probs > t`` for every distinct probability ``t``, as the threshold falls.
+
+    Args:
+        probs: ``(N,)`` foreground probabilities.
+        target: ``(N,)`` 0/1 truth.
+
+    Returns:
+        ``precision``, ``recall`` and the ``thresholds`` they belong to: the point ``j`` counts
+        every sample with a probability ``>= thresholds[j]`` as positive.
+
+    Example:
+        >>> p, r, t = precision_recall_points(np.array([0.9, 0.8, 0.3]), np.array([1, 0, 1]))
+        >>> p.round(3).tolist(), r.tolist(), t.tolist()
+        ([1.0, 0.5, 0.667], [0.5, 0.5, 1.0], [0.9, 0.8, 0.3])
+    """
+    probs, target = np.asarray(probs, np.float64).ravel(), np.asarray(target).ravel().astype(bool)
+    if probs.shape != target.shape:
+        raise ValueError(f"probs and target must have the same size, got {probs.size} and {target.size}")
+    order = np.argsort(-probs, kind="stable")
+    probs, target = probs[order], target[order]
+    last = np.r_[np.flatnonzero(np.diff(probs)), probs.size - 1]  # the end of each run of equal values
+    tp = np.cumsum(target)[last]
+    fp = (last + 1) - tp
+    positives = max(int(target.sum()), 1)
+    return tp / np.maximum(tp + fp, 1), tp / positives, probs[last]
+
+
+def plot_precision_recall(probs, target, threshold: float, path: str | Path, *, title: str = "") -> Path:
+    """Precision-recall curve of a binary segmentation's foreground pixels, the run's ``threshold`` marked.
+
+    The average precision (the sum of precision times recall steps) is in the title; the point
+    of the best F1 is marked too, so a better threshold can be read off.
+
+    Args:
+        probs: ``(N,)`` foreground probabilities of (a sample of) the pixels.
+        target: ``(N,)`` their 0/1 truth.
+        threshold: the probability above which the run predicts foreground.
+        path: the PNG to write.
+        title: text before the average precision in the title.
+    """
+    precision, recall, thresholds = precision_recall_points(probs, target)
+    probs, target = np.asarray(probs).ravel(), np.asarray(target).ravel().astype(bool)
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    chosen = probs > threshold
+    tp = int((chosen & target).sum())
+    at_p, at_r = tp / max(int(chosen.sum()), 1), tp / max(int(target.sum()), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    ax.plot(recall, precision, color="C0", label="precision-recall")
+    ax.plot([at_r], [at_p], "o", color="C3", ms=8, label=f"threshold {threshold:g}: P {at_p:.3f}, R {at_r:.3f}")
+    best_label = f"best F1 {f1[best]:.3f} at {thresholds[best]:.3f}"
+    ax.plot([recall[best]], [precision[best]], "s", color="C2", ms=7, label=best_label)
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall (foreground pixels)")
+    ax.set_ylabel("precision")
+    ax.set_title(f"{title + ': ' if title else ''}average precision {ap:.3f} ({probs.size:,} pixels)", fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)  # a poor model's curve runs along the bottom, a good one's along the top
+    return _save(fig, path)
+
+
+def plot_case_scores(
+    scores: Mapping[str, Sequence[tuple[str, float]]], path: str | Path, *, metric: str = "dice", worst: int = 3
+) -> Path:
+    """Per-case scores of each class as a box plot with every case a dot; the ``worst`` cases named.
+
+    Args:
+        scores: class name -> ``(case, score)`` of every scored case (NaN scores left out).
+        path: the PNG to write.
+        metric: the score's name, for the axis.
+        worst: how many of the lowest cases of each class to name.
+    """
+    plt = _pyplot()
+    names = list(scores)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.7 * max(1, len(names))))
+    from matplotlib.transforms import blended_transform_factory as blended
+
+    # matplotlib 3.10 renamed vert=False; the older spelling warns from 3.11 on
+    horizontal = {"orientation": "horizontal"} if "orientation" in signature(ax.boxplot).parameters else {"vert": False}
+    rng = np.random.default_rng(0)  # the jitter only spreads the dots; fixed so a report redraws the same
+    for k, name in enumerate(names):
+        cases = [(c, v) for c, v in scores[name] if not math.isnan(v)]
+        values = np.asarray([v for _, v in cases])
+        if values.size:
+            ax.boxplot(values, positions=[k], widths=0.5, showfliers=False, **horizontal)
+            y = k + rng.uniform(-0.15, 0.15, values.size)
+            ax.plot(values, y, "o", ms=4, alpha=0.6, color="C0")
+            lowest = np.argsort(values, kind="stable")[:worst]
+            for rank, j in enumerate(lowest, start=1):
+                ax.plot(values[j], y[j], "o", ms=6, color="C3")
+                where = dict(xytext=(0, 6), textcoords="offset points", fontsize=7, ha="center", color="C3")
+                ax.annotate(str(rank), (values[j], y[j]), **where)
+            # the names beside the row, where they overprint no dot
+            listed = "\n".join(f"{r}: {str(cases[j][0])[-20:]} ({values[j]:.3f})" for r, j in enumerate(lowest, 1))
+            beside = blended(ax.transAxes, ax.transData)
+            ax.text(1.01, k, listed, transform=beside, fontsize=7, va="center", color="C3")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.4, -0.6)  # the first class on top, as in the tables
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(f"{metric} per case")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
