@@ -104,11 +104,17 @@ def train(
         folder: the run folder's exact name under ``out`` (new), instead of ``<name>-<time>``.
     """
     with TrainLog() as train_log:
-        return _train(cfg, out=out, resume=resume, progress=progress, train_log=train_log)
+        return _train(cfg, out=out, resume=resume, progress=progress, folder=folder, train_log=train_log)
 
 
 def _train(
-    cfg: RunConfig | None, *, out: str | Path, resume: str | Path | None, progress: bool | None, train_log: TrainLog
+    cfg: RunConfig | None,
+    *,
+    out: str | Path,
+    resume: str | Path | None,
+    progress: bool | None,
+    folder: str | None,
+    train_log: TrainLog,
 ) -> RunResult:
     if resume is not None and (Path(resume) / "metrics.json").exists():
         raise CheckpointError(f"'{resume}' is a finished run (it has metrics.json); nothing to resume")

@@ -9,8 +9,8 @@ class has the same colour in the bars, the heat maps and the label overlays.
 from __future__ import annotations
 
 import math
-from inspect import signature
 from collections.abc import Mapping, Sequence
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
