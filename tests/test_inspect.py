@@ -277,8 +277,11 @@ def test_inspect_bad_input_is_one_line_exit_2(argv, message, capsys):
 
 def test_inspect_set_on_a_folder_and_a_bad_folder(seg_folder, tmp_path, capsys):
     root, _ = seg_folder
-    assert main(["inspect", str(root), "--set", "data.size=8"]) == 2
-    assert "--set applies to a config" in capsys.readouterr().err
+    # issue 21: --set data.* applies to a folder as to a config (the error before it suggested data.size)
+    assert main(["inspect", str(root), "--set", "data.size=8", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(root), "--set", "data.sise=8"]) == 2
+    assert "did you mean 'size'" in capsys.readouterr().err
     (tmp_path / "images").mkdir()
     assert main(["inspect", str(tmp_path)]) == 2
     assert "has no 'masks/' folder" in capsys.readouterr().err

@@ -281,23 +281,22 @@ INSPECT_SPLITS = ("train", "val", "test", "all")
 
 def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str, dict]:
     """The task and the wanted splits of ``source``: a data folder, a YAML config or a built-in name."""
-    from medbalance.config import FolderData, RunConfig, load_config
+    from medbalance.config import load_config
     from medbalance.data.build import build_splits
     from medbalance.data.folder import read_folder
 
+    from medbalance.config import apply_overrides, parse_config
+
     path = Path(source)
     if (path / "dataset.json").is_file():  # nnU-Net's raw layout, split as `train` splits it by default
-        from medbalance.config import apply_overrides, parse_config
-
         cfg = parse_config(apply_overrides({"data": {"kind": "nnunet", "path": str(path)}}, overrides), source=source)
     elif path.is_dir():
-        if overrides:
-            raise ConfigError(f"--set applies to a config, but '{source}' is a data folder")
         task = "segmentation" if (path / "images").is_dir() or (path / "masks").is_dir() else "classification"
-        if split == "all":  # the whole folder, without the seeded split (which needs >= 2 images)
+        if split == "all" and not overrides:  # the whole folder, without the seeded split (which needs >= 2 images)
             return task, {"all": read_folder(path, task=task)}
-        # the same seeded split `train` makes of a folder (FolderData defaults)
-        cfg = RunConfig(data=FolderData(path=str(path), task=task))
+        # the same seeded split `train` makes of a folder, with --set data.* applied (e.g. data.size=256)
+        raw = {"data": {"kind": "folder", "path": str(path), "task": task}}
+        cfg = parse_config(apply_overrides(raw, overrides), source=source)
     elif path.is_file() or source in BUILTIN_CONFIGS:
         cfg = load_config(_config_path(source), overrides)
     else:

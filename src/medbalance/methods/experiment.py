@@ -95,6 +95,7 @@ class ResultTable:
     metrics: tuple[str, ...]
     row_label: str = "method"
     note: str = ""
+    digits: int = 4  # decimals shown (1 for percentages)
     rows: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
 
     def add(self, row: str, scores: Mapping[str, float], *, seed: int) -> None:
@@ -116,13 +117,15 @@ class ResultTable:
             return "-"
         return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
 
-    def to_markdown(self, digits: int = 4) -> str:
+    def to_markdown(self, digits: int | None = None) -> str:
+        digits = self.digits if digits is None else digits
         head = f"| {self.row_label} | " + " | ".join(self.metrics) + " |"
         rule = "|---|" + "---:|" * len(self.metrics)
         body = [f"| {r} | " + " | ".join(self._text(r, m, digits) for m in self.metrics) + " |" for r in self.rows]
         return "\n".join([head, rule, *body])
 
-    def to_html(self, digits: int = 4) -> str:
+    def to_html(self, digits: int | None = None) -> str:
+        digits = self.digits if digits is None else digits
         esc = html.escape
         head = "".join(f"<th>{esc(m)}</th>" for m in (self.row_label, *self.metrics))
         body = "".join(
@@ -314,9 +317,11 @@ class ExperimentContext:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def table(self, title: str, metrics: Sequence[str], *, row_label: str = "method", note: str = "") -> ResultTable:
+    def table(
+        self, title: str, metrics: Sequence[str], *, row_label: str = "method", note: str = "", digits: int = 4
+    ) -> ResultTable:
         """A new table that :meth:`write_report` will include (in creation order)."""
-        table = ResultTable(title, tuple(metrics), row_label=row_label, note=note)
+        table = ResultTable(title, tuple(metrics), row_label=row_label, note=note, digits=digits)
         self.tables.append(table)
         return table
 

@@ -289,6 +289,7 @@ def _main_tables(exp: _Experiment) -> None:
             f"Tables 2 / 3: {label} (%) on {ctx.data}",
             columns,
             note="Balanced test set; 'mean' is the mean over the imbalance ratios (seed 001's 平均值).",
+            digits=1,
         )
         for metric, label in what.items()
     }
@@ -316,6 +317,7 @@ def _backbone_table(exp: _Experiment) -> None:
         note="Bilateral branches with CE (seed 001 table 4's ResNet-32 row equals its table 5 ResNet-32 + CE row). "
         "LSK residual: the module on the residual branch before the addition (the default); shortcut: on the "
         "shortcut path.",
+        digits=1,
     )
     for backbone in BACKBONES:
         for seed in ctx.seeds:
@@ -330,6 +332,7 @@ def _loss_table(exp: _Experiment) -> None:
         columns,
         row_label="backbone + loss",
         note="Bilateral branches; precision is macro precision. ResNet-32 + CE is BBN, improved + DFLCE is LSKBB.",
+        digits=1,
     )
     for backbone in ("ResNet-32", "improved ResNet-32 (LSK residual)"):
         for loss in LOSS_ROWS:
@@ -385,12 +388,13 @@ def _per_class(exp: _Experiment) -> tuple[list[Path], list[str]]:
 
     ir = irs[-1]
     first = exp.scores[(exp.methods[0], ir, ctx.seeds[0])]
-    order = np.argsort(-np.asarray(first["train_counts"]), kind="stable")
+    order = range(len(first["train_counts"]))  # by label; n tells head from tail
     names = [f"{first['class_names'][i]} (n={first['train_counts'][i]})" for i in order]
     table = ctx.table(
-        f"Per-class test accuracy (recall, %) at IR {ir:g}, head -> tail",
+        f"Per-class test accuracy (recall, %) at IR {ir:g}, by label",
         names,
         note="n = training images of the class.",
+        digits=1,
     )
     for row in exp.methods:
         for seed in ctx.seeds:
