@@ -281,11 +281,9 @@ INSPECT_SPLITS = ("train", "val", "test", "all")
 
 def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str, dict]:
     """The task and the wanted splits of ``source``: a data folder, a YAML config or a built-in name."""
-    from medbalance.config import load_config
+    from medbalance.config import apply_overrides, load_config, parse_config
     from medbalance.data.build import build_splits
     from medbalance.data.folder import read_folder
-
-    from medbalance.config import apply_overrides, parse_config
 
     path = Path(source)
     if (path / "dataset.json").is_file():  # nnU-Net's raw layout, split as `train` splits it by default
