@@ -247,13 +247,14 @@ def _train(
 class _Both:
     """The ``on_batch`` callbacks of one evaluation pass: predictions, the per-case table, report samples."""
 
-    def __init__(self, writer: "PredictionWriter", cases: "CaseScores", samples: ReportSamples) -> None:
+    def __init__(self, writer: "PredictionWriter", cases: "CaseScores", samples: ReportSamples | None = None) -> None:
         self.writer, self.cases, self.samples = writer, cases, samples
 
     def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.writer(batch, logits, labels)
         self.cases(batch, logits, labels)
-        self.samples(batch, logits, labels)  # after the table: it ranks the cases by their rows
+        if self.samples is not None:  # after the table: it ranks the cases by their rows
+            self.samples(batch, logits, labels)
 
 
 class PredictionWriter:
