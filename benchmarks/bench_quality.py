@@ -94,20 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _plot(rows, result.run_dir / "curve.png", args.config)
+    _plot(rows, result.run_dir / "curve.png", args.config, args.threads)
     return 0
 
 
-def _plot(rows: list[dict], path: Path, name: str) -> None:
+def _plot(rows: list[dict], path: Path, name: str, threads: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["wall_min"] for r in rows], [r["test"] for r in rows], marker="o", label="test (per epoch)")
-    ax.plot([r["wall_min"] for r in rows], [r["val"] for r in rows], marker=".", ls="--", label="validation")
-    ax.set_xlabel("wall minutes of medbalance train (2 threads)")
+    ax.plot([r["cpu_min"] for r in rows], [r["test"] for r in rows], marker="o", label="test (per epoch)")
+    ax.plot([r["cpu_min"] for r in rows], [r["val"] for r in rows], marker=".", ls="--", label="validation")
+    ax.set_xlabel(f"CPU minutes of medbalance train ({threads} thread{'s' if threads > 1 else ''})")
     ax.set_ylabel("Dice (foreground)")
     ax.set_title(f"{name}: time to quality")
     ax.grid(alpha=0.3)
