@@ -15,7 +15,8 @@ from PIL import Image
 from medbalance.cli.main import main
 from medbalance.config import parse_config
 from medbalance.data.build import build_splits, case_groups
-from medbalance.data.readers.nnunet import channel_cases, read_dataset_json, read_nnunet, read_nnunet_splits
+from medbalance.data.folds import read_splits
+from medbalance.data.readers.nnunet import channel_cases, read_dataset_json, read_nnunet
 from medbalance.engine.run import load_run, predict_image
 from medbalance.errors import ConfigError, DataError
 
@@ -254,7 +255,7 @@ def test_fold_k_of_splits_final_json_gives_train_and_val(tmp_path, capsys):
     cases = sorted(_write_2d(root, n=6))
     folds = [{"train": cases[2:], "val": cases[:2]}, {"train": cases[:4], "val": cases[4:]}]
     (root / "splits_final.json").write_text(json.dumps(folds))
-    assert read_nnunet_splits(root / "splits_final.json") == folds
+    assert read_splits(root / "splits_final.json") == folds
     splits = build_splits(parse_config({"data": {"kind": "nnunet", "path": str(root), "fold": 1}}))
     assert splits.train.names == cases[:4] and splits.val.names == cases[4:] and splits.test is None
     with pytest.raises(DataError, match="data.fold is 2 but .* holds 2 folds"):
@@ -268,7 +269,7 @@ def test_fold_k_of_splits_final_json_gives_train_and_val(tmp_path, capsys):
         build_splits(parse_config({"data": {"kind": "nnunet", "path": str(root), "fold": 0}}))
     (root / "splits_final.json").write_text(json.dumps([{"train": cases}]))
     with pytest.raises(DataError, match=r"fold 0 must be"):
-        read_nnunet_splits(root / "splits_final.json")
+        read_splits(root / "splits_final.json")
 
 
 def _folder(root: Path, stems: list[str], label: int = 1) -> Path:

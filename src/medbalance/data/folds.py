@@ -72,8 +72,10 @@ def make_folds(
     return out
 
 
-def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
+def read_splits(path: str | Path, *, key: str = "cv.splits") -> list[dict[str, list[str]]]:
     """Read an nnU-Net ``splits_final.json`` (a list of ``{"train": [...], "val": [...]}``).
+
+    ``key`` is the config key that named the file (shown when it is missing).
 
     Raises:
         DataError: a missing or unreadable file, or one not in that format (one line naming it).
@@ -82,7 +84,7 @@ def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
     try:
         folds = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"splits file '{path}' does not exist (cv.splits)") from None
+        raise DataError(f"splits file '{path}' does not exist ({key})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"cannot read splits file '{path}': {str(exc).splitlines()[0]}") from None
     expected = 'a JSON list of {"train": [case ids], "val": [case ids]} (nnU-Net\'s splits_final.json)'
@@ -90,7 +92,9 @@ def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
         raise DataError(f"splits file '{path}' is not {expected}")
     for k, fold in enumerate(folds):
         if not isinstance(fold, dict) or set(fold) < {"train", "val"}:
-            raise DataError(f"fold {k} of splits file '{path}' lacks 'train' or 'val'; expected {expected}")
+            raise DataError(
+                f"fold {k} of splits file '{path}' lacks 'train' or 'val' (fold {k} must be a dict); expected {expected}"
+            )
         for key in ("train", "val"):
             if not isinstance(fold[key], list) or not all(isinstance(n, str) for n in fold[key]):
                 raise DataError(f"'{key}' of fold {k} in splits file '{path}' is not a list of case ids")

@@ -214,10 +214,11 @@ def read_native(path: str | Path, *, channels: int = 1) -> tuple[np.ndarray, Ima
     path = Path(path)
     suffix = image_suffix(path)
     if suffix in PREDICT_SUFFIXES and suffix not in _ITK_SUFFIXES:
-        stored, _ = read_raw(path, channels=None)
-        if channels == 3 and stored.shape[0] == 1:
+        image, _ = read_raw(path, channels=None)  # decoded once, converted below as training did
+        if channels == 3 and image.shape[0] == 1:
             raise _grey_into_colour(path)
-        image, _ = read_raw(path, channels=channels) if stored.shape[0] != channels else (stored, None)
+        if image.shape[0] != channels:
+            image = channels_first(np.moveaxis(image, 0, -1), image.ndim - 1, channels, path)
         return image, ImageInfo(path, suffix, tuple(image.shape[1:]))
     if suffix not in _ITK_SUFFIXES:
         raise DataError(f"input '{path}' has format '{suffix}'; expected one of {PREDICT_SUFFIXES}")

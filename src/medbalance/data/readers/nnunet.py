@@ -29,10 +29,11 @@ from medbalance.config import NnunetData
 from medbalance.data.build import split_cases
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset, Splits
+from medbalance.data.folds import read_splits
 from medbalance.data.io import image_stem, image_suffix, read_labels, read_raw
 from medbalance.errors import DataError
 
-__all__ = ["build_nnunet", "read_nnunet", "read_dataset_json", "read_nnunet_splits", "channel_cases", "read_case"]
+__all__ = ["build_nnunet", "read_nnunet", "read_dataset_json", "channel_cases", "read_case"]
 
 
 def _fail(path: Path, message: str) -> DataError:
@@ -182,38 +183,6 @@ def read_nnunet(root: str | Path) -> ArrayDataset:
     )
 
 
-def read_nnunet_splits(path: str | Path) -> list[dict]:
-    """Read nnU-Net's ``splits_final.json``: a list of folds, each ``{"train": [cases], "val": [cases]}``.
-
-    Raises:
-        DataError: a missing or unreadable file, or one that is not a list of such folds.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "splits_final.json"
-        >>> _ = p.write_text('[{"train": ["a", "b"], "val": ["c"]}]')
-        >>> read_nnunet_splits(p)[0]["val"]
-        ['c']
-    """
-    path = Path(path)
-    try:
-        folds = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"'{path}' does not exist (nnU-Net's splits_final.json)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _fail(path, f"not valid JSON ({str(exc).splitlines()[0]})") from None
-    if not isinstance(folds, list) or not folds:
-        raise _fail(path, "expected a list of folds")
-    for k, fold in enumerate(folds):
-        if (
-            not isinstance(fold, dict)
-            or set(fold) != {"train", "val"}
-            or not all(isinstance(v, list) and all(isinstance(c, str) for c in v) for v in fold.values())
-        ):
-            raise _fail(path, f'fold {k} must be {{"train": [cases], "val": [cases]}}')
-    return folds
-
-
 def channel_cases(files: Sequence[Path]) -> list[tuple[Path, list[Path]]]:
     """Group input files named ``<case>_<XXXX><ext>`` (as in ``imagesTs/``) by case.
 
@@ -268,7 +237,7 @@ def read_case(paths: Sequence[Path], *, channels: int):
 
 def _fold_indices(root: Path, cases: list[str], fold: int) -> tuple[np.ndarray, np.ndarray]:
     path = root / "splits_final.json"
-    folds = read_nnunet_splits(path)
+    folds = read_splits(path, key="data.fold")
     if fold >= len(folds):
         raise DataError(f"data.fold is {fold} but '{path}' holds {len(folds)} folds (0..{len(folds) - 1})")
     index = {case: i for i, case in enumerate(cases)}
@@ -291,7 +260,7 @@ def build_nnunet(data: NnunetData) -> Splits:
     ``splits_final.json`` (then ``test_fraction`` must be 0).
 
     Raises:
-        DataError: see :func:`read_nnunet`, :func:`read_nnunet_splits`; a fold out of range or
+        DataError: see :func:`read_nnunet`, :func:`medbalance.data.folds.read_splits`; a fold out of range or
             naming an unknown case; ``fold`` with ``test_fraction`` or ``groups``.
     """
     root = Path(data.path)
