@@ -93,7 +93,7 @@ def read_splits(path: str | Path, *, key: str = "cv.splits") -> list[dict[str, l
     for k, fold in enumerate(folds):
         if not isinstance(fold, dict) or set(fold) < {"train", "val"}:
             raise DataError(
-                f"fold {k} of splits file '{path}' lacks 'train' or 'val' (fold {k} must be a dict); expected {expected}"
+                f"fold {k} of splits file '{path}' lacks 'train' or 'val' (fold {k} must be {expected})"
             )
         for key in ("train", "val"):
             if not isinstance(fold[key], list) or not all(isinstance(n, str) for n in fold[key]):
