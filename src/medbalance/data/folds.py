@@ -91,10 +91,8 @@ def read_splits(path: str | Path, *, key: str = "cv.splits") -> list[dict[str, l
     if not isinstance(folds, list) or not folds:
         raise DataError(f"splits file '{path}' is not {expected}")
     for k, fold in enumerate(folds):
-        if not isinstance(fold, dict) or set(fold) < {"train", "val"}:
-            raise DataError(
-                f"fold {k} of splits file '{path}' lacks 'train' or 'val' (fold {k} must be {expected})"
-            )
+        if not isinstance(fold, dict) or not {"train", "val"} <= set(fold):
+            raise DataError(f"fold {k} of splits file '{path}' lacks 'train' or 'val' (fold {k} must be {expected})")
         for key in ("train", "val"):
             if not isinstance(fold[key], list) or not all(isinstance(n, str) for n in fold[key]):
                 raise DataError(f"'{key}' of fold {k} in splits file '{path}' is not a list of case ids")
