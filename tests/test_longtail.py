@@ -133,7 +133,7 @@ def test_smoke_experiment_on_phantoms(tmp_path, one_thread):
     # Shared rows train once: BBN is ResNet-32 + CE, LSKBB is improved + DFLCE.
     bbn = main_table["rows"]["BBN"]["IR 10"]["per_seed"]
     assert losses["rows"]["ResNet-32 + CE"]["accuracy IR 10"]["per_seed"] == bbn
-    assert len(list((folder / "runs").glob("*/ir10/seed0/done.json"))) == 5 + 4 + 5
+    assert len(list((folder / "runs").glob("*/ir10/seed0/metrics.json"))) == 5 + 4 + 5
     for cells in main_table["rows"].values():
         assert 0.0 <= cells["IR 10"]["mean"] <= 100.0
     splits = json.loads((folder / "runs" / "lskbb" / "ir10" / "seed0" / "splits.json").read_text())

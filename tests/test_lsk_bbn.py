@@ -12,18 +12,18 @@ from torch import nn
 
 from medbalance.config import parse_config
 from medbalance.data.datasets import ArrayDataset
-from medbalance.engine.engine import Stage
+from medbalance.engine.engine import Engine, Stage
 from medbalance.engine.tasks import ClassificationTask
 from medbalance.losses import CrossEntropyLoss, DFLCELoss, set_progress
 from medbalance.losses.smoothing import LabelAwareSmoothingLoss, label_aware_epsilons, label_aware_smoothing
 from medbalance.methods.bilateral import (
-    BilateralEngine,
+    BilateralMethod,
     BilateralLoss,
     bilateral_loss,
     bilateral_stage,
     cumulative_lambda,
 )
-from medbalance.methods.mislas import MIXUP_STAGE, MiSLASEngine, WeightScaledNet, mislas_stages
+from medbalance.methods.mislas import MIXUP_STAGE, MiSLASMethod, WeightScaledNet, mislas_stages
 from medbalance.nets import BBN, LSKBB, NETS, LSKModule, ResNet32, build_net
 from medbalance.nets.resnet import CosineLinear, LSKBasicBlock
 from tests._reference import longtail_numpy as ref
@@ -269,7 +269,7 @@ class _Spy(BBN):
 def test_bilateral_engine_feeds_two_halves(tmp_path):
     data = _longtail_data([12, 4])
     net = _Spy()
-    engine = BilateralEngine(net, ClassificationTask(2), _cfg(), run_dir=_run_dir(tmp_path))
+    engine = Engine(net, ClassificationTask(2), _cfg(), run_dir=_run_dir(tmp_path), method=BilateralMethod())
     rows = engine.fit([bilateral_stage(DFLCELoss(), 2)], data, data)
     assert len(rows) == 2 and np.isfinite(rows[-1]["train_loss"])
     train_calls = [c for c in net.calls if c[1] is not None]
@@ -311,7 +311,7 @@ def test_label_aware_smoothing_edges():
 
 def test_mixup_forward_mixes_pairs():
     net = WeightScaledNet(ResNet32(1, 2, **TINY))
-    engine = MiSLASEngine(net, ClassificationTask(2), _cfg())
+    engine = Engine(net, ClassificationTask(2), _cfg(), method=MiSLASMethod())
     seen = {}
 
     class Record(nn.Module):
@@ -335,7 +335,7 @@ def test_mixup_forward_mixes_pairs():
 def test_mislas_stage_two_trains_classifier_and_shifts_batchnorm(tmp_path):
     data = _longtail_data([12, 4])
     net = WeightScaledNet(ResNet32(1, 2, **TINY))
-    engine = MiSLASEngine(net, ClassificationTask(2), _cfg(), run_dir=_run_dir(tmp_path))
+    engine = Engine(net, ClassificationTask(2), _cfg(), run_dir=_run_dir(tmp_path), method=MiSLASMethod())
     stages = mislas_stages([12, 4], 1, 1)
     assert [s.name for s in stages] == ["mixup", "classifier"]
     engine.fit(stages[:1], data, data)

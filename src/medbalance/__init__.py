@@ -1,3 +1,3 @@
 """medbalance: class-imbalanced medical image analysis for PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -26,6 +26,9 @@ __all__ = [
     "RunConfig",
     "DataConfig",
     "ModelConfig",
+    "MethodConfig",
+    "StageConfig",
+    "method_of",
     "Evaluation",
     "CrossValidation",
     "load_config",
@@ -81,6 +84,13 @@ class _Split(_Strict):
     seed: int = 0
 
 
+class _LongtailOption(_Strict):
+    # None keeps the source's class sizes; a ratio draws a seeded long-tailed training subset
+    # (classification; medbalance.data.longtail.longtail_splits) with its largest class capped at n_max.
+    imbalance_ratio: float | None = Field(None, ge=1.0)
+    n_max: int | None = Field(None, ge=1)
+
+
 class _SegmentationPhantoms(_Segmentation):
     size: int = Field(96, ge=16)
     n_train: int = Field(160, ge=1)
@@ -125,7 +135,7 @@ class LongtailPhantomData(_Strict):
     seed: int = 0
 
 
-class FolderData(_Segmentation, _Grouping):
+class FolderData(_Segmentation, _Grouping, _LongtailOption):
     """A folder in the generic layout of SPEC section 8.
 
     Segmentation: ``images/`` and ``masks/`` matched by file stem. Classification: one
@@ -192,11 +202,6 @@ class NnunetData(_Segmentation, _Grouping):
     seed: int = 0
     fold: int | None = Field(None, ge=0)
     cache: bool = True  # decoded arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
-
-
-class _LongtailOption(_Strict):
-    # None keeps the source's class sizes; a ratio draws a seeded long-tailed training subset.
-    imbalance_ratio: float | None = Field(None, ge=1.0)
 
 
 class BreakhisData(_LongtailOption, _Split):
@@ -311,6 +316,36 @@ class CrossValidation(_Strict):
         return self
 
 
+class StageConfig(_Strict):
+    """One stage of a recipe (``stages:``): what trains, with which loss, for how long.
+
+    ``loss`` defaults to the run's ``loss``; ``trainable`` / ``frozen`` are parameter-name
+    prefixes (``None``: every parameter not frozen); ``batches`` picks the training batches
+    (``shuffle``; ``class_balanced``; ``reversed``: inverse class frequency; ``bilateral``: a
+    shuffled half then a reversed half, BBN); ``select_best: false`` keeps the stage's epochs
+    out of ``best.pt`` (its outputs are not the final model's yet); ``target`` is the batch key
+    the loss compares against (``null``: the whole batch, for a method's multi-target loss).
+    """
+
+    name: str
+    epochs: int = Field(ge=1)
+    loss: Any = None
+    trainable: list[str] | None = None
+    frozen: list[str] = []
+    lr: float | None = Field(None, gt=0.0)
+    monitor: str | None = None
+    batches: Literal["shuffle", "class_balanced", "reversed", "bilateral"] = "shuffle"
+    select_best: bool = True
+    target: str | None = "target"
+
+
+class MethodConfig(BaseModel):
+    """``name`` picks a method of :data:`medbalance.methods.METHODS`; every other key is its option."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "plain"
+
+
 class ModelConfig(BaseModel):
     """``name`` picks the network; every other key is passed to its constructor."""
 
@@ -357,6 +392,9 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=IntraclassPhantomData, discriminator="kind")
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: Any = "dice_ce"
+    # a recipe: the method's hooks and the ordered stages (none listed: the method's default stages)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    stages: list[StageConfig] | None = None
     augment: Augment = Field(default_factory=Augment)  # training batches only; all off by default
 
     @field_validator("precision", mode="before")
@@ -401,6 +439,9 @@ def _check_unknown_keys(raw: dict, source: str) -> None:
         _check_keys(raw["evaluation"], Evaluation, source, "evaluation")
     if isinstance(raw.get("cv"), dict):
         _check_keys(raw["cv"], CrossValidation, source, "cv")
+    for i, stage in enumerate(raw.get("stages") or []):
+        if isinstance(stage, dict):
+            _check_keys(stage, StageConfig, source, f"stages[{i}]")
     data = raw.get("data")
     if isinstance(data, dict):
         kind = data.get("kind", "intraclass_phantom")
@@ -434,12 +475,44 @@ def _check_model_kwargs(cfg: RunConfig, source: str) -> None:
 def _check_loss(cfg: RunConfig, source: str) -> None:
     from medbalance.losses import MissingClassCounts, build_loss
 
+    specs = [("loss", cfg.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in enumerate(cfg.stages or [])]
+    for key, spec in specs:
+        if spec is None or (key != "loss" and _method_loss(cfg, spec)):
+            continue
+        try:
+            build_loss(spec)
+        except MissingClassCounts:
+            pass  # the run counts the classes of its training split
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid '{key}' in {source}: {exc}") from None
+
+
+def _method_loss(cfg: RunConfig, spec: Any) -> bool:
+    """Whether ``spec`` names a loss of the run's method (checked when the method builds it)."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    return isinstance(name, str) and name in method_of(cfg).named_losses()
+
+
+def method_of(cfg: RunConfig):
+    """The :class:`~medbalance.engine.hooks.Method` of a recipe, options validated.
+
+    Raises:
+        ConfigError: an unknown method name (with a suggestion) or an invalid option.
+    """
+    from medbalance.methods import METHODS, method_class
+
+    name = cfg.method.name
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'{_suggest(name, list(METHODS))}")
+    cls = method_class(name)
+    options = dict(cfg.method.model_extra or {})
+    _check_keys(options, cls.Options, "the recipe", "method")
     try:
-        build_loss(cfg.loss)
-    except MissingClassCounts:
-        pass  # the run counts the classes of its training split
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid 'loss' in {source}: {exc}") from None
+        return cls(cls.Options.model_validate(options))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid value for 'method.{key}': {first['msg'].lower()}, got {first.get('input')!r}") from None
 
 
 def parse_config(raw: dict | None, *, source: str = "config") -> RunConfig:
@@ -457,6 +530,7 @@ def parse_config(raw: dict | None, *, source: str = "config") -> RunConfig:
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
     _check_model_kwargs(cfg, source)
+    method_of(cfg)
     _check_loss(cfg, source)
     return cfg
 

@@ -23,6 +23,7 @@ from medbalance.data import phantoms
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import read_folder
+from medbalance.data.longtail import longtail_splits
 from medbalance.data.normalization import fit_normalization
 from medbalance.data.phantom3d import PHANTOM3D_CLASSES, organ_lesion_phantoms
 from medbalance.errors import ConfigError, DataError
@@ -307,7 +308,7 @@ def _build(cfg: RunConfig) -> Splits:
     # a classification sample is named `<class>/<stem>`; groups work on the file stem
     stems = [name.rpartition("/")[2] for name in full.names]
     train_idx, val_idx, test_idx = split_cases(stems, data, root=data.path)
-    return Splits(
+    splits = Splits(
         full.subset(train_idx),
         full.subset(val_idx),
         full.subset(test_idx) if len(test_idx) else None,
@@ -318,3 +319,8 @@ def _build(cfg: RunConfig) -> Splits:
             "test_names": [full.names[i] for i in test_idx],
         },
     )
+    if data.imbalance_ratio is None:
+        return splits
+    if data.task != "classification":
+        raise ConfigError(f"data.imbalance_ratio applies to classification folders; '{data.path}' is {data.task}")
+    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)

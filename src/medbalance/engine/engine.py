@@ -4,8 +4,8 @@ A run is a list of :class:`Stage` objects executed in order by :meth:`Engine.fit
 says which parameters train, which are frozen, the loss and the number of epochs, and gets a
 fresh optimiser and cosine schedule (SPEC 5.6: "cosine annealing to 0 within each step").
 Multi-stage methods (dual-path: paths, then fusion, then everything) are data passed to this
-loop, never a copy of it. Variants override one small hook (:meth:`Engine.compute_loss`,
-:meth:`Engine.forward`, :meth:`Engine.augment`). Training batches are augmented on the device
+loop, never a copy of it. A recipe's ``method`` (:class:`~medbalance.engine.hooks.Method`) changes
+how a batch goes through the network and the loss; the loop stays this one. Training batches are augmented on the device
 by ``cfg.augment`` (:mod:`medbalance.data.augment`), seeded like the shuffling.
 
 Every epoch ends with a validation pass, a row in ``history.csv`` and an atomic
@@ -35,6 +35,7 @@ from medbalance._atomic import remove_stale_temporaries
 from medbalance._paths import check_links_inside
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
+from medbalance.engine.hooks import Method
 from medbalance.engine.checkpoint import (
     check_resume_state,
     check_weights,
@@ -50,7 +51,6 @@ from medbalance.engine.rundir import HistoryLog
 from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
-from medbalance.losses.deep_supervision import deep_supervision_loss
 from medbalance.losses.dynamic import set_progress
 
 __all__ = ["Stage", "Engine", "TrainingError", "make_fabric", "memory_format", "infer_logits", "window_of"]
@@ -167,6 +167,7 @@ class Engine:
             trains without writing anything.
         fabric: an existing Fabric (default: :func:`make_fabric` of ``cfg``).
         meta: facts stored in every checkpoint to rebuild the model (task, classes, channels).
+        method: the recipe's method hooks (default: plain training).
 
     Example:
         >>> from medbalance.config import parse_config
@@ -193,8 +194,10 @@ class Engine:
         run_dir: str | Path | None = None,
         fabric: Fabric | None = None,
         meta: dict | None = None,
+        method: Method | None = None,
     ) -> None:
         self.model = model
+        self.method = method if method is not None else Method()
         self.task = task
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -214,11 +217,15 @@ class Engine:
             self.model.to(memory_format=self.memory_format)
 
     # ----------------------------------------------------------------------------- hooks
-    def forward(self, module: nn.Module, batch: dict) -> torch.Tensor:
-        image = batch["image"]
+    def run_module(self, module: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """``module(image)`` in the run's memory layout."""
         if self.memory_format is not None and image.ndim == 4:
             image = image.contiguous(memory_format=self.memory_format)
         return module(image)
+
+    def forward(self, module: nn.Module, batch: dict) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Outputs of a batch: the method's :meth:`~medbalance.engine.hooks.Method.forward`."""
+        return self.method.forward(self, module, batch)
 
     def augment(self, batch: dict) -> dict:
         """A training batch augmented on the device by ``cfg.augment`` (unchanged when it is off).
@@ -235,10 +242,8 @@ class Engine:
         return infer_logits(lambda x: self.forward(module, {"image": x}), batch["image"], self.cfg)
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
-        target = batch if stage.target_key is None else batch[stage.target_key]
-        if isinstance(outputs, (tuple, list)):  # a deep-supervised net in training mode
-            return deep_supervision_loss(stage.loss, outputs, target)
-        return stage.loss(outputs, target)
+        """The stage's loss of a batch: the method's :meth:`~medbalance.engine.hooks.Method.compute_loss`."""
+        return self.method.compute_loss(self, stage, outputs, batch)
 
     # ----------------------------------------------------------------------------- data
     def _loader(
@@ -297,7 +302,7 @@ class Engine:
         return params
 
     def train_mode(self) -> None:
-        """Put the model in training mode for the current stage (:attr:`stage`); a hook."""
+        """Put the model in training mode for the current stage (:attr:`stage`), then the method's hook."""
         self.model.train()
         # A frozen part keeps its BatchNorm statistics: otherwise "frozen" would still drift.
         for module in self.model.modules():
@@ -305,6 +310,7 @@ class Engine:
                 own = list(module.parameters(recurse=False))
                 if own and not any(p.requires_grad for p in own):
                     module.eval()
+        self.method.train_mode(self)
 
     def _optimizer(self, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         cfg = self.cfg

@@ -18,7 +18,7 @@ from torch import nn
 import medbalance
 from medbalance._atomic import atomic_write_text
 from medbalance._malloc import tune_malloc
-from medbalance.config import RunConfig, dump_config, load_config, parse_config, read_yaml
+from medbalance.config import MethodConfig, RunConfig, StageConfig, dump_config, load_config, method_of, parse_config, read_yaml
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folds import write_splits
@@ -26,9 +26,11 @@ from medbalance.data.io import write_mask
 from medbalance.data.medical import Geometry, ImageInfo, write_labels
 from medbalance.data.normalization import Normalization
 from medbalance.data.patches import PatchDataset
+from medbalance.data.samplers import bilateral, class_balanced, reversed_sampler
 from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
 from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_logits, make_fabric, memory_format
+from medbalance.engine.hooks import Method
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
 from medbalance.engine.tasks import make_task
@@ -42,6 +44,8 @@ from medbalance.report.collect import ReportSamples
 
 __all__ = [
     "RunResult",
+    "resolve_recipe",
+    "build_stages",
     "train",
     "load_run",
     "evaluate_run",
@@ -71,6 +75,85 @@ class LoadedRun:
     meta: dict
 
 
+#: ``stages[].batches`` -> the batch-sampler factory of a stage (``None``: shuffled batches).
+BATCHES = {
+    "shuffle": None,
+    "class_balanced": class_balanced,
+    "reversed": reversed_sampler,
+    "bilateral": bilateral(),
+}
+
+
+def resolve_recipe(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its stages listed in full: the method's default stages when it lists none,
+    every stage's loss spelled out (``config.yaml`` holds this form)."""
+    method = method_of(cfg)
+    specs = [s.model_dump() for s in cfg.stages] if cfg.stages else method.default_stages(cfg)
+    stages = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        if spec.get("loss") is None:
+            spec["loss"] = cfg.loss
+        try:
+            stages.append(StageConfig.model_validate(spec))
+        except ValueError as exc:
+            raise ConfigError(f"invalid stage {i} of method '{cfg.method.name}': {exc}") from None
+    resolved = MethodConfig(name=cfg.method.name, **method.options.model_dump())
+    return cfg.model_copy(update={"stages": stages, "method": resolved})
+
+
+def build_stages(cfg: RunConfig, method: Method, *, class_counts, binary: bool, ignore_index: int | None) -> list[Stage]:
+    """The :class:`Stage` objects of a resolved recipe (:func:`resolve_recipe`).
+
+    Args:
+        class_counts: ``() -> (C,)`` pixel / sample counts of the training split, for losses
+            that need them (called at most once).
+        binary: the network has one output channel (sigmoid losses).
+        ignore_index: label left out of the losses.
+    """
+    counts = _once(class_counts)
+    own = method.named_losses()
+    stages = []
+    for i, spec in enumerate(cfg.stages):
+        loss_spec = spec.loss
+        name = loss_spec.get("name") if isinstance(loss_spec, dict) else loss_spec
+        try:
+            if isinstance(name, str) and name in own:
+                kwargs = {k: v for k, v in loss_spec.items() if k != "name"} if isinstance(loss_spec, dict) else {}
+                loss = own[name](**kwargs)
+            else:
+                loss = build_loss(loss_spec, class_counts=counts, binary=binary, ignore_index=ignore_index)
+        except (TypeError, ValueError) as exc:
+            key = "loss" if spec.loss == cfg.loss else f"stages[{i}].loss"
+            raise ConfigError(f"invalid '{key}' of run '{cfg.name}': {exc}") from None
+        stages.append(
+            Stage(
+                spec.name,
+                spec.epochs,
+                method.stage_loss(loss, spec.model_dump()),
+                trainable=tuple(spec.trainable) if spec.trainable is not None else None,
+                frozen=tuple(spec.frozen),
+                lr=spec.lr,
+                monitor=spec.monitor,
+                target_key=spec.target,
+                sampler=BATCHES[spec.batches],
+                select_best=spec.select_best,
+            )
+        )
+    return stages
+
+
+def _once(fn):
+    cache = []
+
+    def call():
+        if not cache:
+            cache.append(fn())
+        return cache[0]
+
+    return call
+
+
 def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Module:
     kwargs = dict(cfg.model.model_extra or {})
     for key, value in (("in_channels", in_channels), ("num_classes", out_channels)):
@@ -80,7 +163,7 @@ def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Modu
                 f"but its data ({cfg.data.kind}) needs {value}; leave it out to take it from the data"
             )
         kwargs[key] = value
-    return build_net(cfg.model.name, **kwargs)
+    return method_of(cfg).wrap_model(build_net(cfg.model.name, **kwargs))
 
 
 def train(
@@ -121,6 +204,8 @@ def _train(
     cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
     if progress is not None:
         cfg = cfg.model_copy(update={"progress": progress})
+    cfg = resolve_recipe(cfg)
+    method = method_of(cfg)
     tune_malloc()  # reuse freed activation memory across steps (MEDBALANCE_MALLOC=default: off)
     fabric = make_fabric(cfg)
     # data and model before the run folder: bad data or model arguments leave no folder behind
@@ -175,17 +260,14 @@ def _train(
         "ignore_index": ignore_index,
         "normalization": splits.info.get("normalization"),
     }
-    engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta)
-    try:
-        loss = build_loss(
-            cfg.loss,
-            class_counts=lambda: class_counts(splits.train, task.num_classes, ignore_index=ignore_index),
-            binary=task.out_channels == 1,
-            ignore_index=ignore_index,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid 'loss': {exc}") from None
-    stages = [Stage("train", cfg.epochs, loss)]
+    engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta, method=method)
+    stages = build_stages(
+        cfg,
+        method,
+        class_counts=lambda: class_counts(splits.train, task.num_classes, ignore_index=ignore_index),
+        binary=task.out_channels == 1,
+        ignore_index=ignore_index,
+    )
     resumed = partial(train_log.open, run_dir, resumed=True) if fabric.is_global_zero else None
     history = engine.fit(stages, train_data, splits.val, resume=resume is not None, on_resumed=resumed)
 
@@ -217,6 +299,8 @@ def _train(
     if splits.test is not None:
         metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
+    if task.name == "classification":  # samples per class trained on (a long-tailed subset's counts)
+        metrics["train_counts"] = np.bincount(splits.train.target, minlength=task.num_classes).tolist()
     samples = None
     if isinstance(writer, _Both):
         samples = writer.samples
@@ -369,6 +453,12 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
     cfg = parse_config(read_yaml(run_dir / "config.yaml"), source=f"{run_dir.name}/config.yaml")
     state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
     meta = state.get("meta") or {}
+    if "task" not in meta:  # experiment runs before 0.2.0 stored no task, classes nor channels
+        version = meta.get("medbalance", "0.1.0")
+        raise CheckpointError(
+            f"'{run_dir}' was written by medbalance {version}, whose experiment runs cannot be loaded by "
+            f"{medbalance.__version__}; train it again (medbalance train or experiment --resume in a new folder)"
+        )
     try:
         task = make_task(
             meta["task"], meta["num_classes"], threshold=cfg.threshold, ignore_index=meta.get("ignore_index")
@@ -403,7 +493,8 @@ def evaluate_run(run: LoadedRun, data: ArrayDataset, *, cases: str | Path | None
         )
     if is_native(run):
         data = data.with_normalization(Normalization.from_dict(run.meta["normalization"]))
-    engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1}))
+    quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
+    engine = Engine(run.model, run.task, quiet, method=method_of(run.cfg))
     table = case_table(run, data) if run.task.name == "segmentation" else None
     scores = engine.evaluate(data, on_batch=table)
     if table is not None:

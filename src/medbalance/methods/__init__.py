@@ -16,7 +16,23 @@ EXPERIMENTS: dict[str, str] = {
 }
 SCALE_NAMES = ("smoke", "small", "paper")
 
-__all__ = ["EXPERIMENTS", "SCALE_NAMES", "ExperimentContext", "ExperimentResult", "ResultTable", "run_experiment"]
+#: A recipe's ``method: {name: ...}`` -> its hooks (``module:Class``, a
+#: :class:`~medbalance.engine.hooks.Method`), imported when a recipe uses it.
+METHODS: dict[str, str] = {
+    "plain": "medbalance.engine.hooks:Method",
+    "bilateral": "medbalance.methods.bilateral:BilateralMethod",  # BBN, LSKBB (seed 001)
+    "mislas": "medbalance.methods.mislas:MiSLASMethod",  # MiSLAS (seed 001's baseline)
+}
+
+
+def method_class(name: str):
+    """The :class:`~medbalance.engine.hooks.Method` subclass of ``METHODS[name]``."""
+    import importlib
+
+    module, _, cls = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+__all__ = ["EXPERIMENTS", "METHODS", "SCALE_NAMES", "method_class", "ExperimentContext", "ExperimentResult", "ResultTable", "run_experiment"]
 
 
 def __getattr__(name: str):

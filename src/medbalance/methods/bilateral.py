@@ -2,13 +2,13 @@
 
 Each step reads ``2B`` samples from :func:`medbalance.data.samplers.bilateral`: ``B`` from a
 uniform sampler for the conventional branch, then ``B`` from a reversed sampler for the
-re-balancing branch. :class:`BilateralEngine` feeds the halves to a two-branch network
+re-balancing branch. :class:`BilateralMethod` feeds the halves to a two-branch network
 (:class:`medbalance.nets.BBN`, :class:`medbalance.nets.LSKBB`), which returns both branch
 logits; :class:`BilateralLoss` mixes them with the cumulative weight
 ``lambda = 1 - (T / T_max)^2`` (T = epoch) as ``z = lambda z_c + (1 - lambda) z_r`` and returns
 ``lambda L(z, y_c) + (1 - lambda) L(z, y_r)``. Validation and test batches go through the
-network once, both branches weighted 0.5 (SPEC section 6). The whole recipe is one
-:class:`~medbalance.engine.Stage` (:func:`bilateral_stage`) run by the one engine.
+network once, both branches weighted 0.5 (SPEC section 6). The whole recipe is one stage
+(``method: {name: bilateral}``; :func:`bilateral_stage` in Python) run by the one engine.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 from medbalance.data.samplers import BatchSamplerFactory, bilateral, reversed_sampler, uniform
 from medbalance.engine.engine import Engine, Stage
+from medbalance.engine.hooks import Method
 from medbalance.losses._utils import check_progress
 
-__all__ = ["BilateralEngine", "BilateralLoss", "bilateral_loss", "bilateral_stage", "cumulative_lambda"]
+__all__ = ["BilateralMethod", "BilateralLoss", "bilateral_loss", "bilateral_stage", "cumulative_lambda"]
 
 
 def cumulative_lambda(progress: float, epochs: int | None = None) -> float:
@@ -116,11 +117,21 @@ class BilateralLoss(nn.Module):
         return f"epochs={self.epochs}, progress={self.progress}"
 
 
-class BilateralEngine(Engine):
-    """The engine for two-branch networks: a ``2B`` training batch is split into the uniform and
-    the reversed half (``module(x[:B], x[B:])``); evaluation runs the network once per batch."""
+class BilateralMethod(Method):
+    """BBN / LSKBB training (``method: {name: bilateral}``): a ``2B`` training batch is split into
+    the uniform and the reversed half (``module(x[:B], x[B:])``) and the stage's loss is wrapped
+    in :class:`BilateralLoss`; evaluation runs the network once per batch. A stage of this
+    method draws ``bilateral`` batches unless its recipe says otherwise."""
 
-    def forward(self, module: nn.Module, batch: dict) -> Tensor | tuple[Tensor, Tensor]:
+    name = "bilateral"
+
+    def default_stages(self, cfg) -> list[dict]:
+        return [{"name": "bilateral", "epochs": cfg.epochs, "batches": "bilateral"}]
+
+    def stage_loss(self, loss: nn.Module, stage: dict) -> BilateralLoss:
+        return BilateralLoss(loss, epochs=stage["epochs"])
+
+    def forward(self, engine: Engine, module: nn.Module, batch: dict) -> Tensor | tuple[Tensor, Tensor]:
         x = batch["image"]
         if not module.training:
             return module(x)
@@ -129,7 +140,7 @@ class BilateralEngine(Engine):
         half = len(x) // 2
         return module(x[:half], x[half:])
 
-    def compute_loss(self, stage: Stage, outputs: Tensor | tuple[Tensor, Tensor], batch: dict) -> Tensor:
+    def compute_loss(self, engine: Engine, stage: Stage, outputs: Tensor | tuple[Tensor, Tensor], batch: dict) -> Tensor:
         # The branch pair is not deep supervision: the loss itself takes it.
         return stage.loss(outputs, batch["target"])
 

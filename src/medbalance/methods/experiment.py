@@ -15,8 +15,11 @@ Layout of an experiment folder::
                           results.{md,html,json}  the tables
                           report.{html,md}        the tables, every model's curves, the figures
 
-``--resume EXP_DIR`` re-runs the experiment in its folder: finished models (``done.json``) are
-loaded, an interrupted one continues from its ``last.pt``.
+``--resume EXP_DIR`` re-runs the experiment in its folder: finished models are loaded, an
+interrupted one continues from its ``last.pt``. A recipe's run (:meth:`ExperimentContext.run`)
+is written by :func:`medbalance.engine.run.train` like any run (finished: ``metrics.json``);
+multi-network methods not yet expressed as one recipe train through
+:meth:`ExperimentContext.train` (finished: ``done.json``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,6 +266,25 @@ class ExperimentContext:
         return {"kind": detect_layout(path) or "folder", "path": str(path)}
 
     # ------------------------------------------------------------------ training
+    def run(self, key: str, cfg: RunConfig) -> dict:
+        """Train the recipe ``cfg`` into ``runs/<key>/`` with :func:`~medbalance.engine.run.train`
+        (or read the metrics of that run when it finished before; continue it when interrupted).
+
+        Returns:
+            The run's ``metrics.json`` content (``val``, ``test`` scores, ``best_epoch``...).
+        """
+        from medbalance.engine.run import train
+
+        folder = self.run_dir / "runs" / key
+        done = folder / "metrics.json"
+        if not done.is_file():
+            resume = folder if (folder / "checkpoints" / "last.pt").is_file() else None
+            if resume is None and folder.exists():  # killed before its first checkpoint: nothing to keep
+                shutil.rmtree(folder)
+            self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
+            train(cfg, out=folder.parent, folder=folder.name, resume=resume, progress=self.progress)
+        return json.loads(done.read_text())
+
     def train(
         self,
         key: str,
@@ -271,7 +294,6 @@ class ExperimentContext:
         stages: Sequence[Stage],
         splits: Splits,
         *,
-        engine_cls: type[Engine] = Engine,
         meta: dict | None = None,
     ) -> Engine:
         """Train ``model`` in ``runs/<key>/`` (or load it when that run finished before).
@@ -283,7 +305,6 @@ class ExperimentContext:
             task, cfg, stages: as for :class:`~medbalance.engine.Engine` and its ``fit``.
             splits: ``train`` trains, ``val`` selects ``best.pt``; ``test`` is not touched;
                 ``splits.info`` is saved as ``splits.json`` (e.g. a long-tailed subset's indices).
-            engine_cls: an :class:`Engine` subclass for methods that override a hook.
 
         Returns:
             The engine, its model holding the ``best.pt`` weights.
@@ -294,7 +315,7 @@ class ExperimentContext:
             model = model()
         done = folder / "done.json"
         if done.is_file():
-            engine = engine_cls(model, task, cfg, meta=meta)
+            engine = Engine(model, task, cfg, meta=meta)
         else:
             (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
             resume = (folder / "checkpoints" / "last.pt").is_file()
@@ -303,7 +324,7 @@ class ExperimentContext:
                 atomic_write_text(folder / "splits.json", json.dumps(splits.info, indent=1))
             self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
             t0 = time.perf_counter()
-            engine = engine_cls(model, task, cfg, run_dir=folder, meta=meta)
+            engine = Engine(model, task, cfg, run_dir=folder, meta=meta)
             history = engine.fit(stages, splits.train, splits.val, resume=resume)
             info = {"epochs": len(history), "seconds": round(time.perf_counter() - t0, 2)}
             atomic_write_text(done, json.dumps(info, indent=1))

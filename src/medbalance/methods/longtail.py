@@ -14,32 +14,21 @@ tested on a balanced test set (SPEC section 6):
 - table 5, losses of the bilateral network: CE, Focal, DFLCSCE, DFLCE on both backbones.
 
 Rows shared by several tables (BBN = ResNet-32 + CE, LSKBB = improved + DFLCE) are trained
-once. Each model is a run folder ``runs/<row>/ir<IR>/seed<s>/`` whose ``splits.json`` records
-the long-tailed subset drawn (SPEC section 10). ``--data`` takes the long-tailed phantoms
+once. Each row is a recipe (:data:`METHODS`: network, loss, method) trained by
+:func:`medbalance.engine.run.train` into the run folder ``runs/<row>/ir<IR>/seed<s>/``, whose
+``splits.json`` records the long-tailed subset drawn (SPEC section 10) and which ``predict``,
+``evaluate``, ``export`` and ``report`` take like any run. ``--data`` takes the long-tailed phantoms
 (default), ``pneumoniamnist`` / ``breastmnist`` of ``../shared/data``, a BreaKHis or Kermany
 chest X-ray tree, a MedMNIST ``.npz`` or a one-folder-per-class tree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
-
-from medbalance.config import RunConfig
-from medbalance.data.build import build_splits
-from medbalance.data.datasets import Splits
-from medbalance.data.longtail import longtail_splits
-from medbalance.engine.engine import Engine, Stage
-from medbalance.engine.tasks import ClassificationTask
-from medbalance.losses import CrossEntropyLoss, DFLCELoss, DFLCSCELoss, FocalLoss, LDAMLoss
-from medbalance.methods.bilateral import BilateralEngine, bilateral_stage
-from medbalance.methods.mislas import MiSLASEngine, WeightScaledNet, mislas_stages
-from medbalance.nets import build_net
 
 __all__ = ["BACKBONES", "LOSS_ROWS", "METHODS", "OPTIONS", "SCALES", "run"]
 
@@ -88,62 +77,33 @@ BACKBONES: dict[str, tuple[str, dict[str, str | None]]] = {
 LOSS_ROWS = ("CE", "Focal", "DFLCSCE", "DFLCE")
 
 
-def _loss(name: str, counts: list[int]) -> nn.Module:
-    return {
-        "CE": lambda: CrossEntropyLoss(),
-        "Focal": lambda: FocalLoss(gamma=2.0),
-        "DFLCSCE": lambda: DFLCSCELoss(counts),
-        "DFLCE": lambda: DFLCELoss(),
-    }[name]()
+#: Loss specs of table 5 by row name.
+LOSSES: dict[str, Any] = {"CE": "ce", "Focal": {"name": "focal", "gamma": 2.0}, "DFLCSCE": "dflcsce", "DFLCE": "dflce"}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one row trains: the network, its stages, the engine and the loss name for ``config.yaml``."""
+    """One row as recipe data: the network, its loss spec and the method (``model``, ``loss``,
+    ``method`` of the run's config)."""
 
     net: str
-    net_kwargs: dict
-    loss_name: str
-    stages: Callable[[list[int], int, dict], list[Stage]]
-    engine: type[Engine] = Engine
-    wrap: Callable[[nn.Module], nn.Module] | None = None
-
-
-def _plain(loss: Callable[[list[int]], nn.Module]) -> Callable[[list[int], int, dict], list[Stage]]:
-    """One stage of ``loss(class_counts)`` on instance-balanced batches."""
-    return lambda counts, epochs, preset: [Stage("train", epochs, loss(counts))]
+    loss: Any
+    net_kwargs: dict = field(default_factory=dict)
+    method: dict = field(default_factory=lambda: {"name": "plain"})
 
 
 def _bilateral(backbone: str, loss: str) -> Recipe:
     net, net_kwargs = BACKBONES[backbone]
-    return Recipe(
-        net,
-        dict(net_kwargs),
-        loss.lower(),
-        lambda counts, epochs, preset: [bilateral_stage(_loss(loss, counts), epochs)],
-        BilateralEngine,
-    )
+    return Recipe(net, LOSSES[loss], dict(net_kwargs), {"name": "bilateral"})
 
 
 #: Rows of tables 2 / 3 in the paper's order.
 METHODS: dict[str, Recipe] = {
-    "Focal Loss": Recipe("resnet32", {}, "focal", _plain(lambda counts: FocalLoss(gamma=2.0))),
-    "LDAM-DRW": Recipe(
-        "resnet32",
-        {"head": "cosine"},
-        "ldam",
-        # DRW from epoch 160 of 200 (SPEC section 10), i.e. progress 0.8 at any length.
-        _plain(lambda counts: LDAMLoss(counts, drw_start=0.8)),
-    ),
+    "Focal Loss": Recipe("resnet32", LOSSES["Focal"]),
+    # DRW from epoch 160 of 200 (SPEC section 10), i.e. progress 0.8 at any length.
+    "LDAM-DRW": Recipe("resnet32", {"name": "ldam", "drw_start": 0.8}, {"head": "cosine"}),
     "BBN": _bilateral("ResNet-32", "CE"),
-    "MiSLAS": Recipe(
-        "resnet32",
-        {},
-        "ce",
-        lambda counts, epochs, preset: mislas_stages(counts, epochs, preset["classifier_epochs"]),
-        MiSLASEngine,
-        WeightScaledNet,
-    ),
+    "MiSLAS": Recipe("resnet32", "ce", method={"name": "mislas"}),
     "LSKBB": _bilateral("improved ResNet-32 (LSK residual)", "DFLCE"),
 }
 # A bilateral (backbone, loss) pair that is also a row of tables 2 / 3 trains once.
@@ -175,8 +135,6 @@ class _Experiment:
             raise ValueError(f"unknown method(s) {unknown} in --set methods (expected some of: {', '.join(METHODS)})")
         self.methods = list(opts["methods"]) or list(METHODS)
         self.phantom = ctx.data == "phantom"
-        self._base: Splits | None = None
-        self._splits: dict[tuple[float, int], Splits] = {}
         self.scores: dict[tuple[str, float, int], dict] = {}
 
     # ------------------------------------------------------------------ data
@@ -196,30 +154,15 @@ class _Experiment:
         if self.phantom:
             return section
         if section["kind"] == "folder":  # one folder per class
-            section.update(task="classification", test_fraction=0.2)
-        else:
-            # For the run's config.yaml; the subset itself is drawn by `splits` (see splits.json).
-            section["imbalance_ratio"] = ir
+            raise ValueError(
+                "--data: a one-folder-per-class tree has no long-tail option; use a MedMNIST .npz, "
+                "a BreaKHis or chest X-ray tree, or a shared set"
+            )
+        # the reader draws the seeded long-tailed subset (its indices go to splits.json)
+        section.update(imbalance_ratio=ir, n_max=self.preset["real_n_max"], seed=seed)
         if self.ctx.options["size"] and section["kind"] != "medmnist":
             section["size"] = self.ctx.options["size"]
         return section
-
-    def splits(self, cfg: RunConfig, ir: float, seed: int) -> Splits:
-        """Phantoms are generated long-tailed; real data is read once, then subsampled per (IR, seed)."""
-        if self.phantom:
-            return build_splits(cfg)
-        if (ir, seed) not in self._splits:
-            if self._base is None:
-                full = (
-                    cfg.data.model_copy(update={"imbalance_ratio": None})
-                    if "imbalance_ratio" in type(cfg.data).model_fields
-                    else cfg.data
-                )
-                self._base = build_splits(cfg.model_copy(update={"data": full}))
-                if self._base.test is None:
-                    raise ValueError(f"--data '{self.ctx.data}' gave no test split")
-            self._splits[ir, seed] = longtail_splits(self._base, ir, n_max=self.preset["real_n_max"], seed=seed)
-        return self._splits[ir, seed]
 
     # ------------------------------------------------------------------ training
     def scores_of(self, row: str, recipe: Recipe, ir: float, seed: int) -> dict:
@@ -228,8 +171,10 @@ class _Experiment:
         if key in self.scores:
             return self.scores[key]
         ctx, p = self.ctx, self.preset
-        net_kwargs = {"widths": p["widths"], "blocks_per_stage": p["blocks"], **recipe.net_kwargs}
-        base = {"data": self.data_section(ir, seed), "model": {"name": recipe.net, **net_kwargs}}
+        model = {"name": recipe.net, "widths": p["widths"], "blocks_per_stage": p["blocks"], **recipe.net_kwargs}
+        method = dict(recipe.method)
+        if method["name"] == "mislas":
+            method.setdefault("classifier_epochs", p["classifier_epochs"])
         cfg = ctx.base_config(
             seed=seed,
             epochs=p["epochs"],
@@ -238,32 +183,15 @@ class _Experiment:
             lr=ctx.options["lr"],
             momentum=0.9,
             weight_decay=2e-4,
-            loss=recipe.loss_name,
-            **base,
+            data=self.data_section(ir, seed),
+            model=model,
+            loss=recipe.loss,
+            method=method,
         )
-        splits = self.splits(cfg, ir, seed)
-        num_classes = splits.train.num_classes
-        counts = np.bincount(splits.train.target, minlength=num_classes).tolist()
-        run_key = f"{_slug(row)}/ir{ir:g}/seed{seed}"
-
-        def model() -> nn.Module:
-            net = build_net(recipe.net, in_channels=splits.train.in_channels, num_classes=num_classes, **net_kwargs)
-            return recipe.wrap(net) if recipe.wrap else net
-
-        meta = {"task": "classification", "num_classes": num_classes, "class_names": list(splits.train.class_names)}
-        engine = ctx.train(
-            run_key,
-            model,
-            ClassificationTask(num_classes),
-            cfg,
-            recipe.stages(counts, cfg.epochs, p),
-            splits,
-            engine_cls=recipe.engine,
-            meta=meta,
-        )
-        scores = engine.evaluate(splits.test)
-        scores["train_counts"] = counts
-        scores["class_names"] = list(splits.train.class_names)
+        metrics = ctx.run(f"{_slug(row)}/ir{ir:g}/seed{seed}", cfg)
+        scores = dict(metrics["test"])
+        scores["train_counts"] = metrics["train_counts"]
+        scores["class_names"] = metrics["class_names"]
         self.scores[key] = scores
         return scores
 
@@ -304,7 +232,7 @@ def _main_tables(exp: _Experiment) -> None:
 
 def _bilateral_scores(exp: _Experiment, backbone: str, loss: str, ir: float, seed: int) -> dict:
     row = _SAME_RUN.get((backbone, loss), f"bilateral {backbone} {loss}")
-    recipe = METHODS[row] if row in METHODS else _bilateral(backbone, loss)
+    recipe = METHODS.get(row) or _bilateral(backbone, loss)
     return exp.scores_of(row, recipe, ir, seed)
 
 

@@ -5,9 +5,9 @@ batches. Stage 2 (``"classifier"``) freezes the backbone and re-trains the class
 class-balanced sampler, a learnable per-class weight scale (:class:`WeightScaledNet`) and
 label-aware smoothing (:class:`~medbalance.losses.smoothing.LabelAwareSmoothingLoss`); with
 shift learning the frozen backbone's BatchNorm layers keep updating their running statistics
-on the re-balanced batches while their affine parameters stay fixed. Both stages are
-:class:`~medbalance.engine.Stage` objects (:func:`mislas_stages`) run by one
-:class:`MiSLASEngine`.
+on the re-balanced batches while their affine parameters stay fixed. Both stages are data
+(``method: {name: mislas}``; :func:`mislas_stages` in Python) run by the one engine with the
+hooks of :class:`MiSLASMethod`.
 
 Reference:
     Z. Zhong, J. Cui, S. Liu, J. Jia, "Improving Calibration for Long-Tailed Recognition",
@@ -19,16 +19,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from medbalance.data.samplers import class_balanced, uniform
 from medbalance.engine.engine import Engine, Stage
+from medbalance.engine.hooks import Method, MethodOptions
 from medbalance.losses import CrossEntropyLoss
 from medbalance.losses.smoothing import LabelAwareSmoothingLoss
 
-__all__ = ["CLASSIFIER_STAGE", "MIXUP_STAGE", "MiSLASEngine", "WeightScaledNet", "mislas_stages", "mixup_loss"]
+__all__ = ["CLASSIFIER_STAGE", "MIXUP_STAGE", "MiSLASMethod", "MiSLASOptions", "WeightScaledNet", "mislas_stages", "mixup_loss"]
 
-#: Stage names :class:`MiSLASEngine` acts on.
+#: Stage names :class:`MiSLASMethod` acts on.
 MIXUP_STAGE, CLASSIFIER_STAGE = "mixup", "classifier"
 
 
@@ -73,48 +75,67 @@ def mixup_loss(loss: nn.Module, logits: Tensor, target: Tensor, permutation: Ten
     return lam * loss(logits, target) + (1.0 - lam) * loss(logits, target[permutation])
 
 
-class MiSLASEngine(Engine):
-    """The engine of :func:`mislas_stages`: mixup in the ``"mixup"`` stage, BatchNorm shift
-    learning in the ``"classifier"`` stage.
+class MiSLASOptions(MethodOptions):
+    """``method:`` keys of MiSLAS: ``mixup_alpha`` (Beta's alpha, MiSLAS: 1.0), ``shift_bn``
+    (update the frozen backbone's BatchNorm statistics in the classifier stage), and the
+    default stages' ``classifier_epochs`` (MiSLAS: 10), ``head_eps`` / ``tail_eps`` (label-aware
+    smoothing of the largest / smallest class, MiSLAS: 0.3 / 0.0)."""
+
+    mixup_alpha: float = Field(1.0, gt=0.0)
+    shift_bn: bool = True
+    classifier_epochs: int = Field(10, ge=1)
+    head_eps: float = Field(0.3, ge=0.0, lt=1.0)
+    tail_eps: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class MiSLASMethod(Method):
+    """MiSLAS (``method: {name: mislas}``): mixup in the ``"mixup"`` stage, BatchNorm shift
+    learning in the ``"classifier"`` stage, the network inside a :class:`WeightScaledNet`.
 
     Mixup draws ``lam ~ Beta(alpha, alpha)`` and a permutation from torch's global generator,
     whose state every checkpoint stores, so a resumed run mixes the same pairs.
-
-    Args:
-        *args, **kwargs: those of :class:`~medbalance.engine.Engine`.
-        mixup_alpha: ``alpha`` of the Beta distribution (MiSLAS: 1.0).
-        shift_bn: update the frozen backbone's BatchNorm statistics in the classifier stage.
     """
 
-    def __init__(self, *args, mixup_alpha: float = 1.0, shift_bn: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not mixup_alpha > 0:
-            raise ValueError(f"mixup_alpha must be positive, got {mixup_alpha!r}")
-        self.mixup_alpha = float(mixup_alpha)
-        self.shift_bn = shift_bn
+    name = "mislas"
+    Options = MiSLASOptions
 
-    def train_mode(self) -> None:
-        super().train_mode()
-        if self.shift_bn and self.stage is not None and self.stage.name == CLASSIFIER_STAGE:
-            for module in self.model.modules():
+    def default_stages(self, cfg) -> list[dict]:
+        o = self.options
+        return [
+            {"name": MIXUP_STAGE, "epochs": cfg.epochs, "frozen": ["scale"], "batches": "shuffle"},
+            {
+                "name": CLASSIFIER_STAGE,
+                "epochs": o.classifier_epochs,
+                "loss": {"name": "label_aware_smoothing", "head_eps": o.head_eps, "tail_eps": o.tail_eps},
+                "trainable": ["net.classifier", "scale"],
+                "batches": "class_balanced",
+            },
+        ]
+
+    def wrap_model(self, net: nn.Module) -> nn.Module:
+        return WeightScaledNet(net)
+
+    def train_mode(self, engine: Engine) -> None:
+        if self.options.shift_bn and engine.stage is not None and engine.stage.name == CLASSIFIER_STAGE:
+            for module in engine.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.train()  # running statistics follow the class-balanced batches; affine stays frozen
 
-    def forward(self, module: nn.Module, batch: dict) -> Tensor:
+    def forward(self, engine: Engine, module: nn.Module, batch: dict) -> Tensor:
         x = batch["image"]
-        if module.training and self.stage is not None and self.stage.name == MIXUP_STAGE:
-            alpha = torch.tensor(self.mixup_alpha)
+        if module.training and engine.stage is not None and engine.stage.name == MIXUP_STAGE:
+            alpha = torch.tensor(self.options.mixup_alpha)
             lam = float(torch.distributions.Beta(alpha, alpha).sample())
             permutation = torch.randperm(len(x)).to(x.device)
             batch["mixup"] = (permutation, lam)
             x = lam * x + (1.0 - lam) * x[permutation]
         return module(x)
 
-    def compute_loss(self, stage: Stage, outputs: Tensor, batch: dict) -> Tensor:
+    def compute_loss(self, engine: Engine, stage: Stage, outputs: Tensor, batch: dict) -> Tensor:
         if "mixup" in batch:
             permutation, lam = batch["mixup"]
             return mixup_loss(stage.loss, outputs, batch["target"], permutation, lam)
-        return super().compute_loss(stage, outputs, batch)
+        return super().compute_loss(engine, stage, outputs, batch)
 
 
 def mislas_stages(

@@ -190,7 +190,7 @@ def build_breakhis(data: BreakhisData) -> Splits:
         "patients": {split: sorted({patients[i] for i in idx}) for split, idx in zip(("train", "val", "test"), parts)},
     }
     return longtail_splits(
-        Splits(train, val, test if len(test) else None, info=info), data.imbalance_ratio, seed=data.seed
+        Splits(train, val, test if len(test) else None, info=info), data.imbalance_ratio, n_max=data.n_max, seed=data.seed
     )
 
 
@@ -240,7 +240,7 @@ def build_chestxray(data: ChestXrayData) -> Splits:
         train_idx, val_idx, _ = split_indices(len(train), (0.1, 0.0), data.seed)
         train, val = train.subset(train_idx), train.subset(val_idx)
     splits = Splits(train, val, test, info={"source": str(root)})
-    return longtail_splits(splits, data.imbalance_ratio, seed=data.seed)
+    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
 
 
 # ----------------------------------------------------------------------------- MedMNIST
@@ -361,7 +361,7 @@ def read_medmnist(
 
 def build_medmnist(data: MedmnistData) -> Splits:
     """A MedMNIST ``.npz`` with its own train / val / test split, optionally long-tailed."""
-    return longtail_splits(read_medmnist(data.path), data.imbalance_ratio, seed=data.seed)
+    return longtail_splits(read_medmnist(data.path), data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
 
 
 def load_medmnist_shared(root: Path, data: SharedData) -> Splits:
@@ -377,7 +377,7 @@ def load_medmnist_shared(root: Path, data: SharedData) -> Splits:
         path, class_names=MEDMNIST_CLASS_NAMES.get(root.name), size=data.size, channels=data.channels
     )
     splits.info["dataset"] = root.name
-    return longtail_splits(splits, data.imbalance_ratio, seed=data.seed)
+    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
 
 
 def detect_layout(path: str | Path) -> str | None:

@@ -1,0 +1,77 @@
+"""Method hooks: what a recipe's ``method`` changes in the one training loop.
+
+A method is data in a recipe (``method: {name: bilateral}``); its class, looked up by name in
+:data:`medbalance.methods.METHODS`, overrides a few of these hooks. The :class:`Method` base is
+plain training: every hook does what :class:`~medbalance.engine.Engine` does without a method.
+A method never copies the loop; it changes how a batch goes through the network
+(:meth:`Method.forward`), how the loss reads the outputs (:meth:`Method.compute_loss`), which
+modules train (:meth:`Method.train_mode`), and what a recipe gets by default
+(:meth:`Method.default_stages`, :meth:`Method.wrap_model`, :meth:`Method.stage_loss`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from medbalance.losses.deep_supervision import deep_supervision_loss
+
+if TYPE_CHECKING:
+    from medbalance.engine.engine import Engine, Stage
+
+__all__ = ["Method", "MethodOptions"]
+
+
+class MethodOptions(BaseModel):
+    """A method's options (the keys of ``method:`` besides ``name``); subclasses add fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method:
+    """Plain training: one forward pass per batch, the stage's loss on the stage's target.
+
+    Args:
+        options: the validated options of the recipe's ``method`` section.
+    """
+
+    name: ClassVar[str] = "plain"
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+
+    def __init__(self, options: MethodOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    # ----------------------------------------------------------------------------- recipe defaults
+    def default_stages(self, cfg: Any) -> list[dict]:
+        """The stages of a recipe that lists none: one stage of ``cfg.epochs`` with ``cfg.loss``."""
+        return [{"name": "train", "epochs": cfg.epochs}]
+
+    def wrap_model(self, net: nn.Module) -> nn.Module:
+        """The trained model around the recipe's network (e.g. MiSLAS's weight scale)."""
+        return net
+
+    def stage_loss(self, loss: Any, stage: dict) -> Any:
+        """The loss a stage trains with, from the loss its spec builds (e.g. BBN's bilateral form)."""
+        return loss
+
+    def named_losses(self) -> dict[str, Any]:
+        """Losses this method adds to :func:`medbalance.losses.build_loss`'s names (name -> class)."""
+        return {}
+
+    # ----------------------------------------------------------------------------- loop hooks
+    def train_mode(self, engine: Engine) -> None:
+        """Called after the engine put the model in training mode for ``engine.stage``."""
+
+    def forward(self, engine: Engine, module: nn.Module, batch: dict) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Outputs of a batch (training and evaluation; ``module.training`` tells which)."""
+        return engine.run_module(module, batch["image"])
+
+    def compute_loss(self, engine: Engine, stage: Stage, outputs: Any, batch: dict) -> torch.Tensor:
+        """The stage's loss of a batch's outputs."""
+        target = batch if stage.target_key is None else batch[stage.target_key]
+        if isinstance(outputs, (tuple, list)):  # a deep-supervised net in training mode
+            return deep_supervision_loss(stage.loss, outputs, target)
+        return stage.loss(outputs, target)
