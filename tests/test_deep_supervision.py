@@ -11,6 +11,7 @@ from torch import nn
 from medbalance.config import parse_config
 from medbalance.data.datasets import ArrayDataset
 from medbalance.engine import Engine, SegmentationTask, Stage
+from medbalance.errors import TrainingError
 from medbalance.losses import DiceCELoss, DiceLoss
 from medbalance.losses.deep_supervision import (
     DeepSupervisionLoss,
@@ -104,6 +105,8 @@ def test_engine_trains_a_deep_supervised_net_and_evaluates_its_main_output(tmp_p
     model = _TwoScaleNet()
     before = model.aux.weight.detach().clone()
     engine = Engine(model, SegmentationTask(2), cfg, run_dir=None)
-    rows = engine.fit([Stage("train", 2, DiceCELoss())], data, data)
-    assert model.aux_calls == 6 and not torch.equal(before, model.aux.weight)  # the aux head trained
+    with pytest.raises(TrainingError, match="wrap it in DeepSupervisionLoss"):
+        engine.fit([Stage("train", 2, DiceCELoss())], data, data)
+    rows = engine.fit([Stage("train", 2, DeepSupervisionLoss(DiceCELoss()))], data, data)
+    assert model.aux_calls == 7 and not torch.equal(before, model.aux.weight)  # the aux head trained
     assert len(rows) == 2 and 0.0 <= rows[-1]["val_mean_dice_fg"] <= 1.0

@@ -175,6 +175,12 @@ class ArrayDataset(Dataset):
             normalization=self.normalization,
         )
 
+    def with_extras(self, **extras: np.ndarray | Sequence[np.ndarray]) -> "ArrayDataset":
+        """The same samples with further per-sample arrays (e.g. dual-path's weight maps)."""
+        out = self.subset(np.arange(len(self)))
+        out.extras.update({k: _as_arrays(v) for k, v in extras.items()})
+        return out
+
     def with_normalization(self, normalization) -> "ArrayDataset":
         """The same samples read through ``normalization``."""
         out = self.subset(np.arange(len(self)))

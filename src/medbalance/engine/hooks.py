@@ -6,21 +6,26 @@ plain training: every hook does what :class:`~medbalance.engine.Engine` does wit
 A method never copies the loop; it changes how a batch goes through the network
 (:meth:`Method.forward`), how the loss reads the outputs (:meth:`Method.compute_loss`), which
 modules train (:meth:`Method.train_mode`), and what a recipe gets by default
-(:meth:`Method.default_stages`, :meth:`Method.wrap_model`, :meth:`Method.stage_loss`).
+(:meth:`Method.default_stages`, :meth:`Method.build_model`, :meth:`Method.stage_loss`), and what
+it trains first (:meth:`Method.prepare`: dual-path's discriminator, a run of its own).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from medbalance.losses.deep_supervision import deep_supervision_loss
+from medbalance.errors import TrainingError
+from medbalance.losses.deep_supervision import DeepSupervisionLoss
 
 if TYPE_CHECKING:
+    from medbalance.data.datasets import Splits
     from medbalance.engine.engine import Engine, Stage
+    from medbalance.engine.run import Parts
 
 __all__ = ["Method", "MethodOptions"]
 
@@ -49,9 +54,15 @@ class Method:
         """The stages of a recipe that lists none: one stage of ``cfg.epochs`` with ``cfg.loss``."""
         return [{"name": "train", "epochs": cfg.epochs}]
 
-    def wrap_model(self, net: nn.Module) -> nn.Module:
-        """The trained model around the recipe's network (e.g. MiSLAS's weight scale)."""
-        return net
+    def build_model(self, build: Callable[[], nn.Module], *, in_channels: int) -> nn.Module:
+        """The trained model from ``build()``, a new network of the recipe's ``model`` (called
+        once per network the method needs; e.g. MiSLAS wraps one in its weight scale)."""
+        return build()
+
+    def prepare(self, parts: Parts, cfg: Any, splits: Splits) -> Splits:
+        """The splits the stages train on; a method may first train parts of its own (each a run
+        folder under ``parts/``) and add what they predict to the data (dual-path's weight maps)."""
+        return splits
 
     def stage_loss(self, loss: Any, stage: dict) -> Any:
         """The loss a stage trains with, from the loss its spec builds (e.g. BBN's bilateral form)."""
@@ -72,6 +83,9 @@ class Method:
     def compute_loss(self, engine: Engine, stage: Stage, outputs: Any, batch: dict) -> torch.Tensor:
         """The stage's loss of a batch's outputs."""
         target = batch if stage.target_key is None else batch[stage.target_key]
-        if isinstance(outputs, (tuple, list)):  # a deep-supervised net in training mode
-            return deep_supervision_loss(stage.loss, outputs, target)
+        if isinstance(outputs, (tuple, list)) and not isinstance(stage.loss, DeepSupervisionLoss):
+            raise TrainingError(
+                f"the network returned {len(outputs)} outputs (deep supervision) but the loss of stage '{stage.name}' "
+                "takes one; wrap it in DeepSupervisionLoss (a recipe does so when model.deep_supervision is true)"
+            )
         return stage.loss(outputs, target)

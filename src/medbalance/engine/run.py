@@ -37,6 +37,7 @@ from medbalance.engine.tasks import make_task
 from medbalance.engine.trainlog import TrainLog
 from medbalance.errors import CheckpointError, ConfigError, DataError
 from medbalance.losses import build_loss
+from medbalance.losses.deep_supervision import DeepSupervisionLoss
 from medbalance.metrics.cases import CaseTable
 from medbalance.nets import build_net
 from medbalance.report import environment, write_report
@@ -113,6 +114,7 @@ def build_stages(cfg: RunConfig, method: Method, *, class_counts, binary: bool, 
     """
     counts = _once(class_counts)
     own = method.named_losses()
+    deep = bool((cfg.model.model_extra or {}).get("deep_supervision"))
     stages = []
     for i, spec in enumerate(cfg.stages):
         loss_spec = spec.loss
@@ -126,6 +128,8 @@ def build_stages(cfg: RunConfig, method: Method, *, class_counts, binary: bool, 
         except (TypeError, ValueError) as exc:
             key = "loss" if spec.loss == cfg.loss else f"stages[{i}].loss"
             raise ConfigError(f"invalid '{key}' of run '{cfg.name}': {exc}") from None
+        if deep:  # every output scale, weighted 1/2^i (nnU-Net); validation sees the main output only
+            loss = DeepSupervisionLoss(loss)
         stages.append(
             Stage(
                 spec.name,
@@ -163,7 +167,7 @@ def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Modu
                 f"but its data ({cfg.data.kind}) needs {value}; leave it out to take it from the data"
             )
         kwargs[key] = value
-    return method_of(cfg).wrap_model(build_net(cfg.model.name, **kwargs))
+    return method_of(cfg).build_model(lambda: build_net(cfg.model.name, **kwargs), in_channels=in_channels)
 
 
 def train(
@@ -210,7 +214,6 @@ def _train(
     fabric = make_fabric(cfg)
     # data and model before the run folder: bad data or model arguments leave no folder behind
     splits = build_splits(cfg)
-    train_data = splits.train
     ignore_index = splits.train.ignore_index
     if cfg.task == "segmentation":
         try:
@@ -224,8 +227,6 @@ def _train(
                 "set patch_size (e.g. auto) or data.size"
             )
         cfg = cfg.model_copy(update={"patch_size": list(patch) if patch is not None else None})
-        if patch is not None:
-            train_data = _patch_stream(cfg, splits.train, patch, fabric.world_size)
     elif cfg.patch_size not in (None, "auto"):
         raise ConfigError(f"run '{cfg.name}' is a classification run; patch_size applies to segmentation")
     else:
@@ -260,6 +261,12 @@ def _train(
         "ignore_index": ignore_index,
         "normalization": splits.info.get("normalization"),
     }
+    if type(method).prepare is not Method.prepare and fabric.world_size > 1:
+        raise ConfigError(f"method '{cfg.method.name}' trains parts of its own first; run it on one device")
+    splits = method.prepare(Parts(run_dir, progress=cfg.progress), cfg, splits)
+    train_data = splits.train
+    if cfg.patch_size is not None and cfg.task == "segmentation":
+        train_data = _patch_stream(cfg, splits.train, tuple(cfg.patch_size), fabric.world_size)
     engine = Engine(model, task, cfg, run_dir=run_dir, fabric=fabric, meta=meta, method=method)
     stages = build_stages(
         cfg,
@@ -326,6 +333,41 @@ def _train(
         # metrics.json last: its presence marks a finished run.
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
+
+
+class Parts:
+    """The runs a method trains before its own stages (:meth:`Method.prepare`), each a run
+    folder of its own under ``RUN/parts/<name>/``: finished ones are loaded, interrupted ones
+    resumed, so resuming the composite run never trains a part twice."""
+
+    def __init__(self, run_dir: Path, *, progress: bool = False) -> None:
+        self.folder, self.progress = Path(run_dir) / "parts", progress
+
+    def train(self, name: str, cfg: RunConfig) -> "LoadedRun":
+        """Train (or load) part ``name`` from its recipe ``cfg``; returns it with its ``best.pt`` weights."""
+        folder = self.folder / name
+        if not (folder / "metrics.json").is_file():
+            resume = folder if (folder / "checkpoints" / "last.pt").is_file() else None
+            if resume is None and folder.exists():  # killed before its first checkpoint: nothing to keep
+                shutil.rmtree(folder)
+            log.info("training part '%s'%s", name, " (resumed)" if resume else "")
+            train(cfg, out=self.folder, folder=name, resume=resume, progress=self.progress)
+        return load_run(folder)
+
+    @staticmethod
+    def probabilities(run: "LoadedRun", data: ArrayDataset) -> list[np.ndarray]:
+        """Each image's class probabilities ``(C_out, *spatial)`` from a part, at the image's own size."""
+        quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
+        engine = Engine(run.model, run.task, quiet, method=method_of(run.cfg))
+        out: list[np.ndarray | None] = [None] * len(data)
+
+        def keep(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+            probs = run.task.probabilities(logits.float()).cpu().numpy()
+            for i, p in zip(batch["index"].tolist(), probs):
+                out[i] = p
+
+        engine.evaluate(data, on_batch=keep)
+        return out
 
 
 class _Both:

@@ -75,7 +75,8 @@ class SegmentationTask:
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
-        return torch.sigmoid(logits) if self.out_channels == 1 else torch.softmax(logits, dim=1)
+        # binary: channel 0 (a network may return more, e.g. dual-path's fused map first)
+        return torch.sigmoid(logits[:, :1]) if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         """Labels ``(N, *spatial)`` int64 from logits ``(N, C, *spatial)``."""

@@ -22,6 +22,7 @@ METHODS: dict[str, str] = {
     "plain": "medbalance.engine.hooks:Method",
     "bilateral": "medbalance.methods.bilateral:BilateralMethod",  # BBN, LSKBB (seed 001)
     "mislas": "medbalance.methods.mislas:MiSLASMethod",  # MiSLAS (seed 001's baseline)
+    "dualpath": "medbalance.methods.dualpath:DualPathMethod",  # seed 000
 }
 
 

@@ -22,13 +22,16 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from medbalance.engine.engine import Stage
+from medbalance.engine.hooks import Method, MethodOptions
 from medbalance.losses.functional import cross_entropy
 from medbalance.nets import UNet
 from medbalance.nets.blocks import ConvNormAct, conv_layer, init_kaiming_, require_positive_int
@@ -39,7 +42,9 @@ __all__ = [
     "OUTPUT_CHANNELS",
     "SCALES",
     "DualPathLoss",
+    "DualPathMethod",
     "DualPathNet",
+    "DualPathOptions",
     "FusionModule",
     "ablation_labels",
     "dualpath_loss",
@@ -235,6 +240,8 @@ class DualPathNet(nn.Module):
         depth: downsamplings of both U-Nets.
         fusion_channels: width of the fusion module.
         norm: normalisation of every block.
+        paths: the MaC and MiC networks (one output channel each) instead of two U-Nets of
+            ``base_channels`` / ``depth`` (a recipe's ``model``).
 
     Shape:
         ``(N, in_channels, H, W) -> (N, 3, H, W)`` logits, channels :data:`OUTPUT_CHANNELS`
@@ -254,11 +261,13 @@ class DualPathNet(nn.Module):
         depth: int = 4,
         fusion_channels: int = 16,
         norm: str = "batch",
+        paths: tuple[nn.Module, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
-        self.mac = UNet(in_channels, 1, base_channels=base_channels, depth=depth, norm=norm)
-        self.mic = UNet(in_channels, 1, base_channels=base_channels, depth=depth, norm=norm)
+        if paths is None:
+            paths = tuple(UNet(in_channels, 1, base_channels=base_channels, depth=depth, norm=norm) for _ in range(2))
+        self.mac, self.mic = paths
         self.fusion = FusionModule(channels=fusion_channels, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -373,6 +382,96 @@ def dualpath_stages(epochs: tuple[int, int, int] = (200, 200, 50), *, lr: float 
         Stage("finetune", epochs[2], DualPathLoss(), lr=lr, target_key=None),
     ]
     return [s for s in stages if s.epochs > 0]
+
+
+class DualPathOptions(MethodOptions):
+    """``method:`` keys of dual-path: ``alpha`` (weight of the other sub-class in each map,
+    SPEC 5.2), ``weight_maps`` (``train``: the discriminator's predictions of its own training
+    set, the paper), ``fusion_channels`` (width of the fusion module), ``threshold`` (the
+    discriminator's foreground probability), and the discriminator run's ``discriminator_epochs``
+    (``None``: the recipe's ``epochs``) and ``discriminator_loss`` (binary CE, the paper)."""
+
+    alpha: float = Field(0.5, gt=0.0, lt=1.0)
+    weight_maps: Literal["train"] = "train"
+    fusion_channels: int = Field(16, ge=1)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    discriminator_epochs: int | None = Field(None, ge=1)
+    discriminator_loss: Any = "ce"
+
+
+class DualPathMethod(Method):
+    """Dual-path as a recipe (``method: {name: dualpath}``), binary segmentation.
+
+    :meth:`prepare` trains the discriminator, a plain run of the recipe's ``model`` under
+    ``parts/discriminator/``, and adds the weight maps of its predictions on the training and
+    validation images (native size, sliding window) to the data; the model is two paths of the
+    recipe's ``model`` and the fusion module (:class:`DualPathNet`); the default stages are
+    :func:`dualpath_stages`' three steps with ``epochs``, ``epochs`` and ``epochs // 4``
+    (the paper: 200 / 200 / 50), each stage's loss ``{name: dualpath, paths, fusion}``. The
+    out-of-fold weight maps stay an option of ``medbalance experiment dualpath``.
+    """
+
+    name = "dualpath"
+    Options = DualPathOptions
+
+    def default_stages(self, cfg: Any) -> list[dict]:
+        e = cfg.epochs
+        both = {"trainable": None, "frozen": []}
+        steps = [
+            ("paths", e, True, False, {"trainable": ["mac", "mic"], "frozen": ["fusion"]}),
+            ("fusion", e, False, True, {"trainable": ["fusion"], "frozen": ["mac", "mic"]}),
+            ("finetune", max(1, e // 4), True, True, both),
+        ]
+        return [
+            {
+                "name": name,
+                "epochs": epochs,
+                "loss": {"name": "dualpath", "paths": paths, "fusion": fusion},
+                "target": None,
+                "select_best": name != "paths",  # the fusion is untrained in step 1
+                **parts,
+            }
+            for name, epochs, paths, fusion, parts in steps
+        ]
+
+    def named_losses(self) -> dict[str, Any]:
+        return {"dualpath": DualPathLoss}
+
+    def build_model(self, build: Callable[[], nn.Module], *, in_channels: int) -> nn.Module:
+        return DualPathNet(in_channels, fusion_channels=self.options.fusion_channels, paths=(build(), build()))
+
+    def prepare(self, parts: Any, cfg: Any, splits: Any) -> Any:
+        from medbalance.config import MethodConfig
+
+        if splits.train.num_classes != 2:
+            raise ValueError(
+                f"dual-path is binary segmentation; the data has {splits.train.num_classes} classes (set data.binary)"
+            )
+        o = self.options
+        plain = cfg.model_copy(
+            update={
+                "name": "discriminator",
+                "method": MethodConfig(),
+                "stages": None,
+                "loss": o.discriminator_loss,
+                "epochs": o.discriminator_epochs or cfg.epochs,
+            }
+        )
+        run = parts.train("discriminator", plain)
+        out = {}
+        for name in ("train", "val"):
+            data = getattr(splits, name)
+            maps = [self._maps(p[0], data, i) for i, p in enumerate(parts.probabilities(run, data))]
+            out[name] = data.with_extras(w_mac=[m[0] for m in maps], w_mic=[m[1] for m in maps])
+        return type(splits)(out["train"], out["val"], splits.test, info=splits.info)
+
+    def _maps(self, prob: np.ndarray, data: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
+        target = torch.as_tensor(np.asarray(data.target[i]))[None]
+        if data.ignore_index is not None:  # ignored pixels count as background in the maps
+            target = torch.where(target == data.ignore_index, 0, target)
+        mac, mic = split_mac_mic(torch.from_numpy(prob)[None], target, threshold=self.options.threshold)
+        w_mac, w_mic = weight_maps(mac, mic, alpha=self.options.alpha)
+        return w_mac[0].numpy(), w_mic[0].numpy()
 
 
 def ablation_labels(outputs: Tensor, *, threshold: float = 0.5) -> dict[str, Tensor]:

@@ -112,8 +112,8 @@ class MiSLASMethod(Method):
             },
         ]
 
-    def wrap_model(self, net: nn.Module) -> nn.Module:
-        return WeightScaledNet(net)
+    def build_model(self, build, *, in_channels: int) -> nn.Module:
+        return WeightScaledNet(build())
 
     def train_mode(self, engine: Engine) -> None:
         if self.options.shift_bn and engine.stage is not None and engine.stage.name == CLASSIFIER_STAGE:
