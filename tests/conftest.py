@@ -23,3 +23,14 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory) -> None:
     """Folder datasets cache their decoded arrays; tests write that cache to a temporary folder."""
     os.environ["MEDBALANCE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny networks only add synchronisation with a second."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -98,14 +98,6 @@ def test_splits_record_what_they_kept(caplog):
 
 
 # ----------------------------------------------------------------------------- the experiment
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: a second thread only adds synchronisation
-    yield
-    torch.set_num_threads(threads)
-
-
 def _results(tmp_path):
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     return folder, json.loads((folder / "results.json").read_text())

@@ -9,6 +9,7 @@ config as ``config.yaml`` so that the run can be repeated, resumed or used for p
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import re
@@ -561,7 +562,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key=value`` / ``section.key=value`` overrides; values are parsed as YAML scalars."""
-    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    out = copy.deepcopy(raw) or {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:

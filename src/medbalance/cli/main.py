@@ -31,7 +31,25 @@ from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataErr
 
 log = logging.getLogger("medbalance")
 
-BUILTIN_CONFIGS = ("demo", "intraclass", "nuclei", "longtail", "phantom3d", "drive", "hc18", "consep")
+BUILTIN_CONFIGS = (
+    "demo",
+    "intraclass",
+    "nuclei",
+    "longtail",
+    "phantom3d",
+    "drive",
+    "hc18",
+    "consep",
+    # one recipe per method (README "Recipes")
+    "nnunet",
+    "dualpath",
+    "reuse_background",
+    "ldam_drw",
+    "bbn",
+    "lskbb",
+    "mislas",
+    "dflce",
+)
 #: ``--format`` of ``export``: medbalance.export's EXPORT_FORMATS and FORMAT_ALIASES (a test keeps them
 #: equal), written out because importing medbalance.export imports torch.
 EXPORT_CHOICES = ("onnx", "pt2", "torchscript")

@@ -54,14 +54,16 @@ class Method:
         """The stages of a recipe that lists none: one stage of ``cfg.epochs`` with ``cfg.loss``."""
         return [{"name": "train", "epochs": cfg.epochs}]
 
-    def build_model(self, build: Callable[[], nn.Module], *, in_channels: int) -> nn.Module:
-        """The trained model from ``build()``, a new network of the recipe's ``model`` (called
-        once per network the method needs; e.g. MiSLAS wraps one in its weight scale)."""
+    def build_model(self, build: Callable[..., nn.Module], *, in_channels: int) -> nn.Module:
+        """The trained model from ``build(**overrides)``, a new network of the recipe's ``model``
+        (keyword arguments, ``name`` included, replace the recipe's; called once per network the
+        method needs: MiSLAS wraps one in its weight scale, dual-path builds two paths)."""
         return build()
 
-    def prepare(self, parts: Parts, cfg: Any, splits: Splits) -> Splits:
-        """The splits the stages train on; a method may first train parts of its own (each a run
-        folder under ``parts/``) and add what they predict to the data (dual-path's weight maps)."""
+    def prepare(self, parts: Parts, cfg: Any, splits: Splits, model: nn.Module) -> Splits:
+        """The splits the stages train on. A method may first train parts of its own (each a run
+        folder under ``parts/``), add what they predict to the data (dual-path's weight maps) or
+        load their weights into ``model`` (reuse-background's binary network)."""
         return splits
 
     def stage_loss(self, loss: Any, stage: dict) -> Any:

@@ -167,7 +167,11 @@ def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Modu
                 f"but its data ({cfg.data.kind}) needs {value}; leave it out to take it from the data"
             )
         kwargs[key] = value
-    return method_of(cfg).build_model(lambda: build_net(cfg.model.name, **kwargs), in_channels=in_channels)
+
+    def build(name: str | None = None, **overrides) -> nn.Module:
+        return build_net(name or cfg.model.name, **{**kwargs, **overrides})
+
+    return method_of(cfg).build_model(build, in_channels=in_channels)
 
 
 def train(
@@ -263,7 +267,7 @@ def _train(
     }
     if type(method).prepare is not Method.prepare and fabric.world_size > 1:
         raise ConfigError(f"method '{cfg.method.name}' trains parts of its own first; run it on one device")
-    splits = method.prepare(Parts(run_dir, progress=cfg.progress), cfg, splits)
+    splits = method.prepare(Parts(run_dir, progress=cfg.progress), cfg, splits, model)
     train_data = splits.train
     if cfg.patch_size is not None and cfg.task == "segmentation":
         train_data = _patch_stream(cfg, splits.train, tuple(cfg.patch_size), fabric.world_size)

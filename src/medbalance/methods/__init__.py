@@ -23,6 +23,7 @@ METHODS: dict[str, str] = {
     "bilateral": "medbalance.methods.bilateral:BilateralMethod",  # BBN, LSKBB (seed 001)
     "mislas": "medbalance.methods.mislas:MiSLASMethod",  # MiSLAS (seed 001's baseline)
     "dualpath": "medbalance.methods.dualpath:DualPathMethod",  # seed 000
+    "reuse_background": "medbalance.methods.reuse_background:ReuseBackgroundMethod",  # seed 002
 }
 
 

@@ -440,7 +440,7 @@ class DualPathMethod(Method):
     def build_model(self, build: Callable[[], nn.Module], *, in_channels: int) -> nn.Module:
         return DualPathNet(in_channels, fusion_channels=self.options.fusion_channels, paths=(build(), build()))
 
-    def prepare(self, parts: Any, cfg: Any, splits: Any) -> Any:
+    def prepare(self, parts: Any, cfg: Any, splits: Any, model: nn.Module) -> Any:
         from medbalance.config import MethodConfig
 
         if splits.train.num_classes != 2:

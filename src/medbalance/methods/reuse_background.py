@@ -17,15 +17,28 @@ background" (seed tables 4.20 / 4.21), per-class Dice / IoU, the binary model's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from pydantic import Field
+from torch import Tensor, nn
 
-__all__ = ["COMBINE_MODES", "combine_predictions", "loss_spec", "SCALES", "OPTIONS", "run"]
+from medbalance.engine.hooks import Method, MethodOptions
+
+__all__ = [
+    "COMBINE_MODES",
+    "combine_predictions",
+    "ReuseBackgroundNet",
+    "ReuseBackgroundMethod",
+    "ReuseBackgroundOptions",
+    "loss_spec",
+    "SCALES",
+    "OPTIONS",
+    "run",
+]
 
 CombineMode = Literal["paper", "fg_argmax"]
 COMBINE_MODES: tuple[str, ...] = ("paper", "fg_argmax")
@@ -91,6 +104,105 @@ def combine_predictions(
     labels = multi.argmax(1) if mode == "paper" else multi[:, 1:].argmax(1) + 1
     labels = torch.where(fg > tau, labels, torch.zeros_like(labels))
     return labels.numpy() if as_numpy else labels
+
+
+class ReuseBackgroundNet(nn.Module):
+    """A multi-class and a binary network as one model whose prediction is the combination.
+
+    In training mode it is the multi-class network (the binary one is trained before, as a
+    part). In evaluation mode it returns log-probabilities whose argmax is
+    :func:`combine_predictions` of the two networks: background where the binary foreground
+    probability is ``<= tau``, elsewhere the multi-class probabilities (``paper``) or those
+    of the foreground classes renormalised (``fg_argmax``). One graph, so ``predict``,
+    ``evaluate`` and ``export`` see the combined model.
+
+    Args:
+        multi: ``(N, C, *spatial)`` logits, channel 0 background.
+        binary: ``(N, 1, *spatial)`` foreground logits.
+        tau: threshold on the binary foreground probability, in ``[0, 1)``.
+        mode: ``"paper"`` or ``"fg_argmax"``.
+
+    Example:
+        >>> from medbalance.nets import UNet
+        >>> net = ReuseBackgroundNet(UNet(1, 3, base_channels=4, depth=2), UNet(1, 1, base_channels=4, depth=2))
+        >>> net.eval()(torch.randn(2, 1, 16, 16)).shape
+        torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(self, multi: nn.Module, binary: nn.Module, *, tau: float = 0.5, mode: CombineMode = "paper") -> None:
+        super().__init__()
+        if mode not in COMBINE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(COMBINE_MODES)}, got {mode!r}")
+        if not 0.0 <= tau < 1.0:
+            raise ValueError(f"tau must be in [0, 1), got {tau!r}")
+        self.multi, self.binary, self.tau, self.mode = multi, binary, float(tau), mode
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        if self.training:
+            return self.multi(x)
+        probs = torch.softmax(self.multi(x).float(), dim=1)
+        if self.mode == "fg_argmax":
+            probs = torch.cat([torch.zeros_like(probs[:, :1]), probs[:, 1:]], dim=1)
+            probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        background = torch.zeros_like(probs)
+        background[:, 0] = 1.0
+        keep = torch.sigmoid(self.binary(x)[:, :1].float()) > self.tau
+        return torch.log(torch.where(keep, probs, background).clamp_min(1e-12))
+
+
+class ReuseBackgroundOptions(MethodOptions):
+    """``method:`` keys of reuse-background: the combination's ``tau`` and ``mode``, and the
+    binary part's ``binary_model`` (keys replacing the recipe's ``model``, e.g. another
+    ``name``), ``binary_loss`` (``None``: the recipe's loss) and ``binary_epochs`` (``None``:
+    the recipe's ``epochs``)."""
+
+    tau: float = Field(0.5, ge=0.0, lt=1.0)
+    mode: Literal["paper", "fg_argmax"] = "paper"
+    binary_model: dict = {}
+    binary_loss: Any = None
+    binary_epochs: int | None = Field(None, ge=1)
+
+
+class ReuseBackgroundMethod(Method):
+    """Reuse-background as one composite recipe (``method: {name: reuse_background}``).
+
+    :meth:`prepare` trains the binary part (the recipe's data with ``binary: true``, under
+    ``parts/binary/``) and loads it into the model, a :class:`ReuseBackgroundNet`; the one
+    default stage trains the multi-class network with the binary one frozen, and validation
+    scores the combination, so ``best.pt`` is the best combined model.
+    """
+
+    name = "reuse_background"
+    Options = ReuseBackgroundOptions
+
+    def default_stages(self, cfg: Any) -> list[dict]:
+        return [{"name": "multi", "epochs": cfg.epochs, "trainable": ["multi"], "frozen": ["binary"]}]
+
+    def build_model(self, build: Callable[..., nn.Module], *, in_channels: int) -> nn.Module:
+        o = self.options
+        return ReuseBackgroundNet(build(), build(**{**o.binary_model, "num_classes": 1}), tau=o.tau, mode=o.mode)
+
+    def prepare(self, parts: Any, cfg: Any, splits: Any, model: nn.Module) -> Any:
+        from medbalance.config import MethodConfig, ModelConfig
+
+        if splits.train.num_classes < 3:
+            raise ValueError(
+                f"reuse-background needs background and at least two classes; the data has {splits.train.num_classes}"
+            )
+        o = self.options
+        binary = cfg.model_copy(
+            update={
+                "name": "binary",
+                "data": cfg.data.model_copy(update={"binary": True}),
+                "model": ModelConfig(**{**cfg.model.model_dump(), **o.binary_model}),
+                "method": MethodConfig(),
+                "stages": None,
+                "loss": o.binary_loss if o.binary_loss is not None else cfg.loss,
+                "epochs": o.binary_epochs or cfg.epochs,
+            }
+        )
+        model.binary.load_state_dict(parts.train("binary", binary).model.state_dict())
+        return splits
 
 
 # ============================================================================ experiment
