@@ -157,7 +157,7 @@ def test_smoke_experiment_writes_tables_and_prediction_sets(smoke):
             assert np.asarray(Image.open(files[0])).shape == (32, 32, 3)
     assert (smoke.run_dir / "results.md").read_text().count("![") == 1
     for key in ("multi", "binary", "nnunet"):
-        assert (smoke.run_dir / "runs" / key / "seed0" / "done.json").is_file()
+        assert (smoke.run_dir / "runs" / key / "seed0" / "metrics.json").is_file()
 
 
 def test_smoke_experiment_resumes_without_retraining(smoke):

@@ -322,8 +322,10 @@ class StageConfig(_Strict):
 
     ``loss`` defaults to the run's ``loss``; ``trainable`` / ``frozen`` are parameter-name
     prefixes (``None``: every parameter not frozen); ``batches`` picks the training batches
-    (``shuffle``; ``class_balanced``; ``reversed``: inverse class frequency; ``bilateral``: a
-    shuffled half then a reversed half, BBN); ``select_best: false`` keeps the stage's epochs
+    of whole images (``shuffle``; ``class_balanced``; ``reversed``: inverse class frequency;
+    ``bilateral``: a shuffled half then a reversed half, BBN; ``foreground``: nnU-Net's
+    ``foreground_fraction`` of each batch holding foreground; patch training draws its batches
+    by ``sampler`` instead); ``select_best: false`` keeps the stage's epochs
     out of ``best.pt`` (its outputs are not the final model's yet); ``target`` is the batch key
     the loss compares against (``null``: the whole batch, for a method's multi-target loss).
     """
@@ -335,7 +337,7 @@ class StageConfig(_Strict):
     frozen: list[str] = []
     lr: float | None = Field(None, gt=0.0)
     monitor: str | None = None
-    batches: Literal["shuffle", "class_balanced", "reversed", "bilateral"] = "shuffle"
+    batches: Literal["shuffle", "class_balanced", "reversed", "bilateral", "foreground"] = "shuffle"
     select_best: bool = True
     target: str | None = "target"
 

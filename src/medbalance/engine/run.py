@@ -26,7 +26,7 @@ from medbalance.data.io import write_mask
 from medbalance.data.medical import Geometry, ImageInfo, write_labels
 from medbalance.data.normalization import Normalization
 from medbalance.data.patches import PatchDataset
-from medbalance.data.samplers import bilateral, class_balanced, reversed_sampler
+from medbalance.data.samplers import bilateral, class_balanced, foreground, reversed_sampler
 from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
 from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_logits, make_fabric, memory_format
@@ -76,13 +76,15 @@ class LoadedRun:
     meta: dict
 
 
-#: ``stages[].batches`` -> the batch-sampler factory of a stage (``None``: shuffled batches).
-BATCHES = {
-    "shuffle": None,
-    "class_balanced": class_balanced,
-    "reversed": reversed_sampler,
-    "bilateral": bilateral(),
-}
+def _batches(name: str, cfg: RunConfig):
+    """``stages[].batches`` -> the batch-sampler factory of a stage (``None``: shuffled batches)."""
+    return {
+        "shuffle": None,
+        "class_balanced": class_balanced,
+        "reversed": reversed_sampler,
+        "bilateral": bilateral(),
+        "foreground": foreground(cfg.foreground_fraction),
+    }[name]
 
 
 def resolve_recipe(cfg: RunConfig) -> RunConfig:
@@ -140,7 +142,7 @@ def build_stages(cfg: RunConfig, method: Method, *, class_counts, binary: bool, 
                 lr=spec.lr,
                 monitor=spec.monitor,
                 target_key=spec.target,
-                sampler=BATCHES[spec.batches],
+                sampler=_batches(spec.batches, cfg),
                 select_best=spec.select_best,
             )
         )

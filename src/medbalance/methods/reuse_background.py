@@ -335,20 +335,6 @@ def _data_section(ctx, s: Mapping[str, Any]) -> dict:
     return section
 
 
-class _Collector:
-    """``Engine.evaluate`` callback keeping the probabilities of every sample, by index."""
-
-    def __init__(self, task, n: int) -> None:
-        self.task, self.probs = task, [None] * n
-
-    def __call__(self, batch: dict, logits: Tensor, labels: Tensor) -> None:
-        for i, p in zip(batch["index"].tolist(), self.task.probabilities(logits).cpu()):
-            self.probs[i] = p
-
-    def array(self) -> np.ndarray:
-        return torch.stack(self.probs).numpy()
-
-
 def _scores(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
     """Dataset-level scores of the summed confusion matrix (the pooling seed 002 reports)."""
     from medbalance.metrics import confusion_matrix, segmentation_scores
@@ -415,28 +401,20 @@ def _figure(path: Path, data, sets: Mapping[str, np.ndarray], count: int = 4) ->
 
 def run(ctx) -> dict:
     """``medbalance experiment reuse-background``: plain vs reuse background (seed tables 4.19-4.21)."""
-    from medbalance.data.build import build_splits, collapse_foreground
-    from medbalance.data.datasets import Splits
-    from medbalance.data.samplers import foreground
-    from medbalance.data.stats import class_counts
-    from medbalance.engine import Stage
-    from medbalance.engine.tasks import make_task
-    from medbalance.losses import build_loss
-    from medbalance.nets import build_net
+    from medbalance.data.build import build_splits
+    from medbalance.engine.run import Parts, load_run
 
     s = _settings(ctx)
     opts = ctx.options
     data = _data_section(ctx, s)
     # The data (and its split) stay fixed; the seeds vary initial weights and batch order.
-    probe = ctx.base_config(data=data, epochs=1)
-    splits = build_splits(probe)
+    splits = build_splits(ctx.base_config(data=data, epochs=1))
     if splits.test is None:
         raise ValueError("reuse-background needs a test split (set data test_fraction > 0)")
-    bsplits = Splits(*(collapse_foreground(d) for d in (splits.train, splits.val, splits.test)), info=splits.info)
     num_classes, names = splits.train.num_classes, list(splits.train.class_names)
     target = splits.test.target
 
-    def config(seed: int, net: str, loss: Any, *, binary: bool = False, deep: bool = False):
+    def config(seed: int, net: str, loss: Any, *, binary: bool = False, deep: bool = False, **extra: Any):
         model = {"name": net, "base_channels": s["width"], **({"deep_supervision": True} if deep else {})}
         return ctx.base_config(
             seed=seed,
@@ -447,34 +425,18 @@ def run(ctx) -> dict:
             data={**data, "binary": binary},
             model=model,
             loss=loss,
+            **extra,
         )
 
-    def train(key: str, cfg, sp, *, sampler=None):
-        task = make_task("segmentation", sp.train.num_classes, threshold=cfg.threshold)
-        extra = dict(cfg.model.model_extra or {})
-        loss = build_loss(
-            cfg.loss, class_counts=lambda: class_counts(sp.train, task.num_classes), binary=task.out_channels == 1
-        )
-        meta = {
-            "task": "segmentation",
-            "num_classes": task.num_classes,
-            "in_channels": sp.train.in_channels,
-            "out_channels": task.out_channels,
-            "class_names": list(sp.train.class_names),
-            "model": cfg.model.name,
-        }
-        engine = ctx.train(
-            key,
-            lambda: build_net(cfg.model.name, in_channels=sp.train.in_channels, num_classes=task.out_channels, **extra),
-            task,
-            cfg,
-            [Stage(key.split("/")[0], cfg.epochs, loss, sampler=sampler)],
-            sp,
-            meta=meta,
-        )
-        collect = _Collector(task, len(sp.test))
-        engine.evaluate(sp.test, on_batch=collect)
-        return collect.array()
+    def train(key: str, cfg) -> np.ndarray:
+        """Test-split probabilities ``(N, C_out, *spatial)`` of the recipe ``cfg``, trained in ``runs/<key>``."""
+        ctx.run(key, cfg)
+        run = load_run(ctx.run_dir / "runs" / key)
+        return np.stack(Parts.probabilities(run, run_test_split(run)))
+
+    def run_test_split(run):
+        # the run's own data: binary runs see every cell class merged, as they trained
+        return build_splits(run.cfg).test
 
     spec = {
         k: loss_spec(s[k], focal_weight=opts["focal_weight"], hard_num=opts["hard_num"])
@@ -505,14 +467,15 @@ def run(ctx) -> dict:
     )
     figures = []
     for n, seed in enumerate(ctx.seeds):
-        multi = train(f"multi/seed{seed}", config(seed, s["net"], spec["multi_loss"]), splits)
-        fg = train(f"binary/seed{seed}", config(seed, s["binary_net"], spec["binary_loss"], binary=True), bsplits)[:, 0]
+        multi = train(f"multi/seed{seed}", config(seed, s["net"], spec["multi_loss"]))
+        fg = train(f"binary/seed{seed}", config(seed, s["binary_net"], spec["binary_loss"], binary=True))[:, 0]
         sets = {"multi": multi.argmax(1), "binary": (fg > opts["tau"]).astype(np.int64)}
         for mode in COMBINE_MODES:
             sets[f"reuse_{mode}"] = combine_predictions(multi, fg, tau=opts["tau"], mode=mode)
-        if opts["baseline"]:
-            cfg = config(seed, "unet", "dice_ce", deep=True)
-            sets["nnunet"] = train(f"nnunet/seed{seed}", cfg, splits, sampler=foreground(0.33)).argmax(1)
+        if opts["baseline"]:  # the nnunet recipe: Dice + CE, deep supervision, a third of each batch on foreground
+            batches = [{"name": "train", "epochs": s["epochs"], "batches": "foreground"}]  # whole images
+            cfg = config(seed, "unet", "dice_ce", deep=True, sampler="foreground", stages=batches)
+            sets["nnunet"] = train(f"nnunet/seed{seed}", cfg).argmax(1)
         for key, labels in sets.items():
             if key == "binary":
                 continue
