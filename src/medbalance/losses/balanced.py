@@ -9,18 +9,9 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    Reduction,
-    check_choice,
-    check_ignore_index,
-    check_positive,
-    check_progress,
-    float32_compute,
-    format_target,
-    reduce_loss,
-    two_class_view,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import float32_compute, format_target, two_class_view
+from medbalance.losses._validate import check_choice, check_ignore_index, check_positive, check_progress
 from medbalance.losses.ce import cross_entropy_terms
 from medbalance.losses.weights import effective_number_weights
 

@@ -10,19 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    ClassWeight,
-    Reduction,
-    Target,
-    check_choice,
-    check_ignore_index,
-    class_weight,
-    float32_compute,
-    format_target,
-    probabilities,
-    reduce_loss,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import Target, float32_compute, format_target, probabilities
+from medbalance.losses._validate import ClassWeight, check_choice, check_ignore_index, class_weight
 
 __all__ = ["cross_entropy", "weighted_cross_entropy", "CrossEntropyLoss", "WeightedCrossEntropyLoss"]
 

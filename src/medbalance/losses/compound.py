@@ -8,16 +8,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from medbalance.losses._utils import (
-    BatchReduction,
-    ClassReduction,
-    ClassWeight,
-    Reduction,
-    Target,
-    check_non_negative,
-    format_target,
-    scalar_term_args,
-)
+from medbalance.losses._reduction import BatchReduction, ClassReduction, Reduction, scalar_term_args
+from medbalance.losses._target import Target, format_target
+from medbalance.losses._validate import ClassWeight, check_non_negative
 from medbalance.losses.ce import CrossEntropyLoss, cross_entropy
 from medbalance.losses.dice import DiceLoss, dice_loss
 from medbalance.losses.focal import Alpha, FocalLoss, focal_loss
@@ -213,7 +206,7 @@ class CompoundLoss(nn.Module):
 
 class _SharedTargetLoss(CompoundLoss):
     """A compound of medbalance losses sharing ``ignore_index``: the target is validated once
-    and the :class:`~medbalance.losses._utils.Target` handed to every part."""
+    and the :class:`~medbalance.losses._target.Target` handed to every part."""
 
     def __init__(self, terms: Sequence, *, ignore_index: int | None) -> None:
         super().__init__(terms)

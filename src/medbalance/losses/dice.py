@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from medbalance.losses._utils import (
-    CLASS_REDUCTIONS,
-    BatchReduction,
-    ClassReduction,
-    ClassWeight,
-    Reduction,
-    check_choice,
-    check_region_args,
-    overlap_loss,
-)
+from medbalance.losses._reduction import CLASS_REDUCTIONS, BatchReduction, ClassReduction, Reduction
+from medbalance.losses._region_core import check_region_args, overlap_loss
+from medbalance.losses._validate import ClassWeight, check_choice
 from medbalance.losses.region import RegionLoss
 
 __all__ = ["dice_loss", "DiceLoss"]

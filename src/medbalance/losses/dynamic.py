@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from medbalance.losses._utils import ClassWeight, Reduction, check_progress, scalar_term_args
+from medbalance.losses._reduction import Reduction, scalar_term_args
+from medbalance.losses._validate import ClassWeight, check_progress
 from medbalance.losses.balanced import (
     ClassBalancedCELoss,
     ClassCounts,

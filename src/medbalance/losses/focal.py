@@ -11,21 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    ClassWeight,
-    Reduction,
-    binary_margin,
-    check_choice,
-    check_non_negative,
-    class_weight,
-    float32_compute,
-    format_target,
-    label_log_probs,
-    reduce_loss,
-    two_class_view,
-    two_class_weight,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import binary_margin, float32_compute, format_target, label_log_probs, two_class_view
+from medbalance.losses._validate import ClassWeight, check_choice, check_non_negative, class_weight, two_class_weight
 
 __all__ = ["focal_loss", "FocalLoss"]
 

@@ -2,7 +2,7 @@
 sensitivity-specificity and exponential-logarithmic (seed 003's catalogue, SPEC section 2).
 
 All of them, and :func:`medbalance.losses.dice.dice_loss`, are built on one set of per-class
-soft sums (:func:`medbalance.losses._utils.soft_overlap`): ``TP = sum P G``,
+soft sums (:func:`medbalance.losses._region_core.soft_overlap`): ``TP = sum P G``,
 ``FP = sum P (1 - G)``, ``FN = sum (1 - P) G`` over the spatial axes of each image, or pooled
 over the batch with ``batch_reduction="batch"``; ignored elements are left out of every sum,
 ``include_background=False`` (``C >= 2``) drops channel 0, and sums run in float32. A binary
@@ -20,28 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    BatchReduction,
-    ClassWeight,
-    Reduction,
+from medbalance.losses._reduction import BatchReduction, Reduction, reduce_images, weighted_class_mean
+from medbalance.losses._region_core import (
     RegionInputs,
-    binary_as_two_class,
-    check_choice,
-    check_non_negative,
-    check_positive,
     check_region_args,
     class_sums,
-    class_weight,
-    expand_binary_logits,
-    float32_compute,
     overlap_loss,
     power,
-    reduce_images,
     region_inputs,
     safe_ratio,
     soft_overlap,
-    weighted_class_mean,
 )
+from medbalance.losses._target import binary_as_two_class, expand_binary_logits, float32_compute
+from medbalance.losses._validate import ClassWeight, check_choice, check_non_negative, check_positive, class_weight
 
 __all__ = [
     "RegionLoss",

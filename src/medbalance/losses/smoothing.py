@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medbalance.losses._utils import REDUCTIONS, Reduction, check_choice, float32_compute, format_target
+from medbalance.losses._reduction import REDUCTIONS, Reduction
+from medbalance.losses._target import float32_compute, format_target
+from medbalance.losses._validate import check_choice
 from medbalance.losses.ce import cross_entropy
 
 __all__ = ["LabelAwareSmoothingLoss", "label_aware_smoothing", "label_aware_epsilons"]
