@@ -9,7 +9,6 @@ config as ``config.yaml`` so that the run can be repeated, resumed or used for p
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medbalance._suggest import suggest as _suggest  # re-exported: methods/experiment.py imports it
 from medbalance.data.augment import Augment
 from medbalance.errors import ConfigError
 
@@ -374,14 +374,6 @@ class RunConfig(_Strict):
 
             return shared_task(self.data.name)
         return "classification" if isinstance(self.data, _CLASSIFICATION_KINDS) else "segmentation"
-
-
-def _suggest(key: str, candidates: list[str]) -> str:
-    # A key that extends or abbreviates a known one ('lr_rate', 'base_channel') means that one;
-    # plain edit similarity would pick 'strategy' for 'lr_rate'.
-    related = [c for c in candidates if len(c) >= 2 and (key.startswith(c) or c.startswith(key))]
-    match = [max(related, key=len)] if related else difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else f" (expected one of: {', '.join(sorted(candidates))})"
 
 
 def _check_keys(raw: dict, model: type[BaseModel], source: str, section: str) -> None:

@@ -14,7 +14,6 @@ Both return a float32 ``(C,)`` tensor that can be passed as ``weight=`` to any l
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from typing import Literal, Union, get_args
@@ -22,6 +21,8 @@ from typing import Literal, Union, get_args
 import numpy as np
 import torch
 from torch import Tensor
+
+from medbalance._suggest import did_you_mean
 
 __all__ = [
     "CLASS_WEIGHT_SCHEMES",
@@ -70,23 +71,6 @@ def _as_frequencies(name: str, values: Frequencies) -> Tensor:
 
 def _output_device(values: Frequencies) -> torch.device:
     return values.device if isinstance(values, Tensor) else torch.device("cpu")
-
-
-def _closest(name: str) -> str | None:
-    """The scheme a misspelt name most likely means, or ``None``."""
-    close = difflib.get_close_matches(name, CLASS_WEIGHT_SCHEMES, n=1, cutoff=0.8)
-    if close:
-        return close[0]
-    # a name that extends a scheme ('inverse_frequency') means the longest such scheme; one that
-    # abbreviates schemes ('exp_dec') the shortest; edit similarity alone misses both
-    extended = [s for s in CLASS_WEIGHT_SCHEMES if name.startswith(s)]
-    if extended:
-        return max(extended, key=len)
-    completions = [s for s in CLASS_WEIGHT_SCHEMES if name and s.startswith(name)]
-    if completions:
-        return min(completions, key=len)
-    close = difflib.get_close_matches(name, CLASS_WEIGHT_SCHEMES, n=1)
-    return close[0] if close else None
 
 
 def class_weights(fractions: Frequencies, scheme: ClassWeightScheme | str = "inverse") -> Tensor:
@@ -157,8 +141,7 @@ _FOREGROUND_SCHEMES = ("exp_decreasing_fg", "exp_decreasing_fg_nobg")
 
 def _check_scheme(scheme: str) -> None:
     if scheme not in CLASS_WEIGHT_SCHEMES:
-        guess = _closest(str(scheme))
-        hint = f"did you mean {guess!r}? " if guess else ""
+        hint = did_you_mean(str(scheme), CLASS_WEIGHT_SCHEMES)
         raise ValueError(f"unknown class-weight scheme {scheme!r} ({hint}known: {', '.join(CLASS_WEIGHT_SCHEMES)})")
 
 

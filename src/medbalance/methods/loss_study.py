@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from medbalance._suggest import did_you_mean
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.samplers import foreground
@@ -218,17 +218,12 @@ _NET_LABELS = {
 }
 
 
-def _suggest(word: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
 def _terms(loss: str) -> list[str]:
     terms = loss.split("+")
     for term in terms:
         if term not in STUDY_TERMS:
             raise ValueError(
-                f"loss {loss!r} has unknown term {term!r} ({_suggest(term, list(STUDY_TERMS))}"
+                f"loss {loss!r} has unknown term {term!r} ({did_you_mean(term, list(STUDY_TERMS))}"
                 f"expected terms of {', '.join(STUDY_TERMS)} joined by '+')"
             )
     if len(set(terms)) != len(terms):
@@ -367,7 +362,7 @@ class _Plan:
 def _choice_list(name: str, values: Sequence[Any], known: Sequence[Any]) -> tuple:
     for value in values:
         if value not in known:
-            hint = _suggest(str(value), [str(k) for k in known])
+            hint = did_you_mean(str(value), [str(k) for k in known])
             raise ConfigError(f"option '{name}' has {value!r} ({hint}expected some of: {', '.join(map(str, known))})")
     if not values:
         raise ConfigError(f"option '{name}' is empty (expected some of: {', '.join(map(str, known))})")
