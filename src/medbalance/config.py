@@ -31,6 +31,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "apply_overrides",
+    "parse_override",
     "dump_config",
 ]
 
@@ -477,17 +478,30 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split one ``--set`` item ``key=value`` into the key and its value read as YAML.
+
+    Example:
+        >>> parse_override("train.epochs=3"), parse_override("nets=[unet, cenet]")
+        (('train.epochs', 3), ('nets', ['unet', 'cenet']))
+
+    Raises:
+        ConfigError: no ``=``, an empty key, or a value YAML cannot read.
+    """
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got '{item}'")
+    try:
+        return key, yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):  # deeply nested brackets overflow the YAML parser
+        raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key=value`` / ``section.key=value`` overrides; values are parsed as YAML scalars."""
     out = yaml.safe_load(yaml.safe_dump(raw)) or {}
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        try:
-            value = yaml.safe_load(text)
-        except (yaml.YAMLError, RecursionError):
-            raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
+        key, value = parse_override(item)
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
