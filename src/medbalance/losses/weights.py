@@ -241,8 +241,9 @@ def effective_numbers(counts: Frequencies, *, beta: float) -> Tensor:
 def effective_number_weights(counts: Frequencies, *, beta: float = 0.9999) -> Tensor:
     """Class-balanced weights from the effective number of samples (Cui et al., CVPR 2019).
 
-    ``w_j = 1 / E_j = (1 - beta) / (1 - beta^{n_j})`` (:func:`effective_numbers`), rescaled so that the weights sum to ``C`` (the
-    normalisation of the LDAM-DRW and CB-loss reference code, so the mean weight is 1).
+    ``w_j = 1 / E_j = (1 - beta) / (1 - beta^{n_j})`` (:func:`effective_numbers`), rescaled so
+    that the weights sum to ``C`` (the normalisation of the LDAM-DRW and CB-loss reference code,
+    so the mean weight is 1).
     ``beta = 0`` gives uniform weights, ``beta -> 1`` approaches inverse frequency. Classes
     with ``n_j == 0`` get weight 0 (their raw weight is infinite and they never occur in a
     loss); the present classes still sum to ``C``.

@@ -61,7 +61,7 @@ from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.methods.experiment import ExperimentContext, ResultTable
 from medbalance.metrics import confusion_matrix, segmentation_scores
 from medbalance.nets import build_net
-from medbalance.report.overlays import colorize, save_png, to_rgb
+from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
 __all__ = [
     "CATALOGUE_LOSSES",
@@ -524,12 +524,11 @@ def _figure(study: _Study, columns: Sequence[tuple[str, dict]], path: Path) -> P
     draw = ImageDraw.Draw(canvas)
     for c, name in enumerate(names):
         draw.text((c * (hw[1] * k + gap) + 2, 1), name, fill="black")
-    for r, i in enumerate(study.examples):
+    rows = []
+    for i in study.examples:
         panels = [to_rgb(data.images[i], hw), colorize(data.target[i], study.num_classes)]
-        panels += [colorize(result["examples"][i], study.num_classes) for _, result in columns]
-        for c, panel in enumerate(panels):
-            big = Image.fromarray(panel.repeat(k, axis=0).repeat(k, axis=1))
-            canvas.paste(big, (c * (hw[1] * k + gap), head + r * (hw[0] * k + gap)))
+        rows.append(panels + [colorize(result["examples"][i], study.num_classes) for _, result in columns])
+    canvas.paste(Image.fromarray(tile_grid(rows, gap=gap, scale=k)), (0, head))
     return save_png(path, np.asarray(canvas))
 
 
