@@ -291,13 +291,9 @@ class OnlineBootstrappingLoss(ClassWeightedLoss):
 
     See :func:`medbalance.losses.functional.online_bootstrapping_loss`.
 
-    Args:
-        hard_num: pixels kept per image (**Default** 4096).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
-            pair background, foreground).
-        include_background: if ``False`` (``C >= 2``) background pixels get weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.online_bootstrapping_loss`, documented there; ``forward``
+    takes ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.

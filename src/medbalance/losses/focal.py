@@ -160,15 +160,9 @@ class FocalLoss(ClassWeightedLoss):
     See :func:`medbalance.losses.functional.focal_loss` for the definition and how ``alpha``
     and ``weight`` enter (never renormalised).
 
-    Args:
-        gamma: focusing exponent ``>= 0``.
-        alpha: ``None``, a scalar in ``[0, 1]`` (background ``1 - alpha``, other classes
-            ``alpha``) or one value per class (a buffer).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
-            pair background, foreground).
-        include_background: if ``False`` (``C >= 2``) the background term gets weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of :func:`medbalance.losses.functional.focal_loss`,
+    documented there; ``forward`` takes ``logits`` and ``target``. A per-class ``alpha`` is kept as
+    a buffer.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.
