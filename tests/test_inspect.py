@@ -18,8 +18,8 @@ import medbalance.data.stats as stats_module
 from medbalance.cli.main import main
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.stats import class_counts, class_fractions, dataset_stats
-from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, class_weights, effective_number_weights
-from medbalance.report.dataset import effective_numbers, foreground_fractions, object_sizes
+from medbalance.losses.weights import CLASS_WEIGHT_SCHEMES, class_weights, effective_number_weights, effective_numbers
+from medbalance.report.dataset import foreground_fractions, object_sizes
 from tests._reference.class_balance_numpy import dataset_stats_np
 from tests._reference.objects_numpy import object_sizes_np
 from tests._reference.report_checks import check_html, check_markdown
@@ -331,8 +331,10 @@ def test_foreground_fractions_and_effective_numbers():
     # the effective-number weights are the inverse effective numbers, scaled to sum to C
     weights = effective_number_weights(counts, beta=0.99).numpy()
     np.testing.assert_allclose(weights, 3 * (1 / eff) / (1 / eff).sum(), rtol=1e-5)
-    assert effective_numbers(counts, beta=0.0).tolist() == counts
-    with pytest.raises(ValueError, match="beta must be in"):
+    # beta = 0: every present class counts once, so the effective-number weights are uniform
+    assert effective_numbers(counts + [0], beta=0.0).tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert effective_number_weights(counts, beta=0.0).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\)"):
         effective_numbers(counts, beta=1.0)
 
 

@@ -21,13 +21,9 @@ from medbalance.losses import (
     build_loss,
 )
 from medbalance.losses import functional as LF
-from medbalance.losses._utils import (
-    class_weight,
-    expand_binary_logits,
-    format_target,
-    probabilities,
-    reduce_loss,
-)
+from medbalance.losses._reduction import reduce_loss
+from medbalance.losses._target import expand_binary_logits, format_target, probabilities
+from medbalance.losses._validate import class_weight
 from tests._loss_cases import CASES, LossCase, LossTester, make_inputs, one_hot
 from tests._reference import losses_numpy as ref
 

@@ -19,6 +19,7 @@ from medbalance.report.overlays import (
     overlay_contours,
     palette,
     save_png,
+    tile_grid,
     to_rgb,
 )
 
@@ -134,3 +135,38 @@ def test_to_rgb_shows_the_first_channel_of_a_multichannel_image():
     image = np.stack([np.full((4, 5), 10, np.uint8), np.full((4, 5), 200, np.uint8)])  # e.g. two MR sequences
     assert to_rgb(image, (4, 5)).tolist() == np.full((4, 5, 3), 10, np.uint8).tolist()
     assert to_rgb(np.zeros((4, 4, 5), np.uint8), (4, 5)).shape == (4, 5, 3)  # four channels: the first one
+
+
+def test_tile_grid_places_every_enlarged_tile_between_white_gaps():
+    rng = np.random.default_rng(0)
+    grey, rgb = (2, 3), (2, 3, 3)
+    rows = [[rng.integers(0, 255, grey, dtype=np.uint8), rng.integers(0, 255, rgb, dtype=np.uint8)] for _ in range(3)]
+    gap, k = 1, 2
+    grid = tile_grid(rows, gap=gap, scale=k)
+    assert grid.shape == (3 * (2 * k + gap) - gap, 2 * (3 * k + gap) - gap, 3) and grid.dtype == np.uint8
+    white = np.ones(grid.shape[:2], bool)
+    for r, row in enumerate(rows):
+        for c, t in enumerate(row):
+            y, x = r * (2 * k + gap), c * (3 * k + gap)
+            rgb = t if t.ndim == 3 else np.stack([t] * 3, axis=-1)
+            for i in range(2 * k):  # pixel (i, j) of the enlarged tile is pixel (i // k, j // k) of the tile
+                for j in range(3 * k):
+                    assert grid[y + i, x + j].tolist() == rgb[i // k, j // k].tolist()
+            white[y : y + 2 * k, x : x + 3 * k] = False
+    assert (grid[white] == 255).all()
+
+
+@pytest.mark.parametrize(
+    "rows, kwargs, message",
+    [
+        ([], {}, "rows is empty"),
+        ([[np.zeros((2, 2), np.uint8)], []], {}, "row 1 has 0 tiles, row 0 has 1"),
+        ([[np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8)]], {}, "tiles must be uint8"),
+        ([[np.zeros((2, 2), np.float32)]], {}, "tiles must be uint8"),
+        ([[np.zeros((2, 2), np.uint8)]], {"scale": 0}, "scale must be a positive int, got 0"),
+        ([[np.zeros((2, 2), np.uint8)]], {"gap": -1}, "gap must be an int >= 0, got -1"),
+    ],
+)
+def test_tile_grid_rejects_bad_input(rows, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tile_grid(rows, **kwargs)

@@ -10,7 +10,6 @@ config as ``config.yaml`` so that the run can be repeated, resumed or used for p
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medbalance._suggest import suggest as _suggest  # re-exported: methods/experiment.py imports it
 from medbalance.data.augment import Augment
 from medbalance.errors import ConfigError
 
@@ -35,6 +35,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "apply_overrides",
+    "parse_override",
     "dump_config",
 ]
 
@@ -417,14 +418,6 @@ class RunConfig(_Strict):
         return "classification" if isinstance(self.data, _CLASSIFICATION_KINDS) else "segmentation"
 
 
-def _suggest(key: str, candidates: list[str]) -> str:
-    # A key that extends or abbreviates a known one ('lr_rate', 'base_channel') means that one;
-    # plain edit similarity would pick 'strategy' for 'lr_rate'.
-    related = [c for c in candidates if len(c) >= 2 and (key.startswith(c) or c.startswith(key))]
-    match = [max(related, key=len)] if related else difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else f" (expected one of: {', '.join(sorted(candidates))})"
-
-
 def _check_keys(raw: dict, model: type[BaseModel], source: str, section: str) -> None:
     fields = list(model.model_fields)
     where = f" under '{section}'" if section else ""
@@ -562,17 +555,30 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split one ``--set`` item ``key=value`` into the key and its value read as YAML.
+
+    Example:
+        >>> parse_override("train.epochs=3"), parse_override("nets=[unet, cenet]")
+        (('train.epochs', 3), ('nets', ['unet', 'cenet']))
+
+    Raises:
+        ConfigError: no ``=``, an empty key, or a value YAML cannot read.
+    """
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got '{item}'")
+    try:
+        return key, yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):  # deeply nested brackets overflow the YAML parser
+        raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key=value`` / ``section.key=value`` overrides; values are parsed as YAML scalars."""
     out = copy.deepcopy(raw) or {}
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        try:
-            value = yaml.safe_load(text)
-        except (yaml.YAMLError, RecursionError):
-            raise ConfigError(f"--set {key}: cannot parse value '{text}'") from None
+        key, value = parse_override(item)
         node = out
         *parents, leaf = key.split(".")
         for part in parents:

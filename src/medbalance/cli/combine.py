@@ -74,7 +74,7 @@ def cmd_combine(args: argparse.Namespace) -> None:
     import numpy as np
 
     from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_slices, write_labels
-    from medbalance.engine.run import load_run, predict_arrays
+    from medbalance.engine.run import in_slice_batches, load_run, predict_arrays
     from medbalance.methods.reuse_background import combine_predictions
 
     if not 0.0 <= args.tau < 1.0:
@@ -85,12 +85,12 @@ def cmd_combine(args: argparse.Namespace) -> None:
     out = Path(args.out)
     targets = [mask_path(out, f) for f in files]
     claim_outputs(out, targets, args.input)
+
+    def combine(chunk: np.ndarray) -> np.ndarray:
+        multi_probs, fg_prob = predict_arrays(multi, chunk)[0], predict_arrays(binary, chunk)[0]
+        return combine_predictions(multi_probs, fg_prob, tau=args.tau, mode=args.mode)
+
     for path, target in zip(files, targets):
         slices, info = read_slices(path, channels=multi.meta["in_channels"])
-        labels = []
-        for i in range(0, len(slices), 16):  # a volume goes through the 2D networks a few slices at a time
-            chunk = slices[i : i + 16]
-            multi_probs, fg_prob = predict_arrays(multi, chunk)[0], predict_arrays(binary, chunk)[0]
-            labels.append(combine_predictions(multi_probs, fg_prob, tau=args.tau, mode=args.mode))
-        write_labels(target, np.concatenate(labels), info, binary=False)
+        write_labels(target, np.concatenate(in_slice_batches(combine, slices)), info, binary=False)
     print(f"wrote {len(files)} combined prediction(s) to {out}")

@@ -192,7 +192,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from medbalance.data.medical import claim_outputs, list_inputs, mask_path, read_native, read_slices, write_labels
     from medbalance.data.readers.nnunet import channel_cases, read_case
     from medbalance.engine.folds import ensemble_arrays, ensemble_image, load_folds
-    from medbalance.engine.run import is_native, load_run, predict_arrays, predict_image
+    from medbalance.engine.run import (
+        in_slice_batches,
+        is_native,
+        load_run,
+        most_foreground_slice,
+        predict_arrays,
+        predict_image,
+    )
     from medbalance.report.plots import save_overlay
 
     folds = load_folds(args.run_dir) if is_cv_dir(args.run_dir) else None  # an ensemble: mean probabilities
@@ -228,15 +235,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
             labels, slices = (labels, image.swapaxes(0, 1)) if volume else (labels[None], image[None])
         else:
             slices, info = read_slices(path, channels=run.meta["in_channels"])
-            # a volume goes through the 2D network a few slices at a time
             predict = (lambda x: ensemble_arrays(folds, x)) if folds else (lambda x: predict_arrays(run, x))
-            parts = [predict(slices[i : i + 16]) for i in range(0, len(slices), 16)]
+            parts = in_slice_batches(predict, slices)
             probs = np.concatenate([p for p, _ in parts])
             labels = np.concatenate([y for _, y in parts])
         if segmentation:
             write_labels(mask_path(out, path), labels, info, binary=binary)
             if args.overlay:
-                k = int(np.argmax((labels > 0).reshape(len(labels), -1).sum(axis=1)))  # the most foreground slice
+                k = most_foreground_slice(labels)
                 save_overlay(out / f"{image_stem(path)}_overlay.png", slices[k], labels[k], run.task.num_classes)
         else:
             for k, (y, p) in enumerate(zip(labels, probs)):

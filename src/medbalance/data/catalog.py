@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from medbalance.config import SharedData
 from medbalance.data.datasets import Splits
 from medbalance.errors import DataError
+
+if TYPE_CHECKING:  # an annotation only: RunConfig.task imports this module, which need not import config back
+    from medbalance.config import SharedData
 
 __all__ = ["SHARED_LOADERS", "SHARED_TASKS", "shared_data_dir", "shared_task", "build_shared"]
 

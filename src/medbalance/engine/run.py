@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -53,12 +55,19 @@ __all__ = [
     "is_native",
     "predict_image",
     "predict_arrays",
+    "in_slice_batches",
+    "most_foreground_slice",
     "PredictionWriter",
 ]
 
 log = logging.getLogger(__name__)
 
 IDENTITY_3D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+#: Slices of a volume a 2D network predicts at once: a whole volume in one batch may not fit in memory.
+SLICE_BATCH = 16
+
+_Slices = TypeVar("_Slices")
+_Out = TypeVar("_Out")
 
 
 @dataclass
@@ -468,7 +477,7 @@ def _example(data: ArrayDataset, i: int, y: np.ndarray) -> tuple[str, np.ndarray
     """``(name, image, target, labels)`` of case ``i`` for a figure; a volume by its slice with the most foreground."""
     image, target = _display(data, i), _shown_target(data, i)
     if y.ndim == 3:
-        k = int(np.argmax((target > 0).reshape(len(target), -1).sum(axis=1)))
+        k = most_foreground_slice(target)
         image, target, y = image[:, k], target[k], y[k]
     return data.names[i], image, target, y
 
@@ -585,7 +594,28 @@ def is_native(run: LoadedRun) -> bool:
     return run.meta.get("normalization") is not None
 
 
-def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def in_slice_batches(predict: Callable[[_Slices], _Out], slices: _Slices, *, batch: int = SLICE_BATCH) -> list[_Out]:
+    """``predict`` of a volume's slices (first axis), ``batch`` slices at a time, in order.
+
+    Example:
+        >>> [len(part) for part in in_slice_batches(lambda x: x, np.zeros((40, 3, 3)))]
+        [16, 16, 8]
+    """
+    return [predict(slices[i : i + batch]) for i in range(0, len(slices), batch)]
+
+
+def most_foreground_slice(labels: np.ndarray) -> int:
+    """Index of the slice (first axis) of ``labels`` with the most foreground (``> 0``), the first of ties:
+    the slice a figure shows of a volume.
+
+    Example:
+        >>> most_foreground_slice(np.array([[[0, 1]], [[2, 2]], [[0, 3]]]))
+        1
+    """
+    return int(np.argmax((labels > 0).reshape(len(labels), -1).sum(axis=1)))
+
+
+def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = SLICE_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels of one native-size image, as a native-geometry run predicts.
 
     The run's normalisation (fitted on its training split) is applied, then the network runs
@@ -614,9 +644,7 @@ def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = 16) -> tup
             logits = infer_logits(forward, x[None], run.cfg)
         elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
             stack = x.transpose(0, 1)
-            logits = torch.cat(
-                [infer_logits(forward, stack[i : i + slices], run.cfg) for i in range(0, len(stack), slices)]
-            )
+            logits = torch.cat(in_slice_batches(partial(infer_logits, forward, cfg=run.cfg), stack, batch=slices))
             logits = logits.transpose(0, 1)[None]
         else:
             raise DataError(f"a {x.ndim - 1}D image cannot go through this run's {dims}D network")

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    ClassWeight,
-    Reduction,
-    check_choice,
-    check_class_weight,
-    check_ignore_index,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction
+from medbalance.losses._validate import ClassWeight, check_choice, check_class_weight, check_ignore_index
 
 __all__ = ["ClassWeightedLoss"]
 

@@ -9,18 +9,9 @@ from typing import Union
 import torch
 from torch import Tensor, nn
 
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    Reduction,
-    check_choice,
-    check_ignore_index,
-    check_positive,
-    check_progress,
-    float32_compute,
-    format_target,
-    reduce_loss,
-    two_class_view,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import float32_compute, format_target, two_class_view
+from medbalance.losses._validate import check_choice, check_ignore_index, check_positive, check_progress
 from medbalance.losses.ce import cross_entropy_terms
 from medbalance.losses.weights import effective_number_weights
 
@@ -257,12 +248,9 @@ class ClassBalancedCELoss(_ClassCountLoss):
 
     See :func:`medbalance.losses.functional.class_balanced_cross_entropy`.
 
-    Args:
-        class_counts: ``(C,)`` training samples per class (binary: 2), kept as a buffer.
-        beta: in ``[0, 1)``; **Default** 0.9999.
-        include_background: if ``False`` (``C >= 2``) class 0 gets weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.class_balanced_cross_entropy`, documented there;
+    ``forward`` takes ``logits`` and ``target``. ``class_counts`` is kept as a buffer.
 
     Example:
         >>> import torch
@@ -299,15 +287,9 @@ class LDAMLoss(_ClassCountLoss):
     0.0) is set from outside, by :func:`medbalance.losses.dynamic.set_progress`; ``forward``
     never changes it.
 
-    Args:
-        class_counts: ``(C,)`` positive training-sample counts (binary: 2), kept as a buffer.
-        max_margin: the rarest class's margin (**Default** 0.5).
-        scale: logit scale ``s`` (**Default** 30).
-        drw_start: progress from which DRW weights apply (**Default** 0.8); ``None``: never.
-        beta: effective-number ``beta`` of the DRW weights (**Default** 0.9999).
-        include_background: if ``False`` (``C >= 2``) class 0 gets weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of :func:`medbalance.losses.functional.ldam_loss`,
+    documented there; ``forward`` takes ``logits`` and ``target``. ``class_counts`` is kept as a
+    buffer.
 
     Example:
         >>> import torch

@@ -11,19 +11,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    ClassWeight,
-    Reduction,
-    Target,
-    check_choice,
-    class_weight,
-    float32_compute,
-    format_target,
-    probabilities,
-    reduce_loss,
-    two_class_view,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import Target, float32_compute, format_target, probabilities, two_class_view
+from medbalance.losses._validate import ClassWeight, check_choice, class_weight
 from medbalance.losses.ce import cross_entropy_terms
 
 __all__ = ["online_bootstrapping_loss", "hard_pixel_fractions", "OnlineBootstrappingLoss"]
@@ -301,13 +291,9 @@ class OnlineBootstrappingLoss(ClassWeightedLoss):
 
     See :func:`medbalance.losses.functional.online_bootstrapping_loss`.
 
-    Args:
-        hard_num: pixels kept per image (**Default** 4096).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
-            pair background, foreground).
-        include_background: if ``False`` (``C >= 2``) background pixels get weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.online_bootstrapping_loss`, documented there; ``forward``
+    takes ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.

@@ -10,19 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    ClassWeight,
-    Reduction,
-    Target,
-    check_choice,
-    check_ignore_index,
-    class_weight,
-    float32_compute,
-    format_target,
-    probabilities,
-    reduce_loss,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import Target, float32_compute, format_target, probabilities
+from medbalance.losses._validate import ClassWeight, check_choice, check_ignore_index, class_weight
 
 __all__ = ["cross_entropy", "weighted_cross_entropy", "CrossEntropyLoss", "WeightedCrossEntropyLoss"]
 
@@ -216,12 +206,9 @@ class CrossEntropyLoss(ClassWeightedLoss):
     See :func:`medbalance.losses.functional.cross_entropy` for the exact definition, the
     weighted mean and the binary ``weight`` (positive-class weight or background, foreground pair).
 
-    Args:
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive-class
-            weight, or the pair background, foreground).
-        include_background: if ``False`` (``C >= 2``) background elements get weight 0.
-        ignore_index: label whose elements are excluded (label targets only).
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.cross_entropy`, documented there; ``forward`` takes
+    ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.
@@ -262,12 +249,9 @@ class WeightedCrossEntropyLoss(nn.Module):
     fixed per-class buffer everywhere (and ``class_weight`` in configs), while these weights
     change with every batch. See :func:`medbalance.losses.functional.weighted_cross_entropy`.
 
-    Args:
-        count_from: ``"prediction"`` (default, seed 003's ``sum_n p_n``) or ``"target"``
-            (``sum_n r_n``): what the class masses ``n_c`` count.
-        include_background: if ``False`` (``C >= 2``) the background gets weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.weighted_cross_entropy`, documented there; ``forward``
+    takes ``logits`` and ``target``.
 
     Example:
         >>> import torch

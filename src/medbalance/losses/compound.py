@@ -8,16 +8,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from medbalance.losses._utils import (
-    BatchReduction,
-    ClassReduction,
-    ClassWeight,
-    Reduction,
-    Target,
-    check_non_negative,
-    format_target,
-    scalar_term_args,
-)
+from medbalance.losses._reduction import BatchReduction, ClassReduction, Reduction, scalar_term_args
+from medbalance.losses._target import Target, format_target
+from medbalance.losses._validate import ClassWeight, check_non_negative
 from medbalance.losses.ce import CrossEntropyLoss, cross_entropy
 from medbalance.losses.dice import DiceLoss, dice_loss
 from medbalance.losses.focal import Alpha, FocalLoss, focal_loss
@@ -73,9 +66,19 @@ def dice_ce_loss(
     """``lambda_dice * dice_loss + lambda_ce * cross_entropy`` (nnU-Net's default loss).
 
     ``weight``, ``include_background`` and ``ignore_index`` reach both terms (SPEC section
-    10: ``include_background`` is honoured by every part). Arguments as in :func:`dice_loss`
-    and :func:`cross_entropy`; ``reduction`` must be ``"mean"`` or ``"sum"`` since the terms
-    have different unreduced shapes.
+    10: ``include_background`` is honoured by every part).
+
+    Args:
+        logits: ``(N, C, *spatial)`` raw scores.
+        target: labels or a float one-hot / soft target, as for :func:`dice_loss`.
+        lambda_dice: weight of the Dice term.
+        lambda_ce: weight of the cross-entropy term.
+        smooth, batch_reduction, squared: of the Dice term, as in :func:`dice_loss`.
+        include_background, weight, ignore_index: passed to both terms.
+        reduction: ``"mean"`` or ``"sum"``, passed to both terms (their unreduced shapes differ).
+
+    Returns:
+        The weighted sum, a scalar.
 
     Example:
         >>> logits = torch.zeros(1, 2, 4, 4)
@@ -109,11 +112,21 @@ def dice_focal_loss(
 ) -> Tensor:
     """``lambda_dice * dice_loss + lambda_focal * focal_loss`` (AnatomyNet; seed 003's Dice + Focal).
 
-    ``weight``, ``include_background`` and ``ignore_index`` reach both terms; ``gamma`` and
-    ``alpha`` the focal term (:func:`focal_loss`); ``smooth``, ``batch_reduction``,
-    ``squared`` and ``class_reduction`` the Dice term (``"sum"``: AnatomyNet's and seed 003's
-    ``C - sum_c Dice_c``; ``"mean"``, the default, divides it by ``C``, see
-    :class:`DiceFocalLoss`). ``reduction`` is ``"mean"`` or ``"sum"``.
+    ``class_reduction="sum"`` is AnatomyNet's and seed 003's ``C - sum_c Dice_c``; ``"mean"``,
+    the default, divides it by ``C`` (see :class:`DiceFocalLoss`).
+
+    Args:
+        logits: ``(N, C, *spatial)`` raw scores.
+        target: labels or a float one-hot / soft target, as for :func:`dice_loss`.
+        lambda_dice: weight of the Dice term.
+        lambda_focal: weight of the focal term.
+        gamma, alpha: of the focal term, as in :func:`focal_loss`.
+        smooth, batch_reduction, squared, class_reduction: of the Dice term, as in :func:`dice_loss`.
+        include_background, weight, ignore_index: passed to both terms.
+        reduction: ``"mean"`` or ``"sum"``, passed to both terms (their unreduced shapes differ).
+
+    Returns:
+        The weighted sum, a scalar.
 
     Example:
         >>> logits = torch.zeros(1, 2, 4, 4)
@@ -213,7 +226,7 @@ class CompoundLoss(nn.Module):
 
 class _SharedTargetLoss(CompoundLoss):
     """A compound of medbalance losses sharing ``ignore_index``: the target is validated once
-    and the :class:`~medbalance.losses._utils.Target` handed to every part."""
+    and the :class:`~medbalance.losses._target.Target` handed to every part."""
 
     def __init__(self, terms: Sequence, *, ignore_index: int | None) -> None:
         super().__init__(terms)
@@ -230,12 +243,9 @@ class DiceCELoss(_SharedTargetLoss):
     background is honoured by the CE too (background elements get CE weight 0; MONAI's
     ``DiceCELoss`` applies it to the Dice only). Term names: ``"dice"``, ``"ce"``.
 
-    Args:
-        lambda_dice: weight of the Dice term.
-        lambda_ce: weight of the cross-entropy term.
-        smooth, batch_reduction, squared: as in :class:`DiceLoss`.
-        include_background, weight, ignore_index: passed to both parts.
-        reduction: ``"mean"`` or ``"sum"``, passed to both parts.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.dice_ce_loss`, documented there; ``forward`` takes
+    ``logits`` and ``target``.
 
     Example:
         >>> import torch
@@ -281,13 +291,9 @@ class DiceFocalLoss(_SharedTargetLoss):
     The experiments (loss study, reuse background) build Dice + Focal as separate ``dice``
     and ``focal`` terms and so use the mean unless a spec sets ``class_reduction: sum``.
 
-    Args:
-        lambda_dice: weight of the Dice term.
-        lambda_focal: weight of the focal term.
-        gamma, alpha: as in :class:`FocalLoss`.
-        smooth, batch_reduction, squared, class_reduction: as in :class:`DiceLoss`.
-        include_background, weight, ignore_index: passed to both parts.
-        reduction: ``"mean"`` or ``"sum"``, passed to both parts.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.dice_focal_loss`, documented there; ``forward`` takes
+    ``logits`` and ``target``.
 
     Example:
         >>> import torch

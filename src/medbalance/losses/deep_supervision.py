@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medbalance.losses._utils import check_non_negative
+from medbalance.losses._validate import check_non_negative
 
 __all__ = ["DeepSupervisionLoss", "deep_supervision_loss", "deep_supervision_weights", "resize_target"]
 

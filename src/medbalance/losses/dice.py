@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from medbalance.losses._utils import (
-    CLASS_REDUCTIONS,
-    BatchReduction,
-    ClassReduction,
-    ClassWeight,
-    Reduction,
-    check_choice,
-    check_region_args,
-    overlap_loss,
-)
+from medbalance.losses._reduction import CLASS_REDUCTIONS, BatchReduction, ClassReduction, Reduction
+from medbalance.losses._region_core import check_region_args, overlap_loss
+from medbalance.losses._validate import ClassWeight, check_choice
 from medbalance.losses.region import RegionLoss
 
 __all__ = ["dice_loss", "DiceLoss"]
@@ -104,17 +97,8 @@ class DiceLoss(RegionLoss):
     See :func:`medbalance.losses.functional.dice_loss` for the definition, empty classes and
     the weighted class mean.
 
-    Args:
-        smooth: ``s`` (``>= 0``), added to numerator and denominator.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, one per logit channel.
-        batch_reduction: ``"image"`` (default): Dice per image then averaged; ``"batch"``:
-            sums pooled over the batch (nnU-Net ``batch_dice``).
-        squared: squared terms in the denominator (V-Net).
-        two_sided: binary only, also average in the background Dice (seed 003 ``DL_2``).
-        class_reduction: ``"mean"`` (default) or ``"sum"`` over the classes (AnatomyNet).
-        ignore_index: label whose elements are removed from all sums.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of :func:`medbalance.losses.functional.dice_loss`,
+    documented there; ``forward`` takes ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)``.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from medbalance.losses._utils import ClassWeight, Reduction, check_progress, scalar_term_args
+from medbalance.losses._reduction import Reduction, scalar_term_args
+from medbalance.losses._validate import ClassWeight, check_progress
 from medbalance.losses.balanced import (
     ClassBalancedCELoss,
     ClassCounts,
@@ -138,8 +139,16 @@ def dflce_loss(
 ) -> Tensor:
     """DFLCE (seed 001 eq. 19): ``theta * focal_loss + (1 - theta) * cross_entropy``.
 
-    ``weight``, ``include_background``, ``ignore_index`` and ``reduction`` reach both terms;
-    ``gamma`` and ``alpha`` the focal term. ``reduction`` is ``"mean"`` or ``"sum"``.
+    Args:
+        logits: ``(N, C, *spatial)`` or ``(N, C)`` raw scores.
+        target: labels or a float one-hot / soft target, as for :func:`cross_entropy`.
+        progress: training progress ``T / T_max`` in ``[0, 1]``; ``theta = 1 - progress^2``.
+        gamma, alpha: of the focal term, as in :func:`focal_loss`.
+        weight, include_background, ignore_index: passed to both terms.
+        reduction: ``"mean"`` or ``"sum"``, passed to both terms.
+
+    Returns:
+        The weighted sum, a scalar.
 
     Example:
         >>> logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
@@ -168,8 +177,18 @@ def dflcsce_loss(
 ) -> Tensor:
     """DFLCSCE (seed 001 eq. 20): ``theta * focal_loss + (1 - theta) * class_balanced_cross_entropy``.
 
-    ``include_background``, ``ignore_index`` and ``reduction`` reach both terms; ``gamma``
-    and ``alpha`` the focal term; ``class_counts`` and ``beta`` the CSCE term.
+    Args:
+        logits: ``(N, C, *spatial)`` or ``(N, C)`` raw scores.
+        target: labels or a float one-hot / soft target, as for :func:`cross_entropy`.
+        class_counts: ``(C,)`` training samples per class (binary: 2) of the CSCE term.
+        progress: training progress ``T / T_max`` in ``[0, 1]``; ``theta = 1 - progress^2``.
+        beta: effective-number ``beta`` of the CSCE term (**Default** 0.9999).
+        gamma, alpha: of the focal term, as in :func:`focal_loss`.
+        include_background, ignore_index: passed to both terms.
+        reduction: ``"mean"`` or ``"sum"``, passed to both terms.
+
+    Returns:
+        The weighted sum, a scalar.
 
     Example:
         >>> logits, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
@@ -188,10 +207,8 @@ class DFLCELoss(DynamicLoss):
 
     Term names: ``"first"`` (focal), ``"second"`` (CE).
 
-    Args:
-        gamma, alpha: of the focal term.
-        weight, include_background, ignore_index: passed to both terms.
-        reduction: ``"mean"`` or ``"sum"``, passed to both terms.
+    The constructor takes the keyword arguments of :func:`medbalance.losses.functional.dflce_loss`,
+    documented there; ``forward`` takes ``logits`` and ``target``.
 
     Example:
         >>> import torch
@@ -219,12 +236,9 @@ class DFLCELoss(DynamicLoss):
 class DFLCSCELoss(DynamicLoss):
     """DFLCSCE: Focal loss early, class-balanced CE late (seed 001 eq. 20); see :func:`dflcsce_loss`.
 
-    Args:
-        class_counts: ``(C,)`` training samples per class (binary: 2) for the CSCE term.
-        beta: effective-number ``beta`` of the CSCE term (**Default** 0.9999).
-        gamma, alpha: of the focal term.
-        include_background, ignore_index: passed to both terms.
-        reduction: ``"mean"`` or ``"sum"``, passed to both terms.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.dflcsce_loss`, documented there; ``forward`` takes
+    ``logits`` and ``target``.
 
     Example:
         >>> import torch

@@ -11,21 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    REDUCTIONS,
-    ClassWeight,
-    Reduction,
-    binary_margin,
-    check_choice,
-    check_non_negative,
-    class_weight,
-    float32_compute,
-    format_target,
-    label_log_probs,
-    reduce_loss,
-    two_class_view,
-    two_class_weight,
-)
+from medbalance.losses._reduction import REDUCTIONS, Reduction, reduce_loss
+from medbalance.losses._target import binary_margin, float32_compute, format_target, label_log_probs, two_class_view
+from medbalance.losses._validate import ClassWeight, check_choice, check_non_negative, class_weight, two_class_weight
 
 __all__ = ["focal_loss", "FocalLoss"]
 
@@ -172,15 +160,9 @@ class FocalLoss(ClassWeightedLoss):
     See :func:`medbalance.losses.functional.focal_loss` for the definition and how ``alpha``
     and ``weight`` enter (never renormalised).
 
-    Args:
-        gamma: focusing exponent ``>= 0``.
-        alpha: ``None``, a scalar in ``[0, 1]`` (background ``1 - alpha``, other classes
-            ``alpha``) or one value per class (a buffer).
-        weight: ``(C,)`` class weights, one per logit channel (binary: the positive class, or the
-            pair background, foreground).
-        include_background: if ``False`` (``C >= 2``) the background term gets weight 0.
-        ignore_index: label whose elements are excluded.
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of :func:`medbalance.losses.functional.focal_loss`,
+    documented there; ``forward`` takes ``logits`` and ``target``. A per-class ``alpha`` is kept as
+    a buffer.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.

@@ -3,7 +3,7 @@
 Every function takes raw ``logits`` ``(N, C, *spatial)`` (``C == 1``: binary, sigmoid;
 ``C >= 2``: softmax, channel 0 = background) and a ``target`` that is either an integer label
 map ``(N, *spatial)`` / ``(N, 1, *spatial)`` or a one-hot / soft float tensor of the logits'
-shape (see :func:`medbalance.losses._utils.format_target`). Losses are computed in float32,
+shape (see :func:`medbalance.losses._target.format_target`). Losses are computed in float32,
 also under autocast. Each function lives beside its ``nn.Module`` twin in a family module
 (``ce``, ``focal``, ``dice``, ``region``, ``bootstrap``, ``balanced``, ``dynamic``,
 ``compound``); this module gathers them.

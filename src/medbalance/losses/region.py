@@ -2,7 +2,7 @@
 sensitivity-specificity and exponential-logarithmic (seed 003's catalogue, SPEC section 2).
 
 All of them, and :func:`medbalance.losses.dice.dice_loss`, are built on one set of per-class
-soft sums (:func:`medbalance.losses._utils.soft_overlap`): ``TP = sum P G``,
+soft sums (:func:`medbalance.losses._region_core.soft_overlap`): ``TP = sum P G``,
 ``FP = sum P (1 - G)``, ``FN = sum (1 - P) G`` over the spatial axes of each image, or pooled
 over the batch with ``batch_reduction="batch"``; ignored elements are left out of every sum,
 ``include_background=False`` (``C >= 2``) drops channel 0, and sums run in float32. A binary
@@ -20,28 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medbalance.losses._base import ClassWeightedLoss
-from medbalance.losses._utils import (
-    BatchReduction,
-    ClassWeight,
-    Reduction,
+from medbalance.losses._reduction import BatchReduction, Reduction, reduce_images, weighted_class_mean
+from medbalance.losses._region_core import (
     RegionInputs,
-    binary_as_two_class,
-    check_choice,
-    check_non_negative,
-    check_positive,
     check_region_args,
     class_sums,
-    class_weight,
-    expand_binary_logits,
-    float32_compute,
     overlap_loss,
     power,
-    reduce_images,
     region_inputs,
     safe_ratio,
     soft_overlap,
-    weighted_class_mean,
 )
+from medbalance.losses._target import binary_as_two_class, expand_binary_logits, float32_compute
+from medbalance.losses._validate import ClassWeight, check_choice, check_non_negative, check_positive, class_weight
 
 __all__ = [
     "RegionLoss",
@@ -165,14 +156,8 @@ class IoULoss(RegionLoss):
 
     See :func:`medbalance.losses.functional.iou_loss` for the definition and the MONAI mapping.
 
-    Args:
-        smooth: ``s`` (``>= 0``), added to numerator and denominator.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, one per logit channel.
-        batch_reduction: ``"image"`` (default) or ``"batch"`` (sums pooled over the batch).
-        squared: squared terms in the union.
-        ignore_index: label whose elements are removed from all sums.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of :func:`medbalance.losses.functional.iou_loss`,
+    documented there; ``forward`` takes ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.
@@ -290,17 +275,8 @@ def tversky_loss(
 class TverskyLoss(RegionLoss):
     """Tversky loss ``1 - (TP + s) / (TP + alpha FP + beta FN + s)``, mean over classes.
 
-    See :func:`medbalance.losses.functional.tversky_loss`.
-
-    Args:
-        alpha: weight of the false positives (default 0.3).
-        beta: weight of the false negatives (default 0.7).
-        smooth: ``s`` (``>= 0``), added to numerator and denominator.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, one per logit channel.
-        batch_reduction: ``"image"`` (default) or ``"batch"`` (sums pooled over the batch).
-        ignore_index: label whose elements are removed from all sums.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    See :func:`medbalance.losses.functional.tversky_loss` for the definition and the arguments: the
+    constructor takes its keyword arguments, ``forward`` takes ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.
@@ -413,18 +389,9 @@ def focal_tversky_loss(
 class FocalTverskyLoss(TverskyLoss):
     """Focal Tversky loss ``(1 - T_c)^gamma``, mean over classes.
 
-    See :func:`medbalance.losses.functional.focal_tversky_loss`.
-
-    Args:
-        gamma: exponent, ``> 0`` (default 0.75).
-        alpha: weight of the false positives (default 0.3).
-        beta: weight of the false negatives (default 0.7).
-        smooth: ``s`` (``>= 0``), added to the Tversky numerator and denominator.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, one per logit channel.
-        batch_reduction: ``"image"`` (default) or ``"batch"`` (sums pooled over the batch).
-        ignore_index: label whose elements are removed from all sums.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    See :func:`medbalance.losses.functional.focal_tversky_loss` for the definition and the
+    arguments: the constructor takes its keyword arguments, ``forward`` takes ``logits`` and
+    ``target``.
 
     Shape:
         As :class:`TverskyLoss`.
@@ -565,14 +532,9 @@ class GeneralizedDiceLoss(RegionLoss):
     See :func:`medbalance.losses.functional.generalized_dice_loss` for the definition, empty
     classes and the MONAI mapping.
 
-    Args:
-        w_type: ``"square"`` (default), ``"simple"`` or ``"uniform"`` volume weights.
-        smooth: ``s`` (``>= 0``), added to numerator and denominator.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, multiplied into the volume weights.
-        batch_reduction: ``"image"`` (default) or ``"batch"`` (volumes and sums pooled).
-        ignore_index: label whose elements are removed from all sums.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.generalized_dice_loss`, documented there; ``forward`` takes
+    ``logits`` and ``target``.
 
     Shape:
         - logits: ``(N, C, *spatial)`` or ``(N, C)``.
@@ -690,14 +652,9 @@ class SensitivitySpecificityLoss(RegionLoss):
 
     See :func:`medbalance.losses.functional.sensitivity_specificity_loss`.
 
-    Args:
-        lam: weight of the sensitivity term in ``[0, 1]`` (default 0.05).
-        smooth: ``s`` (``>= 0``), added to both denominators.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, one per logit channel.
-        batch_reduction: ``"image"`` (default) or ``"batch"`` (sums pooled over the batch).
-        ignore_index: label whose elements are removed from all sums.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.sensitivity_specificity_loss`, documented there;
+    ``forward`` takes ``logits`` and ``target``.
 
     Shape:
         As :class:`IoULoss`.
@@ -911,19 +868,9 @@ class ExpLogLoss(RegionLoss):
     See :func:`medbalance.losses.functional.exp_log_loss` for the definition and how the
     label frequencies are counted.
 
-    Args:
-        gamma_dice: exponent of the log Dice (default 0.3).
-        gamma_cross: exponent of the log probability (default 0.3).
-        w_dice: weight of the Dice term (default 0.8).
-        w_cross: weight of the cross term (default 0.2).
-        class_frequencies: ``(max(C, 2),)`` label frequencies (a buffer), or ``None`` to count
-            them in each batch.
-        smooth: ``s`` of the Dice term.
-        include_background: if ``False`` (``C >= 2``) channel 0 is left out.
-        weight: ``(C,)`` class weights, one per logit channel.
-        batch_reduction: ``"image"`` (default) or ``"batch"``.
-        ignore_index: label whose elements are left out.
-        reduction: over images, ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.exp_log_loss`, documented there; ``forward`` takes
+    ``logits`` and ``target``. ``class_frequencies`` is kept as a buffer.
 
     Shape:
         As :class:`IoULoss`.

@@ -13,13 +13,13 @@ seed 002 on the class fractions of the training split (counted when the run star
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 from torch import Tensor, nn
 
+from medbalance._suggest import did_you_mean
 from medbalance.losses.balanced import ClassBalancedCELoss, LDAMLoss
 from medbalance.losses.bootstrap import OnlineBootstrappingLoss
 from medbalance.losses.ce import CrossEntropyLoss, WeightedCrossEntropyLoss
@@ -61,11 +61,6 @@ LOSSES: dict[str, type[nn.Module]] = {
     "dflcsce": DFLCSCELoss,
     "label_aware_smoothing": LabelAwareSmoothingLoss,
 }
-
-
-def _suggest(word: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class MissingClassCounts(ValueError):
@@ -137,7 +132,7 @@ def _build_one(
     name = kwargs.pop("name")
     if name not in LOSSES:
         raise ValueError(
-            f"unknown loss {name!r} ({_suggest(str(name), list(LOSSES))}known losses: {', '.join(LOSSES)})"
+            f"unknown loss {name!r} ({did_you_mean(str(name), list(LOSSES))}known losses: {', '.join(LOSSES)})"
         )
     term_weight = kwargs.pop("weight", 1.0)
     cls = LOSSES[name]
@@ -147,7 +142,7 @@ def _build_one(
     for key in kwargs:
         if key not in allowed:
             raise ValueError(
-                f"unknown argument {key!r} for loss {name!r} ({_suggest(key, allowed)}accepted: "
+                f"unknown argument {key!r} for loss {name!r} ({did_you_mean(key, allowed)}accepted: "
                 f"{', '.join(['weight (term weight)', *allowed])})"
             )
     if "class_weight" in kwargs:

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medbalance.losses._utils import REDUCTIONS, Reduction, check_choice, float32_compute, format_target
+from medbalance.losses._reduction import REDUCTIONS, Reduction
+from medbalance.losses._target import float32_compute, format_target
+from medbalance.losses._validate import check_choice
 from medbalance.losses.ce import cross_entropy
 
 __all__ = ["LabelAwareSmoothingLoss", "label_aware_smoothing", "label_aware_epsilons"]
@@ -102,11 +104,9 @@ def label_aware_smoothing(
 class LabelAwareSmoothingLoss(nn.Module):
     """Label-aware smoothing loss of MiSLAS; see :func:`label_aware_smoothing`.
 
-    Args:
-        class_counts: ``(C,)`` training samples per class, kept as a buffer.
-        head_eps: smoothing of the largest class (**Default** 0.3).
-        tail_eps: smoothing of the smallest class (**Default** 0.0).
-        reduction: ``"mean" | "sum" | "none"``.
+    The constructor takes the keyword arguments of
+    :func:`medbalance.losses.functional.label_aware_smoothing`, documented there; ``forward`` takes
+    ``logits`` and ``target``. ``class_counts`` is kept as a buffer.
 
     Example:
         >>> loss = LabelAwareSmoothingLoss([500, 50, 5])

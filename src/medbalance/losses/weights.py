@@ -14,7 +14,6 @@ Both return a float32 ``(C,)`` tensor that can be passed as ``weight=`` to any l
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from typing import Literal, Union, get_args
@@ -23,11 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medbalance._suggest import did_you_mean
+
 __all__ = [
     "CLASS_WEIGHT_SCHEMES",
     "ClassWeightScheme",
     "class_weights",
     "effective_number_weights",
+    "effective_numbers",
     "weight_function",
 ]
 
@@ -70,23 +72,6 @@ def _as_frequencies(name: str, values: Frequencies) -> Tensor:
 
 def _output_device(values: Frequencies) -> torch.device:
     return values.device if isinstance(values, Tensor) else torch.device("cpu")
-
-
-def _closest(name: str) -> str | None:
-    """The scheme a misspelt name most likely means, or ``None``."""
-    close = difflib.get_close_matches(name, CLASS_WEIGHT_SCHEMES, n=1, cutoff=0.8)
-    if close:
-        return close[0]
-    # a name that extends a scheme ('inverse_frequency') means the longest such scheme; one that
-    # abbreviates schemes ('exp_dec') the shortest; edit similarity alone misses both
-    extended = [s for s in CLASS_WEIGHT_SCHEMES if name.startswith(s)]
-    if extended:
-        return max(extended, key=len)
-    completions = [s for s in CLASS_WEIGHT_SCHEMES if name and s.startswith(name)]
-    if completions:
-        return min(completions, key=len)
-    close = difflib.get_close_matches(name, CLASS_WEIGHT_SCHEMES, n=1)
-    return close[0] if close else None
 
 
 def class_weights(fractions: Frequencies, scheme: ClassWeightScheme | str = "inverse") -> Tensor:
@@ -157,8 +142,7 @@ _FOREGROUND_SCHEMES = ("exp_decreasing_fg", "exp_decreasing_fg_nobg")
 
 def _check_scheme(scheme: str) -> None:
     if scheme not in CLASS_WEIGHT_SCHEMES:
-        guess = _closest(str(scheme))
-        hint = f"did you mean {guess!r}? " if guess else ""
+        hint = did_you_mean(str(scheme), CLASS_WEIGHT_SCHEMES)
         raise ValueError(f"unknown class-weight scheme {scheme!r} ({hint}known: {', '.join(CLASS_WEIGHT_SCHEMES)})")
 
 
@@ -220,11 +204,46 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _check_beta(beta: float) -> None:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be a number in [0, 1), got {beta!r}")
+
+
+def effective_numbers(counts: Frequencies, *, beta: float) -> Tensor:
+    """Effective number of samples per class, ``E_j = (1 - beta^{n_j}) / (1 - beta)`` (Cui et al., CVPR 2019).
+
+    ``beta = 0`` gives 1 for every present class (each class counts once), ``beta -> 1``
+    approaches ``n_j``; an absent class (``n_j == 0``) has ``E_j = 0``.
+
+    Args:
+        counts: ``(C,)`` non-negative sample (or pixel) counts per class; need not be integers.
+        beta: hyper-parameter in ``[0, 1)``.
+
+    Returns:
+        ``(C,)`` float64 effective numbers (CPU).
+
+    Raises:
+        ValueError: if ``beta`` is not in ``[0, 1)`` or ``counts`` is not a 1-D,
+            non-negative, finite vector with a positive entry.
+
+    Example:
+        >>> effective_numbers([1000, 10, 0], beta=0.99).round(decimals=2).tolist()
+        [100.0, 9.56, 0.0]
+    """
+    _check_beta(beta)
+    n = _as_frequencies("counts", counts)
+    if beta == 0.0:
+        return (n > 0).to(torch.float64)
+    # 1 - beta^n = -expm1(n log beta): exact for beta near 1, where the direct form cancels
+    return -torch.expm1(n * math.log(beta)) / (1.0 - beta)
+
+
 def effective_number_weights(counts: Frequencies, *, beta: float = 0.9999) -> Tensor:
     """Class-balanced weights from the effective number of samples (Cui et al., CVPR 2019).
 
-    ``w_j = (1 - beta) / (1 - beta^{n_j})``, rescaled so that the weights sum to ``C`` (the
-    normalisation of the LDAM-DRW and CB-loss reference code, so the mean weight is 1).
+    ``w_j = 1 / E_j = (1 - beta) / (1 - beta^{n_j})`` (:func:`effective_numbers`), rescaled so
+    that the weights sum to ``C`` (the normalisation of the LDAM-DRW and CB-loss reference code,
+    so the mean weight is 1).
     ``beta = 0`` gives uniform weights, ``beta -> 1`` approaches inverse frequency. Classes
     with ``n_j == 0`` get weight 0 (their raw weight is infinite and they never occur in a
     loss); the present classes still sum to ``C``.
@@ -244,15 +263,7 @@ def effective_number_weights(counts: Frequencies, *, beta: float = 0.9999) -> Te
         >>> effective_number_weights([1000, 100, 10], beta=0.999)
         tensor([0.0422, 0.2800, 2.6778])
     """
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be a number in [0, 1), got {beta!r}")
-    n = _as_frequencies("counts", counts)
-    present = n > 0
-    if beta == 0.0:
-        raw = present.to(torch.float64)
-    else:
-        # 1 - beta^n = -expm1(n log beta): exact for beta near 1, where the direct form cancels
-        effective = -torch.expm1(n * math.log(beta))
-        raw = torch.where(present, (1.0 - beta) / effective.clamp_min(torch.finfo(n.dtype).tiny), torch.zeros_like(n))
-    weights = raw * (n.numel() / raw.sum())
+    effective = effective_numbers(counts, beta=beta)
+    raw = torch.where(effective > 0, 1.0 / effective.clamp_min(torch.finfo(effective.dtype).tiny), 0.0)
+    weights = raw * (effective.numel() / raw.sum())
     return weights.to(device=_output_device(counts), dtype=torch.float32)

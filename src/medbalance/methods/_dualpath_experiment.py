@@ -44,7 +44,7 @@ from medbalance.methods.dualpath import (
 )
 from medbalance.metrics import confusion_matrix, segmentation_scores
 from medbalance.nets import CENet, UNet, UNetPlusPlus
-from medbalance.report.overlays import overlay_contours, save_png, to_rgb
+from medbalance.report.overlays import overlay_contours, save_png, tile_grid, to_rgb
 
 __all__ = ["ALPHAS", "run_experiment"]
 
@@ -107,19 +107,6 @@ def _zoom(rgb: np.ndarray, min_side: int = 128) -> np.ndarray:
 
 def _grey(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
-def _grid(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
-    """Equal-sized tiles (grey ``(H, W)`` or RGB) in a grid with white gaps."""
-
-    def join(parts: list[np.ndarray], axis: int) -> np.ndarray:
-        shape = list(parts[0].shape)
-        shape[axis] = gap
-        white = np.full(shape, 255, np.uint8)
-        return np.concatenate([x for part in parts for x in (part, white)][:-1], axis=axis)
-
-    rgb = [[t if t.ndim == 3 else np.repeat(t[..., None], 3, axis=2) for t in row] for row in rows]
-    return join([join(row, 1) for row in rgb], 0)
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -313,8 +300,8 @@ def _save_artefacts(
             disc = overlay_contours(test.images[i], (disc_prob[i] > 0.5).astype(np.int64), test.target[i])
             map_rows.append([_zoom(disc), _zoom(split[i]), _zoom(_grey(w_mac[i])), _zoom(_grey(w_mic[i]))])
     figures = [
-        save_png(ctx.artefacts() / "comparison.png", _grid(comparison_rows)),
-        save_png(ctx.artefacts() / "weight_maps.png", _grid(map_rows)),
+        save_png(ctx.artefacts() / "comparison.png", tile_grid(comparison_rows)),
+        save_png(ctx.artefacts() / "weight_maps.png", tile_grid(map_rows)),
     ]
     return figures
 

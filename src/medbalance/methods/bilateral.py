@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from medbalance.data.samplers import BatchSamplerFactory, bilateral, reversed_sampler, uniform
 from medbalance.engine.engine import Engine, Stage
 from medbalance.engine.hooks import Method
-from medbalance.losses._utils import check_progress
+from medbalance.losses._validate import check_progress
 
 __all__ = ["BilateralMethod", "BilateralLoss", "bilateral_loss", "bilateral_stage", "cumulative_lambda"]
 

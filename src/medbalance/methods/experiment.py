@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from lightning_fabric.utilities.seed import seed_everything
 from torch import nn
 
 import medbalance
 from medbalance._atomic import atomic_write_text
-from medbalance.config import RunConfig, _suggest, dump_config, parse_config
+from medbalance.config import RunConfig, _suggest, dump_config, parse_config, parse_override
 from medbalance.data.datasets import Splits
 from medbalance.engine.checkpoint import load_checkpoint
 from medbalance.engine.engine import Engine, Stage
@@ -188,18 +187,7 @@ def parse_options(defaults: Mapping[str, Any], given: Sequence[str] | Mapping[st
         ConfigError: an unknown option (with a suggestion) or a value of the wrong type.
     """
     options = dict(defaults)
-    items = given.items() if isinstance(given, Mapping) else []
-    if not isinstance(given, Mapping):
-        parsed = []
-        for text in given or []:
-            key, sep, value = text.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--set expects key=value, got '{text}'")
-            try:
-                parsed.append((key, yaml.safe_load(value)))
-            except yaml.YAMLError:
-                raise ConfigError(f"--set {key}: cannot parse value '{value}'") from None
-        items = parsed
+    items = given.items() if isinstance(given, Mapping) else [parse_override(text) for text in given or []]
     for key, value in items:
         if key not in defaults:
             raise ConfigError(f"unknown option '{key}'{_suggest(key, list(defaults))}")

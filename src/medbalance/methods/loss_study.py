@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from medbalance._suggest import did_you_mean
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.samplers import foreground
@@ -61,7 +61,7 @@ from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.methods.experiment import ExperimentContext, ResultTable
 from medbalance.metrics import confusion_matrix, segmentation_scores
 from medbalance.nets import build_net
-from medbalance.report.overlays import colorize, save_png, to_rgb
+from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
 __all__ = [
     "CATALOGUE_LOSSES",
@@ -218,17 +218,12 @@ _NET_LABELS = {
 }
 
 
-def _suggest(word: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
 def _terms(loss: str) -> list[str]:
     terms = loss.split("+")
     for term in terms:
         if term not in STUDY_TERMS:
             raise ValueError(
-                f"loss {loss!r} has unknown term {term!r} ({_suggest(term, list(STUDY_TERMS))}"
+                f"loss {loss!r} has unknown term {term!r} ({did_you_mean(term, list(STUDY_TERMS))}"
                 f"expected terms of {', '.join(STUDY_TERMS)} joined by '+')"
             )
     if len(set(terms)) != len(terms):
@@ -367,7 +362,7 @@ class _Plan:
 def _choice_list(name: str, values: Sequence[Any], known: Sequence[Any]) -> tuple:
     for value in values:
         if value not in known:
-            hint = _suggest(str(value), [str(k) for k in known])
+            hint = did_you_mean(str(value), [str(k) for k in known])
             raise ConfigError(f"option '{name}' has {value!r} ({hint}expected some of: {', '.join(map(str, known))})")
     if not values:
         raise ConfigError(f"option '{name}' is empty (expected some of: {', '.join(map(str, known))})")
@@ -529,12 +524,11 @@ def _figure(study: _Study, columns: Sequence[tuple[str, dict]], path: Path) -> P
     draw = ImageDraw.Draw(canvas)
     for c, name in enumerate(names):
         draw.text((c * (hw[1] * k + gap) + 2, 1), name, fill="black")
-    for r, i in enumerate(study.examples):
+    rows = []
+    for i in study.examples:
         panels = [to_rgb(data.images[i], hw), colorize(data.target[i], study.num_classes)]
-        panels += [colorize(result["examples"][i], study.num_classes) for _, result in columns]
-        for c, panel in enumerate(panels):
-            big = Image.fromarray(panel.repeat(k, axis=0).repeat(k, axis=1))
-            canvas.paste(big, (c * (hw[1] * k + gap), head + r * (hw[0] * k + gap)))
+        rows.append(panels + [colorize(result["examples"][i], study.num_classes) for _, result in columns])
+    canvas.paste(Image.fromarray(tile_grid(rows, gap=gap, scale=k)), (0, head))
     return save_png(path, np.asarray(canvas))
 
 

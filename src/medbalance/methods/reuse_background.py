@@ -385,18 +385,17 @@ def _save_prediction_sets(folder: Path, data, sets: Mapping[str, np.ndarray]) ->
 
 def _figure(path: Path, data, sets: Mapping[str, np.ndarray], count: int = 4) -> Path:
     """Rows of image | ground truth | each prediction set, for the images with most classes."""
-    from medbalance.report.overlays import colorize, save_png, to_rgb
+    from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
     order = np.argsort([-len(np.unique(t)) for t in data.target], kind="stable")[:count]
     hw = data.target.shape[1:]
-    gap_v, rows = np.full((hw[0], 2, 3), 255, np.uint8), []
+    rows = []
     for i in order:
         tiles = [to_rgb(data.images[i], hw), colorize(data.target[i], data.num_classes)]
         tiles += [colorize(labels[i], 2 if name == "binary" else data.num_classes) for name, labels in sets.items()]
-        row = np.concatenate([x for t in tiles for x in (t, gap_v)][:-1], axis=1)
-        rows += [row, np.full((2, row.shape[1], 3), 255, np.uint8)]
+        rows.append(tiles)
     k = -(-96 // hw[0])  # small images enlarged (sharp pixels) to at least 96 px
-    return save_png(path, np.concatenate(rows[:-1]).repeat(k, 0).repeat(k, 1))
+    return save_png(path, tile_grid(rows, gap=2 * k, scale=k))
 
 
 def run(ctx) -> dict:

@@ -8,11 +8,11 @@ All backbones are written here (no torchvision / timm). Build by name with
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from torch import nn
 
+from medbalance._suggest import closest
 from medbalance.nets.attention import BiLevelRoutingAttention, SimAM
 from medbalance.nets.attention_unet import AttentionUNet
 from medbalance.nets.bbn import BBN, LSKBB
@@ -95,7 +95,7 @@ def build_net(name: str, **kwargs: Any) -> nn.Module:
     key = name.lower() if isinstance(name, str) else name
     if key not in NETS:
         known = ", ".join(sorted(NETS))
-        close = difflib.get_close_matches(str(key), NETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        match = closest(str(key), NETS)
+        hint = f"; did you mean {match!r}?" if match else ""
         raise ValueError(f"unknown network {name!r}{hint} (known: {known})")
     return NETS[key](**kwargs)

@@ -18,12 +18,12 @@ import numpy as np
 
 from medbalance._atomic import atomic_write_text
 from medbalance.data.stats import DatasetStats
+from medbalance.losses.weights import effective_numbers
 from medbalance.report import plots
 from medbalance.report.html import ASSETS, ReportPage
 
 __all__ = [
     "DatasetShape",
-    "effective_numbers",
     "foreground_fractions",
     "measure",
     "object_sizes",
@@ -106,19 +106,6 @@ def object_sizes(targets: np.ndarray | Sequence[np.ndarray], num_classes: int) -
     return sizes
 
 
-def effective_numbers(counts: Sequence[int], *, beta: float) -> np.ndarray:
-    """Effective number of samples per class, ``(1 - beta^n) / (1 - beta)`` (Cui et al. 2019).
-
-    Example:
-        >>> effective_numbers([1000, 10], beta=0.99).round(2).tolist()
-        [100.0, 9.56]
-    """
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta:g}")
-    n = np.asarray(counts, dtype=np.float64)
-    return n.copy() if beta == 0.0 else (1.0 - np.power(beta, n)) / (1.0 - beta)
-
-
 @dataclass
 class DatasetShape:
     """The measurements beyond class counts (:func:`measure`).
@@ -173,7 +160,7 @@ def measure(stats: DatasetStats, datasets: Sequence, *, beta: float) -> DatasetS
         beta: of the effective numbers.
     """
     if stats.task == "classification":
-        return DatasetShape(stats.class_names, effective_numbers=effective_numbers(stats.counts, beta=beta))
+        return DatasetShape(stats.class_names, effective_numbers=effective_numbers(stats.counts, beta=beta).numpy())
     targets = _targets(datasets)
     ignore = _ignore(datasets)
     fractions = np.concatenate([foreground_fractions(t, ignore_index=ignore) for t in targets])

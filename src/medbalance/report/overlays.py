@@ -1,4 +1,4 @@
-"""Image helpers for prediction sets: colour-coded class maps, contour overlays, PNG writing.
+"""Image helpers for prediction sets: colour-coded class maps, contour overlays, image grids, PNG writing.
 
 The palette is fixed so that a class has the same colour in every figure, run and report.
 """
@@ -13,7 +13,7 @@ from PIL import Image
 
 from medbalance._atomic import replace_atomically
 
-__all__ = ["PALETTE", "palette", "colorize", "to_rgb", "contours", "overlay_contours", "save_png"]
+__all__ = ["PALETTE", "palette", "colorize", "to_rgb", "contours", "overlay_contours", "tile_grid", "save_png"]
 
 # Background black, then well-separated colours (Sasha Trubetskoy's "20 distinct colours").
 PALETTE = np.array(
@@ -154,6 +154,45 @@ def overlay_contours(image: np.ndarray, pred: np.ndarray, target: np.ndarray | N
     out[p & ~t] = PRED_COLOUR
     out[p & t] = BOTH_COLOUR
     return out
+
+
+def tile_grid(rows: list[list[np.ndarray]], *, gap: int = 4, scale: int = 1) -> np.ndarray:
+    """Tile equal-sized images into one RGB image, rows top to bottom, with white gaps between tiles.
+
+    Args:
+        rows: rows of uint8 tiles, each grey ``(H, W)`` or RGB ``(H, W, 3)``; every row holds the
+            same number of tiles.
+        gap: white pixels between neighbouring tiles (none around the border).
+        scale: integer factor every tile is enlarged by (pixels repeated, so they stay sharp).
+
+    Returns:
+        uint8 ``(R (H s + gap) - gap, K (W s + gap) - gap, 3)`` for ``R`` rows of ``K`` tiles.
+
+    Example:
+        >>> tile_grid([[np.zeros((2, 3), np.uint8)] * 2] * 3, gap=1, scale=2).shape
+        (14, 13, 3)
+    """
+    if not rows or not rows[0]:
+        raise ValueError("rows is empty; expected at least one row of tiles")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive int, got {scale!r}")
+    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
+        raise ValueError(f"gap must be an int >= 0, got {gap!r}")
+    hw = np.shape(rows[0][0])[:2]
+    for r, row in enumerate(rows):
+        if len(row) != len(rows[0]):
+            raise ValueError(f"row {r} has {len(row)} tiles, row 0 has {len(rows[0])} (expected a full grid)")
+        for t in row:
+            if t.dtype != np.uint8 or t.shape[:2] != hw or not (t.ndim == 2 or (t.ndim == 3 and t.shape[2] == 3)):
+                raise ValueError(f"tiles must be uint8 {hw} or {(*hw, 3)} like the first, got {t.dtype} {t.shape}")
+
+    def join(parts: list[np.ndarray], axis: int) -> np.ndarray:
+        white = np.full([gap if a == axis else n for a, n in enumerate(parts[0].shape)], 255, np.uint8)
+        return np.concatenate([x for part in parts for x in (part, white)][:-1], axis=axis)
+
+    rgb = [[t if t.ndim == 3 else np.repeat(t[..., None], 3, axis=2) for t in row] for row in rows]
+    big = [[t.repeat(scale, axis=0).repeat(scale, axis=1) for t in row] for row in rgb]
+    return join([join(row, 1) for row in big], 0)
 
 
 def save_png(path: str | Path, array: np.ndarray) -> Path:
