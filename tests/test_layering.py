@@ -61,6 +61,9 @@ ALLOWED = {
     ("medbalance.report.html", "medbalance.engine.trainlog"): "NAN_GUARD / RESUMED of train.log",
     # the package's lazy re-export of ExperimentContext, run_experiment, ... (function-level)
     ("medbalance.methods", "medbalance.methods.experiment"): "methods/__init__ re-exports the experiment API",
+    # a recipe names its method; validating it (options included) needs the method's class, looked up in
+    # methods.METHODS inside config.method_of (function-level): the one upward edge the recipe design adds
+    ("medbalance.config", "medbalance.methods"): "method_of resolves a recipe's method name and options",
     # EXPERIMENTS names methods/dualpath.py, whose `run` hands over to the experiment (function-level)
     ("medbalance.methods.dualpath", "medbalance.methods._dualpath_experiment"): "dualpath.run is the experiment",
 }
