@@ -30,6 +30,8 @@ LAYER_OF = {
     "medbalance._memory": "support",
     "medbalance._malloc": "support",
     "medbalance._suggest": "support",
+    # the built-in YAML configs' names and paths
+    "medbalance.configs": "support",
     "medbalance.losses": "core",
     "medbalance.nets": "core",
     "medbalance.metrics": "core",
@@ -47,6 +49,8 @@ LAYER_OF = {
     "medbalance.methods.loss_study": "experiments",
     # ONNX export builds on a loaded run (engine) and is called by the CLI only
     "medbalance.export": "methods",
+    # the Python API: train / load_run / predict / evaluate over the engine
+    "medbalance.api": "methods",
     "medbalance.cli": "cli",
     "medbalance.__main__": "cli",
 }
@@ -59,6 +63,8 @@ ALLOWED = {
     ("medbalance.config", "medbalance.data.augment"): "the Augment schema lives in data/augment.py",
     # the report reads the markers the engine's TrainLog writes into train.log (function-level)
     ("medbalance.report.html", "medbalance.engine.trainlog"): "NAN_GUARD / RESUMED of train.log",
+    # `medbalance.train` and friends: the package re-exports the Python API on first use (function-level)
+    ("medbalance", "medbalance.api"): "medbalance/__init__ re-exports train, load_run, predict, evaluate",
     # the package's lazy re-export of ExperimentContext, run_experiment, ... (function-level)
     ("medbalance.methods", "medbalance.methods.experiment"): "methods/__init__ re-exports the experiment API",
     # a recipe names its method; validating it (options included) needs the method's class, looked up in

@@ -86,6 +86,13 @@ class _Split(_Strict):
     seed: int = 0
 
 
+class PythonData(_Segmentation):
+    """Datasets given in Python (``medbalance.train(recipe, data=...)``); a resume needs them again."""
+
+    kind: Literal["python"] = "python"
+    task: Literal["segmentation", "classification"] = "segmentation"
+
+
 class _LongtailOption(_Strict):
     # None keeps the source's class sizes; a ratio draws a seeded long-tailed training subset
     # (classification; medbalance.data.longtail.longtail_splits) with its largest class capped at n_max.
@@ -258,6 +265,7 @@ DataConfig = Union[
     ChestXrayData,
     MedmnistData,
     SharedData,
+    PythonData,
 ]
 _DATA_KINDS: dict[str, type[BaseModel]] = {
     "intraclass_phantom": IntraclassPhantomData,
@@ -273,6 +281,7 @@ _DATA_KINDS: dict[str, type[BaseModel]] = {
     "chestxray": ChestXrayData,
     "medmnist": MedmnistData,
     "shared": SharedData,
+    "python": PythonData,
 }
 _CLASSIFICATION_KINDS = (LongtailPhantomData, BreakhisData, ChestXrayData, MedmnistData)
 
@@ -409,7 +418,7 @@ class RunConfig(_Strict):
 
     @property
     def task(self) -> str:
-        if isinstance(self.data, FolderData):
+        if isinstance(self.data, (FolderData, PythonData)):
             return self.data.task
         if isinstance(self.data, SharedData):
             from medbalance.data.catalog import shared_task

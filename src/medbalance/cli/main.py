@@ -18,7 +18,6 @@ import sys
 import textwrap
 import time
 from contextlib import nullcontext
-from importlib import resources
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -27,29 +26,11 @@ from medbalance import __version__
 from medbalance._atomic import atomic_write_text, remove_stale_temporaries
 from medbalance._malloc import tune_malloc
 from medbalance._paths import check_links_inside, check_out_folder
+from medbalance.configs import BUILTIN_CONFIGS, config_path
 from medbalance.errors import USER_ERRORS, CheckpointError, ConfigError, DataError
 
 log = logging.getLogger("medbalance")
 
-BUILTIN_CONFIGS = (
-    "demo",
-    "intraclass",
-    "nuclei",
-    "longtail",
-    "phantom3d",
-    "drive",
-    "hc18",
-    "consep",
-    # one recipe per method (README "Recipes")
-    "nnunet",
-    "dualpath",
-    "reuse_background",
-    "ldam_drw",
-    "bbn",
-    "lskbb",
-    "mislas",
-    "dflce",
-)
 #: ``--format`` of ``export``: medbalance.export's EXPORT_FORMATS and FORMAT_ALIASES (a test keeps them
 #: equal), written out because importing medbalance.export imports torch.
 EXPORT_CHOICES = ("onnx", "pt2", "torchscript")
@@ -59,15 +40,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + prog name)
         sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
-
-
-def _config_path(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    if name in BUILTIN_CONFIGS:
-        return Path(str(resources.files("medbalance") / "configs" / f"{name}.yaml"))
-    raise ConfigError(f"config file '{name}' does not exist (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
 
 
 def _print_summary(result) -> None:
@@ -98,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from medbalance.config import load_config
     from medbalance.engine import train
 
-    cfg = load_config(_config_path("demo"), args.set)
+    cfg = load_config(config_path("demo"), args.set)
 
     log.info(
         "demo: U-Net on intra-class phantoms (%d train images of %dpx, %d epochs)",
@@ -122,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise CheckpointError(f"'{args.resume}' has no checkpoints/last.pt to resume from")
         cfg = None
     elif args.config:
-        cfg = load_config(_config_path(args.config), args.set)
+        cfg = load_config(config_path(args.config), args.set)
         if args.fold is not None:
             cfg = with_fold(cfg, args.fold)
         cross_validation = cfg.cv is not None and cfg.cv.fold is None
@@ -320,7 +292,7 @@ def _inspect_splits(source: str, overrides: list[str], split: str) -> tuple[str,
         raw = {"data": {"kind": "folder", "path": str(path), "task": task}}
         cfg = parse_config(apply_overrides(raw, overrides), source=source)
     elif path.is_file() or source in BUILTIN_CONFIGS:
-        cfg = load_config(_config_path(source), overrides)
+        cfg = load_config(config_path(source), overrides)
     else:
         raise DataError(
             f"'{source}' is neither a data folder, a config file nor a built-in config ({', '.join(BUILTIN_CONFIGS)})"

@@ -203,19 +203,24 @@ def native_geometry(cfg: RunConfig) -> bool:
     )
 
 
-def build_splits(cfg: RunConfig) -> Splits:
+def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
     """Build (or read) the datasets a run trains, validates and tests on.
 
     Native-size segmentation data (no ``data.size``) gets the intensity normalisation of
     ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
     three splits. ``data.classes`` renames the classes (after ``binary``). With ``cv.fold`` set,
     train and val are that fold of the train + val pool (:func:`medbalance.data.folds.fold_splits`).
+    ``given`` splits (datasets given in Python, ``data.kind: python``) take the place of the
+    config's data and get the same treatment.
 
     Raises:
         ConfigError: ``data.classes`` does not list one name per class.
     """
-    check_data_memory(cfg.data)
-    splits = _build(cfg)
+    if given is None and cfg.data.kind == "python":
+        raise ConfigError("this run's data was given in Python (data.kind: python); pass the same data again")
+    if given is None:
+        check_data_memory(cfg.data)
+    splits = given if given is not None else _build(cfg)
     if cfg.cv is not None and cfg.cv.fold is not None:  # before the normalisation: fitted on the fold's train
         from medbalance.data.folds import fold_splits
 

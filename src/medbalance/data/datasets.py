@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "Splits"]
+__all__ = ["ArrayDataset", "Splits", "as_dataset"]
 
 
 def _as_arrays(arrays, dtype=None) -> np.ndarray | list[np.ndarray]:
@@ -186,6 +186,73 @@ class ArrayDataset(Dataset):
         out = self.subset(np.arange(len(self)))
         out.normalization = normalization
         return out
+
+
+def as_dataset(
+    data, *, num_classes: int | None = None, class_names: Sequence[str] | None = None
+) -> ArrayDataset:
+    """Any map-style dataset of samples as an :class:`ArrayDataset` (read once).
+
+    A sample is an ``(image, target)`` tuple, a MONAI-style dict ``{"image", "label"}`` or a
+    dict ``{"image", "target"}``. ``image``: array or tensor ``(C_in, *spatial)``, stored
+    values (e.g. ``uint8``) or floats already normalised. ``target``: a label map
+    ``(*spatial)`` or ``(1, *spatial)`` (MONAI's channel-first label) for segmentation, or an
+    integer class (classification; ``uint8`` images are then scaled to ``[0, 1]``).
+
+    Args:
+        data: an :class:`ArrayDataset` (returned as it is) or a sequence of samples.
+        num_classes: classes (default: the largest label + 1, at least 2).
+        class_names: one name per class.
+
+    Example:
+        >>> pairs = [(np.zeros((1, 4, 4), np.float32), np.eye(4, dtype=np.uint8)) for _ in range(3)]
+        >>> ds = as_dataset(pairs)
+        >>> len(ds), ds.num_classes, ds[0]["target"].shape
+        (3, 2, torch.Size([4, 4]))
+        >>> as_dataset([{"image": np.ones((1, 3, 3)), "label": np.ones((1, 3, 3))}]).shape(0)
+        (3, 3)
+    """
+    if isinstance(data, ArrayDataset):
+        return data
+    images, targets = [], []
+    for i in range(len(data)):
+        sample = data[i]
+        if isinstance(sample, Mapping):
+            key = "label" if "label" in sample else "target"
+            if "image" not in sample or key not in sample:
+                raise ValueError(f"sample {i} is a dict without 'image' and 'label' (or 'target'): {sorted(sample)}")
+            image, target = sample["image"], sample[key]
+        elif isinstance(sample, (tuple, list)) and len(sample) == 2:
+            image, target = sample
+        else:
+            raise ValueError(f"sample {i} is neither an (image, target) pair nor a dict with 'image' and 'label'")
+        image = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
+        target = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
+        if target.ndim == image.ndim and target.shape[0] == 1:  # MONAI: (1, *spatial)
+            target = target[0]
+        if target.ndim and target.shape != image.shape[1:]:
+            raise ValueError(
+                f"sample {i}: image {image.shape} is (C_in, *spatial) but the label map is {target.shape}, "
+                f"expected {image.shape[1:]}"
+            )
+        if not target.ndim and image.ndim < 2:
+            raise ValueError(f"sample {i}: image of shape {image.shape}, expected (C_in, *spatial)")
+        images.append(image if np.issubdtype(image.dtype, np.integer) else image.astype(np.float32))
+        targets.append(target.astype(np.int64))
+    if not images:
+        raise ValueError("the dataset is empty")
+    if not targets[0].ndim:  # classification: float images (no per-dataset normalisation)
+        targets = np.asarray(targets, dtype=np.int64)
+        images = [im.astype(np.float32) / 255.0 if im.dtype == np.uint8 else im.astype(np.float32) for im in images]
+    highest = max(int(np.max(t)) for t in targets) if len(targets) else 0
+    num_classes = num_classes or max(2, highest + 1)
+    same = len({im.shape for im in images}) == 1 and len({im.dtype for im in images}) == 1
+    return ArrayDataset(
+        np.stack(images) if same and not np.issubdtype(images[0].dtype, np.integer) else images,
+        targets,
+        num_classes=num_classes,
+        class_names=class_names,
+    )
 
 
 @dataclass

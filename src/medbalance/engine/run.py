@@ -20,9 +20,9 @@ from torch import nn
 import medbalance
 from medbalance._atomic import atomic_write_text
 from medbalance._malloc import tune_malloc
-from medbalance.config import MethodConfig, RunConfig, StageConfig, dump_config, load_config, method_of, parse_config, read_yaml
+from medbalance.config import MethodConfig, PythonData, RunConfig, StageConfig, dump_config, load_config, method_of, parse_config, read_yaml
 from medbalance.data.build import build_splits
-from medbalance.data.datasets import ArrayDataset
+from medbalance.data.datasets import ArrayDataset, Splits, as_dataset
 from medbalance.data.folds import write_splits
 from medbalance.data.io import write_mask
 from medbalance.data.medical import Geometry, ImageInfo, write_labels
@@ -192,6 +192,7 @@ def train(
     resume: str | Path | None = None,
     progress: bool | None = None,
     folder: str | None = None,
+    data=None,
 ) -> RunResult:
     """Train one run and write its folder (config, checkpoints, history, metrics, predictions, report).
 
@@ -204,9 +205,29 @@ def train(
         resume: an interrupted run folder to continue.
         progress: show progress bars (``None``: the config's ``progress``); not saved in the config.
         folder: the run folder's exact name under ``out`` (new), instead of ``<name>-<time>``.
+        data: datasets given in Python instead of the config's data: ``(train, val)`` or
+            ``(train, val, test)``, each an :class:`ArrayDataset` or a sequence of ``(image,
+            target)`` pairs / ``{"image", "label"}`` dicts (:func:`medbalance.data.datasets.as_dataset`).
+            The config's data section becomes ``kind: python`` (its ``task`` from the targets);
+            a resume needs the same ``data``.
     """
     with TrainLog() as train_log:
-        return _train(cfg, out=out, resume=resume, progress=progress, folder=folder, train_log=train_log)
+        return _train(cfg, out=out, resume=resume, progress=progress, folder=folder, data=data, train_log=train_log)
+
+
+def _given_splits(cfg: RunConfig, data) -> tuple[RunConfig, Splits | None]:
+    """The config and splits of datasets given in Python (``train(..., data=...)``)."""
+    if data is None:
+        return cfg, None
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise ConfigError("data must be (train, val) or (train, val, test) datasets")
+    train = as_dataset(data[0])
+    parts = [train] + [as_dataset(d, num_classes=train.num_classes, class_names=train.class_names) for d in data[1:]]
+    task = "classification" if isinstance(train.target, np.ndarray) and train.target.ndim == 1 else "segmentation"
+    section = cfg.data.model_dump() if cfg.data.kind == "python" else {}
+    section.update(kind="python", task=task)
+    cfg = cfg.model_copy(update={"data": PythonData.model_validate(section)})
+    return cfg, Splits(parts[0], parts[1], parts[2] if len(parts) == 3 else None, info={"source": "python"})
 
 
 def _train(
@@ -216,6 +237,7 @@ def _train(
     resume: str | Path | None,
     progress: bool | None,
     folder: str | None,
+    data,
     train_log: TrainLog,
 ) -> RunResult:
     if resume is not None and (Path(resume) / "metrics.json").exists():
@@ -223,12 +245,13 @@ def _train(
     cfg = load_config(Path(resume) / "config.yaml") if resume is not None else (cfg or RunConfig())
     if progress is not None:
         cfg = cfg.model_copy(update={"progress": progress})
+    cfg, given = _given_splits(cfg, data)
     cfg = resolve_recipe(cfg)
     method = method_of(cfg)
     tune_malloc()  # reuse freed activation memory across steps (MEDBALANCE_MALLOC=default: off)
     fabric = make_fabric(cfg)
     # data and model before the run folder: bad data or model arguments leave no folder behind
-    splits = build_splits(cfg)
+    splits = build_splits(cfg, given)
     ignore_index = splits.train.ignore_index
     if cfg.task == "segmentation":
         try:
