@@ -226,7 +226,7 @@ def test_runs_shared_by_parts_are_trained_once_and_resume_retrains_nothing(tmp_p
     # (the seed's 512 scaled) is the sweep's first hard_num.
     options = ["parts=grid,weights,hard_num", "losses=focal,ob", "weight_functions=2", "hard_nums=8"]
     first = run_experiment("loss-study", scale="smoke", options=options, out=tmp_path, progress=False)
-    runs = sorted(p.parent.relative_to(first.run_dir / "runs").as_posix() for p in first.run_dir.rglob("done.json"))
+    runs = sorted(p.parent.relative_to(first.run_dir / "runs").as_posix() for p in first.run_dir.rglob("metrics.json"))
     assert runs == ["unet/focal-winverse/seed0", "unet/ob-h8/seed0"]
     stamps = {p: p.stat().st_mtime_ns for p in first.run_dir.rglob("best.pt")}
     again = run_experiment("loss-study", resume=first.run_dir, progress=False)

@@ -17,8 +17,8 @@ from medbalance.engine.tasks import ClassificationTask
 from medbalance.losses import CrossEntropyLoss, DFLCELoss, set_progress
 from medbalance.losses.smoothing import LabelAwareSmoothingLoss, label_aware_epsilons, label_aware_smoothing
 from medbalance.methods.bilateral import (
-    BilateralMethod,
     BilateralLoss,
+    BilateralMethod,
     bilateral_loss,
     bilateral_stage,
     cumulative_lambda,

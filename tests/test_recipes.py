@@ -171,13 +171,27 @@ def test_bad_recipes_are_one_line_errors(raw, message):
 
 
 def test_a_run_folder_of_version_0_1_0_is_refused_in_one_line(tmp_path, capsys, one_thread):
-    assert main(["train", "demo", *_sets(SEG[:-1] + ["model.base_channels=4", "progress=false"]), "--out", str(tmp_path), "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "demo",
+                *_sets(SEG[:-1] + ["model.base_channels=4", "progress=false"]),
+                "--out",
+                str(tmp_path),
+                "-q",
+            ]
+        )
+        == 0
+    )
     run = _run_in(tmp_path)
     for name in ("best.pt", "last.pt"):  # as an experiment of 0.1.0 wrote them: no task, classes nor channels
         state = torch.load(run / "checkpoints" / name, weights_only=False)
         state["meta"] = {"medbalance": "0.1.0"}
         torch.save(state, run / "checkpoints" / name)
     capsys.readouterr()
-    assert main(["predict", str(run), "--input", str(_images(tmp_path / "in", 1, 32)), "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(["predict", str(run), "--input", str(_images(tmp_path / "in", 1, 32)), "--out", str(tmp_path / "p")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "written by medbalance 0.1.0" in err and "\n" not in err

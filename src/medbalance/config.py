@@ -51,6 +51,7 @@ class _Segmentation(_Strict):
     # intensity normalisation of native-size images, fitted on the train split (medbalance.data.normalization)
     normalization: Literal["auto", "none", "uint8", "ct", "zscore"] = "auto"
     ignore_index: int | None = Field(None, ge=0, le=255)  # a mask label that is neither trained on nor scored
+    train_limit: int | None = Field(None, ge=1)  # train on a seeded subset of this many training images
     # one name per class, background first; replaces the reader's names (checked against the data's classes)
     classes: list[str] | None = None
 
@@ -517,7 +518,9 @@ def method_of(cfg: RunConfig):
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid value for 'method.{key}': {first['msg'].lower()}, got {first.get('input')!r}") from None
+        raise ConfigError(
+            f"invalid value for 'method.{key}': {first['msg'].lower()}, got {first.get('input')!r}"
+        ) from None
 
 
 def parse_config(raw: dict | None, *, source: str = "config") -> RunConfig:

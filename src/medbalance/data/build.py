@@ -210,8 +210,9 @@ def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
     ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
     three splits. ``data.classes`` renames the classes (after ``binary``). With ``cv.fold`` set,
     train and val are that fold of the train + val pool (:func:`medbalance.data.folds.fold_splits`).
-    ``given`` splits (datasets given in Python, ``data.kind: python``) take the place of the
-    config's data and get the same treatment.
+    ``data.train_limit`` keeps a seeded subset of the training images. ``given`` splits
+    (datasets given in Python, ``data.kind: python``) take the place of the config's data and
+    get the same treatment.
 
     Raises:
         ConfigError: ``data.classes`` does not list one name per class.
@@ -225,6 +226,11 @@ def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
         from medbalance.data.folds import fold_splits
 
         splits = fold_splits(splits, cfg.cv)
+    limit = getattr(cfg.data, "train_limit", None)
+    if limit is not None and limit < len(splits.train):  # a quick study: a seeded subset of the training images
+        keep = np.sort(np.random.default_rng(0).permutation(len(splits.train))[:limit])
+        info = {**splits.info, "train_limit": {"limit": limit, "indices": keep.tolist()}}
+        splits = Splits(splits.train.subset(keep), splits.val, splits.test, info=info)
     ignore = getattr(cfg.data, "ignore_index", None)
     if ignore is not None:
         splits = _each(splits, lambda d: _with(d, ignore_index=ignore))

@@ -188,9 +188,7 @@ class ArrayDataset(Dataset):
         return out
 
 
-def as_dataset(
-    data, *, num_classes: int | None = None, class_names: Sequence[str] | None = None
-) -> ArrayDataset:
+def as_dataset(data, *, num_classes: int | None = None, class_names: Sequence[str] | None = None) -> ArrayDataset:
     """Any map-style dataset of samples as an :class:`ArrayDataset` (read once).
 
     A sample is an ``(image, target)`` tuple, a MONAI-style dict ``{"image", "label"}`` or a

@@ -35,7 +35,6 @@ from medbalance._atomic import remove_stale_temporaries
 from medbalance._paths import check_links_inside
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
-from medbalance.engine.hooks import Method
 from medbalance.engine.checkpoint import (
     check_resume_state,
     check_weights,
@@ -45,6 +44,7 @@ from medbalance.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from medbalance.engine.hooks import Method
 from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.rundir import HistoryLog

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +21,17 @@ from torch import nn
 import medbalance
 from medbalance._atomic import atomic_write_text
 from medbalance._malloc import tune_malloc
-from medbalance.config import MethodConfig, PythonData, RunConfig, StageConfig, dump_config, load_config, method_of, parse_config, read_yaml
+from medbalance.config import (
+    MethodConfig,
+    PythonData,
+    RunConfig,
+    StageConfig,
+    dump_config,
+    load_config,
+    method_of,
+    parse_config,
+    read_yaml,
+)
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset, Splits, as_dataset
 from medbalance.data.folds import write_splits
@@ -114,7 +125,9 @@ def resolve_recipe(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"stages": stages, "method": resolved})
 
 
-def build_stages(cfg: RunConfig, method: Method, *, class_counts, binary: bool, ignore_index: int | None) -> list[Stage]:
+def build_stages(
+    cfg: RunConfig, method: Method, *, class_counts, binary: bool, ignore_index: int | None
+) -> list[Stage]:
     """The :class:`Stage` objects of a resolved recipe (:func:`resolve_recipe`).
 
     Args:
@@ -314,7 +327,9 @@ def _train(
         ignore_index=ignore_index,
     )
     resumed = partial(train_log.open, run_dir, resumed=True) if fabric.is_global_zero else None
+    started = time.perf_counter()
     history = engine.fit(stages, train_data, splits.val, resume=resume is not None, on_resumed=resumed)
+    seconds = sum(float(row.get("seconds", 0.0)) for row in history) if resume is not None else None
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
@@ -339,6 +354,8 @@ def _train(
         "best_epoch": best["epoch"],
         "epochs": len(history),
         "monitor": engine.monitor_of(stages[-1])[0],
+        # training and validation time of every epoch (a resumed run counts its earlier epochs too)
+        "train_seconds": round(seconds if seconds is not None else time.perf_counter() - started, 2),
         "val": engine.evaluate(splits.val, on_batch=writer if splits.test is None else None),
     }
     if splits.test is not None:

@@ -34,7 +34,17 @@ def method_class(name: str):
     module, _, cls = METHODS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
-__all__ = ["EXPERIMENTS", "METHODS", "SCALE_NAMES", "method_class", "ExperimentContext", "ExperimentResult", "ResultTable", "run_experiment"]
+
+__all__ = [
+    "EXPERIMENTS",
+    "METHODS",
+    "SCALE_NAMES",
+    "method_class",
+    "ExperimentContext",
+    "ExperimentResult",
+    "ResultTable",
+    "run_experiment",
+]
 
 
 def __getattr__(name: str):

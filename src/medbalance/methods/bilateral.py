@@ -140,7 +140,9 @@ class BilateralMethod(Method):
         half = len(x) // 2
         return module(x[:half], x[half:])
 
-    def compute_loss(self, engine: Engine, stage: Stage, outputs: Tensor | tuple[Tensor, Tensor], batch: dict) -> Tensor:
+    def compute_loss(
+        self, engine: Engine, stage: Stage, outputs: Tensor | tuple[Tensor, Tensor], batch: dict
+    ) -> Tensor:
         # The branch pair is not deep supervision: the loss itself takes it.
         return stage.loss(outputs, batch["target"])
 

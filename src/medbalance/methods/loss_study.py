@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,21 +45,20 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch import Tensor, nn
+from torch import Tensor
 
 from medbalance._suggest import did_you_mean
 from medbalance.data.build import build_splits
-from medbalance.data.datasets import ArrayDataset, Splits
-from medbalance.data.samplers import foreground
+from medbalance.data.datasets import Splits
 from medbalance.data.stats import class_counts
-from medbalance.engine.engine import Stage
+from medbalance.engine.engine import Engine
+from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError
-from medbalance.losses import build_loss, class_weights
+from medbalance.losses import class_weights
 from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.methods.experiment import ExperimentContext, ResultTable
 from medbalance.metrics import confusion_matrix, segmentation_scores
-from medbalance.nets import build_net
 from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
 __all__ = [
@@ -429,12 +427,6 @@ def _net_kwargs(net: str, preset: dict) -> dict[str, Any]:
     return kwargs
 
 
-def _limit(data: ArrayDataset, limit: int, seed: int) -> ArrayDataset:
-    if not limit or limit >= len(data):
-        return data
-    return data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[:limit]))
-
-
 def _loss_key(loss: str, *, hard_num: int, focal_weight: str) -> str:
     terms = _terms(loss)
     return "-".join(
@@ -481,6 +473,8 @@ class _Study:
             return self.results[key]
         plan, ctx = self.plan, self.ctx
         net_kwargs = {**_net_kwargs(net, plan.preset), **({"deep_supervision": True} if deep_supervision else {})}
+        # whole images (phantoms, resized data): nnU-Net's foreground batches; patches: its patch sampler
+        stages = [{"name": "train", "epochs": plan.epochs, "batches": "foreground" if fg_sampler else "shuffle"}]
         cfg = ctx.base_config(
             seed=seed,
             epochs=plan.epochs,
@@ -489,20 +483,15 @@ class _Study:
             data=self.data_section,
             model={"name": net, **net_kwargs},
             loss=spec,
+            sampler="foreground" if fg_sampler else "uniform",
+            stages=stages,
         )
-        in_channels, out_channels = self.splits.train.in_channels, self.task.out_channels
-        loss_fn = build_loss(spec, class_counts=self.counts, binary=out_channels == 1)
-        stage = Stage("train", plan.epochs, loss_fn, sampler=foreground(0.33) if fg_sampler else None)
-
-        def build() -> nn.Module:
-            return build_net(net, in_channels=in_channels, num_classes=out_channels, **net_kwargs)
-
-        engine = ctx.train(key, build, self.task, cfg, [stage], self.splits)
+        metrics = ctx.run(key, cfg)
+        run = load_run(ctx.run_dir / "runs" / key)
+        engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False}))
         scores = EvalPass(self.num_classes, keep=self.examples)
         engine.evaluate(self.test, on_batch=scores)
-        result = {**table_scores(scores.cm), "examples": scores.kept}
-        done = json.loads((ctx.run_dir / "runs" / key / "done.json").read_text())
-        result["train s"] = float(done["seconds"])
+        result = {**table_scores(scores.cm), "examples": scores.kept, "train s": float(metrics["train_seconds"])}
         if diagnose_hard:
             hard = EvalPass(self.num_classes, hard_num=hard_num)
             engine.evaluate(self.splits.train, on_batch=hard)
@@ -587,8 +576,9 @@ def run(ctx: ExperimentContext) -> dict:
     base = ctx.base_config(data=section)
     if base.task != "segmentation":
         raise ConfigError(f"the loss study needs segmentation data, but --data {ctx.data} is {base.task}")
-    splits = build_splits(base)
-    splits = Splits(_limit(splits.train, plan.train_limit, 0), splits.val, splits.test, splits.info)
+    if plan.train_limit:
+        section["train_limit"] = plan.train_limit
+    splits = build_splits(ctx.base_config(data=section))
     study = _Study(ctx, plan, splits, section)
     names = list(splits.train.class_names)
     fractions = (study.counts.double() / study.counts.sum()).tolist()

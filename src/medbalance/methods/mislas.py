@@ -28,7 +28,15 @@ from medbalance.engine.hooks import Method, MethodOptions
 from medbalance.losses import CrossEntropyLoss
 from medbalance.losses.smoothing import LabelAwareSmoothingLoss
 
-__all__ = ["CLASSIFIER_STAGE", "MIXUP_STAGE", "MiSLASMethod", "MiSLASOptions", "WeightScaledNet", "mislas_stages", "mixup_loss"]
+__all__ = [
+    "CLASSIFIER_STAGE",
+    "MIXUP_STAGE",
+    "MiSLASMethod",
+    "MiSLASOptions",
+    "WeightScaledNet",
+    "mislas_stages",
+    "mixup_loss",
+]
 
 #: Stage names :class:`MiSLASMethod` acts on.
 MIXUP_STAGE, CLASSIFIER_STAGE = "mixup", "classifier"

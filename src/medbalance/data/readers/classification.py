@@ -190,7 +190,10 @@ def build_breakhis(data: BreakhisData) -> Splits:
         "patients": {split: sorted({patients[i] for i in idx}) for split, idx in zip(("train", "val", "test"), parts)},
     }
     return longtail_splits(
-        Splits(train, val, test if len(test) else None, info=info), data.imbalance_ratio, n_max=data.n_max, seed=data.seed
+        Splits(train, val, test if len(test) else None, info=info),
+        data.imbalance_ratio,
+        n_max=data.n_max,
+        seed=data.seed,
     )
 
 
