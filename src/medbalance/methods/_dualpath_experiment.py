@@ -1,6 +1,9 @@
 """``medbalance experiment dualpath``: seed 000's two tables with our numbers, plus what they leave out.
 
-One command, one experiment folder, one dataset (``--data``):
+One command, one experiment folder, one dataset (``--data``; ``--data phantom`` with
+``--set phantom=nuclei_phantom`` gives the seven-class nuclei phantoms). A dataset with more than
+two classes runs the multi-class form (SPEC 5.9, :mod:`medbalance.methods.dualpath`): every
+network gets one softmax channel per class and the tables add the Dice of every foreground class.
 
 - **Comparison** (seed 000 table 1): U-Net, U-Net++, CE-Net, an nnU-Net-style U-Net (Dice + CE,
   deep supervision, 33% of each batch forced to contain foreground) and dual-path.
@@ -54,17 +57,26 @@ ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _COMPARISON = ("U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path")
 _WEIGHT_MODES = ("train", "oof")
 _MODE_NAMES = {"train": "training-set", "oof": "out-of-fold"}
+_PHANTOMS = ("intraclass_phantom", "nuclei_phantom")
 
 
 # ----------------------------------------------------------------------------- helpers
 def _predict(engine: Engine, data: ArrayDataset) -> tuple[np.ndarray, dict]:
-    """Foreground probabilities ``(N, H, W)`` of a binary model on ``data`` and its scores, in one pass."""
-    out = np.zeros(data.target.shape, np.float32)
+    """Probabilities of a model on ``data`` and its scores, in one pass: binary, the foreground
+    ``(N, H, W)``; ``C`` classes, the softmax ``(N, C, H, W)``."""
+    channels = engine.task.out_channels
+    out = np.zeros((len(data), channels, *data.target.shape[1:]) if channels > 1 else data.target.shape, np.float32)
 
     def keep(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        out[batch["index"].numpy()] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+        prob = engine.task.probabilities(logits)
+        out[batch["index"].numpy()] = (prob[:, 0] if channels == 1 else prob).cpu().numpy()
 
     return out, engine.evaluate(data, on_batch=keep)
+
+
+def _labels(prob: np.ndarray) -> np.ndarray:
+    """Labels ``(N, H, W)`` of :func:`_predict`'s probabilities."""
+    return (prob > 0.5).astype(np.int64) if prob.ndim == 3 else prob.argmax(1)
 
 
 def _split_stats(mac: np.ndarray, mic: np.ndarray) -> dict[str, float]:
@@ -84,7 +96,7 @@ def _with_maps(data: ArrayDataset, prob: np.ndarray, alpha: float) -> ArrayDatas
     return ArrayDataset(
         data.images,
         data.target,
-        num_classes=2,
+        num_classes=data.num_classes,
         class_names=data.class_names,
         names=data.names,
         extras=extras,
@@ -93,10 +105,13 @@ def _with_maps(data: ArrayDataset, prob: np.ndarray, alpha: float) -> ArrayDatas
     )
 
 
-def _cell(scores: dict, phantom: bool) -> dict[str, float]:
+def _cell(scores: dict, phantom: bool, classes: tuple[str, ...] = ()) -> dict[str, float]:
+    """Table cells: foreground Dice and IoU, the phantom's minority recall, the Dice of ``classes``
+    (the foreground classes of a multi-class set, in label order from 1)."""
     cell = {"Dice": scores["mean_dice_fg"], "IoU": scores["mean_iou_fg"]}
     if phantom:
         cell["minority recall"] = scores.get("recall_minority", float("nan"))
+    cell.update({f"Dice {name}": dice for name, dice in zip(classes, scores["dice"][1:])})
     return cell
 
 
@@ -122,6 +137,15 @@ def _grid(rows: list[list[np.ndarray]], gap: int = 4) -> np.ndarray:
     return join([join(row, 1) for row in rgb], 0)
 
 
+def _classes_note(setup: _Setup) -> str:
+    if not setup.classes:
+        return ""
+    return (
+        f", {setup.num_classes} classes (multi-class dual-path, SPEC 5.9: one MaC/MiC split per foreground class; "
+        "'Dice <class>': that class's Dice, mean over the test images where it is in the target or the prediction)"
+    )
+
+
 # ----------------------------------------------------------------------------- the experiment
 class _Setup:
     """Scale, options, data and config factory of one experiment run."""
@@ -132,6 +156,8 @@ class _Setup:
         opts = ctx.options
         if opts["weight_maps"] not in _WEIGHT_MODES:
             raise ConfigError(f"option 'weight_maps' must be 'train' or 'oof', got {opts['weight_maps']!r}")
+        if opts["phantom"] not in _PHANTOMS:
+            raise ConfigError(f"option 'phantom' must be one of {', '.join(_PHANTOMS)}, got {opts['phantom']!r}")
         if not 0.0 < opts["alpha"] < 1.0:
             raise ConfigError(f"option 'alpha' must be in (0, 1), got {opts['alpha']!r}")
         self.preset = preset
@@ -143,11 +169,12 @@ class _Setup:
         self.lr = opts["lr"] or preset["lr"]
         self.batch_size = opts["batch_size"] or preset["batch_size"]
         self.folds = opts["folds"] or preset["folds"]
-        self.phantom = ctx.data == "phantom"
-        size = opts["size"] or (preset["size"] if self.phantom else preset["real_size"])
+        # the minority recall needs the intra-class phantom's sub-regions
+        self.phantom = ctx.data == "phantom" and opts["phantom"] == "intraclass_phantom"
+        size = opts["size"] or (preset["size"] if ctx.data == "phantom" else preset["real_size"])
         section = ctx.data_section(
             {
-                "kind": "intraclass_phantom",
+                "kind": opts["phantom"],
                 "size": size,
                 "n_train": preset["n_train"],
                 "n_val": preset["n_val"],
@@ -155,7 +182,7 @@ class _Setup:
                 "seed": 0,
             }
         )
-        if section["kind"] != "intraclass_phantom":
+        if section["kind"] not in _PHANTOMS:
             section["size"] = size
         if section["kind"] in ("folder", "camus"):
             section.setdefault("test_fraction", 0.2)
@@ -166,15 +193,14 @@ class _Setup:
         for name, split in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test)):
             if split is None or len(split) == 0:
                 raise DataError(f"dual-path needs a {name} split; the data '{ctx.data}' gives none")
-        if self.splits.train.num_classes != 2:
-            raise DataError(
-                f"dual-path is binary segmentation; '{ctx.data}' has {self.splits.train.num_classes} classes "
-                "(choose one foreground label)"
-            )
         if self.folds > len(self.splits.train):
             raise ConfigError(f"option 'folds' is {self.folds} but there are {len(self.splits.train)} training images")
         self.in_channels = self.splits.train.in_channels
-        self.task = SegmentationTask(2)
+        self.num_classes = self.splits.train.num_classes
+        self.task = SegmentationTask(self.num_classes)
+        self.out_channels = self.task.out_channels
+        # per-class Dice columns of a multi-class set
+        self.classes = tuple(self.splits.train.class_names[1:]) if self.num_classes > 2 else ()
 
     def config(self, seed: int, model: str, loss: Any, epochs: int, **model_kwargs: Any) -> RunConfig:
         return self.ctx.base_config(
@@ -190,12 +216,19 @@ class _Setup:
         )
 
     def unet(self, **kwargs: Any) -> Callable[[], UNet]:
-        return lambda: UNet(self.in_channels, 1, base_channels=self.width, depth=self.depth, **kwargs)
+        return lambda: UNet(self.in_channels, self.out_channels, base_channels=self.width, depth=self.depth, **kwargs)
 
     def dualpath(self) -> Callable[[], DualPathNet]:
         return lambda: DualPathNet(
-            self.in_channels, base_channels=self.width, depth=self.depth, fusion_channels=self.preset["fusion_channels"]
+            self.in_channels,
+            base_channels=self.width,
+            depth=self.depth,
+            fusion_channels=self.preset["fusion_channels"],
+            num_classes=self.num_classes,
         )
+
+    def cell(self, scores: dict, phantom: bool = False) -> dict[str, float]:
+        return _cell(scores, phantom, self.classes)
 
 
 def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:
@@ -206,13 +239,13 @@ def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:
         "U-Net": ("unet", setup.unet(), setup.config(seed, "unet", "ce", e, **d), [Stage("train", e, bce)]),
         "U-Net++": (
             "unetpp",
-            lambda: UNetPlusPlus(setup.in_channels, 1, base_channels=setup.width, depth=setup.depth),
+            lambda: UNetPlusPlus(setup.in_channels, setup.out_channels, base_channels=setup.width, depth=setup.depth),
             setup.config(seed, "unetpp", "ce", e, **d),
             [Stage("train", e, bce)],
         ),
         "CE-Net": (
             "cenet",
-            lambda: CENet(setup.in_channels, 1, base_channels=setup.width),
+            lambda: CENet(setup.in_channels, setup.out_channels, base_channels=setup.width),
             setup.config(seed, "cenet", "ce", e),
             [Stage("train", e, bce)],
         ),
@@ -243,10 +276,12 @@ def _train_fold(setup: _Setup, seed: int, fold: int) -> tuple[Engine, np.ndarray
 def _oof_probabilities(setup: _Setup, seed: int) -> np.ndarray:
     """Out-of-fold discriminator probabilities of every training image (K U-Nets)."""
     train = setup.splits.train
-    prob = np.zeros(train.target.shape, np.float32)
+    prob = None
     for fold in range(setup.folds):
         engine, held = _train_fold(setup, seed, fold)
-        prob[held] = _predict(engine, train.subset(held))[0]
+        part = _predict(engine, train.subset(held))[0]
+        prob = np.zeros((len(train), *part.shape[1:]), np.float32) if prob is None else prob
+        prob[held] = part
     return prob
 
 
@@ -260,38 +295,41 @@ def _train_dualpath(setup: _Setup, seed: int, mode: str, alpha: float, train_pro
     return setup.ctx.train(key, setup.dualpath(), setup.task, cfg, dualpath_stages(setup.steps), splits, meta=meta)
 
 
-def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], np.ndarray]:
-    """Scores of the fused output, scores of every ablation row, and the ``(N, 3, H, W)`` probabilities."""
+def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], dict[str, np.ndarray]]:
+    """Scores of the fused output, scores of every ablation row, and every row's ``(N, H, W)`` labels."""
     cms: dict[str, list[torch.Tensor]] = {row: [] for row in ABLATION_ROWS}
-    probs = np.zeros((len(test), 3, *test.target.shape[1:]), np.float32)
+    preds = {row: np.zeros(test.target.shape, np.int64) for row in ABLATION_ROWS}
 
     def collect(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         for row, lab in ablation_labels(logits).items():
-            cms[row].append(confusion_matrix(lab, batch["target"], 2, per_image=True).cpu())
-        probs[batch["index"].numpy()] = torch.sigmoid(logits.float()).cpu().numpy()
+            cms[row].append(confusion_matrix(lab, batch["target"], test.num_classes, per_image=True).cpu())
+            preds[row][batch["index"].numpy()] = lab.cpu().numpy()
 
     fused = engine.evaluate(test, on_batch=collect)
-    return fused, {row: segmentation_scores(torch.cat(cms[row])) for row in ABLATION_ROWS}, probs
+    return fused, {row: segmentation_scores(torch.cat(cms[row])) for row in ABLATION_ROWS}, preds
 
 
 def _save_artefacts(
     ctx: Any,
     test: ArrayDataset,
     disc_prob: np.ndarray,
-    dual_prob: np.ndarray,
+    ablation: dict[str, np.ndarray],
     preds: dict[str, np.ndarray],
     alpha: float,
 ) -> list[Path]:
-    """Per test image: split, weight maps, three predictions, overlays; and two report figures."""
+    """Per test image: split, weight maps, three predictions, overlays; and two report figures.
+
+    Multi-class splits and weight maps are drawn with every class together (the sum over classes:
+    the classes are disjoint); predictions are label maps scaled to ``[0, 255]``.
+    """
     folder = ctx.artefacts("test")
     mac, mic = split_mac_mic(torch.from_numpy(disc_prob), torch.from_numpy(test.target))
     w_mac, w_mic = (w.numpy() for w in weight_maps(mac, mic, alpha=alpha))
-    split = (mac.numpy() * 255 + mic.numpy() * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
-    ablation = {
-        "MaC": dual_prob[:, 1] > 0.5,
-        "MaC+MiC": dual_prob[:, 1] + dual_prob[:, 2] > 0.5,
-        "MaC+MiC+Fusion": dual_prob[:, 0] > 0.5,
-    }
+    mac, mic = mac.numpy(), mic.numpy()
+    if mac.ndim == 4:
+        mac, mic, w_mac, w_mic = (x.sum(1) for x in (mac, mic, w_mac, w_mic))
+    split = (mac * 255 + mic * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
+    scale = 255 // max(1, test.num_classes - 1)
     comparison_rows, map_rows = [], []
     for i, name in enumerate(test.names):
         out = folder / Path(name).name
@@ -302,7 +340,7 @@ def _save_artefacts(
         save_png(out / "weight_map_mac.png", _grey(w_mac[i]))
         save_png(out / "weight_map_mic.png", _grey(w_mic[i]))
         for row, pred in ablation.items():
-            save_png(out / f"pred_{row.lower().replace('+', '_')}.png", pred[i].astype(np.uint8) * 255)
+            save_png(out / f"pred_{row.lower().replace('+', '_')}.png", pred[i].astype(np.uint8) * scale)
         overlays = []
         for method, labels in preds.items():
             overlay = overlay_contours(test.images[i], labels[i], test.target[i])
@@ -310,7 +348,7 @@ def _save_artefacts(
             overlays.append(_zoom(overlay))
         if i < 4:
             comparison_rows.append([_zoom(image), *overlays])
-            disc = overlay_contours(test.images[i], (disc_prob[i] > 0.5).astype(np.int64), test.target[i])
+            disc = overlay_contours(test.images[i], _labels(disc_prob[i : i + 1])[0], test.target[i])
             map_rows.append([_zoom(disc), _zoom(split[i]), _zoom(_grey(w_mac[i])), _zoom(_grey(w_mic[i]))])
     figures = [
         save_png(ctx.artefacts() / "comparison.png", _grid(comparison_rows)),
@@ -322,7 +360,8 @@ def _save_artefacts(
 def run_experiment(ctx: Any) -> dict:
     """Train everything, fill the tables, save the artefacts and write the report (see the module doc)."""
     setup = _Setup(ctx)
-    metrics = ("Dice", "IoU", "minority recall") if setup.phantom else ("Dice", "IoU")
+    per_class = tuple(f"Dice {name}" for name in setup.classes)
+    metrics = ("Dice", "IoU", *(("minority recall",) if setup.phantom else ()), *per_class)
     where = f"test split of '{ctx.data}' ({len(setup.splits.test)} images, mean over images)"
     comparison = ctx.table(
         "Comparison with other methods (seed 000 table 1)",
@@ -331,10 +370,14 @@ def run_experiment(ctx: Any) -> dict:
         f"baselines {setup.epochs} epochs. nnU-Net-style: the same U-Net with Dice + CE, deep supervision and "
         "33% of each batch forced to contain foreground.",
     )
+    rule = (
+        "MaC: MaC path > 0.5; MaC+MiC: P_MaC + P_MiC > 0.5; MaC+MiC+Fusion: fusion > 0.5"
+        if not setup.classes
+        else "MaC: argmax of the MaC path; MaC+MiC: foreground where the summed foreground probability of both "
+        "paths > 0.5, the class with the largest sum; MaC+MiC+Fusion: argmax of the fusion"
+    )
     ablation = ctx.table(
-        "Ablation (seed 000 table 2)",
-        ("Dice", "IoU"),
-        note="MaC: MaC path > 0.5; MaC+MiC: P_MaC + P_MiC > 0.5; MaC+MiC+Fusion: fusion > 0.5 (same models as above).",
+        "Ablation (seed 000 table 2)", ("Dice", "IoU", *per_class), note=f"{rule} (same models as above)."
     )
     maps_table = ctx.table(
         "Weight maps: the discriminator's MaC / MiC split of the training set",
@@ -373,21 +416,21 @@ def run_experiment(ctx: Any) -> dict:
             maps_table.add(mode, stats[mode], seed=seed)
 
         engine = _train_dualpath(setup, seed, setup.mode, setup.alpha, probs[setup.mode], val_prob)
-        fused, rows, dual_prob = _evaluate_dualpath(engine, setup.splits.test)
+        fused, rows, dual_preds = _evaluate_dualpath(engine, setup.splits.test)
         for row in _COMPARISON[:-1]:
-            comparison.add(row, _cell(test[row][1], setup.phantom), seed=seed)
-        comparison.add("Dual-path", _cell(fused, setup.phantom), seed=seed)
-        ablation.add("U-Net", _cell(test["U-Net"][1], False), seed=seed)
+            comparison.add(row, setup.cell(test[row][1], setup.phantom), seed=seed)
+        comparison.add("Dual-path", setup.cell(fused, setup.phantom), seed=seed)
+        ablation.add("U-Net", setup.cell(test["U-Net"][1]), seed=seed)
         for row in ABLATION_ROWS:
-            ablation.add(row, _cell(rows[row], False), seed=seed)
+            ablation.add(row, setup.cell(rows[row]), seed=seed)
 
         if seed in sweep_seeds:
 
             def variant(mode: str, alpha: float, phantom: bool = False) -> dict[str, float]:
                 if (mode, alpha) == (setup.mode, setup.alpha):
-                    return _cell(fused, phantom)
+                    return setup.cell(fused, phantom)
                 engine = _train_dualpath(setup, seed, mode, alpha, probs[mode], val_prob)
-                return _cell(_evaluate_dualpath(engine, setup.splits.test)[0], phantom)
+                return setup.cell(_evaluate_dualpath(engine, setup.splits.test)[0], phantom)
 
             for alpha in ALPHAS:
                 alpha_table.add(f"{alpha:g}", variant(setup.mode, alpha), seed=seed)
@@ -398,15 +441,15 @@ def run_experiment(ctx: Any) -> dict:
                     comparison.add(f"Dual-path ({_MODE_NAMES[mode]} maps)", cell, seed=seed)
 
         if seed == ctx.seeds[0]:
-            preds = {row: (prob > 0.5).astype(np.int64) for row, (prob, _) in test.items()}
-            preds["Dual-path"] = (dual_prob[:, 0] > 0.5).astype(np.int64)
-            figures = _save_artefacts(ctx, setup.splits.test, test["U-Net"][0], dual_prob, preds, setup.alpha)
+            preds = {row: _labels(prob) for row, (prob, _) in test.items()}
+            preds["Dual-path"] = dual_preds["MaC+MiC+Fusion"]
+            figures = _save_artefacts(ctx, setup.splits.test, test["U-Net"][0], dual_preds, preds, setup.alpha)
 
     sp = setup.splits
     intro = (
         f"Dual-path framework (seed 000) on {ctx.data}: {len(sp.train)} train / {len(sp.val)} val / "
         f"{len(sp.test)} test images of {sp.train.images.shape[-2]}x{sp.train.images.shape[-1]} px, "
-        f"{setup.in_channels} channel(s). All networks: width "
+        f"{setup.in_channels} channel(s){_classes_note(setup)}. All networks: width "
         f"{setup.width}, Adam lr {setup.lr:g} (cosine to 0 within each stage), weight decay 1e-4, batch "
         f"{setup.batch_size}; best validation Dice selects the weights. Figures: `artefacts/comparison.png` "
         "(columns: image, U-Net, U-Net++, CE-Net, nnU-Net-style, dual-path; prediction red, ground truth green, "
