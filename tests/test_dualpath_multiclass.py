@@ -162,7 +162,7 @@ def test_multiclass_loss_vanishes_at_a_perfect_prediction():
     # a soft target's cross entropy is at least its entropy, reached exactly here (KL = 0)
     entropy = sum(ref.soft_ce_np(np.log(np.clip(t.numpy(), 1e-30, None)), t.numpy()) for t in targets)
     loss = dualpath_loss(outputs, batch)
-    assert float(loss) == pytest.approx(entropy, abs=1e-5) and entropy > 0
+    assert float(loss.detach()) == pytest.approx(entropy, abs=1e-5) and entropy > 0
     loss.backward()
     assert outputs.grad.abs().max() < 1e-6  # softmax - target = 0 in every channel
 
@@ -245,13 +245,22 @@ def test_smoke_experiment_on_the_nuclei_phantom_is_multiclass(tmp_path):
     assert list(ablation) == ["U-Net", "MaC", "MaC+MiC", "MaC+MiC+Fusion"]
     assert ablation["MaC+MiC+Fusion"]["Dice"]["mean"] == comparison["Dual-path"]["Dice"]["mean"]
     for row in (*comparison.values(), *ablation.values()):
-        assert all(0.0 <= row[m]["mean"] <= 1.0 for m in ("Dice", "IoU", *per_class))
+        assert 0.0 <= row["IoU"]["mean"] <= row["Dice"]["mean"] <= 1.0
+        assert all(not row[m]["mean"] < 0.0 and not row[m]["mean"] > 1.0 for m in per_class)  # NaN: class absent
     assert "7 classes" in (exp / "results.md").read_text()
     (image, *_) = sorted((exp / "artefacts" / "test").iterdir())
     assert (image / "pred_mac_mic_fusion.png").is_file() and (image / "weight_map_mic.png").is_file()
 
 
-def test_bad_phantom_option_is_a_one_line_error(tmp_path, capsys):
-    args = ["experiment", "dualpath", "--scale", "smoke", "--set", "phantom=nuclei", "--out", str(tmp_path)]
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["phantom=nuclei"], "option 'phantom' must be one of intraclass_phantom, nuclei_phantom, got 'nuclei'"),
+        (["phantom=nuclei_phantom", "--data", "drive"], "option 'phantom' chooses the phantom of --data phantom"),
+    ],
+)
+def test_bad_phantom_option_is_a_one_line_error(tmp_path, capsys, options, message):
+    args = ["experiment", "dualpath", "--scale", "smoke", "--set", *options, "--out", str(tmp_path)]
     assert main(args) == 2
-    assert "option 'phantom' must be one of intraclass_phantom, nuclei_phantom" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

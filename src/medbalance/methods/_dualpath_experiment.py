@@ -107,11 +107,14 @@ def _with_maps(data: ArrayDataset, prob: np.ndarray, alpha: float) -> ArrayDatas
 
 def _cell(scores: dict, phantom: bool, classes: tuple[str, ...] = ()) -> dict[str, float]:
     """Table cells: foreground Dice and IoU, the phantom's minority recall, the Dice of ``classes``
-    (the foreground classes of a multi-class set, in label order from 1)."""
+    (the foreground classes of a multi-class set, in label order from 1; NaN, shown "-", for a
+    class in no test image's target nor prediction, rather than the metric's 1.0)."""
     cell = {"Dice": scores["mean_dice_fg"], "IoU": scores["mean_iou_fg"]}
     if phantom:
         cell["minority recall"] = scores.get("recall_minority", float("nan"))
-    cell.update({f"Dice {name}": dice for name, dice in zip(classes, scores["dice"][1:])})
+    absent = set(scores["absent_classes"])
+    for c, name in enumerate(classes, start=1):
+        cell[f"Dice {name}"] = float("nan") if c in absent else scores["dice"][c]
     return cell
 
 
@@ -142,7 +145,8 @@ def _classes_note(setup: _Setup) -> str:
         return ""
     return (
         f", {setup.num_classes} classes (multi-class dual-path, SPEC 5.9: one MaC/MiC split per foreground class; "
-        "'Dice <class>': that class's Dice, mean over the test images where it is in the target or the prediction)"
+        "'Dice <class>': that class's Dice, mean over the test images where it is in the target or the prediction, "
+        "'-' where it is in none)"
     )
 
 
@@ -158,6 +162,8 @@ class _Setup:
             raise ConfigError(f"option 'weight_maps' must be 'train' or 'oof', got {opts['weight_maps']!r}")
         if opts["phantom"] not in _PHANTOMS:
             raise ConfigError(f"option 'phantom' must be one of {', '.join(_PHANTOMS)}, got {opts['phantom']!r}")
+        if opts["phantom"] != _PHANTOMS[0] and ctx.data != "phantom":
+            raise ConfigError(f"option 'phantom' chooses the phantom of --data phantom; --data is '{ctx.data}'")
         if not 0.0 < opts["alpha"] < 1.0:
             raise ConfigError(f"option 'alpha' must be in (0, 1), got {opts['alpha']!r}")
         self.preset = preset
