@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -260,10 +261,13 @@ def test_smoke_experiment_writes_both_tables_and_the_artefacts(tmp_path):
         assert o.mode == "RGB"
     for figure in results["figures"]:
         assert (exp / figure).is_file()
-    # every model trained once, by the engine, in its own resumable run folder
-    assert (exp / "runs" / "dualpath" / "train" / "alpha0.5" / "seed0" / "history.csv").is_file()
-    assert (exp / "runs" / "dualpath" / "oof" / "alpha0.5" / "seed0" / "history.csv").is_file()
-    assert len(list((exp / "runs").glob("oof2/fold*/seed0/done.json"))) == 2
+    # every model trained once, by train(), in its own resumable run folder: the U-Net row is the
+    # discriminator of the 'train' maps; the out-of-fold discriminators are parts of the oof run
+    paper = exp / "runs" / "dualpath" / "train" / "alpha0.5" / "seed0"
+    oof = exp / "runs" / "dualpath" / "oof" / "alpha0.5" / "seed0"
+    assert (paper / "metrics.json").is_file() and not (paper / "parts").exists()
+    assert yaml.safe_load((paper / "config.yaml").read_text())["method"]["discriminator"].endswith("unet/seed0")
+    assert len(list((oof / "parts").glob("fold*/metrics.json"))) == 2
 
 
 def test_bad_option_is_a_one_line_error(tmp_path, capsys):

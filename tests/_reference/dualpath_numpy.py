@@ -38,3 +38,38 @@ def bce_np(logits: np.ndarray, target: np.ndarray) -> float:
         s = 1.0 / (1.0 + math.exp(-z))
         total -= y * math.log(s) + (1.0 - y) * math.log(1.0 - s)
     return total / logits.size
+
+
+def split_per_class_np(prob: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SPEC 5.9 from ``(N, C, H, W)`` probabilities: ``P`` = argmax; for a pixel of class ``c >= 1``,
+    ``MaC_c = 1`` where ``P == c`` and ``MiC_c = 1`` elsewhere, pixel by pixel."""
+    n, c = prob.shape[:2]
+    mac, mic = np.zeros(prob.shape), np.zeros(prob.shape)
+    for idx in np.ndindex(gt.shape):
+        label = gt[idx]
+        if label == 0:
+            continue
+        scores = [prob[(idx[0], k, *idx[1:])] for k in range(c)]
+        predicted = max(range(c), key=lambda k: (scores[k], -k))  # first maximum, as argmax
+        (mac if predicted == label else mic)[(idx[0], label, *idx[1:])] = 1.0
+    return mac, mic
+
+
+def soft_ce_np(logits: np.ndarray, target: np.ndarray) -> float:
+    """Mean over pixels of ``-sum_c t_c log softmax(z)_c``, logits and target ``(N, C, H, W)``."""
+    logits, target = np.asarray(logits, np.float64), np.asarray(target, np.float64)
+    total, count = 0.0, 0
+    for idx in np.ndindex(logits.shape[:1] + logits.shape[2:]):
+        z = [logits[(idx[0], k, *idx[1:])] for k in range(logits.shape[1])]
+        top = max(z)
+        log_norm = top + math.log(sum(math.exp(v - top) for v in z))
+        total -= sum(target[(idx[0], k, *idx[1:])] * (z[k] - log_norm) for k in range(len(z)))
+        count += 1
+    return total / count
+
+
+def path_target_np(w: np.ndarray) -> np.ndarray:
+    """A multi-class path's soft target: the class maps of ``w`` and background ``1 - sum_c w_c``."""
+    out = np.array(w, np.float64)
+    out[:, 0] = 1.0 - out[:, 1:].sum(1)
+    return out

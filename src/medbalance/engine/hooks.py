@@ -54,10 +54,11 @@ class Method:
         """The stages of a recipe that lists none: one stage of ``cfg.epochs`` with ``cfg.loss``."""
         return [{"name": "train", "epochs": cfg.epochs}]
 
-    def build_model(self, build: Callable[..., nn.Module], *, in_channels: int) -> nn.Module:
+    def build_model(self, build: Callable[..., nn.Module], *, in_channels: int, num_classes: int) -> nn.Module:
         """The trained model from ``build(**overrides)``, a new network of the recipe's ``model``
         (keyword arguments, ``name`` included, replace the recipe's; called once per network the
-        method needs: MiSLAS wraps one in its weight scale, dual-path builds two paths)."""
+        method needs: MiSLAS wraps one in its weight scale, dual-path builds two paths);
+        ``num_classes`` counts the classes, background included."""
         return build()
 
     def prepare(self, parts: Parts, cfg: Any, splits: Splits, model: nn.Module) -> Splits:

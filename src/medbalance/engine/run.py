@@ -195,7 +195,8 @@ def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Modu
     def build(name: str | None = None, **overrides) -> nn.Module:
         return build_net(name or cfg.model.name, **{**kwargs, **overrides})
 
-    return method_of(cfg).build_model(build, in_channels=in_channels)
+    num_classes = 2 if out_channels == 1 else out_channels
+    return method_of(cfg).build_model(build, in_channels=in_channels, num_classes=num_classes)
 
 
 def train(
@@ -295,10 +296,9 @@ def _train(
         train_log.open(run_dir, resumed=False)
     if resume is None and fabric.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        info = dict(splits.info)
-        if "splits_final" in info:  # a cross-validation fold: every fold, as nnU-Net writes them
-            write_splits(run_dir / "splits_final.json", info.pop("splits_final"))
-        atomic_write_text(run_dir / "splits.json", json.dumps(info, indent=1))
+        if "splits_final" in splits.info:  # a cross-validation fold: every fold, as nnU-Net writes them
+            write_splits(run_dir / "splits_final.json", splits.info["splits_final"])
+        atomic_write_text(run_dir / "splits.json", json.dumps(_without_folds(splits.info), indent=1))
     meta = {
         "medbalance": medbalance.__version__,
         "task": cfg.task,
@@ -314,7 +314,10 @@ def _train(
     }
     if type(method).prepare is not Method.prepare and fabric.world_size > 1:
         raise ConfigError(f"method '{cfg.method.name}' trains parts of its own first; run it on one device")
-    splits = method.prepare(Parts(run_dir, progress=cfg.progress), cfg, splits, model)
+    prepared = method.prepare(Parts(run_dir, progress=cfg.progress), cfg, splits, model)
+    if prepared.info != splits.info and fabric.is_global_zero:  # what the method's parts found (dual-path's maps)
+        atomic_write_text(run_dir / "splits.json", json.dumps(_without_folds(prepared.info), indent=1))
+    splits = prepared
     train_data = splits.train
     if cfg.patch_size is not None and cfg.task == "segmentation":
         train_data = _patch_stream(cfg, splits.train, tuple(cfg.patch_size), fabric.world_size)
@@ -390,6 +393,11 @@ def _train(
     return RunResult(run_dir, metrics, engine.fabric.is_global_zero)
 
 
+def _without_folds(info: dict) -> dict:
+    """``splits.json``'s content: the split's facts without the fold list (``splits_final.json``)."""
+    return {k: v for k, v in info.items() if k != "splits_final"}
+
+
 class Parts:
     """The runs a method trains before its own stages (:meth:`Method.prepare`), each a run
     folder of its own under ``RUN/parts/<name>/``: finished ones are loaded, interrupted ones
@@ -398,20 +406,31 @@ class Parts:
     def __init__(self, run_dir: Path, *, progress: bool = False) -> None:
         self.folder, self.progress = Path(run_dir) / "parts", progress
 
-    def train(self, name: str, cfg: RunConfig) -> "LoadedRun":
-        """Train (or load) part ``name`` from its recipe ``cfg``; returns it with its ``best.pt`` weights."""
+    def train(self, name: str, cfg: RunConfig, *, data=None) -> "LoadedRun":
+        """Train (or load) part ``name`` from its recipe ``cfg`` (on ``data`` given in Python, as
+        :func:`train` takes it); returns it with its ``best.pt`` weights."""
         folder = self.folder / name
         if not (folder / "metrics.json").is_file():
             resume = folder if (folder / "checkpoints" / "last.pt").is_file() else None
             if resume is None and folder.exists():  # killed before its first checkpoint: nothing to keep
                 shutil.rmtree(folder)
             log.info("training part '%s'%s", name, " (resumed)" if resume else "")
-            train(cfg, out=self.folder, folder=name, resume=resume, progress=self.progress)
+            train(cfg, out=self.folder, folder=name, resume=resume, progress=self.progress, data=data)
         return load_run(folder)
 
     @staticmethod
+    def load(run_dir: str | Path) -> "LoadedRun":
+        """A finished run used as a part (e.g. a trained U-Net as dual-path's discriminator)."""
+        if not (Path(run_dir) / "metrics.json").is_file():
+            raise CheckpointError(f"'{run_dir}' is not a finished run (no metrics.json); it cannot serve as a part")
+        return load_run(run_dir)
+
+    @staticmethod
     def probabilities(run: "LoadedRun", data: ArrayDataset) -> list[np.ndarray]:
-        """Each image's class probabilities ``(C_out, *spatial)`` from a part, at the image's own size."""
+        """Each image's class probabilities ``(C_out, *spatial)`` from a part, at the image's own size
+        (read through the part's own normalisation)."""
+        if is_native(run):
+            data = data.with_normalization(Normalization.from_dict(run.meta["normalization"]))
         quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
         engine = Engine(run.model, run.task, quiet, method=method_of(run.cfg))
         out: list[np.ndarray | None] = [None] * len(data)

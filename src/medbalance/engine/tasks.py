@@ -57,8 +57,10 @@ class SegmentationTask:
             field of view).
 
     Scores are computed per image and averaged over images (SPEC 5.7: "mean over test
-    images"). When a batch carries ``regions`` (the intra-class phantom's 1 = majority,
-    2 = minority map) the recall of each sub-region is reported too.
+    images"). A network may return more channels than ``out_channels`` (dual-path's fused
+    logits followed by its two paths): the first ``out_channels`` are the prediction. When a
+    batch carries ``regions`` (the intra-class phantom's 1 = majority, 2 = minority map) the
+    recall of each sub-region is reported too.
     """
 
     name = "segmentation"
@@ -74,15 +76,14 @@ class SegmentationTask:
         self._logit_threshold = math.log(threshold / (1.0 - threshold))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        # binary: channel 0 (a network may return more, e.g. dual-path's fused map first)
-        return torch.sigmoid(logits[:, :1]) if self.out_channels == 1 else torch.softmax(logits, dim=1)
+        logits = logits[:, : self.out_channels].float()
+        return torch.sigmoid(logits) if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         """Labels ``(N, *spatial)`` int64 from logits ``(N, C, *spatial)``."""
         if self.out_channels == 1:
             return (logits[:, 0] > self._logit_threshold).long()
-        return channel_argmax(logits)
+        return channel_argmax(logits[:, : self.out_channels])
 
     def new_state(self) -> dict:
         return {"cm": [], "region_hits": None}

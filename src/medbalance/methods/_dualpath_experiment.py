@@ -1,6 +1,9 @@
 """``medbalance experiment dualpath``: seed 000's two tables with our numbers, plus what they leave out.
 
-One command, one experiment folder, one dataset (``--data``):
+One command, one experiment folder, one dataset (``--data``; ``--data phantom`` with
+``--set phantom=nuclei_phantom`` gives the seven-class nuclei phantoms). A dataset with more than
+two classes runs the multi-class form (SPEC 5.9, :mod:`medbalance.methods.dualpath`): every
+network gets one softmax channel per class and the tables add the Dice of every foreground class.
 
 - **Comparison** (seed 000 table 1): U-Net, U-Net++, CE-Net, an nnU-Net-style U-Net (Dice + CE,
   deep supervision, 33% of each batch forced to contain foreground) and dual-path.
@@ -17,33 +20,28 @@ discriminator (validation images are unseen by it in both modes). Every model is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medbalance.config import RunConfig
+from medbalance.config import RunConfig, method_of
 from medbalance.data.build import build_splits
-from medbalance.data.datasets import ArrayDataset, Splits
-from medbalance.data.samplers import foreground
-from medbalance.engine.engine import Engine, Stage
+from medbalance.data.datasets import ArrayDataset
+from medbalance.engine.engine import Engine
+from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError, DataError
-from medbalance.losses import CrossEntropyLoss, DiceCELoss
 from medbalance.methods.dualpath import (
     ABLATION_ROWS,
     SCALES,
-    DualPathNet,
     ablation_labels,
-    dualpath_stages,
-    kfold_indices,
     split_mac_mic,
     weight_maps,
 )
 from medbalance.metrics import confusion_matrix, segmentation_scores
-from medbalance.nets import CENet, UNet, UNetPlusPlus
 from medbalance.report.overlays import overlay_contours, save_png, tile_grid, to_rgb
 
 __all__ = ["ALPHAS", "run_experiment"]
@@ -54,49 +52,38 @@ ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _COMPARISON = ("U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path")
 _WEIGHT_MODES = ("train", "oof")
 _MODE_NAMES = {"train": "training-set", "oof": "out-of-fold"}
+_PHANTOMS = ("intraclass_phantom", "nuclei_phantom")
 
 
 # ----------------------------------------------------------------------------- helpers
 def _predict(engine: Engine, data: ArrayDataset) -> tuple[np.ndarray, dict]:
-    """Foreground probabilities ``(N, H, W)`` of a binary model on ``data`` and its scores, in one pass."""
-    out = np.zeros(data.target.shape, np.float32)
+    """Probabilities of a model on ``data`` and its scores, in one pass: binary, the foreground
+    ``(N, H, W)``; ``C`` classes, the softmax ``(N, C, H, W)``."""
+    channels = engine.task.out_channels
+    out = np.zeros((len(data), channels, *data.target.shape[1:]) if channels > 1 else data.target.shape, np.float32)
 
     def keep(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        out[batch["index"].numpy()] = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+        prob = engine.task.probabilities(logits)
+        out[batch["index"].numpy()] = (prob[:, 0] if channels == 1 else prob).cpu().numpy()
 
     return out, engine.evaluate(data, on_batch=keep)
 
 
-def _split_stats(mac: np.ndarray, mic: np.ndarray) -> dict[str, float]:
-    """How much of the target the discriminator misses: mean MiC share of GT, images with no MiC."""
-    gt = (mac + mic).reshape(len(mac), -1).sum(1)
-    share = mic.reshape(len(mic), -1).sum(1) / np.maximum(gt, 1)
-    return {
-        "MiC share": float(share[gt > 0].mean()) if (gt > 0).any() else 0.0,
-        "empty MiC": float((share == 0).mean()),
-    }
+def _labels(prob: np.ndarray) -> np.ndarray:
+    """Labels ``(N, H, W)`` of :func:`_predict`'s probabilities."""
+    return (prob > 0.5).astype(np.int64) if prob.ndim == 3 else prob.argmax(1)
 
 
-def _with_maps(data: ArrayDataset, prob: np.ndarray, alpha: float) -> ArrayDataset:
-    mac, mic = split_mac_mic(torch.from_numpy(prob), torch.from_numpy(data.target))
-    w_mac, w_mic = weight_maps(mac, mic, alpha=alpha)
-    extras = {**data.extras, "w_mac": w_mac.numpy(), "w_mic": w_mic.numpy()}
-    return ArrayDataset(
-        data.images,
-        data.target,
-        num_classes=2,
-        class_names=data.class_names,
-        names=data.names,
-        extras=extras,
-        ignore_index=data.ignore_index,
-        normalization=data.normalization,
-    )
-
-
-def _cell(scores: dict, phantom: bool) -> dict[str, float]:
+def _cell(scores: dict, phantom: bool, classes: tuple[str, ...] = ()) -> dict[str, float]:
+    """Table cells: foreground Dice and IoU, the phantom's minority recall, the Dice of ``classes``
+    (the foreground classes of a multi-class set, in label order from 1; NaN, shown "-", for a
+    class in no test image's target nor prediction, rather than the metric's 1.0)."""
     cell = {"Dice": scores["mean_dice_fg"], "IoU": scores["mean_iou_fg"]}
     if phantom:
         cell["minority recall"] = scores.get("recall_minority", float("nan"))
+    absent = set(scores["absent_classes"])
+    for c, name in enumerate(classes, start=1):
+        cell[f"Dice {name}"] = float("nan") if c in absent else scores["dice"][c]
     return cell
 
 
@@ -109,6 +96,16 @@ def _grey(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
+def _classes_note(setup: _Setup) -> str:
+    if not setup.classes:
+        return ""
+    return (
+        f", {setup.num_classes} classes (multi-class dual-path, SPEC 5.9: one MaC/MiC split per foreground class; "
+        "'Dice <class>': that class's Dice, mean over the test images where it is in the target or the prediction, "
+        "'-' where it is in none)"
+    )
+
+
 # ----------------------------------------------------------------------------- the experiment
 class _Setup:
     """Scale, options, data and config factory of one experiment run."""
@@ -119,6 +116,10 @@ class _Setup:
         opts = ctx.options
         if opts["weight_maps"] not in _WEIGHT_MODES:
             raise ConfigError(f"option 'weight_maps' must be 'train' or 'oof', got {opts['weight_maps']!r}")
+        if opts["phantom"] not in _PHANTOMS:
+            raise ConfigError(f"option 'phantom' must be one of {', '.join(_PHANTOMS)}, got {opts['phantom']!r}")
+        if opts["phantom"] != _PHANTOMS[0] and ctx.data != "phantom":
+            raise ConfigError(f"option 'phantom' chooses the phantom of --data phantom; --data is '{ctx.data}'")
         if not 0.0 < opts["alpha"] < 1.0:
             raise ConfigError(f"option 'alpha' must be in (0, 1), got {opts['alpha']!r}")
         self.preset = preset
@@ -130,11 +131,12 @@ class _Setup:
         self.lr = opts["lr"] or preset["lr"]
         self.batch_size = opts["batch_size"] or preset["batch_size"]
         self.folds = opts["folds"] or preset["folds"]
-        self.phantom = ctx.data == "phantom"
-        size = opts["size"] or (preset["size"] if self.phantom else preset["real_size"])
+        # the minority recall needs the intra-class phantom's sub-regions
+        self.phantom = ctx.data == "phantom" and opts["phantom"] == "intraclass_phantom"
+        size = opts["size"] or (preset["size"] if ctx.data == "phantom" else preset["real_size"])
         section = ctx.data_section(
             {
-                "kind": "intraclass_phantom",
+                "kind": opts["phantom"],
                 "size": size,
                 "n_train": preset["n_train"],
                 "n_val": preset["n_val"],
@@ -142,7 +144,7 @@ class _Setup:
                 "seed": 0,
             }
         )
-        if section["kind"] != "intraclass_phantom":
+        if section["kind"] not in _PHANTOMS:
             section["size"] = size
         if section["kind"] in ("folder", "camus"):
             section.setdefault("test_fraction", 0.2)
@@ -153,17 +155,27 @@ class _Setup:
         for name, split in (("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test)):
             if split is None or len(split) == 0:
                 raise DataError(f"dual-path needs a {name} split; the data '{ctx.data}' gives none")
-        if self.splits.train.num_classes != 2:
-            raise DataError(
-                f"dual-path is binary segmentation; '{ctx.data}' has {self.splits.train.num_classes} classes "
-                "(choose one foreground label)"
-            )
         if self.folds > len(self.splits.train):
             raise ConfigError(f"option 'folds' is {self.folds} but there are {len(self.splits.train)} training images")
         self.in_channels = self.splits.train.in_channels
-        self.task = SegmentationTask(2)
+        self.num_classes = self.splits.train.num_classes
+        self.task = SegmentationTask(self.num_classes)
+        self.out_channels = self.task.out_channels
+        # per-class Dice columns of a multi-class set
+        self.classes = tuple(self.splits.train.class_names[1:]) if self.num_classes > 2 else ()
 
-    def config(self, seed: int, model: str, loss: Any, epochs: int, **model_kwargs: Any) -> RunConfig:
+    def config(
+        self,
+        seed: int,
+        model: str,
+        loss: Any,
+        epochs: int,
+        *,
+        method: dict | None = None,
+        sampler: str = "uniform",
+        stages: list | None = None,
+        **model_kwargs: Any,
+    ) -> RunConfig:
         return self.ctx.base_config(
             seed=seed,
             epochs=epochs,
@@ -174,111 +186,105 @@ class _Setup:
             data=self.section,
             model={"name": model, "base_channels": self.width, **model_kwargs},
             loss=loss,
+            method=method or {"name": "plain"},
+            sampler=sampler,
+            stages=stages,
         )
 
-    def unet(self, **kwargs: Any) -> Callable[[], UNet]:
-        return lambda: UNet(self.in_channels, 1, base_channels=self.width, depth=self.depth, **kwargs)
+    def cell(self, scores: dict, phantom: bool = False) -> dict[str, float]:
+        return _cell(scores, phantom, self.classes)
 
-    def dualpath(self) -> Callable[[], DualPathNet]:
-        return lambda: DualPathNet(
-            self.in_channels, base_channels=self.width, depth=self.depth, fusion_channels=self.preset["fusion_channels"]
-        )
+
+def _engine(ctx: Any, key: str, cfg: RunConfig) -> Engine:
+    """The recipe ``cfg`` trained (or loaded) in ``runs/<key>``, as an engine over its ``best.pt`` model."""
+    ctx.run(key, cfg)
+    run = load_run(ctx.run_dir / "runs" / key)
+    quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
+    return Engine(run.model, run.task, quiet, method=method_of(run.cfg))
 
 
 def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:
-    """The comparison rows other than dual-path; ``U-Net`` doubles as the discriminator."""
-    ctx, e, d = setup.ctx, setup.epochs, {"depth": setup.depth}
-    bce = CrossEntropyLoss()
+    """The comparison rows other than dual-path, each a recipe; ``U-Net`` doubles as the discriminator."""
+    e, d = setup.epochs, {"depth": setup.depth}
     recipes = {
-        "U-Net": ("unet", setup.unet(), setup.config(seed, "unet", "ce", e, **d), [Stage("train", e, bce)]),
-        "U-Net++": (
-            "unetpp",
-            lambda: UNetPlusPlus(setup.in_channels, 1, base_channels=setup.width, depth=setup.depth),
-            setup.config(seed, "unetpp", "ce", e, **d),
-            [Stage("train", e, bce)],
-        ),
-        "CE-Net": (
-            "cenet",
-            lambda: CENet(setup.in_channels, 1, base_channels=setup.width),
-            setup.config(seed, "cenet", "ce", e),
-            [Stage("train", e, bce)],
-        ),
+        "U-Net": ("unet", setup.config(seed, "unet", "ce", e, **d)),
+        "U-Net++": ("unetpp", setup.config(seed, "unetpp", "ce", e, **d)),
+        "CE-Net": ("cenet", setup.config(seed, "cenet", "ce", e)),
+        # nnU-Net-style: Dice + CE, deep supervision, a third of each batch holding foreground
         "nnU-Net-style": (
             "nnunet",
-            setup.unet(deep_supervision=True),
-            setup.config(seed, "unet", "dice_ce", e, deep_supervision=True, **d),
-            [Stage("train", e, DiceCELoss(), sampler=foreground(0.33))],
+            setup.config(
+                seed,
+                "unet",
+                "dice_ce",
+                e,
+                deep_supervision=True,
+                **d,
+                sampler="foreground",
+                stages=[{"name": "train", "epochs": e, "batches": "foreground"}],
+            ),
         ),
     }
-    return {
-        row: ctx.train(f"{key}/seed{seed}", build, setup.task, cfg, stages, setup.splits)
-        for row, (key, build, cfg, stages) in recipes.items()
+    return {row: _engine(setup.ctx, f"{key}/seed{seed}", cfg) for row, (key, cfg) in recipes.items()}
+
+
+def _dualpath_key(seed: int, mode: str, alpha: float) -> str:
+    return f"dualpath/{mode}/alpha{alpha:g}/seed{seed}"
+
+
+def _train_dualpath(setup: _Setup, seed: int, mode: str, alpha: float) -> tuple[Engine, dict]:
+    """The dual-path recipe (its ``train`` maps from the experiment's U-Net run), and its weight-map statistics."""
+    method = {
+        "name": "dualpath",
+        "alpha": alpha,
+        "weight_maps": mode,
+        "folds": setup.folds,
+        "fusion_channels": setup.preset["fusion_channels"],
     }
+    if mode == "train":  # the U-Net row is the discriminator: trained once per seed
+        method["discriminator"] = str(setup.ctx.run_dir / "runs" / "unet" / f"seed{seed}")
+    cfg = setup.config(seed, "unet", "ce", setup.epochs, depth=setup.depth, method=method)
+    key = _dualpath_key(seed, mode, alpha)
+    engine = _engine(setup.ctx, key, cfg)
+    info = json.loads((setup.ctx.run_dir / "runs" / key / "splits.json").read_text())
+    return engine, {k: v for k, v in info["weight_maps"].items() if k != "mode"}
 
 
-def _train_fold(setup: _Setup, seed: int, fold: int) -> tuple[Engine, np.ndarray]:
-    """The U-Net trained without fold ``fold`` of the training set, and that fold's indices."""
-    train = setup.splits.train
-    held = kfold_indices(len(train), setup.folds, seed)[fold]
-    splits = Splits(train.subset(np.setdiff1d(np.arange(len(train)), held)), setup.splits.val, None)
-    cfg = setup.config(seed, "unet", "ce", setup.epochs, depth=setup.depth)
-    stages = [Stage("train", setup.epochs, CrossEntropyLoss())]
-    key = f"oof{setup.folds}/fold{fold}/seed{seed}"
-    return setup.ctx.train(key, setup.unet(), setup.task, cfg, stages, splits), held
-
-
-def _oof_probabilities(setup: _Setup, seed: int) -> np.ndarray:
-    """Out-of-fold discriminator probabilities of every training image (K U-Nets)."""
-    train = setup.splits.train
-    prob = np.zeros(train.target.shape, np.float32)
-    for fold in range(setup.folds):
-        engine, held = _train_fold(setup, seed, fold)
-        prob[held] = _predict(engine, train.subset(held))[0]
-    return prob
-
-
-def _train_dualpath(setup: _Setup, seed: int, mode: str, alpha: float, train_prob: np.ndarray, val_prob: np.ndarray):
-    splits = Splits(
-        _with_maps(setup.splits.train, train_prob, alpha), _with_maps(setup.splits.val, val_prob, alpha), None
-    )
-    cfg = setup.config(seed, "unet", "ce", sum(setup.steps), depth=setup.depth)
-    meta = {"method": "dualpath", "weight_maps": mode, "alpha": alpha, "outputs": ["fusion", "mac", "mic"]}
-    key = f"dualpath/{mode}/alpha{alpha:g}/seed{seed}"
-    return setup.ctx.train(key, setup.dualpath(), setup.task, cfg, dualpath_stages(setup.steps), splits, meta=meta)
-
-
-def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], np.ndarray]:
-    """Scores of the fused output, scores of every ablation row, and the ``(N, 3, H, W)`` probabilities."""
+def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], dict[str, np.ndarray]]:
+    """Scores of the fused output, scores of every ablation row, and every row's ``(N, H, W)`` labels."""
     cms: dict[str, list[torch.Tensor]] = {row: [] for row in ABLATION_ROWS}
-    probs = np.zeros((len(test), 3, *test.target.shape[1:]), np.float32)
+    preds = {row: np.zeros(test.target.shape, np.int64) for row in ABLATION_ROWS}
 
     def collect(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         for row, lab in ablation_labels(logits).items():
-            cms[row].append(confusion_matrix(lab, batch["target"], 2, per_image=True).cpu())
-        probs[batch["index"].numpy()] = torch.sigmoid(logits.float()).cpu().numpy()
+            cms[row].append(confusion_matrix(lab, batch["target"], test.num_classes, per_image=True).cpu())
+            preds[row][batch["index"].numpy()] = lab.cpu().numpy()
 
     fused = engine.evaluate(test, on_batch=collect)
-    return fused, {row: segmentation_scores(torch.cat(cms[row])) for row in ABLATION_ROWS}, probs
+    return fused, {row: segmentation_scores(torch.cat(cms[row])) for row in ABLATION_ROWS}, preds
 
 
 def _save_artefacts(
     ctx: Any,
     test: ArrayDataset,
     disc_prob: np.ndarray,
-    dual_prob: np.ndarray,
+    ablation: dict[str, np.ndarray],
     preds: dict[str, np.ndarray],
     alpha: float,
 ) -> list[Path]:
-    """Per test image: split, weight maps, three predictions, overlays; and two report figures."""
+    """Per test image: split, weight maps, three predictions, overlays; and two report figures.
+
+    Multi-class splits and weight maps are drawn with every class together (the sum over classes:
+    the classes are disjoint); predictions are label maps scaled to ``[0, 255]``.
+    """
     folder = ctx.artefacts("test")
     mac, mic = split_mac_mic(torch.from_numpy(disc_prob), torch.from_numpy(test.target))
     w_mac, w_mic = (w.numpy() for w in weight_maps(mac, mic, alpha=alpha))
-    split = (mac.numpy() * 255 + mic.numpy() * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
-    ablation = {
-        "MaC": dual_prob[:, 1] > 0.5,
-        "MaC+MiC": dual_prob[:, 1] + dual_prob[:, 2] > 0.5,
-        "MaC+MiC+Fusion": dual_prob[:, 0] > 0.5,
-    }
+    mac, mic = mac.numpy(), mic.numpy()
+    if mac.ndim == 4:
+        mac, mic, w_mac, w_mic = (x.sum(1) for x in (mac, mic, w_mac, w_mic))
+    split = (mac * 255 + mic * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
+    scale = 255 // max(1, test.num_classes - 1)
     comparison_rows, map_rows = [], []
     for i, name in enumerate(test.names):
         out = folder / Path(name).name
@@ -289,7 +295,7 @@ def _save_artefacts(
         save_png(out / "weight_map_mac.png", _grey(w_mac[i]))
         save_png(out / "weight_map_mic.png", _grey(w_mic[i]))
         for row, pred in ablation.items():
-            save_png(out / f"pred_{row.lower().replace('+', '_')}.png", pred[i].astype(np.uint8) * 255)
+            save_png(out / f"pred_{row.lower().replace('+', '_')}.png", pred[i].astype(np.uint8) * scale)
         overlays = []
         for method, labels in preds.items():
             overlay = overlay_contours(test.images[i], labels[i], test.target[i])
@@ -297,7 +303,7 @@ def _save_artefacts(
             overlays.append(_zoom(overlay))
         if i < 4:
             comparison_rows.append([_zoom(image), *overlays])
-            disc = overlay_contours(test.images[i], (disc_prob[i] > 0.5).astype(np.int64), test.target[i])
+            disc = overlay_contours(test.images[i], _labels(disc_prob[i : i + 1])[0], test.target[i])
             map_rows.append([_zoom(disc), _zoom(split[i]), _zoom(_grey(w_mac[i])), _zoom(_grey(w_mic[i]))])
     figures = [
         save_png(ctx.artefacts() / "comparison.png", tile_grid(comparison_rows)),
@@ -309,7 +315,8 @@ def _save_artefacts(
 def run_experiment(ctx: Any) -> dict:
     """Train everything, fill the tables, save the artefacts and write the report (see the module doc)."""
     setup = _Setup(ctx)
-    metrics = ("Dice", "IoU", "minority recall") if setup.phantom else ("Dice", "IoU")
+    per_class = tuple(f"Dice {name}" for name in setup.classes)
+    metrics = ("Dice", "IoU", *(("minority recall",) if setup.phantom else ()), *per_class)
     where = f"test split of '{ctx.data}' ({len(setup.splits.test)} images, mean over images)"
     comparison = ctx.table(
         "Comparison with other methods (seed 000 table 1)",
@@ -318,10 +325,14 @@ def run_experiment(ctx: Any) -> dict:
         f"baselines {setup.epochs} epochs. nnU-Net-style: the same U-Net with Dice + CE, deep supervision and "
         "33% of each batch forced to contain foreground.",
     )
+    rule = (
+        "MaC: MaC path > 0.5; MaC+MiC: P_MaC + P_MiC > 0.5; MaC+MiC+Fusion: fusion > 0.5"
+        if not setup.classes
+        else "MaC: argmax of the MaC path; MaC+MiC: foreground where the summed foreground probability of both "
+        "paths > 0.5, the class with the largest sum; MaC+MiC+Fusion: argmax of the fusion"
+    )
     ablation = ctx.table(
-        "Ablation (seed 000 table 2)",
-        ("Dice", "IoU"),
-        note="MaC: MaC path > 0.5; MaC+MiC: P_MaC + P_MiC > 0.5; MaC+MiC+Fusion: fusion > 0.5 (same models as above).",
+        "Ablation (seed 000 table 2)", ("Dice", "IoU", *per_class), note=f"{rule} (same models as above)."
     )
     maps_table = ctx.table(
         "Weight maps: the discriminator's MaC / MiC split of the training set",
@@ -346,35 +357,29 @@ def run_experiment(ctx: Any) -> dict:
     figures: list[Path] = []
     for seed in ctx.seeds:
         baselines = _baselines(setup, seed)
-        disc = baselines["U-Net"]
         test = {row: _predict(engine, setup.splits.test) for row, engine in baselines.items()}  # (prob, scores)
-        probs = {"train": _predict(disc, setup.splits.train)[0]}
-        val_prob = _predict(disc, setup.splits.val)[0]
         modes = _WEIGHT_MODES if seed in sweep_seeds else (setup.mode,)
-        if "oof" in modes:
-            probs["oof"] = _oof_probabilities(setup, seed)
-        stats = {}
-        for mode in probs:  # 'train' costs only a prediction: always shown
-            mac, mic = split_mac_mic(torch.from_numpy(probs[mode]), torch.from_numpy(setup.splits.train.target))
-            stats[mode] = _split_stats(mac.numpy(), mic.numpy())
+        trained = {mode: _train_dualpath(setup, seed, mode, setup.alpha) for mode in modes}
+        stats = {mode: trained[mode][1] for mode in modes}
+        for mode in modes:
             maps_table.add(mode, stats[mode], seed=seed)
 
-        engine = _train_dualpath(setup, seed, setup.mode, setup.alpha, probs[setup.mode], val_prob)
-        fused, rows, dual_prob = _evaluate_dualpath(engine, setup.splits.test)
+        engine = trained[setup.mode][0]
+        fused, rows, dual_preds = _evaluate_dualpath(engine, setup.splits.test)
         for row in _COMPARISON[:-1]:
-            comparison.add(row, _cell(test[row][1], setup.phantom), seed=seed)
-        comparison.add("Dual-path", _cell(fused, setup.phantom), seed=seed)
-        ablation.add("U-Net", _cell(test["U-Net"][1], False), seed=seed)
+            comparison.add(row, setup.cell(test[row][1], setup.phantom), seed=seed)
+        comparison.add("Dual-path", setup.cell(fused, setup.phantom), seed=seed)
+        ablation.add("U-Net", setup.cell(test["U-Net"][1]), seed=seed)
         for row in ABLATION_ROWS:
-            ablation.add(row, _cell(rows[row], False), seed=seed)
+            ablation.add(row, setup.cell(rows[row]), seed=seed)
 
         if seed in sweep_seeds:
 
             def variant(mode: str, alpha: float, phantom: bool = False) -> dict[str, float]:
                 if (mode, alpha) == (setup.mode, setup.alpha):
-                    return _cell(fused, phantom)
-                engine = _train_dualpath(setup, seed, mode, alpha, probs[mode], val_prob)
-                return _cell(_evaluate_dualpath(engine, setup.splits.test)[0], phantom)
+                    return setup.cell(fused, phantom)
+                engine = trained[mode][0] if alpha == setup.alpha else _train_dualpath(setup, seed, mode, alpha)[0]
+                return setup.cell(_evaluate_dualpath(engine, setup.splits.test)[0], phantom)
 
             for alpha in ALPHAS:
                 alpha_table.add(f"{alpha:g}", variant(setup.mode, alpha), seed=seed)
@@ -385,15 +390,15 @@ def run_experiment(ctx: Any) -> dict:
                     comparison.add(f"Dual-path ({_MODE_NAMES[mode]} maps)", cell, seed=seed)
 
         if seed == ctx.seeds[0]:
-            preds = {row: (prob > 0.5).astype(np.int64) for row, (prob, _) in test.items()}
-            preds["Dual-path"] = (dual_prob[:, 0] > 0.5).astype(np.int64)
-            figures = _save_artefacts(ctx, setup.splits.test, test["U-Net"][0], dual_prob, preds, setup.alpha)
+            preds = {row: _labels(prob) for row, (prob, _) in test.items()}
+            preds["Dual-path"] = dual_preds["MaC+MiC+Fusion"]
+            figures = _save_artefacts(ctx, setup.splits.test, test["U-Net"][0], dual_preds, preds, setup.alpha)
 
     sp = setup.splits
     intro = (
         f"Dual-path framework (seed 000) on {ctx.data}: {len(sp.train)} train / {len(sp.val)} val / "
         f"{len(sp.test)} test images of {sp.train.images.shape[-2]}x{sp.train.images.shape[-1]} px, "
-        f"{setup.in_channels} channel(s). All networks: width "
+        f"{setup.in_channels} channel(s){_classes_note(setup)}. All networks: width "
         f"{setup.width}, Adam lr {setup.lr:g} (cosine to 0 within each stage), weight decay 1e-4, batch "
         f"{setup.batch_size}; best validation Dice selects the weights. Figures: `artefacts/comparison.png` "
         "(columns: image, U-Net, U-Net++, CE-Net, nnU-Net-style, dual-path; prediction red, ground truth green, "

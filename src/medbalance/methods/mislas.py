@@ -120,7 +120,7 @@ class MiSLASMethod(Method):
             },
         ]
 
-    def build_model(self, build, *, in_channels: int) -> nn.Module:
+    def build_model(self, build, *, in_channels: int, num_classes: int) -> nn.Module:
         return WeightScaledNet(build())
 
     def train_mode(self, engine: Engine) -> None:

@@ -178,7 +178,7 @@ class ReuseBackgroundMethod(Method):
     def default_stages(self, cfg: Any) -> list[dict]:
         return [{"name": "multi", "epochs": cfg.epochs, "trainable": ["multi"], "frozen": ["binary"]}]
 
-    def build_model(self, build: Callable[..., nn.Module], *, in_channels: int) -> nn.Module:
+    def build_model(self, build: Callable[..., nn.Module], *, in_channels: int, num_classes: int) -> nn.Module:
         o = self.options
         return ReuseBackgroundNet(build(), build(**{**o.binary_model, "num_classes": 1}), tau=o.tau, mode=o.mode)
 
