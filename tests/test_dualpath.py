@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
