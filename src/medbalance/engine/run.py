@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -330,9 +329,7 @@ def _train(
         ignore_index=ignore_index,
     )
     resumed = partial(train_log.open, run_dir, resumed=True) if fabric.is_global_zero else None
-    started = time.perf_counter()
     history = engine.fit(stages, train_data, splits.val, resume=resume is not None, on_resumed=resumed)
-    seconds = sum(float(row.get("seconds", 0.0)) for row in history) if resume is not None else None
 
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model.load_state_dict(best["model"])
@@ -357,8 +354,6 @@ def _train(
         "best_epoch": best["epoch"],
         "epochs": len(history),
         "monitor": engine.monitor_of(stages[-1])[0],
-        # training and validation time of every epoch (a resumed run counts its earlier epochs too)
-        "train_seconds": round(seconds if seconds is not None else time.perf_counter() - started, 2),
         "val": engine.evaluate(splits.val, on_batch=writer if splits.test is None else None),
     }
     if splits.test is not None:
