@@ -113,7 +113,11 @@ def test_combinations_are_tables_4_15_and_4_17():
 @pytest.mark.parametrize(
     ("experiment", "option", "message"),
     [
-        ("loss-study", "hard_num_mode=relative", "option 'hard_num_mode' has 'relative' (expected some of: scaled, absolute, both)"),
+        (
+            "loss-study",
+            "hard_num_mode=relative",
+            "option 'hard_num_mode' has 'relative' (expected some of: scaled, absolute, both)",
+        ),
         ("loss-study", "combos=conik", "option 'combos' has 'conik' (did you mean 'conic'? "),
         ("loss-study", "parts=combo", "option 'parts' has 'combo' (did you mean 'combos'? "),
         ("loss-study", "hard_num_mod=absolute", "unknown option 'hard_num_mod' (did you mean 'hard_num_mode'?)"),
@@ -156,7 +160,9 @@ def test_loss_study_combos_and_absolute_sweep_in_one_command(tmp_path, two_combo
 
 def test_reuse_background_across_the_combinations(tmp_path, two_combos):
     options = ["combos=monusac", "baseline=false"]
-    result = run_experiment("reuse-background", scale="smoke", options=options, out=tmp_path, progress=False, device="cpu")
+    result = run_experiment(
+        "reuse-background", scale="smoke", options=options, out=tmp_path, progress=False, device="cpu"
+    )
     rows = list(_table(result.run_dir, "Plain vs reuse background")["rows"])
     assert rows == [
         f"{k}: unet / {loss}: {row}"

@@ -8,11 +8,12 @@ augmentations (the engine seeds the generator by (seed, epoch), like its shuffli
 
 Spatial transforms move the image and every spatial entry of the batch (the target, weight
 maps...) together: a random crop to a fixed size (seed 001's "random 224 x 224 samples" of
-BreaKHis, section 4.2; the only transform that changes the shape), flips along every spatial axis, multiples of 90 degrees in the H-W plane,
-and a rotation-and-zoom in the H-W plane (2D and 3D). Images are resampled bilinearly,
-everything else by nearest neighbour, so labels stay labels (``ignore_index`` included);
-pixels that come from outside the image are 0 (background). Intensity transforms (brightness,
-contrast, gamma, Gaussian noise) touch the image only. Defaults follow nnU-Net's
+BreaKHis, section 4.2; the only transform that changes the shape), flips along every spatial
+axis, multiples of 90 degrees in the H-W plane, and a rotation-and-zoom in the H-W plane (2D
+and 3D). Images are resampled bilinearly, everything else by nearest neighbour, so labels stay
+labels (``ignore_index`` included); pixels that come from outside the image are 0
+(background). Intensity transforms (brightness, contrast, gamma, Gaussian noise) touch the
+image only. Defaults follow nnU-Net's
 (Isensee et al., Nature Methods 2021, supplementary note 4) where it sets a value; every
 transform is off until its strength is set.
 

@@ -366,8 +366,8 @@ def hard_num_rows(
         scaled: the scaled values (default: :func:`scaled_hard_nums`; a CPU scale's shorter list).
 
     Example:
-        >>> hard_num_rows(128 * 128, "both")[:3]
-        [(128, '128 scaled (512 at 256 x 256)'), (256, '256 scaled (1024 at 256 x 256)'), (512, '512 absolute = scaled (2048 at 256 x 256)')]
+        >>> hard_num_rows(128 * 128, "both")[2:4]
+        [(512, '512 absolute = scaled (2048 at 256 x 256)'), (1024, '1024 absolute = scaled (4096 at 256 x 256)')]
         >>> hard_num_rows(128 * 128, "scaled")[0]
         (128, '128 scaled (512 at 256 x 256)')
     """

@@ -462,14 +462,15 @@ def run(ctx) -> dict:
             if not multis[0].tag
             else f"Multi-class: the {len(multis)} combinations of seed table {multis[0].table}"
         )
+        deeplab = "deeplabv3plus" in {m.net for m in multis} | {s["binary_net"]}
         intro = (
             f"Seeds finished: {n + 1} of {len(ctx.seeds)}. {multi_text}, "
             f"binary {s['binary_net']} with loss `{s['binary_loss']}` (Focal class weights: function "
             f"{opts['focal_weight']}, OB hard_num {opts['hard_num']}); width {s['width']}"
-            f"{', DeepLabv3+ on ' + s['backbone'] if 'deeplabv3plus' in {m.net for m in multis} | {s['binary_net']} else ''}"
-            f", {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}, {opts['optimizer']}. Data {data}; "
-            f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images; best.pt chosen on "
-            f"validation mean foreground Dice. Figure columns: image, truth, {', '.join(sets)}."
+            f"{', DeepLabv3+ on ' + s['backbone'] if deeplab else ''}, {s['epochs']} epochs, batch {s['batch_size']}, "
+            f"lr {s['lr']:g}, {opts['optimizer']}. Data {data}; {len(splits.train)} train / {len(splits.val)} val / "
+            f"{len(splits.test)} test images; best.pt chosen on validation mean foreground Dice. Figure columns: "
+            f"image, truth, {', '.join(sets)}."
         )
         results = ctx.write_report(intro, figures)
     return results

@@ -220,7 +220,8 @@ def _breakhis_seed001(data: BreakhisData, root: Path, paths: list[Path], target:
             num_classes=len(classes),
             train_shape=list(shape),
             eval_per_class=data.eval_per_class,
-            **{f"{k}_files": [str(paths[i].relative_to(root)) for i in idx] for k, idx in (("val", val), ("test", test))},
+            val_files=[str(paths[i].relative_to(root)) for i in val],
+            test_files=[str(paths[i].relative_to(root)) for i in test],
         ),
     }
     return Splits(read(train, crop=False), read(val, crop=True), read(test, crop=True), info=info)
