@@ -178,3 +178,14 @@ def test_reuse_background_across_the_combinations(tmp_path, two_combos):
     assert multi["loss"] == [{"name": "dice"}, {"name": "ob", "hard_num": 4096}]
     assert (result.run_dir / "artefacts" / "predictions" / "seed0" / "combo2" / "reuse_paper" / "classes").is_dir()
     assert (result.run_dir / "artefacts" / "figures" / "test_seed0_combo1.png").is_file()
+
+
+def test_monusac_folders_are_recognised_by_every_experiment(tmp_path):
+    from medbalance.methods.experiment import ExperimentContext
+
+    (tmp_path / "TCGA-55-1594").mkdir()
+    (tmp_path / "TCGA-55-1594" / "TCGA-55-1594-01Z-00-DX1_1.xml").write_text("<Annotations/>")
+    ctx = ExperimentContext("loss-study", "smoke", tmp_path / "run", (0,), str(tmp_path), {})
+    section = ctx.data_section({"kind": "nuclei_phantom"})
+    assert section == {"kind": "monusac", "path": str(tmp_path)}
+    assert combos_for("auto", section["kind"])[0] == "monusac"

@@ -226,9 +226,6 @@ def _data_section(ctx, s: Mapping[str, Any]) -> dict:
         "seed": 0,
     }
     section = ctx.data_section(phantom)
-    path = Path(section.get("path", ""))
-    if section["kind"] == "folder" and any(path.glob("*/*.xml")):  # <root>/<patient>/<image>.xml
-        section = {"kind": "monusac", "path": str(path)}
     # Real data keeps the seed's sizes at paper scale (CoNIC 256, MoNuSAC 512) unless asked.
     if section["kind"] != "nuclei_phantom" and (ctx.scale != "paper" or ctx.options["size"]):
         section["size"] = s["size"]
