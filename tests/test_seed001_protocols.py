@@ -185,3 +185,25 @@ def test_seed001_chestxray_geometry():
     # a quarter image smaller than 448: its largest centred square
     assert seed001_chestxray(np.ones((1, 1200, 1000), np.float32), 224).shape == (1, 224, 224)
     assert seed001_breakhis_shape(224) == (230, 350)
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in network: keeps its input, answers class 0."""
+
+    def forward(self, x):
+        self.seen = x
+        return torch.zeros(len(x), 8)
+
+
+def test_predict_sees_the_validation_geometry(breakhis_tree, breakhis):
+    from medbalance.config import RunConfig
+    from medbalance.data.io import read_image
+    from medbalance.engine.run import LoadedRun, predict_arrays
+    from medbalance.engine.tasks import make_task
+
+    data = BreakhisData(path=str(breakhis_tree), protocol="seed001", eval_per_class=1)
+    path = next(p for p in breakhis_tree.rglob("*.png") if p.stem == breakhis.val.names[0])
+    net = _Recorder()
+    run = LoadedRun(RunConfig(data=data), net, make_task("classification", 8), {})
+    predict_arrays(run, read_image(path, channels=3)[None])
+    assert torch.equal(net.seen[0], breakhis.val[0]["image"])  # as the run was scored, not squashed to 224

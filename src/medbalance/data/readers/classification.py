@@ -53,6 +53,7 @@ __all__ = [
     "read_medmnist",
     "seed001_breakhis_shape",
     "seed001_chestxray",
+    "seed001_eval_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,7 @@ def _breakhis_seed001(data: BreakhisData, root: Path, paths: list[Path], target:
     shape = seed001_breakhis_shape(data.size)
 
     def read(idx: np.ndarray, *, crop: bool) -> ArrayDataset:
-        images = []
-        for i in idx:
-            image = _as_uint8(read_image(paths[i], channels=data.channels), shape)
-            images.append(_centre(image, data.size) if crop else image)
+        images = [_seed001_uint8(read_image(paths[i], channels=data.channels), data, crop=crop) for i in idx]
         return _eight_bit(images, target[idx], [paths[i].stem for i in idx], classes)
 
     info = {
@@ -394,7 +392,7 @@ def _chestxray_seed001(data: ChestXrayData, root: Path) -> Splits:
     test_paths, test_labels = _chestxray_files(root / "test")
 
     def read(files: Sequence[Path], y: np.ndarray) -> ArrayDataset:
-        images = [seed001_chestxray(read_image(p, channels=data.channels), data.size) for p in files]
+        images = [_seed001_uint8(read_image(p, channels=data.channels), data) for p in files]
         return _eight_bit(images, y, [_chestxray_name(p) for p in files], classes)
 
     info = {
@@ -443,6 +441,28 @@ def build_chestxray(data: ChestXrayData) -> Splits:
         train, val = train.subset(train_idx), train.subset(val_idx)
     splits = Splits(train, val, test, info={"source": str(root)})
     return longtail_splits(splits, data.imbalance_ratio, seed=data.seed)
+
+
+def _seed001_uint8(image: np.ndarray, data: BreakhisData | ChestXrayData, *, crop: bool = True) -> np.ndarray:
+    """Seed 001's geometry of a ``[0, 1]`` float ``(C, H, W)`` image as stored (``uint8``); BreaKHis
+    without ``crop`` is a training image (350 x 230 at ``size`` 224), cropped per batch later."""
+    if isinstance(data, ChestXrayData):
+        return seed001_chestxray(image, data.size)
+    scaled = _as_uint8(image, seed001_breakhis_shape(data.size))
+    return _centre(scaled, data.size) if crop else scaled
+
+
+def seed001_eval_image(image: np.ndarray, data: BreakhisData | ChestXrayData) -> np.ndarray:
+    """A new ``[0, 1]`` float ``(C, H, W)`` image as ``protocol: seed001`` evaluates: the
+    validation / test geometry (BreaKHis: 350 x 230 and its centre; ChestX-ray:
+    :func:`seed001_chestxray`), float32 in ``[0, 1]`` (``medbalance predict`` uses it).
+
+    Example:
+        >>> data = BreakhisData(path="x", protocol="seed001")
+        >>> seed001_eval_image(np.ones((3, 460, 700), np.float32), data).shape
+        (3, 224, 224)
+    """
+    return _seed001_uint8(image, data).astype(np.float32) / np.float32(255)
 
 
 # ----------------------------------------------------------------------------- MedMNIST
