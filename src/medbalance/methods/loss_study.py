@@ -898,6 +898,7 @@ def _intro(ctx: ExperimentContext, plan: _Plan, splits: Splits, study: _Study) -
             if any(n in plan.nets for n in ("unet", "unetpp", "unet3plus", "attention_unet"))
             else ""
         )
+        + (f", DeepLabv3+ on {p['backbone']}" if "deeplabv3plus" in plan.nets or "combos" in plan.parts else "")
         + ".",
         f"Parts: {', '.join(plan.parts)}; networks: {', '.join(plan.nets)}; losses: {', '.join(plan.losses)}; "
         f"weight functions: {', '.join(map(str, plan.weight_functions))}; sweep network: {plan.sweep_net}.",
