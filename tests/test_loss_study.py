@@ -198,7 +198,8 @@ def test_smoke_scale_writes_every_table_of_the_study(smoke):
     weights = next(t for t in content["tables"] if "table 4.11" in t["title"])["rows"]
     assert sum(weights["5 exp_decreasing_fg"][c]["mean"] for c in weights["5 exp_decreasing_fg"]) == pytest.approx(1.0)
     hard = next(t for t in content["tables"] if "table 4.14" in t["title"])["rows"]
-    assert list(hard) == ["32 (2048)", "128 (8192)"]  # 32 x 32 images: hard_num x 64 at 256 x 256
+    # 32 x 32 images: hard_num x 64 at 256 x 256
+    assert list(hard) == ["32 scaled (2048 at 256 x 256)", "128 scaled (8192 at 256 x 256)"]
     assert all(sum(c["mean"] for c in row.values()) == pytest.approx(100.0) for row in hard.values())
     assert set(smoke.results["findings"]) == {"grid", "weights", "hard_num"}
     for name in ("results.md", "results.html"):

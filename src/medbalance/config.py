@@ -214,8 +214,33 @@ class NnunetData(_Segmentation, _Grouping):
     cache: bool = True  # decoded arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
 
 
-class BreakhisData(_LongtailOption, _Split):
-    """BreaKHis folder tree (8 tumour types); split by patient."""
+class _Protocol(_Strict):
+    # default: the reader's own split and square resize; seed001: seed 001's recipe (section 4.2,
+    # medbalance.data.readers.classification), where `size` (then 224 by default) is the network input side
+    protocol: Literal["default", "seed001"] = "default"
+    eval_per_class: int = Field(80, ge=1)  # seed001: images per class of the balanced validation (and test) sets
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed001_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") == "seed001" and "size" not in data:
+            data = {**data, "size": SEED001_SIZE}
+        return data
+
+    @model_validator(mode="after")
+    def _per_class_needs_protocol(self) -> "_Protocol":
+        if "eval_per_class" in self.model_fields_set and self.protocol != "seed001":
+            raise ValueError(f"eval_per_class applies to protocol 'seed001' only (protocol is '{self.protocol}')")
+        return self
+
+
+#: The network input side of seed 001's classification protocol (section 4.2).
+SEED001_SIZE = 224
+
+
+class BreakhisData(_LongtailOption, _Split, _Protocol):
+    """BreaKHis folder tree (8 tumour types); split by patient (``protocol: seed001``: by image,
+    80 per class for validation and test, random 224 x 224 training crops of 350 x 230 images)."""
 
     kind: Literal["breakhis"] = "breakhis"
     path: str
@@ -225,8 +250,9 @@ class BreakhisData(_LongtailOption, _Split):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
 
-class ChestXrayData(_LongtailOption):
-    """Kermany chest X-ray layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``."""
+class ChestXrayData(_LongtailOption, _Protocol):
+    """Kermany chest X-ray layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`` (``protocol:
+    seed001``: 1/4 scale, centre crop, 1/2 scale to 224 x 224, the whole official test split)."""
 
     kind: Literal["chestxray"] = "chestxray"
     path: str
@@ -410,6 +436,24 @@ class RunConfig(_Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     stages: list[StageConfig] | None = None
     augment: Augment = Field(default_factory=Augment)  # training batches only; all off by default
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed001_crop(cls, raw: Any) -> Any:
+        # BreaKHis under seed 001 trains on random size x size crops of its 350 x 230 images
+        # (section 4.2): the batch augmentation's crop, unless the config sets one (or null).
+        if not isinstance(raw, dict):
+            return raw
+        data = raw.get("data")
+        fields = data if isinstance(data, dict) else getattr(data, "__dict__", {})
+        if fields.get("kind") != "breakhis" or fields.get("protocol") != "seed001":
+            return raw
+        augment = raw.get("augment", {})
+        if isinstance(augment, Augment):
+            augment = augment.model_dump(exclude_unset=True)
+        if not isinstance(augment, dict) or "crop" in augment:
+            return raw
+        return {**raw, "augment": {**augment, "crop": fields.get("size", SEED001_SIZE)}}
 
     @field_validator("precision", mode="before")
     @classmethod

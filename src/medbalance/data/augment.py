@@ -7,11 +7,13 @@ sample from one seeded generator, so a run is reproducible and a resumed run see
 augmentations (the engine seeds the generator by (seed, epoch), like its shuffling).
 
 Spatial transforms move the image and every spatial entry of the batch (the target, weight
-maps...) together: flips along every spatial axis, multiples of 90 degrees in the H-W plane,
-and a rotation-and-zoom in the H-W plane (2D and 3D). Images are resampled bilinearly,
-everything else by nearest neighbour, so labels stay labels (``ignore_index`` included);
-pixels that come from outside the image are 0 (background). Intensity transforms (brightness,
-contrast, gamma, Gaussian noise) touch the image only. Defaults follow nnU-Net's
+maps...) together: a random crop to a fixed size (seed 001's "random 224 x 224 samples" of
+BreaKHis, section 4.2; the only transform that changes the shape), flips along every spatial
+axis, multiples of 90 degrees in the H-W plane, and a rotation-and-zoom in the H-W plane (2D
+and 3D). Images are resampled bilinearly, everything else by nearest neighbour, so labels stay
+labels (``ignore_index`` included); pixels that come from outside the image are 0
+(background). Intensity transforms (brightness, contrast, gamma, Gaussian noise) touch the
+image only. Defaults follow nnU-Net's
 (Isensee et al., Nature Methods 2021, supplementary note 4) where it sets a value; every
 transform is off until its strength is set.
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["Augment"]
 
@@ -36,6 +38,9 @@ class Augment(BaseModel):
     """Which transforms to apply to training batches, and how strongly (all off by default).
 
     Args:
+        crop: crop every sample to this size at a random position drawn per sample, before
+            every other transform: one side for every spatial axis, or one per axis
+            (``[H, W]`` / ``[D, H, W]``); ``None``: no crop.
         flip: mirror each spatial axis with probability 0.5, per sample.
         rot90: rotate by a random multiple of 90 degrees in the H-W plane, per sample; on a
             non-square image only by 0 or 180 degrees (the shape must not change).
@@ -55,6 +60,7 @@ class Augment(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    crop: int | list[int] | None = None
     flip: bool = False
     rot90: bool = False
     rotate: float = Field(0.0, ge=0.0, le=180.0)
@@ -67,6 +73,14 @@ class Augment(BaseModel):
     intensity_p: float = Field(0.15, ge=0.0, le=1.0)
     outside_label: int = 0
 
+    @field_validator("crop")
+    @classmethod
+    def _positive(cls, value: int | list[int] | None) -> int | list[int] | None:
+        sizes = [value] if isinstance(value, int) else value or []
+        if (isinstance(value, list) and not value) or any(s < 1 for s in sizes):
+            raise ValueError(f"expected a size >= 1 or a list of them, one per spatial axis, found {value}")
+        return value
+
     @property
     def enabled(self) -> bool:
         """Whether any transform is on."""
@@ -74,7 +88,7 @@ class Augment(BaseModel):
         intensity = self.intensity_p > 0 and any(
             s > 0 for s in (self.brightness, self.contrast, self.gamma, self.noise)
         )
-        return self.flip or self.rot90 or affine or intensity
+        return self.crop is not None or self.flip or self.rot90 or affine or intensity
 
     def __call__(self, batch: dict, generator: torch.Generator, *, share: tuple[int, int] = (0, 1)) -> dict:
         """Augment ``batch`` (a new dict; the input tensors are not modified).
@@ -110,6 +124,9 @@ class Augment(BaseModel):
         ]
         draw = _Draw(generator, len(image), share)
         out = dict(batch)
+        if self.crop is not None:
+            out = self._crop(out, keys, spatial, draw)
+            spatial = tuple(out["image"].shape[2:])
         if self.flip:
             for axis in range(-len(spatial), 0):
                 chosen = draw.uniform() < 0.5
@@ -132,6 +149,24 @@ class Augment(BaseModel):
                     moved = _resample_nearest(out[key], grid, len(spatial), fill=self.outside_label)
                     out[key] = _where(chosen, moved, out[key])
         out["image"] = self._intensity(out["image"], draw)
+        return out
+
+    def _crop(self, batch: dict, keys: list[str], spatial: tuple[int, ...], draw: "_Draw") -> dict:
+        """Every sample cut to ``crop`` at its own random offset (uniform over the valid ones)."""
+        size = [self.crop] * len(spatial) if isinstance(self.crop, int) else list(self.crop)
+        if len(size) != len(spatial) or any(c > s for c, s in zip(size, spatial)):
+            raise ValueError(f"augment.crop {self.crop} does not fit the training images of shape {spatial}")
+        starts = [draw.integers(s - c + 1).tolist() for s, c in zip(spatial, size)]
+        out = dict(batch)
+        for key in ["image", *keys]:
+            x = batch[key]
+            lead = x.ndim - len(spatial) - 1  # axes between the sample axis and the spatial ones
+            out[key] = torch.stack(
+                [
+                    x[(i, *[slice(None)] * lead, *(slice(s[i], s[i] + c) for s, c in zip(starts, size)))]
+                    for i in range(len(x))
+                ]
+            )
         return out
 
     def _intensity(self, x: torch.Tensor, draw: "_Draw") -> torch.Tensor:

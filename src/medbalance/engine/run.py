@@ -711,8 +711,14 @@ def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.n
     """Probabilities and labels for ``(N, C_in, H, W)`` images (eval mode, no autograd).
 
     A run trained on data resized to (or generated at) ``data.size`` sees its input resized the same way;
-    segmentation logits are then resized back (bilinear), so masks match the input image.
+    segmentation logits are then resized back (bilinear), so masks match the input image. A run of
+    ``data.protocol: seed001`` sees its validation geometry
+    (:func:`~medbalance.data.readers.classification.seed001_eval_image`).
     """
+    if getattr(run.cfg.data, "protocol", "default") == "seed001":
+        from medbalance.data.readers.classification import seed001_eval_image
+
+        images = np.stack([seed001_eval_image(np.asarray(image, dtype=np.float32), run.cfg.data) for image in images])
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     layout = memory_format(run.cfg.channels_last, run.model, x.device)  # as the engine trains and evaluates
     if layout is not None:

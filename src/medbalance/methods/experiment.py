@@ -249,6 +249,8 @@ class ExperimentContext:
             return {"kind": "conic", "path": str(path)}
         if any(path.glob("patient*")) or any(path.glob("*/patient*")):
             return {"kind": "camus", "path": str(path)}
+        if any(path.glob("*/*.xml")):  # MoNuSAC: <root>/<patient>/<image>.xml
+            return {"kind": "monusac", "path": str(path)}
         from medbalance.data.readers.classification import detect_layout
 
         return {"kind": detect_layout(path) or "folder", "path": str(path)}

@@ -1,7 +1,7 @@
 """Seed 002's loss study as one command: ``medbalance experiment loss-study``.
 
-Multi-class nuclei segmentation (softmax, background = class 0), four parts chosen with
-``--set parts=...``:
+Multi-class nuclei segmentation (softmax, background = class 0), five parts chosen with
+``--set parts=...`` (the first four by default):
 
 - ``grid``: networks x losses (seed 002 tables 4.3, 4.4, 4.6-4.8, 4.10), with the per-class
   IoU (tables 4.5, 4.9) and the share of the test pixels each class is predicted as (what the
@@ -16,6 +16,10 @@ Multi-class nuclei segmentation (softmax, background = class 0), four parts chos
   Dice + CE, one third of every batch forced to hold foreground
   (:func:`medbalance.data.samplers.foreground`), and the three rows that drop deep
   supervision, the sampler or both, to tell which ingredient does what.
+- ``combos``: the multi-class combinations of seed 002 section 4.6.1 (:data:`SEED_COMBOS`):
+  table 4.15 on CoNIC (results: table 4.16) or table 4.17 on MoNuSAC (table 4.18), chosen by
+  ``--set combos=conic|monusac`` (``auto``: MoNuSAC data gets 4.17, anything else 4.15), with
+  Focal weighted by function 5 and OB at the seed's 4096 hard pixels.
 
 Scores are dataset level, from the confusion matrix of the whole test split pooled (as seed 002
 reports them): ``Dice``, ``mIoU``, ``mAP`` (mean precision, the seed's name), ``mRecall``, each
@@ -25,14 +29,20 @@ by parts (the grid's Focal is the weight part's function 2, its OB the sweep's s
 ``hard_num``) are trained once.
 
 ``hard_num`` is a pixel count per image; the seed's values (512 ... 65536) are for 256 x 256
-CoNIC patches, so the defaults scale them by the image area here
-(:func:`scaled_hard_nums`); every table names the 256 x 256 equivalent too.
+CoNIC patches, and the seed kept the same numbers on 512 x 512 MoNuSAC (where 1024 was best).
+``--set hard_num_mode=`` picks ``scaled`` (the default: scaled by the image area,
+:func:`scaled_hard_nums`, each row naming its 256 x 256 equivalent), ``absolute`` (the seed's
+numbers as they are, :func:`absolute_hard_nums`) or ``both`` (the sweep runs both lists, rows
+labelled which; the grid's and the combinations' OB take the absolute value). At 256 x 256 the
+two agree and such a value is one row, trained once.
 
 Example:
     >>> loss_spec("dice+focal", hard_num=64)
     [{'name': 'dice'}, {'name': 'focal', 'gamma': 2.0, 'class_weight': 'inverse'}]
     >>> scaled_hard_nums(64 * 64)
     [32, 64, 128, 256, 512, 1024, 2048]
+    >>> absolute_hard_nums(64 * 64)
+    [512, 1024, 2048, 4096]
 """
 
 from __future__ import annotations
@@ -59,20 +69,27 @@ from medbalance.errors import ConfigError
 from medbalance.losses import class_weights
 from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.methods.experiment import ExperimentContext, ResultTable
+from medbalance.methods.seed002 import COMBO_TABLES, SEED_COMBOS, combos_for
 from medbalance.metrics import confusion_matrix, segmentation_scores
 from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
 __all__ = [
     "CATALOGUE_LOSSES",
+    "COMBO_TABLES",
     "OPTIONS",
     "PARTS",
+    "HARD_NUM_MODES",
     "SCALES",
+    "SEED_COMBOS",
     "SEED_HARD_NUMS",
     "SEED_LOSSES",
     "SEED_NETS",
     "STUDY_TERMS",
     "WEIGHT_FUNCTIONS",
     "EvalPass",
+    "absolute_hard_nums",
+    "combos_for",
+    "hard_num_rows",
     "loss_spec",
     "run",
     "scaled_hard_nums",
@@ -129,10 +146,18 @@ WEIGHT_FUNCTIONS: dict[int, str] = {
 SEED_HARD_NUMS: tuple[int, ...] = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _SEED_PIXELS = 256 * 256
 _FIGURE_IMAGES = 2
+#: OB's hard pixels in the grid (section 4.3.1: "only 512 pixels of a 256 x 256 image") and in
+#: the combinations of section 4.6.1 ("the best, 4096").
+_GRID_HARD_NUM, _COMBO_HARD_NUM = 512, 4096
+#: Focal's class weights in the combinations of section 4.6.1: function 5.
+_COMBO_FOCAL_WEIGHT = "exp_decreasing_fg"
+#: How the ``hard_num`` values follow the image size (see the module docstring).
+HARD_NUM_MODES: tuple[str, ...] = ("scaled", "absolute", "both")
 
-PARTS: tuple[str, ...] = ("grid", "weights", "hard_num", "nnunet")
+PARTS: tuple[str, ...] = ("grid", "weights", "hard_num", "nnunet", "combos")
 
 #: Per scale: phantom data, training length, network width, and what each part runs.
+#: ``backbone`` is DeepLabv3+'s encoder (:class:`~medbalance.nets.backbones.ResNetEncoder`).
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": {
         "size": 32,
@@ -143,11 +168,12 @@ SCALES: dict[str, dict[str, Any]] = {
         "batch_size": 4,
         "base_channels": 4,
         "depth": 2,
+        "backbone": "resnet18",
         "nets": ("unet",),
         "losses": ("ce", "dice"),
         "sweep_net": "unet",
         "weight_functions": (1, 5),
-        "hard_nums": (32, 128),
+        "hard_nums": (32, 128),  # the scaled values swept (hard_num_mode scaled or both)
     },
     "small": {
         "size": 64,
@@ -158,6 +184,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "batch_size": 8,
         "base_channels": 8,
         "depth": 3,
+        "backbone": "resnet18",
         "nets": ("unet", "attention_unet", "deeplabv3plus"),
         "losses": ("ce", "focal", "dice", "tversky", "ob", "dice+focal"),
         "sweep_net": "attention_unet",
@@ -165,16 +192,19 @@ SCALES: dict[str, dict[str, Any]] = {
         "hard_nums": (32, 256, 1024, 2048),
     },
     "paper": {
-        # CoNIC: 4981 patches of 256 x 256, 9:1 train/test; the seed's demo: 10 epochs, Adam, lr 1e-3
-        # (batch 1 there; 4 here, as DeepLabv3+'s image pooling needs more than one value per channel).
+        # Seed 002: CoNIC, 4981 patches of 256 x 256, 9:1 train/test (section 4.1); the demo's
+        # 10 epochs, batch 1, Adam lr 1e-3 (section 5.4); DeepLabv3+ on ResNet-101 (section 2.1.2)
+        # at the paper's widths (stem 64, ASPP 256); the U-Net family at the original papers'
+        # 64 channels and 4 downsamplings (the seed names no other width).
         "size": 256,
         "n_train": 4000,
         "n_val": 483,
         "n_test": 498,
         "epochs": 10,
-        "batch_size": 4,
-        "base_channels": 32,
+        "batch_size": 1,
+        "base_channels": 64,
         "depth": 4,
+        "backbone": "resnet101",
         "nets": SEED_NETS,
         "losses": SEED_LOSSES + CATALOGUE_LOSSES,
         "sweep_net": "attention_unet",
@@ -185,12 +215,14 @@ SCALES: dict[str, dict[str, Any]] = {
 
 #: ``--set`` options; an empty list or 0 means "the scale's preset".
 OPTIONS: dict[str, Any] = {
-    "parts": list(PARTS),
+    "parts": list(PARTS[:4]),
     "nets": [],
     "losses": [],
     "sweep_net": "",
     "weight_functions": [],
     "hard_nums": [],
+    "hard_num_mode": "scaled",
+    "combos": "auto",
     "focal_weight": "inverse",
     "epochs": 0,
     "size": 0,
@@ -271,10 +303,67 @@ def scaled_hard_nums(pixels: int, seed_values: Sequence[int] = SEED_HARD_NUMS) -
         raise ValueError(f"pixels must be >= 1, got {pixels}")
     out: list[int] = []
     for value in seed_values:
-        scaled = max(1, round(value * pixels / _SEED_PIXELS))
+        scaled = _scaled(value, pixels)
         if scaled <= pixels // 2 and scaled not in out:
             out.append(scaled)
     return out
+
+
+def absolute_hard_nums(pixels: int, seed_values: Sequence[int] = SEED_HARD_NUMS) -> list[int]:
+    """The seed's ``hard_num`` values as they are, those that an image of ``pixels`` pixels holds.
+
+    At 256 x 256 (CoNIC) and 512 x 512 (MoNuSAC, the seed's best 1024) that is all of table 4.13;
+    65536 at 256 x 256 selects every pixel (plain cross entropy), as in the seed.
+
+    Example:
+        >>> absolute_hard_nums(256 * 256) == list(SEED_HARD_NUMS)
+        True
+    """
+    if pixels < 1:
+        raise ValueError(f"pixels must be >= 1, got {pixels}")
+    return [int(v) for v in seed_values if v <= pixels]
+
+
+def hard_num_rows(
+    pixels: int, mode: str, given: Sequence[int] = (), *, scaled: Sequence[int] | None = None
+) -> list[tuple[int, str]]:
+    """``(hard_num, row label)`` of the sweep for images of ``pixels`` pixels.
+
+    Args:
+        pixels: pixels per training image.
+        mode: ``"scaled"``, ``"absolute"`` or ``"both"`` (:data:`HARD_NUM_MODES`).
+        given: values to sweep instead of the seed's (``--set hard_nums=``), taken as they are.
+        scaled: the scaled values (default: :func:`scaled_hard_nums`; a CPU scale's shorter list).
+
+    Example:
+        >>> hard_num_rows(128 * 128, "both")[2:4]
+        [(512, '512 absolute = scaled (2048 at 256 x 256)'), (1024, '1024 absolute = scaled (4096 at 256 x 256)')]
+        >>> hard_num_rows(128 * 128, "scaled")[0]
+        (128, '128 scaled (512 at 256 x 256)')
+    """
+    if mode not in HARD_NUM_MODES:
+        raise ValueError(f"hard_num_mode must be one of {', '.join(HARD_NUM_MODES)}, got {mode!r}")
+    if given:
+        return [(int(h), f"{h} ({_seed_equivalent(h, pixels)} at 256 x 256)") for h in given]
+    absolute = absolute_hard_nums(pixels) if mode != "scaled" else []
+    scaled = [] if mode == "absolute" else list(scaled_hard_nums(pixels) if scaled is None else scaled)
+    rows = []
+    for h in absolute:  # a value in both lists is one run: one row
+        both = f" = scaled ({_seed_equivalent(h, pixels)} at 256 x 256)" if h in scaled else ""
+        rows.append((h, f"{h} absolute{both}"))
+    rows += [(h, f"{h} scaled ({_seed_equivalent(h, pixels)} at 256 x 256)") for h in scaled if h not in absolute]
+    return sorted(rows)
+
+
+def _scaled(seed_value: int, pixels: int) -> int:
+    """A hard-pixel count of a 256 x 256 image scaled to an image of ``pixels`` pixels."""
+    return max(1, round(seed_value * pixels / _SEED_PIXELS))
+
+
+def _seed_equivalent(hard_num: int, pixels: int) -> int:
+    return round(hard_num * _SEED_PIXELS / pixels)
+
+
 
 
 def table_scores(cm: Tensor) -> dict[str, Any]:
@@ -350,6 +439,8 @@ class _Plan:
     sweep_net: str
     weight_functions: tuple[int, ...]
     hard_nums: tuple[int, ...] | None
+    hard_num_mode: str
+    combos: str
     focal_weight: str
     epochs: int
     size: int
@@ -398,7 +489,9 @@ def _plan(ctx: ExperimentContext) -> _Plan:
         raise ConfigError(
             f"option 'focal_weight' is {o['focal_weight']!r} (expected one of: {', '.join(WEIGHT_FUNCTIONS.values())})"
         )
-    hard_nums = _int_list("hard_nums", o["hard_nums"]) if o["hard_nums"] else preset["hard_nums"]
+    hard_nums = _int_list("hard_nums", o["hard_nums"]) if o["hard_nums"] else None
+    _choice_list("hard_num_mode", [o["hard_num_mode"]], HARD_NUM_MODES)
+    _choice_list("combos", [o["combos"]], ("auto", *SEED_COMBOS))
     for name in ("epochs", "size", "train_limit"):
         if o[name] < 0:
             raise ConfigError(f"option '{name}' must be >= 0 (0: the scale's preset), got {o[name]}")
@@ -409,6 +502,8 @@ def _plan(ctx: ExperimentContext) -> _Plan:
         sweep_net=sweep_net,
         weight_functions=functions,
         hard_nums=hard_nums,
+        hard_num_mode=o["hard_num_mode"],
+        combos=o["combos"],
         focal_weight=o["focal_weight"],
         epochs=o["epochs"] or preset["epochs"],
         size=o["size"] or preset["size"],
@@ -419,13 +514,19 @@ def _plan(ctx: ExperimentContext) -> _Plan:
 
 
 def _net_kwargs(net: str, preset: dict) -> dict[str, Any]:
-    """Width (and depth) of a network at this scale; DeepLabv3+ gets the ResNet-18 layout below paper."""
+    """Width (and depth) of a network at this scale; DeepLabv3+ with the scale's ResNet encoder."""
     kwargs: dict[str, Any] = {"base_channels": preset["base_channels"]}
     if net in ("unet", "unetpp", "unet3plus", "attention_unet"):
         kwargs["depth"] = preset["depth"]
-    if net == "deeplabv3plus" and preset["base_channels"] < 32:
-        kwargs["backbone"] = "resnet18"
+    if net == "deeplabv3plus":
+        kwargs["backbone"] = preset["backbone"]
     return kwargs
+
+
+def _fixed_hard_num(seed_value: int, pixels: int, mode: str) -> int:
+    """OB's hard pixels where the seed fixed one value (512 in the grid, 4096 in the combinations):
+    the value itself (``absolute``, ``both``) or scaled by the image area (``scaled``)."""
+    return seed_value if mode != "scaled" else _scaled(seed_value, pixels)
 
 
 def _loss_key(loss: str, *, hard_num: int, focal_weight: str) -> str:
@@ -449,9 +550,6 @@ class _Study:
         classes_present = [len(np.unique(t)) for t in self.test.target]
         self.examples = [int(i) for i in np.argsort(classes_present, kind="stable")[::-1][:_FIGURE_IMAGES]]
         self.results: dict[str, dict[str, Any]] = {}
-
-    def seed_equivalent(self, hard_num: int) -> int:
-        return round(hard_num * _SEED_PIXELS / self.pixels)
 
     def run(
         self,
@@ -585,11 +683,13 @@ def run(ctx: ExperimentContext) -> dict:
     study = _Study(ctx, plan, splits, section)
     names = list(splits.train.class_names)
     fractions = (study.counts.double() / study.counts.sum()).tolist()
-    ob_default = scaled_hard_nums(study.pixels)[0]
-    hard_nums = plan.hard_nums or tuple(scaled_hard_nums(study.pixels))
+    ob_default = _fixed_hard_num(_GRID_HARD_NUM, study.pixels, plan.hard_num_mode)
+    ob_combo = _fixed_hard_num(_COMBO_HARD_NUM, study.pixels, plan.hard_num_mode)
+    hard_rows = hard_num_rows(study.pixels, plan.hard_num_mode, plan.hard_nums or (), scaled=p["hard_nums"])
     sweep = _NET_LABELS[plan.sweep_net]
+    combo_name, combos = combos_for(plan.combos, section["kind"])
 
-    grid = weights = ob_tab = None
+    grid = weights = ob_tab = combo_tab = None
     if "grid" in plan.parts or "nnunet" in plan.parts:
         grid = _Tables(
             ctx,
@@ -597,7 +697,7 @@ def run(ctx: ExperimentContext) -> dict:
             "network / loss",
             names,
             note=f"Focal weighs classes with function '{plan.focal_weight}'; OB keeps {ob_default} pixels per image "
-            "(the seed's 512 at 256 x 256). +DS: deep supervision; fg sampler: 1/3 of every batch holds a "
+            f"(the seed's 512, {plan.hard_num_mode}). +DS: deep supervision; fg sampler: 1/3 of every batch holds a "
             "foreground class (nnU-Net). Per-class IoU: seed tables 4.5 and 4.9.",
         )
     if "weights" in plan.parts:
@@ -613,22 +713,35 @@ def run(ctx: ExperimentContext) -> dict:
         weight_values.add("pixel share", dict(zip(names, fractions)), seed=0)
         weights = _Tables(ctx, f"Focal with class-weight functions on {sweep} (seed 002 table 4.12)", "function", names)
     if "hard_num" in plan.parts:
+        modes = "given values" if plan.hard_nums else f"hard_num_mode {plan.hard_num_mode}"
         ob_tab = ctx.table(
             f"OB loss hard_num sweep on {sweep} (seed 002 table 4.13)",
             [*_METRICS, "train s"],
-            row_label="hard_num (at 256 x 256)",
+            row_label="hard_num",
+            note=f"{modes}: 'absolute' rows keep the seed's pixel counts as they are, 'scaled' rows scale them by "
+            "the image area (their 256 x 256 equivalent in brackets).",
         )
         hard_share = ctx.table(
             "Share of the selected hard pixels per class, % (seed 002 table 4.14)",
             names,
-            row_label="hard_num (at 256 x 256)",
+            row_label="hard_num",
             note="Measured with the trained model (best.pt) over the training split; the seed counted during training.",
         )
         hard_cover = ctx.table(
             "Share of each class's training pixels that OB selects, %",
             names,
-            row_label="hard_num (at 256 x 256)",
+            row_label="hard_num",
             note="The seed's explanation of its best hard_num: there the rare classes are covered entirely.",
+        )
+    if "combos" in plan.parts:
+        listed, results, _ = COMBO_TABLES[combo_name]
+        combo_tab = _Tables(
+            ctx,
+            f"Multi-class combinations of seed 002 table {listed} ({combo_name}; results: table {results})",
+            "combination",
+            names,
+            note=f"Focal weighs classes with function 5 ({_COMBO_FOCAL_WEIGHT}); OB keeps {ob_combo} pixels per "
+            f"image (the seed's 4096, {plan.hard_num_mode}).",
         )
 
     intro = _intro(ctx, plan, splits, study)
@@ -657,9 +770,12 @@ def run(ctx: ExperimentContext) -> dict:
                 scheme = WEIGHT_FUNCTIONS[number]
                 r = study.run(plan.sweep_net, "focal", seed, hard_num=ob_default, focal_weight=scheme)
                 weights.add(f"{number} {scheme}", r, seed)
+        if combo_tab is not None:
+            for number, (net, loss) in enumerate(combos, start=1):
+                r = study.run(net, loss, seed, hard_num=ob_combo, focal_weight=_COMBO_FOCAL_WEIGHT)
+                combo_tab.add(f"{number}: {_NET_LABELS[net]} / {loss}", r, seed)
         if ob_tab is not None:
-            for h in hard_nums:
-                label = f"{h} ({study.seed_equivalent(h)})"
+            for h, label in hard_rows:
                 r = study.run(
                     plan.sweep_net, "ob", seed, hard_num=h, focal_weight=plan.focal_weight, diagnose_hard=True
                 )
@@ -673,7 +789,12 @@ def run(ctx: ExperimentContext) -> dict:
 
     findings = {
         part: _best_rows(table)
-        for part, table in (("grid", grid and grid.main), ("weights", weights and weights.main), ("hard_num", ob_tab))
+        for part, table in (
+            ("grid", grid and grid.main),
+            ("weights", weights and weights.main),
+            ("hard_num", ob_tab),
+            ("combos", combo_tab and combo_tab.main),
+        )
         if table is not None
     }
     return {**content, "findings": findings}
@@ -726,6 +847,7 @@ def _intro(ctx: ExperimentContext, plan: _Plan, splits: Splits, study: _Study) -
             if any(n in plan.nets for n in ("unet", "unetpp", "unet3plus", "attention_unet"))
             else ""
         )
+        + (f", DeepLabv3+ on {p['backbone']}" if "deeplabv3plus" in plan.nets or "combos" in plan.parts else "")
         + ".",
         f"Parts: {', '.join(plan.parts)}; networks: {', '.join(plan.nets)}; losses: {', '.join(plan.losses)}; "
         f"weight functions: {', '.join(map(str, plan.weight_functions))}; sweep network: {plan.sweep_net}.",

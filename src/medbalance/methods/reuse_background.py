@@ -18,6 +18,7 @@ background" (seed tables 4.20 / 4.21), per-class Dice / IoU, the binary model's 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from medbalance.engine.hooks import Method, MethodOptions
+from medbalance.methods.seed002 import COMBO_TABLES, combos_for
 
 __all__ = [
     "COMBINE_MODES",
@@ -218,6 +220,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "n_val": 4,
         "n_test": 4,
         "width": 4,
+        "backbone": "resnet18",
         "epochs": 1,
         "batch_size": 4,
         "lr": 1e-3,
@@ -231,19 +234,23 @@ SCALES: dict[str, dict[str, Any]] = {
         "n_val": 16,
         "n_test": 32,
         "width": 8,
+        "backbone": "resnet18",
         "epochs": 20,
         "batch_size": 8,
         "lr": 2e-3,
         "net": "unet",
         "seeds": (0, 1, 2),
     },
-    # seed 002 chapter 4-5: CoNIC 256 px, 9:1 split, Adam lr 1e-3, 10 epochs, batch 1, DeepLabv3+
+    # seed 002 chapter 4-5: CoNIC 256 px, 9:1 split (section 4.1), Adam lr 1e-3, 10 epochs, batch 1
+    # (the demo, section 5.4), DeepLabv3+ on ResNet-101 (section 2.1.2) at the paper's widths (stem
+    # 64, ASPP 256; the U-Net family at the original papers' 64: the seed names no other width)
     "paper": {
         "size": 256,
         "n_train": 4234,
         "n_val": 249,
         "n_test": 498,
-        "width": 16,
+        "width": 64,
+        "backbone": "resnet101",
         "epochs": 10,
         "batch_size": 1,
         "lr": 1e-3,
@@ -266,6 +273,10 @@ OPTIONS: dict[str, Any] = {
     "lr": 0.0,
     "size": 0,  # image size (phantoms and resized real data)
     "width": 0,  # base_channels of every network
+    # "": one multi-class model (net, multi_loss); conic / monusac / auto: one per combination of seed
+    # table 4.15 / 4.17 (auto: by the data), each combined with one binary model (binary_net,
+    # binary_loss; default: the seed's best combination, 4.16's no. 7 / 4.18's no. 1, as section 4.6.2)
+    "combos": "",
     "tau": 0.5,  # binary threshold of the combination
     "baseline": True,  # also train the nnU-Net-style baseline
     "all_seed_predictions": False,  # write the prediction PNGs of every seed, not only the first
@@ -326,9 +337,6 @@ def _data_section(ctx, s: Mapping[str, Any]) -> dict:
         "seed": 0,
     }
     section = ctx.data_section(phantom)
-    path = Path(section.get("path", ""))
-    if section["kind"] == "folder" and any(path.glob("*/*.xml")):  # <root>/<patient>/<image>.xml
-        section = {"kind": "monusac", "path": str(path)}
     # Real data keeps the seed's sizes at paper scale (CoNIC 256, MoNuSAC 512) unless asked.
     if section["kind"] != "nuclei_phantom" and (ctx.scale != "paper" or ctx.options["size"]):
         section["size"] = s["size"]
@@ -415,6 +423,8 @@ def run(ctx) -> dict:
 
     def config(seed: int, net: str, loss: Any, *, binary: bool = False, deep: bool = False, **extra: Any):
         model = {"name": net, "base_channels": s["width"], **({"deep_supervision": True} if deep else {})}
+        if net == "deeplabv3plus":
+            model["backbone"] = s["backbone"]
         return ctx.base_config(
             seed=seed,
             epochs=s["epochs"],
@@ -437,10 +447,14 @@ def run(ctx) -> dict:
         # the run's own data: binary runs see every cell class merged, as they trained
         return build_splits(run.cfg).test
 
-    spec = {
-        k: loss_spec(s[k], focal_weight=opts["focal_weight"], hard_num=opts["hard_num"])
-        for k in ("multi_loss", "binary_loss")
-    }
+    def spec(recipe: str) -> list[dict]:
+        return loss_spec(recipe, focal_weight=opts["focal_weight"], hard_num=opts["hard_num"])
+
+    multis = _multi_models(s, opts["combos"], data["kind"])
+    if opts["combos"]:  # the binary model: the seed's best combination (section 4.6.2) unless asked
+        name, chosen = combos_for(opts["combos"], data["kind"])
+        best_net, best_loss = chosen[COMBO_TABLES[name][2] - 1]
+        s["binary_net"], s["binary_loss"] = opts["binary_net"] or best_net, opts["binary_loss"] or best_loss
     rows = {
         "multi": "plain (multi-class)",
         "reuse_paper": "reuse background (paper)",
@@ -451,7 +465,8 @@ def run(ctx) -> dict:
         "Plain vs reuse background (seed tables 4.20 / 4.21)",
         list(_MAIN_METRICS),
         note="Test split, scores of the summed confusion matrix; Dice / mIoU / mAP (mean precision) / "
-        "mean recall include the background like the seed's; 'fg' columns average the cell classes.",
+        "mean recall include the background like the seed's; 'fg' columns average the cell classes."
+        + (f" Rows 'k: ...': combination k of seed table {multis[0].table}." if multis[0].table else ""),
     )
     absent = "'-': the class is absent from both the prediction and the truth of the test split (in some seed)."
     per_dice = ctx.table("Per-class Dice", names, note=absent)
@@ -466,24 +481,39 @@ def run(ctx) -> dict:
     )
     figures = []
     for n, seed in enumerate(ctx.seeds):
-        multi = train(f"multi/seed{seed}", config(seed, s["net"], spec["multi_loss"]))
-        fg = train(f"binary/seed{seed}", config(seed, s["binary_net"], spec["binary_loss"], binary=True))[:, 0]
-        sets = {"multi": multi.argmax(1), "binary": (fg > opts["tau"]).astype(np.int64)}
-        for mode in COMBINE_MODES:
-            sets[f"reuse_{mode}"] = combine_predictions(multi, fg, tau=opts["tau"], mode=mode)
+        fg = train(f"binary/seed{seed}", config(seed, s["binary_net"], spec(s["binary_loss"]), binary=True))
+        fg = fg[:, 0]
+        binary = (fg > opts["tau"]).astype(np.int64)
+        baseline = None
         if opts["baseline"]:  # the nnunet recipe: Dice + CE, deep supervision, a third of each batch on foreground
             batches = [{"name": "train", "epochs": s["epochs"], "batches": "foreground"}]  # whole images
             cfg = config(seed, "unet", "dice_ce", deep=True, sampler="foreground", stages=batches)
-            sets["nnunet"] = train(f"nnunet/seed{seed}", cfg).argmax(1)
-        for key, labels in sets.items():
-            if key == "binary":
-                continue
-            sc = _scores(labels, target, num_classes)
-            row = rows[key]
-            main.add(row, {m: sc[k] for m, k in _MAIN_METRICS.items()}, seed=seed)
-            per_dice.add(row, _per_class(sc, "dice", names), seed=seed)
-            per_iou.add(row, _per_class(sc, "iou", names), seed=seed)
-        bs = _scores(sets["binary"], (target > 0).astype(np.int64), 2)
+            baseline = train(f"nnunet/seed{seed}", cfg).argmax(1)
+        for i, model in enumerate(multis):
+            key = f"multi/{model.tag}/seed{seed}" if model.tag else f"multi/seed{seed}"
+            multi = train(key, config(seed, model.net, spec(model.loss)))
+            sets = {"multi": multi.argmax(1), "binary": binary}
+            for mode in COMBINE_MODES:
+                sets[f"reuse_{mode}"] = combine_predictions(multi, fg, tau=opts["tau"], mode=mode)
+            if baseline is not None and i == 0:  # one baseline row per seed
+                sets["nnunet"] = baseline
+            for name, labels in sets.items():
+                if name == "binary":
+                    continue
+                sc = _scores(labels, target, num_classes)
+                row = rows[name] if name == "nnunet" else model.prefix + rows[name]
+                main.add(row, {m: sc[k] for m, k in _MAIN_METRICS.items()}, seed=seed)
+                per_dice.add(row, _per_class(sc, "dice", names), seed=seed)
+                per_iou.add(row, _per_class(sc, "iou", names), seed=seed)
+            for mode in COMBINE_MODES:
+                change.add(model.prefix + mode, _change_stats(sets["multi"], sets[f"reuse_{mode}"], target), seed=seed)
+            where = [model.tag] if model.tag else []
+            if n == 0 or opts["all_seed_predictions"]:
+                _save_prediction_sets(ctx.artefacts("predictions", f"seed{seed}", *where), splits.test, sets)
+            if n == 0:
+                name = "_".join([f"test_seed{seed}", *where])
+                figures.append(_figure(ctx.artefacts("figures") / f"{name}.png", splits.test, sets))
+        bs = _scores(binary, (target > 0).astype(np.int64), 2)
         binary_table.add(
             "binary model",
             {
@@ -496,20 +526,44 @@ def run(ctx) -> dict:
             },
             seed=seed,
         )
-        for mode in COMBINE_MODES:
-            change.add(mode, _change_stats(sets["multi"], sets[f"reuse_{mode}"], target), seed=seed)
-        if n == 0 or opts["all_seed_predictions"]:
-            _save_prediction_sets(ctx.artefacts("predictions", f"seed{seed}"), splits.test, sets)
-        if n == 0:
-            figures.append(_figure(ctx.artefacts("figures") / f"test_seed{seed}.png", splits.test, sets))
         # Tables after every seed: an experiment stopped early still reports the seeds it finished.
+        multi_text = (
+            f"Multi-class {s['net']} with loss `{s['multi_loss']}`"
+            if not multis[0].tag
+            else f"Multi-class: the {len(multis)} combinations of seed table {multis[0].table}"
+        )
+        deeplab = "deeplabv3plus" in {m.net for m in multis} | {s["binary_net"]}
         intro = (
-            f"Seeds finished: {n + 1} of {len(ctx.seeds)}. Multi-class {s['net']} with loss `{s['multi_loss']}`, "
+            f"Seeds finished: {n + 1} of {len(ctx.seeds)}. {multi_text}, "
             f"binary {s['binary_net']} with loss `{s['binary_loss']}` (Focal class weights: function "
-            f"{opts['focal_weight']}, OB hard_num {opts['hard_num']}); width {s['width']}, {s['epochs']} epochs, "
-            f"batch {s['batch_size']}, lr {s['lr']:g}, {opts['optimizer']}. Data {data}; {len(splits.train)} train / "
-            f"{len(splits.val)} val / {len(splits.test)} test images; best.pt chosen on validation mean foreground "
-            f"Dice. Figure columns: image, truth, {', '.join(sets)}."
+            f"{opts['focal_weight']}, OB hard_num {opts['hard_num']}); width {s['width']}"
+            f"{', DeepLabv3+ on ' + s['backbone'] if deeplab else ''}, {s['epochs']} epochs, batch {s['batch_size']}, "
+            f"lr {s['lr']:g}, {opts['optimizer']}. Data {data}; {len(splits.train)} train / {len(splits.val)} val / "
+            f"{len(splits.test)} test images; best.pt chosen on validation mean foreground Dice. Figure columns: "
+            f"image, truth, {', '.join(sets)}."
         )
         results = ctx.write_report(intro, figures)
     return results
+
+
+@dataclass(frozen=True)
+class _Multi:
+    """One multi-class model of the experiment: its run-key tag and row prefix ("" for the single model)."""
+
+    net: str
+    loss: str
+    tag: str = ""
+    prefix: str = ""
+    table: str = ""
+
+
+def _multi_models(s: Mapping[str, Any], combos: str, data_kind: str) -> list[_Multi]:
+    """The single multi-class model of ``s``, or one per combination of seed table 4.15 / 4.17."""
+    if not combos:
+        return [_Multi(s["net"], s["multi_loss"])]
+    name, chosen = combos_for(combos, data_kind)
+    table = COMBO_TABLES[name][0]
+    return [
+        _Multi(net, loss, tag=f"combo{k}", prefix=f"{k}: {net} / {loss}: ", table=table)
+        for k, (net, loss) in enumerate(chosen, start=1)
+    ]

@@ -5,6 +5,12 @@ Every builder returns :class:`~medbalance.data.datasets.Splits` and, given an
 ``imbalance_ratio``, applies the long-tail protocol of SPEC section 6
 (:func:`medbalance.data.longtail.longtail_splits`: a seeded long-tailed training subset and
 balanced validation / test sets, the kept indices recorded in ``Splits.info``).
+
+``protocol: seed001`` follows seed 001's section 4.2 instead (:func:`build_breakhis`,
+:func:`build_chestxray`): its image geometry, its validation / test sets, and long-tailed
+training subsets drawn from what is left (``Splits.info["protocol"]``). Those images are stored
+as ``uint8`` (a fraction of float32's memory at 350 x 230) and read through a fixed ``x / 255``
+normalisation, the values of the default path.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from medbalance.data.build import split_groups, split_indices
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import resize_images
 from medbalance.data.io import list_images, read_image
-from medbalance.data.longtail import longtail_splits
+from medbalance.data.longtail import balanced_indices, longtail_indices, longtail_splits
+from medbalance.data.normalization import Normalization
 from medbalance.errors import DataError
 
 # More classes than any MedMNIST task has (11), with room: beyond it a label is damage, not a class.
@@ -44,6 +51,9 @@ __all__ = [
     "find_chestxray_root",
     "load_medmnist_shared",
     "read_medmnist",
+    "seed001_breakhis_shape",
+    "seed001_chestxray",
+    "seed001_eval_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,11 @@ _MAGNIFICATIONS = ("40X", "100X", "200X", "400X")
 # SOB_B_A-14-22549AB-40-001: tumour class, type, patient id, magnification, image number.
 _BREAKHIS_NAME = re.compile(r"^SOB_[BM]_[A-Z]+-(?P<patient>\d+-[0-9A-Za-z]+)-(?P<mag>\d+)-\d+$")
 _SEARCH_DEPTH = 4
+# Seed 001 section 4.2: BreaKHis (700 x 460) is scaled to 350 x 230 (W x H) for 224 x 224 crops.
+_SEED001_BREAKHIS_HW = (230, 350)
+_SEED001_CROP = 224
+# Section 4.2 calls the original BreaKHis training set (IR 11.59) its IR-10 set.
+_SEED001_ORIGINAL_IR = 10.0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -102,7 +117,114 @@ def _read_all(paths: Sequence[Path], *, channels: int, size: int) -> np.ndarray:
     return np.stack([_square(read_image(p, channels=channels), size) for p in paths]).astype(np.float32)
 
 
+def _centre(image: np.ndarray, side: int) -> np.ndarray:
+    """Centre ``side x side`` crop of a ``(C, H, W)`` image (sides at least ``side``)."""
+    h, w = image.shape[1:]
+    top, left = (h - side) // 2, (w - side) // 2
+    return np.ascontiguousarray(image[:, top : top + side, left : left + side])
+
+
+def _as_uint8(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A ``[0, 1]`` float ``(C, H, W)`` image resized (bilinear) to ``shape`` as 8-bit values."""
+    return resize_images(image[None] * np.float32(255), shape, dtype=np.uint8)[0]
+
+
+def _eight_bit(images: list[np.ndarray], target: np.ndarray, names: list[str], classes: Sequence[str]) -> ArrayDataset:
+    channels = int(images[0].shape[0])
+    return ArrayDataset(
+        images,
+        target,
+        num_classes=len(classes),
+        class_names=list(classes),
+        names=names,
+        normalization=Normalization("uint8", mean=(0.0,) * channels, std=(1.0,) * channels),
+    )
+
+
+def _seed001_info(train: np.ndarray, imbalance_ratio: float | None, *, num_classes: int, **extra) -> dict:
+    """``Splits.info["protocol"]``: what the training set became, and which files evaluate."""
+    counts = np.bincount(train, minlength=num_classes)
+    return {
+        "name": "seed001",
+        "imbalance_ratio": imbalance_ratio,
+        "imbalance_ratio_reached": float(counts.max() / counts[counts > 0].min()),
+        "train_counts": counts.tolist(),
+        **extra,
+    }
+
+
+def _take_eval(
+    target: np.ndarray, per_class: int, seed: int, classes: Sequence[str], *, sets: int, where: str
+) -> list[np.ndarray]:
+    """``sets`` disjoint balanced index sets of ``per_class`` per class, then the rest (sorted indices)."""
+    counts = np.bincount(target, minlength=len(classes))
+    short = [f"{c} ({n})" for c, n in zip(classes, counts) if n <= sets * per_class]
+    if short:
+        raise DataError(
+            f"{where}: protocol seed001 takes {sets} x {per_class} images per class (data.eval_per_class) "
+            f"and trains on the rest, but class(es) {', '.join(short)} have no more"
+        )
+    left, out = np.arange(len(target)), []
+    for k in range(sets):
+        chosen = left[balanced_indices(target[left], num_classes=len(classes), per_class=per_class, seed=seed + k)]
+        out.append(chosen)
+        left = np.setdiff1d(left, chosen)
+    return [*out, left]
+
+
+def _train_subset(target: np.ndarray, imbalance_ratio: float | None, *, seed: int, classes: int) -> np.ndarray:
+    if imbalance_ratio is None:
+        return np.arange(len(target))
+    return longtail_indices(target, imbalance_ratio, num_classes=classes, seed=seed)
+
+
 # ----------------------------------------------------------------------------- BreaKHis
+def seed001_breakhis_shape(size: int = _SEED001_CROP) -> tuple[int, int]:
+    """``(H, W)`` of seed 001's scaled BreaKHis images for crops of ``size`` (230 x 350 at 224).
+
+    Seed 001 section 4.2 scales the 700 x 460 images to 350 x 230 and samples 224 x 224; another
+    ``size`` scales both alike.
+
+    Example:
+        >>> seed001_breakhis_shape(), seed001_breakhis_shape(112)
+        ((230, 350), (115, 175))
+    """
+    return tuple(round(side * size / _SEED001_CROP) for side in _SEED001_BREAKHIS_HW)  # type: ignore[return-value]
+
+
+def _breakhis_seed001(data: BreakhisData, root: Path, paths: list[Path], target: np.ndarray) -> Splits:
+    """Seed 001 section 4.2 on BreaKHis: image-level balanced test and validation sets of
+    ``eval_per_class`` (80) images per class, the rest (IR 11.59, the seed's "IR 10") for training,
+    long-tailed by ``imbalance_ratio`` 50 / 100; training images 350 x 230 (cropped per batch by
+    ``augment.crop``), evaluation images their centre ``size x size``."""
+    classes = [t for _, t in BREAKHIS_CLASSES]
+    test, val, pool = _take_eval(target, data.eval_per_class, data.seed, classes, sets=2, where=f"BreaKHis '{root}'")
+    ratio = data.imbalance_ratio
+    if ratio == _SEED001_ORIGINAL_IR:
+        ratio = None  # the original class sizes
+    train = pool[_train_subset(target[pool], ratio, seed=data.seed, classes=len(classes))]
+    shape = seed001_breakhis_shape(data.size)
+
+    def read(idx: np.ndarray, *, crop: bool) -> ArrayDataset:
+        images = [_seed001_uint8(read_image(paths[i], channels=data.channels), data, crop=crop) for i in idx]
+        return _eight_bit(images, target[idx], [paths[i].stem for i in idx], classes)
+
+    info = {
+        "source": str(root),
+        "magnification": data.magnification,
+        "protocol": _seed001_info(
+            target[train],
+            data.imbalance_ratio,
+            num_classes=len(classes),
+            train_shape=list(shape),
+            eval_per_class=data.eval_per_class,
+            val_files=[str(paths[i].relative_to(root)) for i in val],
+            test_files=[str(paths[i].relative_to(root)) for i in test],
+        ),
+    }
+    return Splits(read(train, crop=False), read(val, crop=True), read(test, crop=True), info=info)
+
+
 def find_breakhis_root(path: str | Path) -> Path:
     """The folder holding ``benign/`` and ``malignant/``: ``path`` or one up to 4 levels below it.
 
@@ -168,6 +290,13 @@ def build_breakhis(data: BreakhisData) -> Splits:
     class by class with ``val_fraction`` / ``test_fraction``, so no patient sits in two
     splits. Images are centre-cropped to a square and resized to ``size``.
 
+    ``protocol: seed001`` (seed 001 section 4.2) splits by image instead: ``eval_per_class`` (80)
+    images per class for the test and for the validation set, the rest for training (the
+    original class sizes, IR 11.59, are the seed's "IR 10": ``imbalance_ratio`` 10 keeps them,
+    50 and 100 draw long-tailed subsets). Training images are scaled to 350 x 230
+    (:func:`seed001_breakhis_shape`) for the random ``size x size`` (224) crops of
+    ``augment.crop``, drawn per training batch; validation and test images are their centre crop.
+
     Raises:
         DataError: no BreaKHis tree, a tumour type missing or without images at the chosen
             magnification, a class with fewer than 3 patients, an unreadable image.
@@ -175,6 +304,8 @@ def build_breakhis(data: BreakhisData) -> Splits:
     root = find_breakhis_root(data.path)
     paths, labels, patients = _breakhis_files(root, data.magnification)
     target = np.asarray(labels, dtype=np.int64)
+    if data.protocol == "seed001":
+        return _breakhis_seed001(data, root, paths, target)
     parts = _split_patients(target, patients, (data.val_fraction, data.test_fraction), data.seed)
     full = ArrayDataset(
         _read_all(paths, channels=data.channels, size=data.size),
@@ -203,7 +334,7 @@ def find_chestxray_root(path: str | Path) -> Path:
     return _find_dir(Path(path), ("train", "test"), "chest X-ray folder with train/ and test/")
 
 
-def _read_chestxray_split(folder: Path, *, channels: int, size: int) -> ArrayDataset:
+def _chestxray_files(folder: Path) -> tuple[list[Path], list[int]]:
     paths, labels = [], []
     for label, name in enumerate(CHESTXRAY_CLASSES):
         class_dir = folder / name
@@ -214,12 +345,74 @@ def _read_chestxray_split(folder: Path, *, channels: int, size: int) -> ArrayDat
             raise DataError(f"'{class_dir}' holds no images")
         paths += found
         labels += [label] * len(found)
+    return paths, labels
+
+
+def _chestxray_name(path: Path) -> str:
+    return f"{path.parent.parent.name}/{path.parent.name}/{path.stem}"
+
+
+def _read_chestxray_split(folder: Path, *, channels: int, size: int) -> ArrayDataset:
+    paths, labels = _chestxray_files(folder)
     return ArrayDataset(
         _read_all(paths, channels=channels, size=size),
         np.asarray(labels, dtype=np.int64),
         num_classes=len(CHESTXRAY_CLASSES),
         class_names=[n.lower() for n in CHESTXRAY_CLASSES],
-        names=[f"{folder.name}/{p.parent.name}/{p.stem}" for p in paths],
+        names=[_chestxray_name(p) for p in paths],
+    )
+
+
+def seed001_chestxray(image: np.ndarray, size: int = _SEED001_CROP) -> np.ndarray:
+    """Seed 001's chest X-ray geometry (section 4.2) of a ``[0, 1]`` float ``(C, H, W)`` image, as ``uint8``.
+
+    The seed scales every image to 1/4, crops the centre and scales it by 1/2 to 224 x 224: the
+    crop is therefore ``2 * size`` square (448), or the largest centred square of a smaller image.
+
+    Example:
+        >>> seed001_chestxray(np.ones((1, 2000, 1600), np.float32)).shape
+        (1, 224, 224)
+    """
+    quarter = tuple(max(1, round(side / 4)) for side in image.shape[1:])
+    small = _as_uint8(image, quarter)  # type: ignore[arg-type]
+    square = _centre(small, min(2 * size, *quarter))
+    return resize_images(square[None], size, dtype=np.uint8)[0]
+
+
+def _chestxray_seed001(data: ChestXrayData, root: Path) -> Splits:
+    """Seed 001 section 4.2 on ChestX-ray: the whole official test split (234 normal / 390
+    pneumonia), a validation set of ``eval_per_class`` per class drawn from the training pool
+    (``train/`` plus the 16 images of ``val/``), the rest for training, long-tailed by
+    ``imbalance_ratio`` (10, 50, 100: the seed deletes training images for each)."""
+    paths, labels = _chestxray_files(root / "train")
+    if (root / "val").is_dir():
+        more, more_labels = _chestxray_files(root / "val")
+        paths, labels = paths + more, labels + more_labels
+    target = np.asarray(labels, dtype=np.int64)
+    classes = [n.lower() for n in CHESTXRAY_CLASSES]
+    val, pool = _take_eval(target, data.eval_per_class, data.seed, classes, sets=1, where=f"'{root}'")
+    train = pool[_train_subset(target[pool], data.imbalance_ratio, seed=data.seed, classes=2)]
+    test_paths, test_labels = _chestxray_files(root / "test")
+
+    def read(files: Sequence[Path], y: np.ndarray) -> ArrayDataset:
+        images = [_seed001_uint8(read_image(p, channels=data.channels), data) for p in files]
+        return _eight_bit(images, y, [_chestxray_name(p) for p in files], classes)
+
+    info = {
+        "source": str(root),
+        "protocol": _seed001_info(
+            target[train],
+            data.imbalance_ratio,
+            num_classes=len(classes),
+            eval_per_class=data.eval_per_class,
+            val_files=[_chestxray_name(paths[i]) for i in val],
+        ),
+    }
+    return Splits(
+        read([paths[i] for i in train], target[train]),
+        read([paths[i] for i in val], target[val]),
+        read(test_paths, np.asarray(test_labels, dtype=np.int64)),
+        info=info,
     )
 
 
@@ -230,10 +423,17 @@ def build_chestxray(data: ChestXrayData) -> Splits:
     release has only train / test) a seeded 10% of the training images validates. Images
     are centre-cropped to a square and resized to ``size`` (seed 001 crops the centre too).
 
+    ``protocol: seed001`` (seed 001 section 4.2): :func:`seed001_chestxray` geometry, the whole
+    official test split (not balanced), ``eval_per_class`` (80) images per class of the training
+    pool for validation, ``imbalance_ratio`` applied to the remaining training images only.
+
     Raises:
-        DataError: no such layout, a class folder missing or empty, an unreadable image.
+        DataError: no such layout, a class folder missing or empty, an unreadable image, a class
+            with no more than ``eval_per_class`` training images under ``seed001``.
     """
     root = find_chestxray_root(data.path)
+    if data.protocol == "seed001":
+        return _chestxray_seed001(data, root)
     read = {"channels": data.channels, "size": data.size}
     train = _read_chestxray_split(root / "train", **read)
     test = _read_chestxray_split(root / "test", **read)
@@ -244,6 +444,28 @@ def build_chestxray(data: ChestXrayData) -> Splits:
         train, val = train.subset(train_idx), train.subset(val_idx)
     splits = Splits(train, val, test, info={"source": str(root)})
     return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
+
+
+def _seed001_uint8(image: np.ndarray, data: BreakhisData | ChestXrayData, *, crop: bool = True) -> np.ndarray:
+    """Seed 001's geometry of a ``[0, 1]`` float ``(C, H, W)`` image as stored (``uint8``); BreaKHis
+    without ``crop`` is a training image (350 x 230 at ``size`` 224), cropped per batch later."""
+    if isinstance(data, ChestXrayData):
+        return seed001_chestxray(image, data.size)
+    scaled = _as_uint8(image, seed001_breakhis_shape(data.size))
+    return _centre(scaled, data.size) if crop else scaled
+
+
+def seed001_eval_image(image: np.ndarray, data: BreakhisData | ChestXrayData) -> np.ndarray:
+    """A new ``[0, 1]`` float ``(C, H, W)`` image as ``protocol: seed001`` evaluates: the
+    validation / test geometry (BreaKHis: 350 x 230 and its centre; ChestX-ray:
+    :func:`seed001_chestxray`), float32 in ``[0, 1]`` (``medbalance predict`` uses it).
+
+    Example:
+        >>> data = BreakhisData(path="x", protocol="seed001")
+        >>> seed001_eval_image(np.ones((3, 460, 700), np.float32), data).shape
+        (3, 224, 224)
+    """
+    return _seed001_uint8(image, data).astype(np.float32) / np.float32(255)
 
 
 # ----------------------------------------------------------------------------- MedMNIST
