@@ -48,6 +48,17 @@ class _Segmentation(_Strict):
     ignore_index: int | None = Field(None, ge=0, le=255)  # a mask label that is neither trained on nor scored
     # one name per class, background first; replaces the reader's names (checked against the data's classes)
     classes: list[str] | None = None
+    # resample to one spacing (docs/native.md): keep (native), median (nnU-Net's rule on the train split) or
+    # one value per array axis ([sy, sx] / [sz, sy, sx]; 1 per axis for data without a spacing, e.g. PNG)
+    spacing: Literal["keep", "median"] | list[float] = "keep"
+
+    @field_validator("spacing", mode="before")
+    @classmethod
+    def _spacing(cls, value: Any) -> Any:
+        numbers = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if value in ("keep", "median") or (numbers and len(value) in (2, 3) and all(0 < v < float("inf") for v in value)):
+            return value
+        raise ValueError("expected keep, median or 2 or 3 positive spacings")
 
     @field_validator("classes")
     @classmethod
