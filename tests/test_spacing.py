@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from medbalance.cli.main import main
 from medbalance.config import parse_config
+from medbalance.data import build as build_module
 from medbalance.data.build import build_splits
 from medbalance.data.io import read_raw
 from medbalance.data.normalization import Normalization
@@ -151,7 +152,7 @@ def _run(tmp_path: Path, root: Path, dims: int, *extra: str) -> Path:
     patch = "[8, 16, 16]" if dims == 3 else "[32, 32]"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        f"name: sp\nepochs: 1\nbatch_size: 2\nsteps_per_epoch: 2\nprogress: false\npatch_size: {patch}\n"
+        f"name: sp\nepochs: 2\nbatch_size: 2\nsteps_per_epoch: 2\nprogress: false\npatch_size: {patch}\n"
         f"data: {{kind: folder, path: {root}, val_fraction: 0.25, spacing: median, cache: false}}\n"
         f"model: {net}\nloss: [dice, ce]\n"
     )
@@ -160,11 +161,32 @@ def _run(tmp_path: Path, root: Path, dims: int, *extra: str) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``trained(dims) -> (data folder, run folder)``: one tiny ``spacing: median`` run per dimensionality."""
+    runs = {}
+
+    def get(dims: int) -> tuple[Path, Path]:
+        if dims not in runs:
+            base = tmp_path_factory.mktemp(f"spacing{dims}d")
+            root = _itk_folder(base / "data", CASES_3D if dims == 3 else CASES_2D)
+            calls = []
+            resample = build_module.resample_dataset
+            build_module.resample_dataset = lambda data, target: calls.append(target) or resample(data, target)
+            try:
+                runs[dims] = root, _run(base, root, dims)
+            finally:
+                build_module.resample_dataset = resample
+            assert len(calls) == 1  # the training cases are resampled once per run, not per epoch
+        return runs[dims]
+
+    return get
+
+
 @pytest.mark.parametrize("dims", [2, 3])
-def test_median_spacing_run_trains_resampled_and_predicts_and_scores_at_native_geometry(tmp_path, dims):
+def test_median_spacing_run_trains_resampled_and_predicts_and_scores_at_native_geometry(tmp_path, trained, dims):
     cases = CASES_3D if dims == 3 else CASES_2D
-    root = _itk_folder(tmp_path / "data", cases)
-    run = _run(tmp_path, root, dims)
+    root, run = trained(dims)
     splits = json.loads((run / "splits.json").read_text())
     train = [int(name[1:]) for name in splits["train_names"]]
     expected = median_spacing([cases[i][1] for i in train], [cases[i][0] for i in train])
@@ -190,9 +212,9 @@ def test_median_spacing_run_trains_resampled_and_predicts_and_scores_at_native_g
     assert json.loads((folder / "cases.json").read_text())["summary"]["num_cases"] == len(cases)
 
 
-def test_predict_image_resamples_to_the_run_spacing_and_back(tmp_path):
-    root = _itk_folder(tmp_path / "data", CASES_2D)
-    run = load_run(_run(tmp_path, root, 2))
+def test_predict_image_resamples_to_the_run_spacing_and_back(trained):
+    root, folder = trained(2)
+    run = load_run(folder)
     image, spacing = read_raw(root / "images" / "c0.nii.gz")
     _, labels = predict_image(run, image, spacing=spacing)
     # the same composition by hand: normalise, resample, window at the target, logits back, argmax
