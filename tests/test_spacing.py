@@ -54,7 +54,8 @@ def test_image_resampling_matches_scipy_and_a_smooth_function():
     image = rng.normal(size=(2, 13, 17)).astype(np.float32)
     for shape in [(26, 34), (7, 9), (13, 40)]:
         # cubic spline at the centres of the new pixels, edges aligned (reference: map_coordinates)
-        coords = np.meshgrid(*[(np.arange(n) + 0.5) * o / n - 0.5 for n, o in zip(shape, image.shape[1:])], indexing="ij")
+        centres = [(np.arange(n) + 0.5) * old / n - 0.5 for n, old in zip(shape, image.shape[1:])]
+        coords = np.meshgrid(*centres, indexing="ij")
         expected = np.stack([ndimage.map_coordinates(c, coords, order=3, mode="nearest") for c in image])
         got = resample_image(image, shape)
         assert got.dtype == np.float32 and got.shape == (2, *shape)
@@ -81,8 +82,9 @@ def test_integer_images_keep_their_dtype_rounded_and_clipped():
 def test_logits_are_resampled_linearly_like_scipy_order_one():
     logits = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 3, 6, 7, 5)).astype(np.float32))
     shape = (12, 5, 9)
+    factors = [n / old for n, old in zip(shape, logits.shape[2:])]
     expected = np.stack(
-        [ndimage.zoom(c, [n / o for n, o in zip(shape, c.shape)], order=1, mode="nearest", grid_mode=True) for c in logits[0].numpy()]
+        [ndimage.zoom(c, factors, order=1, mode="nearest", grid_mode=True) for c in logits[0].numpy()]
     )
     np.testing.assert_allclose(resample_logits(logits, shape)[0].numpy(), expected, atol=1e-5)
 
@@ -147,16 +149,15 @@ CASES_3D = [((6, 20, 24), (3.0, 1.0, 1.0)), ((8, 16, 16), (2.0, 1.25, 1.25)), ((
             ((7, 18, 18), (2.5, 1.0, 1.0))]
 
 
-def _run(tmp_path: Path, root: Path, dims: int, *extra: str) -> Path:
-    net = "{name: unet, spatial_dims: 3, base_channels: 4, depth: 2}" if dims == 3 else "{name: unet, base_channels: 4, depth: 2}"
-    patch = "[8, 16, 16]" if dims == 3 else "[32, 32]"
+def _run(tmp_path: Path, root: Path, dims: int) -> Path:
+    net, patch = ("spatial_dims: 3, ", "[8, 16, 16]") if dims == 3 else ("", "[32, 32]")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         f"name: sp\nepochs: 2\nbatch_size: 2\nsteps_per_epoch: 2\nprogress: false\npatch_size: {patch}\n"
         f"data: {{kind: folder, path: {root}, val_fraction: 0.25, spacing: median, cache: false}}\n"
-        f"model: {net}\nloss: [dice, ce]\n"
+        f"model: {{name: unet, {net}base_channels: 4, depth: 2}}\nloss: [dice, ce]\n"
     )
-    assert main(["train", str(cfg), "--out", str(tmp_path / "runs"), "-q", *extra]) == 0
+    assert main(["train", str(cfg), "--out", str(tmp_path / "runs"), "-q"]) == 0
     [run] = list((tmp_path / "runs").iterdir())
     return run
 
@@ -251,5 +252,9 @@ def test_spacing_is_refused_for_resized_data_and_for_the_wrong_number_of_axes(tm
     cfg = parse_config({"data": {"kind": "folder", "path": str(root), "spacing": [1.0, 1.0, 1.0], "cache": False}})
     with pytest.raises(ConfigError, match=r"data.spacing \[1.0, 1.0, 1.0\] has 3 values but the images have 2 axes"):
         build_splits(cfg)
-    with pytest.raises(ConfigError, match="invalid value for 'data.spacing'"):
-        parse_config({"data": {"kind": "folder", "path": "x", "spacing": "mean"}})
+    for bad in ("mean", [0, 1], [1.0, 2.0, 3.0, 4.0], [True, 1.0], ["1", "2"]):
+        with pytest.raises(ConfigError, match="invalid value for 'data.spacing' .* expected keep, median or 2 or 3"):
+            parse_config({"data": {"kind": "folder", "path": "x", "spacing": bad}})
+    with pytest.raises(ConfigError, match="did you mean 'spacing'"):
+        parse_config({"data": {"kind": "shared", "name": "hc18_subset", "spacng": "median"}})
+    assert parse_config({"data": {"kind": "camus", "path": "x", "spacing": [0.5, 0.5]}}).data.spacing == [0.5, 0.5]

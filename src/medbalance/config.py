@@ -55,8 +55,10 @@ class _Segmentation(_Strict):
     @field_validator("spacing", mode="before")
     @classmethod
     def _spacing(cls, value: Any) -> Any:
-        numbers = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        if value in ("keep", "median") or (numbers and len(value) in (2, 3) and all(0 < v < float("inf") for v in value)):
+        if value in ("keep", "median"):
+            return value
+        numbers = isinstance(value, list) and all(type(v) in (int, float) for v in value)  # not bool
+        if numbers and len(value) in (2, 3) and all(0 < v < float("inf") for v in value):
             return value
         raise ValueError("expected keep, median or 2 or 3 positive spacings")
 
