@@ -154,7 +154,7 @@ class ArrayDataset(Dataset):
             "index": torch.as_tensor(i),
         }
         if self.spacing is not None:  # inference resamples by it to a run's target spacing
-            sample["spacing"] = torch.as_tensor(self.spacing[i], dtype=torch.float64)
+            sample["spacing"] = torch.as_tensor(self.spacing[i], dtype=torch.float32)  # MPS has no float64
         for key, value in self.extras.items():
             sample[key] = torch.as_tensor(np.asarray(value[i]))
         return sample

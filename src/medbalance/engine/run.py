@@ -486,12 +486,8 @@ def predict_image(
             logits = infer_logits(forward, x[None], run.cfg, spacing=[own])
         elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
             stack = x.transpose(0, 1)
-            logits = torch.cat(
-                [
-                    infer_logits(forward, part, run.cfg, spacing=[own[1:]] * len(part))
-                    for part in (stack[i : i + slices] for i in range(0, len(stack), slices))
-                ]
-            )
+            parts = [stack[i : i + slices] for i in range(0, len(stack), slices)]
+            logits = torch.cat([infer_logits(forward, p, run.cfg, spacing=[own[1:]] * len(p)) for p in parts])
             logits = logits.transpose(0, 1)[None]
         else:
             raise DataError(f"a {x.ndim - 1}D image cannot go through this run's {dims}D network")
