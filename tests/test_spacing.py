@@ -29,7 +29,9 @@ from medbalance.data.spacing import (
     resampled_shape,
 )
 from medbalance.engine.engine import infer_logits
-from medbalance.engine.run import load_run, predict_image
+from medbalance.data.folder import read_folder
+from medbalance.engine.folds import evaluate_ensemble
+from medbalance.engine.run import evaluate_run, load_run, predict_image
 from medbalance.errors import ConfigError
 from medbalance.export import inference_spec
 
@@ -230,6 +232,16 @@ def test_predict_image_resamples_to_the_run_spacing_and_back(trained):
     np.testing.assert_array_equal(labels, expected)
 
 
+def test_a_fold_ensemble_resamples_each_case_by_its_spacing_like_evaluate(trained, tmp_path):
+    root, folder = trained(2)
+    run = load_run(folder)
+    data = read_folder(root, task="segmentation")
+    evaluate_run(run, data, cases=tmp_path / "one")
+    evaluate_ensemble([run, run], data, cases=tmp_path / "two")  # predict_image per case, by its spacing
+    one, two = (json.loads((tmp_path / k / "cases.json").read_text())["rows"] for k in ("one", "two"))
+    assert [c["pred_pixels"] for c in one] == [c["pred_pixels"] for c in two]
+
+
 def test_inference_runs_the_network_at_the_target_spacing_and_returns_the_native_shape():
     cfg = parse_config({"patch_size": None, "data": {"kind": "folder", "path": "x", "spacing": [2.0, 2.0]}})
     seen = []
@@ -242,6 +254,8 @@ def test_inference_runs_the_network_at_the_target_spacing_and_returns_the_native
     logits = infer_logits(forward, image, cfg, spacing=torch.tensor([[1.0, 1.0], [0.5, 2.0]]))
     assert seen == [(1, 1, 20, 30), (1, 1, 10, 60)]
     assert logits.shape == (2, 2, 40, 60)
+    assert infer_logits(forward, image[:1], cfg).shape == (1, 2, 40, 60)  # no spacing: 1 per axis
+    assert seen[-1] == (1, 1, 20, 30)
 
 
 def test_spacing_is_refused_for_resized_data_and_for_the_wrong_number_of_axes(tmp_path):

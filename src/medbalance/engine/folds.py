@@ -226,7 +226,7 @@ def evaluate_ensemble(runs: list[LoadedRun], data: ArrayDataset, *, cases: str |
     scorer = case_table(first, data) if first.task.name == "segmentation" else None
     for i in range(len(data)):
         if is_native(first):
-            probs, labels = ensemble_image(runs, data.images[i])
+            probs, labels = ensemble_image(runs, data.images[i], spacing=data.spacing_of(i))
             probs, labels = probs[None], labels[None]
         else:
             probs, labels = ensemble_arrays(runs, data.image(i)[None])
