@@ -16,7 +16,7 @@ import yaml
 from scipy import ndimage
 
 from medbalance.cli.main import main
-from medbalance.config import parse_config
+from medbalance.config import load_config, parse_config
 from medbalance.data import build as build_module
 from medbalance.data.build import build_splits
 from medbalance.data.io import read_raw
@@ -272,3 +272,15 @@ def test_spacing_is_refused_for_resized_data_and_for_the_wrong_number_of_axes(tm
     with pytest.raises(ConfigError, match="did you mean 'spacing'"):
         parse_config({"data": {"kind": "shared", "name": "hc18_subset", "spacng": "median"}})
     assert parse_config({"data": {"kind": "camus", "path": "x", "spacing": [0.5, 0.5]}}).data.spacing == [0.5, 0.5]
+
+
+@pytest.mark.slow  # decodes and resamples the 150 HC18 images: about 7 CPU s
+def test_hc18_trains_at_spacing_4_and_keeps_validation_and_test_native(shared_data, monkeypatch):
+    monkeypatch.setenv("MEDBALANCE_DATA", str(shared_data))
+    cfg = load_config(Path(__file__).parents[1] / "src" / "medbalance" / "configs" / "hc18.yaml")
+    assert cfg.data.spacing == [4.0, 4.0]
+    splits = build_splits(cfg)
+    assert splits.info["target_spacing"] == [4.0, 4.0]
+    assert {splits.train.shape(i) for i in range(len(splits.train))} == {(135, 200)}
+    assert {splits.test.shape(i) for i in range(len(splits.test))} == {(540, 800)}
+    assert splits.train.images[0].dtype == np.uint8 and set(np.unique(splits.train.target[0])) <= {0, 1}
