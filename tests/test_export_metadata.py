@@ -18,7 +18,7 @@ from PIL import Image
 
 from medbalance.cli.main import main
 from medbalance.data.normalization import Normalization
-from medbalance.engine.run import load_run, predict_arrays
+from medbalance.engine.run import load_run, predict_arrays, predict_image
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "onnx.md"
 
@@ -117,6 +117,30 @@ def test_doc_procedure_on_onnxruntime_equals_predict_on_native_images(native, do
         ours = doc["predict"](run / "export" / "model.onnx", image)
         theirs = np.asarray(Image.open(out / file.name)).astype(np.int64)
         _assert_same_mask(ours, theirs, _logits(run, image))
+
+
+def test_doc_procedure_equals_predict_for_a_run_trained_at_a_target_spacing(native, doc, tmp_path):
+    _, data = native
+    run = _train(
+        tmp_path,
+        "name: spaced\nepochs: 1\nbatch_size: 2\nsteps_per_epoch: 2\nprogress: false\npatch_size: [16, 16]\n"
+        f"data: {{kind: folder, path: {data}, val_fraction: 0.4, test_fraction: 0.0, spacing: [2, 2]}}\n"
+        "model: {name: unet, base_channels: 4, depth: 2}\nloss: [dice, ce]\n",
+    )
+    assert main(["export", str(run), "--format", "onnx", "-q"]) == 0
+    path = run / "export" / "model.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["preprocessing"])["resample"]["target_spacing"] == [2.0, 2.0]
+    out = tmp_path / "pred"
+    assert main(["predict", str(run), "--input", str(data / "images"), "--out", str(out), "-q"]) == 0
+    loaded = load_run(run)
+    for file in sorted((data / "images").glob("*.png")):
+        image = np.asarray(Image.open(file))[None]  # a PNG: no spacing, 1 per axis
+        theirs = np.asarray(Image.open(out / file.name)).astype(np.int64)
+        _assert_same_mask(doc["predict"](path, image), theirs, _logits(run, image))
+    # a stated spacing (as a NIfTI header gives) is honoured the same way by both
+    _, labels = predict_image(loaded, image, spacing=(0.5, 1.5))
+    _assert_same_mask(doc["predict"](path, image, spacing=(0.5, 1.5)), labels)
 
 
 @pytest.mark.slow  # trains and exports a 3D network: 12-18 s on the shared machine

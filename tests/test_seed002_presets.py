@@ -170,7 +170,10 @@ def test_reuse_background_across_the_combinations(tmp_path, two_combos):
         for row in ("plain (multi-class)", "reuse background (paper)", "reuse background (fg_argmax)")
     ]
     assert list(_table(result.run_dir, "What the combination changed")["rows"]) == [
-        "1: unet / dice: paper", "1: unet / dice: fg_argmax", "2: unet / dice+ob: paper", "2: unet / dice+ob: fg_argmax"
+        "1: unet / dice: paper",
+        "1: unet / dice: fg_argmax",
+        "2: unet / dice+ob: paper",
+        "2: unet / dice+ob: fg_argmax",
     ]
     binary = yaml.safe_load((result.run_dir / "runs" / "binary" / "seed0" / "config.yaml").read_text())
     assert binary["model"]["name"] == "unet" and binary["loss"] == [{"name": "dice"}]  # the table's best (no. 1)

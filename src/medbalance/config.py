@@ -54,6 +54,19 @@ class _Segmentation(_Strict):
     train_limit: int | None = Field(None, ge=1)  # train on a seeded subset of this many training images
     # one name per class, background first; replaces the reader's names (checked against the data's classes)
     classes: list[str] | None = None
+    # resample to one spacing (docs/native.md): keep (native), median (nnU-Net's rule on the train split) or
+    # one value per array axis ([sy, sx] / [sz, sy, sx]; 1 per axis for data without a spacing, e.g. PNG)
+    spacing: Literal["keep", "median"] | list[float] = "keep"
+
+    @field_validator("spacing", mode="before")
+    @classmethod
+    def _spacing(cls, value: Any) -> Any:
+        if value in ("keep", "median"):
+            return value
+        numbers = isinstance(value, list) and all(type(v) in (int, float) for v in value)  # not bool
+        if numbers and len(value) in (2, 3) and all(0 < v < float("inf") for v in value):
+            return value
+        raise ValueError("expected keep, median or 2 or 3 positive spacings")
 
     @field_validator("classes")
     @classmethod

@@ -317,6 +317,15 @@ def inference_spec(run) -> dict:
             "volume_through_2d": "a 3D volume given to a 2D run is predicted slice by slice along its first "
             "spatial axis, normalised as one image",
         }
+        if meta.get("target_spacing") is not None:
+            spec["preprocessing"]["resample"] = {
+                "target_spacing": list(meta["target_spacing"]),
+                "rule": "after normalising, resample the image from its spacing (array axis order; 1 per axis "
+                "when unknown) to target_spacing: new size per axis round(size * spacing / target), "
+                "scipy.ndimage.zoom(order=3, mode='nearest', grid_mode=True) per channel; infer there (below); "
+                "resample the logits back to the image's size with torch.nn.functional.interpolate "
+                "(bilinear / trilinear, align_corners=False) before the activation",
+            }
         window = window_of(cfg.patch_size, dims)  # as infer_logits
         if window is None:
             spec["inference"] = {"mode": "whole_image"}

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -202,7 +203,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
                 image, info = read_case(channel_files, channels=channels)
             else:
                 image, info = read_native(path, channels=channels)
-            _, labels = ensemble_image(folds, image) if folds else predict_image(run, image)  # segmentation
+            spacing = tuple(reversed(info.geometry.spacing)) if info.geometry is not None else None  # array order
+            predict = partial(ensemble_image, folds) if folds else partial(predict_image, run)
+            _, labels = predict(image, spacing=spacing)  # segmentation
             volume = image.ndim == 4
             labels, slices = (labels, image.swapaxes(0, 1)) if volume else (labels[None], image[None])
         else:

@@ -26,6 +26,7 @@ from medbalance.data.folder import read_folder
 from medbalance.data.longtail import longtail_splits
 from medbalance.data.normalization import fit_normalization
 from medbalance.data.phantom3d import PHANTOM3D_CLASSES, organ_lesion_phantoms
+from medbalance.data.spacing import median_spacing, resample_dataset
 from medbalance.errors import ConfigError, DataError
 
 __all__ = [
@@ -208,14 +209,17 @@ def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
 
     Native-size segmentation data (no ``data.size``) gets the intensity normalisation of
     ``data.normalization`` fitted on its train split (``info["normalization"]``), shared by all
-    three splits. ``data.classes`` renames the classes (after ``binary``). With ``cv.fold`` set,
+    three splits; with ``data.spacing`` not ``keep`` the train split is then resampled to the
+    target spacing (``info["target_spacing"]``; :mod:`medbalance.data.spacing`), the others stay
+    native. ``data.classes`` renames the classes (after ``binary``). With ``cv.fold`` set,
     train and val are that fold of the train + val pool (:func:`medbalance.data.folds.fold_splits`).
     ``data.train_limit`` keeps a seeded subset of the training images. ``given`` splits
     (datasets given in Python, ``data.kind: python``) take the place of the config's data and
     get the same treatment.
 
     Raises:
-        ConfigError: ``data.classes`` does not list one name per class.
+        ConfigError: ``data.classes`` does not list one name per class; ``data.spacing`` with
+            ``data.size``, or with another number of values than the images' axes.
     """
     if given is None and cfg.data.kind == "python":
         raise ConfigError("this run's data was given in Python (data.kind: python); pass the same data again")
@@ -245,7 +249,29 @@ def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
             train.images, train.target, scheme=cfg.data.normalization, ignore_index=train.ignore_index, seed=cfg.seed
         )
         splits = _each(splits, lambda d: d.with_normalization(norm), normalization=norm.to_dict())
+        target = _target_spacing(cfg.data.spacing, splits.train)
+        if target is not None:  # train resampled once here; val / test stay native (inference resamples)
+            resampled = resample_dataset(splits.train, target)
+            splits = Splits(resampled, splits.val, splits.test, info={**splits.info, "target_spacing": list(target)})
+    elif getattr(cfg.data, "spacing", "keep") != "keep":
+        raise ConfigError(
+            f"data.spacing resamples native-size segmentation images, which this {cfg.data.kind} data is not "
+            "(leave data.size out, or set data.spacing: keep)"
+        )
     return splits
+
+
+def _target_spacing(setting, train: ArrayDataset) -> tuple[float, ...] | None:
+    """``data.spacing`` as a spacing: ``None`` for ``keep``, the train split's for ``median``."""
+    if setting == "keep":
+        return None
+    dims = train.spatial_dims
+    if setting == "median":
+        shapes = [train.shape(i) for i in range(len(train))]
+        return median_spacing([train.spacing_of(i) for i in range(len(train))], shapes)
+    if len(setting) != dims:
+        raise ConfigError(f"data.spacing {list(setting)} has {len(setting)} values but the images have {dims} axes")
+    return tuple(float(s) for s in setting)
 
 
 def _with(data: ArrayDataset, **changes) -> ArrayDataset:

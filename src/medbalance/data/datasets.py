@@ -153,6 +153,8 @@ class ArrayDataset(Dataset):
             "target": torch.as_tensor(np.asarray(self.target[i]), dtype=torch.int64),
             "index": torch.as_tensor(i),
         }
+        if self.spacing is not None:  # inference resamples by it to a run's target spacing
+            sample["spacing"] = torch.as_tensor(self.spacing[i], dtype=torch.float32)  # MPS has no float64
         for key, value in self.extras.items():
             sample[key] = torch.as_tensor(np.asarray(value[i]))
         return sample

@@ -35,6 +35,7 @@ from medbalance._atomic import remove_stale_temporaries
 from medbalance._paths import check_links_inside
 from medbalance.config import RunConfig
 from medbalance.data.samplers import BatchSamplerFactory, uniform
+from medbalance.data.spacing import resample_image, resample_logits, resampled_shape
 from medbalance.engine.checkpoint import (
     check_resume_state,
     check_weights,
@@ -53,7 +54,16 @@ from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.dynamic import set_progress
 
-__all__ = ["Stage", "Engine", "TrainingError", "make_fabric", "memory_format", "infer_logits", "window_of"]
+__all__ = [
+    "Stage",
+    "Engine",
+    "TrainingError",
+    "make_fabric",
+    "memory_format",
+    "infer_logits",
+    "target_spacing",
+    "window_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +249,8 @@ class Engine:
     def infer(self, module: nn.Module, batch: dict) -> torch.Tensor:
         """Logits of a whole evaluation batch (:func:`infer_logits`: one forward pass, or a
         sliding window of the run's patch size)."""
-        return infer_logits(lambda x: self.forward(module, {"image": x}), batch["image"], self.cfg)
+        image, spacing = batch["image"], batch.get("spacing")  # spacing: to resample to the run's target spacing
+        return infer_logits(lambda x: self.forward(module, {"image": x}), image, self.cfg, spacing=spacing)
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         """The stage's loss of a batch: the method's :meth:`~medbalance.engine.hooks.Method.compute_loss`."""
@@ -587,13 +598,48 @@ def window_of(patch_size, spatial_dims: int) -> tuple[int, ...] | None:
     return (int(patch_size),) * spatial_dims if isinstance(patch_size, int) else tuple(int(s) for s in patch_size)
 
 
-def infer_logits(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+def target_spacing(cfg: RunConfig) -> tuple[float, ...] | None:
+    """The spacing a run trains and infers at (``data.spacing`` as ``train`` resolves it), or ``None``."""
+    value = getattr(cfg.data, "spacing", "keep")
+    return tuple(float(v) for v in value) if isinstance(value, list) else None
+
+
+def infer_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    cfg: RunConfig,
+    *,
+    spacing: torch.Tensor | Sequence[Sequence[float]] | None = None,
+) -> torch.Tensor:
     """Logits of ``image`` ``(N, C, *spatial)``: ``forward(image)``, or with a ``patch_size`` a
     sliding window of that size with Gaussian weights, ``cfg.evaluation``'s overlap and flip
     test-time augmentation, windows batched by ``eval_batch_size`` (else ``batch_size``).
 
+    With a target spacing (:func:`target_spacing`) each image is resampled from its own
+    ``spacing`` (one row per image in array axis order; ``None``: 1 per axis) to it, inferred
+    there, and its logits resampled linearly back to its own shape (:mod:`medbalance.data.spacing`),
+    so the logits always have the input's shape.
+
     The one inference path of validation, ``evaluate``, ``predict`` and the experiments.
     """
+    target = target_spacing(cfg)
+    if target is None:
+        return _infer_at(forward, image, cfg)
+    native, dims = tuple(image.shape[2:]), image.ndim - 2
+    if len(target) != dims:
+        raise ValueError(f"the run infers at spacing {list(target)} but the image has {dims} spatial axes")
+    out = []
+    for k in range(len(image)):
+        own = tuple(float(s) for s in spacing[k]) if spacing is not None else (1.0,) * dims
+        shape = resampled_shape(native, own, target)
+        x = image[k : k + 1]
+        if shape != native:
+            x = torch.from_numpy(resample_image(x[0].float().cpu().numpy(), shape)[None]).to(image.device)
+        out.append(resample_logits(_infer_at(forward, x, cfg), native))
+    return torch.cat(out)
+
+
+def _infer_at(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
     window = window_of(cfg.patch_size, image.ndim - 2)
     if window is None:
         return forward(image)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,13 +192,16 @@ def _labels(run: LoadedRun, probs: np.ndarray) -> np.ndarray:
     return probs.argmax(axis=1).astype(np.int64)
 
 
-def ensemble_image(runs: list[LoadedRun], image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ensemble_image(
+    runs: list[LoadedRun], image: np.ndarray, *, spacing: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean probabilities ``(C_out, *spatial)`` and labels of one native-size image over the folds.
 
     Each fold predicts as :func:`medbalance.engine.run.predict_image` (its own normalisation,
-    sliding window); ``image`` holds stored intensities ``(C_in, *spatial)``.
+    sliding window, target spacing); ``image`` holds stored intensities ``(C_in, *spatial)``,
+    ``spacing`` its pixel / voxel size in array axis order.
     """
-    probs = np.mean([predict_image(run, image)[0] for run in runs], axis=0)
+    probs = np.mean([predict_image(run, image, spacing=spacing)[0] for run in runs], axis=0)
     return probs, _labels(runs[0], probs[None])[0]
 
 
@@ -222,7 +226,7 @@ def evaluate_ensemble(runs: list[LoadedRun], data: ArrayDataset, *, cases: str |
     scorer = case_table(first, data) if first.task.name == "segmentation" else None
     for i in range(len(data)):
         if is_native(first):
-            probs, labels = ensemble_image(runs, data.images[i])
+            probs, labels = ensemble_image(runs, data.images[i], spacing=data.spacing_of(i))
             probs, labels = probs[None], labels[None]
         else:
             probs, labels = ensemble_arrays(runs, data.image(i)[None])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -265,6 +265,8 @@ def _train(
     fabric = make_fabric(cfg)
     # data and model before the run folder: bad data or model arguments leave no folder behind
     splits = build_splits(cfg, given)
+    if "target_spacing" in splits.info:  # `median` resolved, written to config.yaml as the spacing inferred at
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spacing": splits.info["target_spacing"]})})
     ignore_index = splits.train.ignore_index
     if cfg.task == "segmentation":
         try:
@@ -310,6 +312,7 @@ def _train(
         "patch_size": cfg.patch_size,
         "ignore_index": ignore_index,
         "normalization": splits.info.get("normalization"),
+        "target_spacing": splits.info.get("target_spacing"),
     }
     if type(method).prepare is not Method.prepare and fabric.world_size > 1:
         raise ConfigError(f"method '{cfg.method.name}' trains parts of its own first; run it on one device")
@@ -570,6 +573,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
             f"'{run_dir}' was written by medbalance {version}, whose experiment runs cannot be loaded by "
             f"{medbalance.__version__}; train it again (medbalance train or experiment --resume in a new folder)"
         )
+    if meta.get("target_spacing") is not None:  # the spacing this checkpoint trained at is the one it infers at
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spacing": list(meta["target_spacing"])})})
     try:
         task = make_task(
             meta["task"], meta["num_classes"], threshold=cfg.threshold, ignore_index=meta.get("ignore_index")
@@ -669,16 +674,20 @@ def most_foreground_slice(labels: np.ndarray) -> int:
     return int(np.argmax((labels > 0).reshape(len(labels), -1).sum(axis=1)))
 
 
-def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = SLICE_BATCH) -> tuple[np.ndarray, np.ndarray]:
+def predict_image(
+    run: LoadedRun, image: np.ndarray, *, spacing: Sequence[float] | None = None, slices: int = SLICE_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels of one native-size image, as a native-geometry run predicts.
 
     The run's normalisation (fitted on its training split) is applied, then the network runs
     on the whole image or, with a ``patch_size``, as a Gaussian-weighted sliding window
-    (:func:`medbalance.engine.engine.infer_logits`). A 3D volume given to a 2D run is
-    predicted slice by slice, ``slices`` at a time.
+    (:func:`medbalance.engine.engine.infer_logits`); a run trained at a target spacing
+    (``data.spacing``) infers there and resamples the logits back to the image's shape. A 3D
+    volume given to a 2D run is predicted slice by slice, ``slices`` at a time.
 
     Args:
         image: ``(C_in, *spatial)`` stored intensities (:func:`medbalance.data.io.read_raw`).
+        spacing: the image's pixel / voxel size in array axis order (``None``: 1 per axis).
 
     Returns:
         float32 probabilities ``(C_out, *spatial)`` and int64 labels ``(*spatial)``.
@@ -694,11 +703,16 @@ def predict_image(run: LoadedRun, image: np.ndarray, *, slices: int = SLICE_BATC
         return run.model(batch.contiguous(memory_format=layout) if layout is not None and batch.ndim == 4 else batch)
 
     with torch.inference_mode():
+        own = tuple(spacing) if spacing is not None else (1.0,) * (x.ndim - 1)
         if x.ndim - 1 == dims:
-            logits = infer_logits(forward, x[None], run.cfg)
+            logits = infer_logits(forward, x[None], run.cfg, spacing=[own])
         elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
             stack = x.transpose(0, 1)
-            logits = torch.cat(in_slice_batches(partial(infer_logits, forward, cfg=run.cfg), stack, batch=slices))
+
+            def infer(part: torch.Tensor) -> torch.Tensor:
+                return infer_logits(forward, part, run.cfg, spacing=[own[1:]] * len(part))
+
+            logits = torch.cat(in_slice_batches(infer, stack, batch=slices))
             logits = logits.transpose(0, 1)[None]
         else:
             raise DataError(f"a {x.ndim - 1}D image cannot go through this run's {dims}D network")

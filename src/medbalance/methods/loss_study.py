@@ -364,8 +364,6 @@ def _seed_equivalent(hard_num: int, pixels: int) -> int:
     return round(hard_num * _SEED_PIXELS / pixels)
 
 
-
-
 def table_scores(cm: Tensor) -> dict[str, Any]:
     """Table metrics (:data:`_METRICS` labels) and per-class lists from a pooled ``(C, C)`` matrix.
 
