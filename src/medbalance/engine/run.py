@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
@@ -145,6 +146,8 @@ def build_stages(
         try:
             if isinstance(name, str) and name in own:
                 kwargs = {k: v for k, v in loss_spec.items() if k != "name"} if isinstance(loss_spec, dict) else {}
+                if "ignore_index" in inspect.signature(own[name]).parameters:
+                    kwargs.setdefault("ignore_index", ignore_index)
                 loss = own[name](**kwargs)
             else:
                 loss = build_loss(loss_spec, class_counts=counts, binary=binary, ignore_index=ignore_index)

@@ -56,22 +56,28 @@ _PHANTOMS = ("intraclass_phantom", "nuclei_phantom")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _predict(engine: Engine, data: ArrayDataset) -> tuple[np.ndarray, dict]:
-    """Probabilities of a model on ``data`` and its scores, in one pass: binary, the foreground
-    ``(N, H, W)``; ``C`` classes, the softmax ``(N, C, H, W)``."""
+def _predict(engine: Engine, data: ArrayDataset) -> tuple[list[np.ndarray], dict]:
+    """Probabilities of a model on every image of ``data`` (at its own size) and its scores, in one
+    pass: binary, the foreground ``(H, W)``; ``C`` classes, the softmax ``(C, H, W)``."""
     channels = engine.task.out_channels
-    out = np.zeros((len(data), channels, *data.target.shape[1:]) if channels > 1 else data.target.shape, np.float32)
+    out: list[np.ndarray | None] = [None] * len(data)
 
     def keep(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         prob = engine.task.probabilities(logits)
-        out[batch["index"].numpy()] = (prob[:, 0] if channels == 1 else prob).cpu().numpy()
+        for i, p in zip(batch["index"].tolist(), (prob[:, 0] if channels == 1 else prob).cpu().numpy()):
+            out[i] = p
 
     return out, engine.evaluate(data, on_batch=keep)
 
 
 def _labels(prob: np.ndarray) -> np.ndarray:
-    """Labels ``(N, H, W)`` of :func:`_predict`'s probabilities."""
-    return (prob > 0.5).astype(np.int64) if prob.ndim == 3 else prob.argmax(1)
+    """Labels ``(H, W)`` of one image's :func:`_predict` probabilities."""
+    return (prob > 0.5).astype(np.int64) if prob.ndim == 2 else prob.argmax(0)
+
+
+def _shown(target: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """A target for a figure: ignored pixels shown as background."""
+    return target if ignore_index is None else np.where(target == ignore_index, 0, target)
 
 
 def _cell(scores: dict, phantom: bool, classes: tuple[str, ...] = ()) -> dict[str, float]:
@@ -133,7 +139,7 @@ class _Setup:
         self.folds = opts["folds"] or preset["folds"]
         # the minority recall needs the intra-class phantom's sub-regions
         self.phantom = ctx.data == "phantom" and opts["phantom"] == "intraclass_phantom"
-        size = opts["size"] or (preset["size"] if ctx.data == "phantom" else preset["real_size"])
+        size = opts["size"] or preset["size"]
         section = ctx.data_section(
             {
                 "kind": opts["phantom"],
@@ -144,7 +150,8 @@ class _Setup:
                 "seed": 0,
             }
         )
-        if section["kind"] not in _PHANTOMS:
+        self.native = section["kind"] not in _PHANTOMS and not opts["size"]
+        if section["kind"] not in _PHANTOMS and opts["size"]:  # real data: native geometry unless resized
             section["size"] = size
         if section["kind"] in ("folder", "camus"):
             section.setdefault("test_fraction", 0.2)
@@ -189,6 +196,7 @@ class _Setup:
             method=method or {"name": "plain"},
             sampler=sampler,
             stages=stages,
+            steps_per_epoch=self.preset["steps"] if self.native else None,
         )
 
     def cell(self, scores: dict, phantom: bool = False) -> dict[str, float]:
@@ -250,26 +258,28 @@ def _train_dualpath(setup: _Setup, seed: int, mode: str, alpha: float) -> tuple[
     return engine, {k: v for k, v in info["weight_maps"].items() if k != "mode"}
 
 
-def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], dict[str, np.ndarray]]:
-    """Scores of the fused output, scores of every ablation row, and every row's ``(N, H, W)`` labels."""
+def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], dict[str, list]]:
+    """Scores of the fused output, scores of every ablation row, and every row's per-image labels."""
     cms: dict[str, list[torch.Tensor]] = {row: [] for row in ABLATION_ROWS}
-    preds = {row: np.zeros(test.target.shape, np.int64) for row in ABLATION_ROWS}
+    preds: dict[str, list] = {row: [None] * len(test) for row in ABLATION_ROWS}
 
     def collect(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         for row, lab in ablation_labels(logits).items():
-            cms[row].append(confusion_matrix(lab, batch["target"], test.num_classes, per_image=True).cpu())
-            preds[row][batch["index"].numpy()] = lab.cpu().numpy()
+            k, ignore = test.num_classes, test.ignore_index
+            cms[row].append(confusion_matrix(lab, batch["target"], k, ignore_index=ignore, per_image=True))
+            for i, y in zip(batch["index"].tolist(), lab.cpu().numpy()):
+                preds[row][i] = y
 
     fused = engine.evaluate(test, on_batch=collect)
-    return fused, {row: segmentation_scores(torch.cat(cms[row])) for row in ABLATION_ROWS}, preds
+    return fused, {row: segmentation_scores(torch.cat(cms[row]).cpu()) for row in ABLATION_ROWS}, preds
 
 
 def _save_artefacts(
     ctx: Any,
     test: ArrayDataset,
-    disc_prob: np.ndarray,
-    ablation: dict[str, np.ndarray],
-    preds: dict[str, np.ndarray],
+    disc_prob: list[np.ndarray],
+    ablation: dict[str, list],
+    preds: dict[str, list],
     alpha: float,
 ) -> list[Path]:
     """Per test image: split, weight maps, three predictions, overlays; and two report figures.
@@ -278,33 +288,34 @@ def _save_artefacts(
     the classes are disjoint); predictions are label maps scaled to ``[0, 255]``.
     """
     folder = ctx.artefacts("test")
-    mac, mic = split_mac_mic(torch.from_numpy(disc_prob), torch.from_numpy(test.target))
-    w_mac, w_mic = (w.numpy() for w in weight_maps(mac, mic, alpha=alpha))
-    mac, mic = mac.numpy(), mic.numpy()
-    if mac.ndim == 4:
-        mac, mic, w_mac, w_mic = (x.sum(1) for x in (mac, mic, w_mac, w_mic))
-    split = (mac * 255 + mic * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
     scale = 255 // max(1, test.num_classes - 1)
     comparison_rows, map_rows = [], []
     for i, name in enumerate(test.names):
+        target = _shown(np.asarray(test.target[i]), test.ignore_index)
+        prob = torch.from_numpy(disc_prob[i])[None]
+        mac, mic = split_mac_mic(prob, torch.from_numpy(target)[None])
+        w_mac, w_mic = (w[0].numpy() for w in weight_maps(mac, mic, alpha=alpha))
+        mac, mic = mac[0].numpy(), mic[0].numpy()
+        if mac.ndim == 3:
+            mac, mic, w_mac, w_mic = (x.sum(0) for x in (mac, mic, w_mac, w_mic))
+        split = (mac * 255 + mic * 128).astype(np.uint8)  # MaC white, MiC grey (seed 000 fig. 2)
         out = folder / Path(name).name
-        hw = test.target.shape[1:]
-        image = to_rgb(test.images[i], hw)
+        image = to_rgb(test.images[i], target.shape)
         save_png(out / "image.png", image)
-        save_png(out / "mac_mic_split.png", split[i])
-        save_png(out / "weight_map_mac.png", _grey(w_mac[i]))
-        save_png(out / "weight_map_mic.png", _grey(w_mic[i]))
+        save_png(out / "mac_mic_split.png", split)
+        save_png(out / "weight_map_mac.png", _grey(w_mac))
+        save_png(out / "weight_map_mic.png", _grey(w_mic))
         for row, pred in ablation.items():
             save_png(out / f"pred_{row.lower().replace('+', '_')}.png", pred[i].astype(np.uint8) * scale)
         overlays = []
         for method, labels in preds.items():
-            overlay = overlay_contours(test.images[i], labels[i], test.target[i])
+            overlay = overlay_contours(test.images[i], labels[i], target)
             save_png(out / f"overlay_{method.lower().replace('+', 'p').replace('-', '')}.png", overlay)
             overlays.append(_zoom(overlay))
-        if i < 4:
+        if len(comparison_rows) < 4 and target.shape == np.shape(test.target[0]):  # a figure of equal tiles
             comparison_rows.append([_zoom(image), *overlays])
-            disc = overlay_contours(test.images[i], _labels(disc_prob[i : i + 1])[0], test.target[i])
-            map_rows.append([_zoom(disc), _zoom(split[i]), _zoom(_grey(w_mac[i])), _zoom(_grey(w_mic[i]))])
+            disc = overlay_contours(test.images[i], _labels(disc_prob[i]), target)
+            map_rows.append([_zoom(disc), _zoom(split), _zoom(_grey(w_mac)), _zoom(_grey(w_mic))])
     figures = [
         save_png(ctx.artefacts() / "comparison.png", tile_grid(comparison_rows)),
         save_png(ctx.artefacts() / "weight_maps.png", tile_grid(map_rows)),
@@ -390,7 +401,7 @@ def run_experiment(ctx: Any) -> dict:
                     comparison.add(f"Dual-path ({_MODE_NAMES[mode]} maps)", cell, seed=seed)
 
         if seed == ctx.seeds[0]:
-            preds = {row: _labels(prob) for row, (prob, _) in test.items()}
+            preds = {row: [_labels(p) for p in prob] for row, (prob, _) in test.items()}
             preds["Dual-path"] = dual_preds["MaC+MiC+Fusion"]
             figures = _save_artefacts(ctx, setup.splits.test, test["U-Net"][0], dual_preds, preds, setup.alpha)
 

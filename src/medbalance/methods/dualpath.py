@@ -73,21 +73,22 @@ OUTPUT_CHANNELS = ("fusion", "mac", "mic")
 #: Rows of seed 000's ablation table computed from one dual-path output (SPEC 5.7).
 ABLATION_ROWS = ("MaC", "MaC+MiC", "MaC+MiC+Fusion")
 
-#: Presets per scale. ``size`` is the phantom side, ``real_size`` the side real images are
-#: resized to; ``epochs`` trains the baselines and dual-path steps 1 and 2, step 3 gets
+#: Presets per scale. ``size`` is the phantom side; real images keep their native geometry
+#: (patches, sliding windows; ``--set size=N`` resizes them instead) with ``steps`` patch batches
+#: per epoch; ``epochs`` trains the baselines and dual-path steps 1 and 2, step 3 gets
 #: ``epochs // 4`` (the paper: 200 / 200 / 50); ``sweep_seeds`` seeds run the sweeps.
 # fmt: off
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": dict(
-        size=32, real_size=32, n_train=12, n_val=4, n_test=4, width=4, depth=2, fusion_channels=4,
+        size=32, steps=2, n_train=12, n_val=4, n_test=4, width=4, depth=2, fusion_channels=4,
         epochs=1, folds=2, batch_size=4, lr=1e-3, sweep_seeds=1,
     ),
     "small": dict(
-        size=64, real_size=128, n_train=128, n_val=32, n_test=32, width=8, depth=4, fusion_channels=8,
+        size=64, steps=50, n_train=128, n_val=32, n_test=32, width=8, depth=4, fusion_channels=8,
         epochs=16, folds=5, batch_size=8, lr=1e-3, sweep_seeds=1,
     ),
     "paper": dict(
-        size=256, real_size=256, n_train=576, n_val=64, n_test=160, width=64, depth=4, fusion_channels=16,
+        size=256, steps=250, n_train=576, n_val=64, n_test=160, width=64, depth=4, fusion_channels=16,
         epochs=200, folds=5, batch_size=8, lr=1e-4, sweep_seeds=3,
     ),
 }
@@ -98,7 +99,7 @@ OPTIONS: dict[str, object] = {
     "alpha": 0.5,  # weight of the other sub-class in each weight map (SPEC 5.2)
     "weight_maps": "train",  # "train" (the paper; the main rows) or "oof" (K-fold out-of-fold, an extra row)
     "folds": 0,  # K of the out-of-fold weight maps
-    "size": 0,  # image side
+    "size": 0,  # image side (phantoms; real data: resized to it instead of kept at native geometry)
     "width": 0,  # base_channels of every network
     "epochs": 0,  # epochs of the baselines and of dual-path steps 1 and 2 (step 3: a quarter)
     "lr": 0.0,  # initial learning rate of every stage
@@ -395,7 +396,9 @@ def _soft_target(batch: dict, key: str, like: Tensor) -> Tensor:
     return torch.cat([1.0 - w[:, 1:].sum(1, keepdim=True), w[:, 1:]], dim=1)
 
 
-def dualpath_loss(outputs: Tensor, batch: dict, *, paths: bool = True, fusion: bool = True) -> Tensor:
+def dualpath_loss(
+    outputs: Tensor, batch: dict, *, paths: bool = True, fusion: bool = True, ignore_index: int | None = None
+) -> Tensor:
     """The three training steps' losses on one batch (SPEC 5.5), BCE on logits throughout.
 
     ``L1 = BCE(mac, W_MaC) + BCE(mic, W_MiC)`` (soft targets), ``L2 = BCE(fusion, GT)``;
@@ -414,6 +417,8 @@ def dualpath_loss(outputs: Tensor, batch: dict, *, paths: bool = True, fusion: b
             (channel 0 is not read).
         paths: include ``L1``.
         fusion: include ``L2``.
+        ignore_index: a target label left out of ``L2`` (e.g. DRIVE's outside of the field of
+            view); the weight maps hold background there, so the paths learn it as background.
 
     Example:
         >>> outputs = torch.zeros(1, 3, 2, 2)
@@ -429,24 +434,24 @@ def dualpath_loss(outputs: Tensor, batch: dict, *, paths: bool = True, fusion: b
         terms.append(cross_entropy(mac, _soft_target(batch, "w_mac", mac)))
         terms.append(cross_entropy(mic, _soft_target(batch, "w_mic", mic)))
     if fusion:
-        terms.append(cross_entropy(fused, batch["target"]))
+        terms.append(cross_entropy(fused, batch["target"], ignore_index=ignore_index))
     return torch.stack(terms).sum()
 
 
 class DualPathLoss(nn.Module):
     """Module form of :func:`dualpath_loss` (a :class:`~medbalance.engine.Stage` loss with ``target_key=None``)."""
 
-    def __init__(self, *, paths: bool = True, fusion: bool = True) -> None:
+    def __init__(self, *, paths: bool = True, fusion: bool = True, ignore_index: int | None = None) -> None:
         super().__init__()
         if not (paths or fusion):
             raise ValueError("DualPathLoss needs paths=True, fusion=True or both")
-        self.paths, self.fusion = paths, fusion
+        self.paths, self.fusion, self.ignore_index = paths, fusion, ignore_index
 
     def forward(self, outputs: Tensor, batch: dict) -> Tensor:
-        return dualpath_loss(outputs, batch, paths=self.paths, fusion=self.fusion)
+        return dualpath_loss(outputs, batch, paths=self.paths, fusion=self.fusion, ignore_index=self.ignore_index)
 
     def extra_repr(self) -> str:
-        return f"paths={self.paths}, fusion={self.fusion}"
+        return f"paths={self.paths}, fusion={self.fusion}, ignore_index={self.ignore_index}"
 
 
 def dualpath_stages(epochs: tuple[int, int, int] = (200, 200, 50), *, lr: float | None = None) -> list[Stage]:
