@@ -102,10 +102,10 @@ def test_run_writes_tables_and_resume_loads_finished_models(toy, tmp_path):
     assert "U-Net w4" in (folder / "report.html").read_text()
     for key in ("w4/seed0", "w4/seed1"):
         run = folder / "runs" / key
-        assert (run / "done.json").is_file() and (run / "config.yaml").is_file()
+        assert (run / "metrics.json").is_file() and (run / "config.yaml").is_file()
         assert (run / "checkpoints" / "best.pt").is_file()
-    # An interrupted experiment: one model's folder lost its done marker and a new seed is asked.
-    (folder / "runs" / "w4/seed1" / "done.json").unlink()
+    # An interrupted experiment: one model's run lost its end (killed after its last epoch).
+    (folder / "runs" / "w4/seed1" / "metrics.json").unlink()
     toy.TRAINED.clear()
     again = run_experiment("toy", resume=folder, progress=False)
     assert again.run_dir == folder and toy.TRAINED == ["w4/seed1"]  # seed 0 loaded, seed 1 resumed

@@ -12,10 +12,12 @@ network gets one softmax channel per class and the tables add the Dice of every 
 - Per test image (first seed): the discriminator's MaC/MiC split, both weight maps, the three
   dual-path predictions and contour overlays (prediction red, ground truth green).
 
-The U-Net baseline is also the discriminator of the ``train`` weight maps; ``oof`` maps come
-from K more U-Nets, each trained without one fold. Validation weight maps come from the full
-discriminator (validation images are unseen by it in both modes). Every model is trained by
-``ctx.train`` (the one engine; a killed experiment resumes with ``--resume``).
+Every row is a recipe trained by ``ctx.run`` (:func:`medbalance.engine.run.train`; a killed
+experiment resumes with ``--resume``), so every run folder predicts, evaluates, exports and
+reports. The U-Net row is also the discriminator of the ``train`` weight maps (the dual-path
+recipe's ``discriminator``); ``oof`` maps come from K more U-Nets, parts of the oof dual-path
+run, each trained without one fold, whose mean predicts the validation images. Real data keeps
+its native geometry (patches, sliding windows) unless ``--set size=N`` resizes it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 An experiment module (``medbalance.methods.<name>``) defines ``SCALES`` (presets per scale),
 ``OPTIONS`` (its ``--set`` options with defaults) and ``run(ctx) -> dict``. The runner gives it
 an :class:`ExperimentContext`: one fresh experiment folder, validated options, the seeds, a
-way to build validated run configs, a ``train`` that puts every model in its own resumable
+way to build validated run configs, a ``run`` that trains every recipe in its own resumable
 sub-folder, and :class:`ResultTable` objects that become ``results.md`` / ``results.html`` /
 ``results.json`` with mean ± std over seeds.
 
@@ -16,10 +16,10 @@ Layout of an experiment folder::
                           report.{html,md}        the tables, every model's curves, the figures
 
 ``--resume EXP_DIR`` re-runs the experiment in its folder: finished models are loaded, an
-interrupted one continues from its ``last.pt``. A recipe's run (:meth:`ExperimentContext.run`)
-is written by :func:`medbalance.engine.run.train` like any run (finished: ``metrics.json``);
-multi-network methods not yet expressed as one recipe train through
-:meth:`ExperimentContext.train` (finished: ``done.json``).
+interrupted one continues from its ``last.pt``. Every model is a recipe trained by
+:meth:`ExperimentContext.run`, i.e. :func:`medbalance.engine.run.train` (the one writer of run
+folders; finished: ``metrics.json``), so each run folder predicts, evaluates, exports and
+reports like any other.
 """
 
 from __future__ import annotations
@@ -33,21 +33,16 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.utilities.seed import seed_everything
-from torch import nn
 
 import medbalance
 from medbalance._atomic import atomic_write_text
-from medbalance.config import RunConfig, _suggest, dump_config, parse_config, parse_override
-from medbalance.data.datasets import Splits
-from medbalance.engine.checkpoint import load_checkpoint
-from medbalance.engine.engine import Engine, Stage
+from medbalance.config import RunConfig, _suggest, parse_config, parse_override
 from medbalance.engine.rundir import create_run_dir
 from medbalance.errors import ConfigError, DataError
 from medbalance.methods import EXPERIMENTS, SCALE_NAMES
@@ -274,52 +269,6 @@ class ExperimentContext:
             self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
             train(cfg, out=folder.parent, folder=folder.name, resume=resume, progress=self.progress)
         return json.loads(done.read_text())
-
-    def train(
-        self,
-        key: str,
-        model: nn.Module | Callable[[], nn.Module],
-        task: Any,
-        cfg: RunConfig,
-        stages: Sequence[Stage],
-        splits: Splits,
-        *,
-        meta: dict | None = None,
-    ) -> Engine:
-        """Train ``model`` in ``runs/<key>/`` (or load it when that run finished before).
-
-        Args:
-            key: sub-folder name, e.g. ``"unet/seed0"``.
-            model: the network, or a function building it (called after seeding with
-                ``cfg.seed``, so initial weights depend on the seed alone: prefer this).
-            task, cfg, stages: as for :class:`~medbalance.engine.Engine` and its ``fit``.
-            splits: ``train`` trains, ``val`` selects ``best.pt``; ``test`` is not touched;
-                ``splits.info`` is saved as ``splits.json`` (e.g. a long-tailed subset's indices).
-
-        Returns:
-            The engine, its model holding the ``best.pt`` weights.
-        """
-        folder = self.run_dir / "runs" / key
-        if not isinstance(model, nn.Module):
-            seed_everything(cfg.seed, verbose=False)
-            model = model()
-        done = folder / "done.json"
-        if done.is_file():
-            engine = Engine(model, task, cfg, meta=meta)
-        else:
-            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-            resume = (folder / "checkpoints" / "last.pt").is_file()
-            if not resume:
-                atomic_write_text(folder / "config.yaml", dump_config(cfg))
-                atomic_write_text(folder / "splits.json", json.dumps(splits.info, indent=1))
-            self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
-            t0 = time.perf_counter()
-            engine = Engine(model, task, cfg, run_dir=folder, meta=meta)
-            history = engine.fit(stages, splits.train, splits.val, resume=resume)
-            info = {"epochs": len(history), "seconds": round(time.perf_counter() - t0, 2)}
-            atomic_write_text(done, json.dumps(info, indent=1))
-        model.load_state_dict(load_checkpoint(folder / "checkpoints" / "best.pt")["model"])
-        return engine
 
     # ------------------------------------------------------------------ outputs
     def artefacts(self, *parts: str) -> Path:
