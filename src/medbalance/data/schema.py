@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["Reader", "SEED001_SIZE"]
+__all__ = ["Reader", "SEED001_SIZE", "section_task"]
 
 #: The network input side of seed 001's classification protocol (section 4.2).
 SEED001_SIZE = 224
