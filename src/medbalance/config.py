@@ -26,7 +26,12 @@ from medbalance.data.readers.camus import CamusData
 from medbalance.data.readers.classification import BreakhisData, ChestXrayData, MedmnistData
 from medbalance.data.readers.nnunet import NnunetData
 from medbalance.data.readers.nuclei import ConicData, MonusacData
-from medbalance.data.readers.phantoms import IntraclassPhantomData, LongtailPhantomData, NucleiPhantomData, Phantom3DData
+from medbalance.data.readers.phantoms import (
+    IntraclassPhantomData,
+    LongtailPhantomData,
+    NucleiPhantomData,
+    Phantom3DData,
+)
 from medbalance.data.schema import SEED001_SIZE, _Strict
 from medbalance.errors import ConfigError
 
