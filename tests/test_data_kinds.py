@@ -7,7 +7,8 @@ import pytest
 
 from medbalance.config import parse_config
 from medbalance.data import catalog
-from medbalance.data.build import READERS, build_splits, collapse_foreground, split_groups
+from medbalance.data.build import build_splits, collapse_foreground, split_groups
+from medbalance.data.kinds import KINDS
 from medbalance.errors import ConfigError, DataError
 
 
@@ -26,7 +27,43 @@ from medbalance.errors import ConfigError, DataError
 )
 def test_every_kind_validates_and_names_its_task(section, task):
     assert parse_config({"data": section}).task == task
-    assert section["kind"] in READERS
+
+
+def test_kinds_is_the_one_list_of_data_kinds():
+    import typing
+
+    from medbalance import config
+
+    # each key is its schema's `kind`; the config's union and "did you mean" list are built from it
+    assert all(reader.schema.model_fields["kind"].default == kind for kind, reader in KINDS.items())
+    assert config._DATA_KINDS == {kind: reader.schema for kind, reader in KINDS.items()}
+    assert typing.get_args(config.DataConfig) == tuple(reader.schema for reader in KINDS.values())
+    assert all(getattr(config, reader.schema.__name__) is reader.schema for reader in KINDS.values())
+    assert len(KINDS) == 14
+
+
+# the fixed tasks as config.py listed them before each reader declared its own
+_CLASSIFICATION = {"longtail_phantom", "breakhis", "chestxray", "medmnist"}
+_FIXED_SEGMENTATION = {"intraclass_phantom", "nuclei_phantom", "phantom3d", "nnunet", "camus", "conic", "monusac"}
+
+
+@pytest.mark.parametrize("kind", sorted(_CLASSIFICATION | _FIXED_SEGMENTATION))
+def test_every_fixed_kind_declares_its_task(kind):
+    section = {"kind": kind} | ({"path": "x"} if "path" in KINDS[kind].schema.model_fields else {})
+    cfg = parse_config({"data": section})
+    assert cfg.task == ("classification" if kind in _CLASSIFICATION else "segmentation")
+
+
+@pytest.mark.parametrize("kind", ["folder", "python"])
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_folder_and_python_take_the_task_of_their_section(kind, task):
+    section = {"kind": kind, "task": task} | ({"path": "x"} if kind == "folder" else {})
+    assert parse_config({"data": section}).task == task
+
+
+def test_python_kind_needs_its_data_again():
+    with pytest.raises(ConfigError, match=r"given in Python \(data.kind: python\); pass the same data again"):
+        build_splits(parse_config({"data": {"kind": "python"}}))
 
 
 def test_kind_fields_are_checked():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -20,12 +19,42 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medbalance._suggest import suggest as _suggest  # re-exported: methods/experiment.py imports it
 from medbalance.data.augment import Augment
+from medbalance.data.catalog import SharedData
+from medbalance.data.folder import FolderData
+from medbalance.data.kinds import KINDS, PythonData
+from medbalance.data.readers.camus import CamusData
+from medbalance.data.readers.classification import BreakhisData, ChestXrayData, MedmnistData
+from medbalance.data.readers.nnunet import NnunetData
+from medbalance.data.readers.nuclei import ConicData, MonusacData
+from medbalance.data.readers.phantoms import (
+    IntraclassPhantomData,
+    LongtailPhantomData,
+    NucleiPhantomData,
+    Phantom3DData,
+)
+from medbalance.data.schema import SEED001_SIZE, _Strict
 from medbalance.errors import ConfigError
 
 __all__ = [
     "ConfigError",
     "RunConfig",
     "DataConfig",
+    # each data kind's schema, defined beside its reader (medbalance.data.kinds), re-exported here
+    "IntraclassPhantomData",
+    "NucleiPhantomData",
+    "Phantom3DData",
+    "LongtailPhantomData",
+    "FolderData",
+    "NnunetData",
+    "CamusData",
+    "ConicData",
+    "MonusacData",
+    "BreakhisData",
+    "ChestXrayData",
+    "MedmnistData",
+    "SharedData",
+    "PythonData",
+    "SEED001_SIZE",
     "ModelConfig",
     "MethodConfig",
     "StageConfig",
@@ -40,290 +69,8 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class _Segmentation(_Strict):
-    """Fields every segmentation source shares."""
-
-    binary: bool = False  # collapse every foreground class into one (seed 002's binary model)
-    # intensity normalisation of native-size images, fitted on the train split (medbalance.data.normalization)
-    normalization: Literal["auto", "none", "uint8", "ct", "zscore"] = "auto"
-    ignore_index: int | None = Field(None, ge=0, le=255)  # a mask label that is neither trained on nor scored
-    train_limit: int | None = Field(None, ge=1)  # train on a seeded subset of this many training images
-    # one name per class, background first; replaces the reader's names (checked against the data's classes)
-    classes: list[str] | None = None
-    # resample to one spacing (docs/native.md): keep (native), median (nnU-Net's rule on the train split) or
-    # one value per array axis ([sy, sx] / [sz, sy, sx]; 1 per axis for data without a spacing, e.g. PNG)
-    spacing: Literal["keep", "median"] | list[float] = "keep"
-
-    @field_validator("spacing", mode="before")
-    @classmethod
-    def _spacing(cls, value: Any) -> Any:
-        if value in ("keep", "median"):
-            return value
-        numbers = isinstance(value, list) and all(type(v) in (int, float) for v in value)  # not bool
-        if numbers and len(value) in (2, 3) and all(0 < v < float("inf") for v in value):
-            return value
-        raise ValueError("expected keep, median or 2 or 3 positive spacings")
-
-    @field_validator("classes")
-    @classmethod
-    def _names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and (len(value) < 2 or len(set(value)) != len(value) or not all(v.strip() for v in value)):
-            raise ValueError(f"expected at least two distinct non-empty class names, found {value}")
-        return value
-
-
-class _Grouping(_Strict):
-    # subjects kept in one split: a regex with one capture group on each case's file stem, or a CSV `case,group`
-    groups: str | None = None
-
-    @field_validator("groups")
-    @classmethod
-    def _pattern(cls, value: str | None) -> str | None:
-        if value is None or value.lower().endswith(".csv"):
-            return value
-        try:
-            groups = re.compile(value).groups
-        except re.error as exc:
-            raise ValueError(f"expected a regular expression or a .csv path, found {value!r} ({exc})") from None
-        if groups != 1:
-            raise ValueError(f"expected a regular expression with one capture group, found {groups} in {value!r}")
-        return value
-
-
-class _Split(_Strict):
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    seed: int = 0
-
-
-class PythonData(_Segmentation):
-    """Datasets given in Python (``medbalance.train(recipe, data=...)``); a resume needs them again."""
-
-    kind: Literal["python"] = "python"
-    task: Literal["segmentation", "classification"] = "segmentation"
-
-
-class _LongtailOption(_Strict):
-    # None keeps the source's class sizes; a ratio draws a seeded long-tailed training subset
-    # (classification; medbalance.data.longtail.longtail_splits) with its largest class capped at n_max.
-    imbalance_ratio: float | None = Field(None, ge=1.0)
-    n_max: int | None = Field(None, ge=1)
-
-
-class _SegmentationPhantoms(_Segmentation):
-    size: int = Field(96, ge=16)
-    n_train: int = Field(160, ge=1)
-    n_val: int = Field(32, ge=1)
-    n_test: int = Field(32, ge=0)
-    seed: int = 0
-
-
-class IntraclassPhantomData(_SegmentationPhantoms):
-    """Binary target with a faded minority sub-region (SPEC 8a)."""
-
-    kind: Literal["intraclass_phantom"] = "intraclass_phantom"
-
-
-class NucleiPhantomData(_SegmentationPhantoms):
-    """Seven-class nuclei with CoNIC class fractions (SPEC 8b)."""
-
-    kind: Literal["nuclei_phantom"] = "nuclei_phantom"
-    size: int = Field(128, ge=16)
-
-
-class Phantom3DData(_Segmentation):
-    """3D CT-like volumes: a small lesion (<= 0.1% of voxels) inside an organ, native geometry."""
-
-    kind: Literal["phantom3d"] = "phantom3d"
-    shape: tuple[int, int, int] = (32, 64, 64)  # typical (D, H, W); each volume varies by up to 25%
-    n_train: int = Field(24, ge=1)
-    n_val: int = Field(6, ge=1)
-    n_test: int = Field(6, ge=0)
-    lesion_share: float = Field(0.8, ge=0.0, le=1.0)
-    seed: int = 0
-
-
-class LongtailPhantomData(_Strict):
-    kind: Literal["longtail_phantom"] = "longtail_phantom"
-    size: int = Field(32, ge=8)
-    num_classes: int = Field(8, ge=2)
-    n_max: int = Field(200, ge=1)
-    imbalance_ratio: float = Field(50.0, ge=1.0)
-    n_val_per_class: int = Field(20, ge=1)
-    n_test_per_class: int = Field(20, ge=0)
-    seed: int = 0
-
-
-class FolderData(_Segmentation, _Grouping, _LongtailOption):
-    """A folder in the generic layout of SPEC section 8.
-
-    Segmentation: ``images/`` and ``masks/`` matched by file stem. Classification: one
-    sub-folder per class. ``val_fraction`` / ``test_fraction`` split it with ``seed`` (by
-    subject when ``groups`` is set).
-    """
-
-    kind: Literal["folder"] = "folder"
-    path: str
-    task: Literal["segmentation", "classification"] = "segmentation"
-    size: int | None = Field(None, ge=8)
-    channels: Literal[1, 3] = 1
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    seed: int = 0
-    cache: bool = True  # decoded + resized arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
-
-
-class CamusData(_Segmentation, _Split):
-    """CAMUS echocardiography in its published per-patient layout (seed 000); split by patient."""
-
-    kind: Literal["camus"] = "camus"
-    path: str
-    views: list[Literal["2CH", "4CH"]] = ["2CH", "4CH"]
-    phases: list[Literal["ED", "ES"]] = ["ED", "ES"]
-    label: int = Field(1, ge=1, le=3)  # 1 LV endocardium, 2 myocardium, 3 left atrium
-    size: int | None = Field(None, ge=8)  # None: native frames (aspect and spacing kept)
-    scale: float = Field(1.0, gt=0.0, le=4.0)  # resample native frames by this factor (aspect kept)
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-
-
-class ConicData(_Segmentation, _Split):
-    """CoNIC / Lizard: ``images.npy`` (N, 256, 256, 3) and ``labels.npy`` (instance, class)."""
-
-    kind: Literal["conic"] = "conic"
-    path: str
-    size: int | None = Field(None, ge=8)
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-
-
-class MonusacData(_Segmentation, _Split):
-    """MoNuSAC: per-image XML polygons, rasterised once into ``cache``."""
-
-    kind: Literal["monusac"] = "monusac"
-    path: str
-    cache: str | None = None
-    size: int | None = Field(None, ge=8)  # None: native size (the seed resized to 512)
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-
-
-class NnunetData(_Segmentation, _Grouping):
-    """nnU-Net v2's raw layout: ``imagesTr/<case>_<XXXX>``, ``labelsTr/<case>``, ``dataset.json``.
-
-    Split seeded by ``val_fraction`` / ``test_fraction`` (by subject with ``groups``), or fold
-    ``fold`` of the dataset folder's ``splits_final.json`` (its train / val; no test split).
-    """
-
-    kind: Literal["nnunet"] = "nnunet"
-    path: str
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    seed: int = 0
-    fold: int | None = Field(None, ge=0)
-    cache: bool = True  # decoded arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
-
-
-class _Protocol(_Strict):
-    # default: the reader's own split and square resize; seed001: seed 001's recipe (section 4.2,
-    # medbalance.data.readers.classification), where `size` (then 224 by default) is the network input side
-    protocol: Literal["default", "seed001"] = "default"
-    eval_per_class: int = Field(80, ge=1)  # seed001: images per class of the balanced validation (and test) sets
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed001_size(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("protocol") == "seed001" and "size" not in data:
-            data = {**data, "size": SEED001_SIZE}
-        return data
-
-    @model_validator(mode="after")
-    def _per_class_needs_protocol(self) -> "_Protocol":
-        if "eval_per_class" in self.model_fields_set and self.protocol != "seed001":
-            raise ValueError(f"eval_per_class applies to protocol 'seed001' only (protocol is '{self.protocol}')")
-        return self
-
-
-#: The network input side of seed 001's classification protocol (section 4.2).
-SEED001_SIZE = 224
-
-
-class BreakhisData(_LongtailOption, _Split, _Protocol):
-    """BreaKHis folder tree (8 tumour types); split by patient (``protocol: seed001``: by image,
-    80 per class for validation and test, random 224 x 224 training crops of 350 x 230 images)."""
-
-    kind: Literal["breakhis"] = "breakhis"
-    path: str
-    magnification: Literal["all", "40X", "100X", "200X", "400X"] = "all"
-    size: int = Field(64, ge=8)
-    channels: Literal[1, 3] = 3
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-
-
-class ChestXrayData(_LongtailOption, _Protocol):
-    """Kermany chest X-ray layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`` (``protocol:
-    seed001``: 1/4 scale, centre crop, 1/2 scale to 224 x 224, the whole official test split)."""
-
-    kind: Literal["chestxray"] = "chestxray"
-    path: str
-    size: int = Field(64, ge=8)
-    channels: Literal[1, 3] = 1
-    seed: int = 0
-
-
-class MedmnistData(_LongtailOption):
-    """A MedMNIST ``.npz`` file with its own train / val / test split."""
-
-    kind: Literal["medmnist"] = "medmnist"
-    path: str
-    seed: int = 0
-
-
-class SharedData(_Segmentation, _Split, _LongtailOption):
-    """A dataset of ``../shared/data`` (or ``$MEDBALANCE_DATA``) by folder name."""
-
-    kind: Literal["shared"] = "shared"
-    name: str
-    size: int | None = Field(None, ge=8)
-    channels: Literal[1, 3] | None = None
-
-
-DataConfig = Union[
-    IntraclassPhantomData,
-    NucleiPhantomData,
-    Phantom3DData,
-    LongtailPhantomData,
-    FolderData,
-    NnunetData,
-    CamusData,
-    ConicData,
-    MonusacData,
-    BreakhisData,
-    ChestXrayData,
-    MedmnistData,
-    SharedData,
-    PythonData,
-]
-_DATA_KINDS: dict[str, type[BaseModel]] = {
-    "intraclass_phantom": IntraclassPhantomData,
-    "nuclei_phantom": NucleiPhantomData,
-    "phantom3d": Phantom3DData,
-    "longtail_phantom": LongtailPhantomData,
-    "folder": FolderData,
-    "nnunet": NnunetData,
-    "camus": CamusData,
-    "conic": ConicData,
-    "monusac": MonusacData,
-    "breakhis": BreakhisData,
-    "chestxray": ChestXrayData,
-    "medmnist": MedmnistData,
-    "shared": SharedData,
-    "python": PythonData,
-}
-_CLASSIFICATION_KINDS = (LongtailPhantomData, BreakhisData, ChestXrayData, MedmnistData)
+DataConfig = Union[tuple(reader.schema for reader in KINDS.values())]  # discriminated by `kind`
+_DATA_KINDS: dict[str, type[BaseModel]] = {kind: reader.schema for kind, reader in KINDS.items()}
 
 
 class Evaluation(_Strict):
@@ -476,13 +223,7 @@ class RunConfig(_Strict):
 
     @property
     def task(self) -> str:
-        if isinstance(self.data, (FolderData, PythonData)):
-            return self.data.task
-        if isinstance(self.data, SharedData):
-            from medbalance.data.catalog import shared_task
-
-            return shared_task(self.data.name)
-        return "classification" if isinstance(self.data, _CLASSIFICATION_KINDS) else "segmentation"
+        return KINDS[self.data.kind].task_of(self.data)
 
 
 def _check_keys(raw: dict, model: type[BaseModel], source: str, section: str) -> None:

@@ -9,15 +9,25 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
+
+from pydantic import Field
 
 from medbalance.data.datasets import Splits
+from medbalance.data.schema import Reader, _LongtailOption, _Segmentation, _Split
 from medbalance.errors import DataError
 
-if TYPE_CHECKING:  # an annotation only: RunConfig.task imports this module, which need not import config back
-    from medbalance.config import SharedData
+__all__ = ["SHARED_LOADERS", "SHARED_TASKS", "SharedData", "SHARED", "shared_data_dir", "shared_task", "build_shared"]
 
-__all__ = ["SHARED_LOADERS", "SHARED_TASKS", "shared_data_dir", "shared_task", "build_shared"]
+
+class SharedData(_Segmentation, _Split, _LongtailOption):
+    """A dataset of ``../shared/data`` (or ``$MEDBALANCE_DATA``) by folder name."""
+
+    kind: Literal["shared"] = "shared"
+    name: str
+    size: int | None = Field(None, ge=8)
+    channels: Literal[1, 3] | None = None
+
 
 # folder name -> "module:function"; each function is ``load(root, data: SharedData) -> Splits``.
 SHARED_LOADERS: dict[str, str] = {
@@ -72,3 +82,6 @@ def build_shared(data: SharedData) -> Splits:
         raise DataError(f"shared dataset '{data.name}' not found under {where} (set MEDBALANCE_DATA)")
     module, _, function = SHARED_LOADERS[data.name].partition(":")
     return getattr(importlib.import_module(module), function)(base / data.name, data)
+
+
+SHARED = Reader(SharedData, build_shared, lambda data: shared_task(data.name))

@@ -15,12 +15,15 @@ Classification::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from medbalance.data.datasets import ArrayDataset
+from medbalance.data.cache import cached_dataset
+from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.io import (
     DataError,
     check_layout,
@@ -31,8 +34,40 @@ from medbalance.data.io import (
     read_mask,
     read_raw,
 )
+from medbalance.data.longtail import longtail_splits
+from medbalance.data.schema import Reader, _Grouping, _LongtailOption, _Segmentation, section_task
+from medbalance.data.splits import split_cases
+from medbalance.errors import ConfigError
 
-__all__ = ["read_segmentation_folder", "read_classification_folder", "read_folder", "resize_images", "stack_images"]
+__all__ = [
+    "read_segmentation_folder",
+    "read_classification_folder",
+    "read_folder",
+    "resize_images",
+    "stack_images",
+    "FolderData",
+    "build_folder",
+    "FOLDER",
+]
+
+
+class FolderData(_Segmentation, _Grouping, _LongtailOption):
+    """A folder in the generic layout of SPEC section 8.
+
+    Segmentation: ``images/`` and ``masks/`` matched by file stem. Classification: one
+    sub-folder per class. ``val_fraction`` / ``test_fraction`` split it with ``seed`` (by
+    subject when ``groups`` is set).
+    """
+
+    kind: Literal["folder"] = "folder"
+    path: str
+    task: Literal["segmentation", "classification"] = "segmentation"
+    size: int | None = Field(None, ge=8)
+    channels: Literal[1, 3] = 1
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    cache: bool = True  # decoded + resized arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
 
 
 def resize_images(
@@ -172,3 +207,48 @@ def read_folder(
     if task == "segmentation":
         return read_segmentation_folder(root, channels=channels, size=size, ignore_index=ignore_index)
     return read_classification_folder(root, channels=channels, size=size)
+
+
+def build_folder(data: FolderData) -> Splits:
+    """Splits of a generic-layout folder (decoded once into the cache when ``data.cache``).
+
+    Raises:
+        ConfigError: ``data.imbalance_ratio`` on a segmentation folder.
+    """
+    settings = {
+        "reader": "folder",
+        "task": data.task,
+        "channels": data.channels,
+        "size": data.size,
+        "ignore_index": data.ignore_index,
+    }
+    full = cached_dataset(
+        data.path,
+        settings,
+        lambda: read_folder(
+            data.path, task=data.task, channels=data.channels, size=data.size, ignore_index=data.ignore_index
+        ),
+        enabled=data.cache,
+    )
+    # a classification sample is named `<class>/<stem>`; groups work on the file stem
+    stems = [name.rpartition("/")[2] for name in full.names]
+    train_idx, val_idx, test_idx = split_cases(stems, data, root=data.path)
+    splits = Splits(
+        full.subset(train_idx),
+        full.subset(val_idx),
+        full.subset(test_idx) if len(test_idx) else None,
+        info={
+            "source": str(data.path),
+            "train_names": [full.names[i] for i in train_idx],
+            "val_names": [full.names[i] for i in val_idx],
+            "test_names": [full.names[i] for i in test_idx],
+        },
+    )
+    if data.imbalance_ratio is None:
+        return splits
+    if data.task != "classification":
+        raise ConfigError(f"data.imbalance_ratio applies to classification folders; '{data.path}' is {data.task}")
+    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
+
+
+FOLDER = Reader(FolderData, build_folder, section_task)

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medbalance.config import SharedData
-from medbalance.data.build import split_groups, split_indices
+from medbalance.data.catalog import SharedData
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import stack_images
 from medbalance.data.io import image_stem, read_image, read_mask, read_raw
+from medbalance.data.splits import split_groups, split_indices
 from medbalance.errors import DataError
 
 #: Label of pixels that are neither trained on nor scored (outside DRIVE's field of view).

@@ -18,17 +18,33 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from medbalance.config import CamusData
-from medbalance.data.build import split_groups
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import resize_images, stack_images
 from medbalance.data.io import read_image, read_labels, read_mask, read_raw
+from medbalance.data.schema import Reader, _Segmentation, _Split
+from medbalance.data.splits import split_groups
 from medbalance.errors import DataError
 
-__all__ = ["CAMUS_LABELS", "build_camus", "find_patients"]
+__all__ = ["CAMUS_LABELS", "build_camus", "find_patients", "CamusData", "CAMUS"]
+
+
+class CamusData(_Segmentation, _Split):
+    """CAMUS echocardiography in its published per-patient layout (seed 000); split by patient."""
+
+    kind: Literal["camus"] = "camus"
+    path: str
+    views: list[Literal["2CH", "4CH"]] = ["2CH", "4CH"]
+    phases: list[Literal["ED", "ES"]] = ["ED", "ES"]
+    label: int = Field(1, ge=1, le=3)  # 1 LV endocardium, 2 myocardium, 3 left atrium
+    size: int | None = Field(None, ge=8)  # None: native frames (aspect and spacing kept)
+    scale: float = Field(1.0, gt=0.0, le=4.0)  # resample native frames by this factor (aspect kept)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +150,6 @@ def build_camus(data: CamusData) -> Splits:
     for key, part in zip(("train", "val", "test"), parts):
         info[f"{key}_patients"] = sorted({groups[i] for i in part})
     return Splits(train, val, test if len(test) else None, info=info)
+
+
+CAMUS = Reader(CamusData, build_camus, "segmentation")

@@ -22,16 +22,19 @@ import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from medbalance.config import BreakhisData, ChestXrayData, MedmnistData, SharedData
-from medbalance.data.build import split_groups, split_indices
+from medbalance.data.catalog import SharedData
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import resize_images
 from medbalance.data.io import list_images, read_image
 from medbalance.data.longtail import balanced_indices, longtail_indices, longtail_splits
 from medbalance.data.normalization import Normalization
+from medbalance.data.schema import Reader, _LongtailOption, _Protocol, _Split
+from medbalance.data.splits import split_groups, split_indices
 from medbalance.errors import DataError
 
 # More classes than any MedMNIST task has (11), with room: beyond it a label is damage, not a class.
@@ -54,6 +57,12 @@ __all__ = [
     "seed001_breakhis_shape",
     "seed001_chestxray",
     "seed001_eval_image",
+    "BreakhisData",
+    "ChestXrayData",
+    "MedmnistData",
+    "BREAKHIS",
+    "CHESTXRAY",
+    "MEDMNIST",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,37 @@ _SEED001_BREAKHIS_HW = (230, 350)
 _SEED001_CROP = 224
 # Section 4.2 calls the original BreaKHis training set (IR 11.59) its IR-10 set.
 _SEED001_ORIGINAL_IR = 10.0
+
+
+class BreakhisData(_LongtailOption, _Split, _Protocol):
+    """BreaKHis folder tree (8 tumour types); split by patient (``protocol: seed001``: by image,
+    80 per class for validation and test, random 224 x 224 training crops of 350 x 230 images)."""
+
+    kind: Literal["breakhis"] = "breakhis"
+    path: str
+    magnification: Literal["all", "40X", "100X", "200X", "400X"] = "all"
+    size: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 3
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class ChestXrayData(_LongtailOption, _Protocol):
+    """Kermany chest X-ray layout ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`` (``protocol:
+    seed001``: 1/4 scale, centre crop, 1/2 scale to 224 x 224, the whole official test split)."""
+
+    kind: Literal["chestxray"] = "chestxray"
+    path: str
+    size: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 1
+    seed: int = 0
+
+
+class MedmnistData(_LongtailOption):
+    """A MedMNIST ``.npz`` file with its own train / val / test split."""
+
+    kind: Literal["medmnist"] = "medmnist"
+    path: str
+    seed: int = 0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -618,3 +658,8 @@ def detect_layout(path: str | Path) -> str | None:
             continue
         return kind
     return None
+
+
+BREAKHIS = Reader(BreakhisData, build_breakhis, "classification")
+CHESTXRAY = Reader(ChestXrayData, build_chestxray, "classification")
+MEDMNIST = Reader(MedmnistData, build_medmnist, "classification")

@@ -22,18 +22,35 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from medbalance.config import NnunetData
-from medbalance.data.build import split_cases
 from medbalance.data.cache import cached_dataset
 from medbalance.data.datasets import ArrayDataset, Splits
-from medbalance.data.folds import read_splits
 from medbalance.data.io import image_stem, image_suffix, read_labels, read_raw
+from medbalance.data.schema import Reader, _Grouping, _Segmentation
+from medbalance.data.splits import split_cases
 from medbalance.errors import DataError
 
-__all__ = ["build_nnunet", "read_nnunet", "read_dataset_json", "channel_cases", "read_case"]
+__all__ = ["build_nnunet", "read_nnunet", "read_dataset_json", "channel_cases", "read_case", "NnunetData", "NNUNET"]
+
+
+class NnunetData(_Segmentation, _Grouping):
+    """nnU-Net v2's raw layout: ``imagesTr/<case>_<XXXX>``, ``labelsTr/<case>``, ``dataset.json``.
+
+    Split seeded by ``val_fraction`` / ``test_fraction`` (by subject with ``groups``), or fold
+    ``fold`` of the dataset folder's ``splits_final.json`` (its train / val; no test split).
+    """
+
+    kind: Literal["nnunet"] = "nnunet"
+    path: str
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    fold: int | None = Field(None, ge=0)
+    cache: bool = True  # decoded arrays memory-mapped from $MEDBALANCE_CACHE (medbalance.data.cache)
 
 
 def _fail(path: Path, message: str) -> DataError:
@@ -236,6 +253,8 @@ def read_case(paths: Sequence[Path], *, channels: int):
 
 
 def _fold_indices(root: Path, cases: list[str], fold: int) -> tuple[np.ndarray, np.ndarray]:
+    from medbalance.data.folds import read_splits  # data.folds imports config, which imports this module
+
     path = root / "splits_final.json"
     folds = read_splits(path, key="data.fold")
     if fold >= len(folds):
@@ -288,3 +307,6 @@ def build_nnunet(data: NnunetData) -> Splits:
             "test_names": [cases[i] for i in test_idx],
         },
     )
+
+
+NNUNET = Reader(NnunetData, build_nnunet, "segmentation")

@@ -22,15 +22,18 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pydantic import Field
 
-from medbalance.config import ConicData, MonusacData, SharedData
-from medbalance.data.build import split_groups, split_indices
+from medbalance.data.catalog import SharedData
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.folder import resize_images
 from medbalance.data.io import list_images, read_image, read_labels, read_mask, read_raw
+from medbalance.data.schema import Reader, _Segmentation, _Split
+from medbalance.data.splits import split_groups, split_indices
 from medbalance.errors import DataError
 
 __all__ = [
@@ -44,6 +47,10 @@ __all__ = [
     "read_monusac",
     "build_monusac",
     "load_consep",
+    "ConicData",
+    "MonusacData",
+    "CONIC",
+    "MONUSAC",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,27 @@ MONUSAC_CLASSES = ("background", "epithelial", "lymphocyte", "macrophage", "neut
 CONSEP_CLASSES = ("background", "other", "inflammatory", "epithelial", "spindle")
 # MoNuSAC's test set marks unsure regions "Ambiguous"; they stay background rather than fail the read.
 _MONUSAC_SKIPPED = ("ambiguous",)
+
+
+class ConicData(_Segmentation, _Split):
+    """CoNIC / Lizard: ``images.npy`` (N, 256, 256, 3) and ``labels.npy`` (instance, class)."""
+
+    kind: Literal["conic"] = "conic"
+    path: str
+    size: int | None = Field(None, ge=8)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class MonusacData(_Segmentation, _Split):
+    """MoNuSAC: per-image XML polygons, rasterised once into ``cache``."""
+
+    kind: Literal["monusac"] = "monusac"
+    path: str
+    cache: str | None = None
+    size: int | None = Field(None, ge=8)  # None: native size (the seed resized to 512)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 def _resized(images: np.ndarray, labels: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -315,3 +343,7 @@ def load_consep(root: Path, data: SharedData) -> Splits:
             "test_names": list(test.names),
         },
     )
+
+
+CONIC = Reader(ConicData, build_conic, "segmentation")
+MONUSAC = Reader(MonusacData, build_monusac, "segmentation")
