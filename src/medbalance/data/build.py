@@ -28,6 +28,7 @@ from medbalance.data.normalization import fit_normalization
 from medbalance.data.phantom3d import PHANTOM3D_CLASSES, organ_lesion_phantoms
 from medbalance.data.spacing import median_spacing, resample_dataset
 from medbalance.errors import ConfigError, DataError
+from medbalance.metrics.evaluation import RegionRecall
 
 __all__ = [
     "build_splits",
@@ -56,8 +57,17 @@ _SPLIT_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
 
 def _from_phantoms(ps: phantoms.PhantomSet, num_classes: int) -> ArrayDataset:
-    extras = {"regions": ps.regions} if ps.regions is not None else None
-    return ArrayDataset(ps.images, ps.target, num_classes=num_classes, class_names=ps.class_names, extras=extras)
+    if ps.regions is None:
+        return ArrayDataset(ps.images, ps.target, num_classes=num_classes, class_names=ps.class_names)
+    # the intra-class phantom scores the recall of its majority and minority sub-regions
+    return ArrayDataset(
+        ps.images,
+        ps.target,
+        num_classes=num_classes,
+        class_names=ps.class_names,
+        extras={"regions": ps.regions},
+        scorers=(RegionRecall,),
+    )
 
 
 def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
