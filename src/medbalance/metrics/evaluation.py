@@ -88,7 +88,7 @@ def evaluate_labels(
         >>> target = torch.tensor([[0, 1, 1], [0, 0, 0]])
         >>> ev = evaluate_labels(torch.tensor([[0, 1, 0], [0, 0, 0]]), target, 2)
         >>> ev.cases.shape, ev.confusion.tolist(), round(ev.scores["mean_dice_fg"], 4)
-        (torch.Size([2, 2, 2]), [[4, 0], [1, 1]], 0.8333)
+        (torch.Size([2, 2, 2]), [[4, 0], [1, 1]], 0.6667)
     """
     cm = confusion_matrix(preds, target, num_classes, ignore_index=ignore_index, per_image=per_image)
     if per_image:
