@@ -12,7 +12,7 @@ from PIL import Image
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from medbalance.config import parse_config
-from medbalance.data.build import build_splits
+from medbalance.data.build import build_splits, collapse_foreground
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folds import cv_pool
 from medbalance.data.spacing import resample_dataset
@@ -121,6 +121,7 @@ def test_the_phantom_declares_its_region_recall_and_copies_keep_it():
     assert splits.test.with_normalization(None).scorers == (RegionRecall,)
     assert resample_dataset(splits.test, (0.5, 0.5)).scorers == (RegionRecall,)
     assert cv_pool(splits)[0].scorers == (RegionRecall,)
+    assert collapse_foreground(splits.test).scorers == (RegionRecall,)
     nuclei = build_splits(parse_config({"data": {"kind": "nuclei_phantom", "size": 16, "n_train": 2, "n_val": 1}}))
     assert nuclei.val.scorers == ()
 

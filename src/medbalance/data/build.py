@@ -187,6 +187,7 @@ def collapse_foreground(data: ArrayDataset) -> ArrayDataset:
         ignore_index=data.ignore_index,
         spacing=data.spacing,
         normalization=data.normalization,
+        scorers=data.scorers,
     )
 
 
