@@ -56,6 +56,7 @@ def collapse_foreground(data: ArrayDataset) -> ArrayDataset:
         ignore_index=data.ignore_index,
         spacing=data.spacing,
         normalization=data.normalization,
+        scorers=data.scorers,
     )
 
 

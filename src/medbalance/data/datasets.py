@@ -14,7 +14,7 @@ turns them into the network's float32 input when a sample is read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +56,9 @@ class ArrayDataset(Dataset):
         spacing: physical size of a pixel / voxel per sample, in array axis order
             (``(dy, dx)`` or ``(dz, dy, dx)``); ``None``: 1 per axis.
         normalization: maps a stored image to float32 network input (per-dataset statistics).
+        scorers: extra scores of this dataset's evaluation passes: factories of scorers
+            (:mod:`medbalance.metrics.evaluation`, e.g. the intra-class phantom's
+            :class:`~medbalance.metrics.evaluation.RegionRecall`); kept by subsets and copies.
 
     Example:
         >>> ds = ArrayDataset([np.zeros((1, 4, 6), np.uint8), np.ones((1, 5, 3), np.uint8)],
@@ -76,6 +79,7 @@ class ArrayDataset(Dataset):
         ignore_index: int | None = None,
         spacing: Sequence[Sequence[float]] | None = None,
         normalization=None,
+        scorers: Sequence[Callable[[], object]] = (),
     ) -> None:
         stacked = isinstance(images, np.ndarray)
         float_images = stacked and not np.issubdtype(images.dtype, np.integer) and normalization is None
@@ -97,6 +101,7 @@ class ArrayDataset(Dataset):
         self.extras = {k: _as_arrays(v) for k, v in (extras or {}).items()}
         self.spacing = [tuple(float(s) for s in sp) for sp in spacing] if spacing is not None else None
         self.normalization = normalization
+        self.scorers = tuple(scorers)
 
     def _check_labels(self) -> None:
         low, high = None, None
@@ -175,6 +180,7 @@ class ArrayDataset(Dataset):
             ignore_index=self.ignore_index,
             spacing=[self.spacing[i] for i in idx] if self.spacing is not None else None,
             normalization=self.normalization,
+            scorers=self.scorers,
         )
 
     def with_extras(self, **extras: np.ndarray | Sequence[np.ndarray]) -> "ArrayDataset":

@@ -126,6 +126,7 @@ def _concat(a: ArrayDataset, b: ArrayDataset, names: list[str]) -> ArrayDataset:
         ignore_index=a.ignore_index,
         spacing=spacing,
         normalization=a.normalization,
+        scorers=a.scorers,
     )
 
 

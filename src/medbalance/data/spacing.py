@@ -166,4 +166,5 @@ def resample_dataset(data, target: Sequence[float]):
         ignore_index=data.ignore_index,
         spacing=[target] * len(data),
         normalization=data.normalization,
+        scorers=data.scorers,
     )

@@ -53,6 +53,7 @@ from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.dynamic import set_progress
+from medbalance.metrics.evaluation import Evaluation
 
 __all__ = [
     "Stage",
@@ -560,8 +561,14 @@ class Engine:
         *,
         stage: Stage | None = None,
         on_batch: Callable[[dict, torch.Tensor, torch.Tensor], None] | None = None,
-    ) -> dict:
+        full: bool = False,
+    ) -> dict | Evaluation:
         """Scores of the model on ``loader`` (a DataLoader or a Dataset); adds ``loss`` with a stage.
+
+        With ``full`` the whole :class:`~medbalance.metrics.evaluation.Evaluation` of the pass:
+        the same scores, the pooled confusion matrix and (segmentation) the per-image matrices,
+        so nothing after the pass counts them again. The dataset's own ``scorers`` (e.g. the
+        intra-class phantom's region recall) add their keys to the scores.
 
         ``on_batch(batch, logits, labels)`` sees every batch of the same pass (e.g. to write
         predictions), so scoring and predicting a set costs one forward pass.
@@ -573,7 +580,7 @@ class Engine:
         if isinstance(loader, Dataset):
             loader, _ = self._loader(loader, train=False)
         module = self._eval_module()
-        state = self.task.new_state()
+        evaluator = self.task.evaluator(scorers=getattr(loader.dataset, "scorers", ()))
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
             with self.fabric.autocast():
@@ -581,13 +588,13 @@ class Engine:
             if stage is not None:
                 loss_sum += self.compute_loss(stage, outputs, batch).detach()
             labels = self.task.predict(outputs)
-            self.task.update(state, labels, batch, outputs)
+            evaluator.update(labels, batch, outputs)
             if on_batch is not None:
                 on_batch(batch, outputs, labels)
-        scores = self.task.scores(state)
+        evaluation = evaluator.compute()
         if stage is not None:
-            scores["loss"] = float(loss_sum / max(1, len(loader)))
-        return scores
+            evaluation.scores["loss"] = float(loss_sum / max(1, len(loader)))
+        return evaluation if full else evaluation.scores
 
 
 def window_of(patch_size, spatial_dims: int) -> tuple[int, ...] | None:

@@ -135,26 +135,27 @@ def write_out_of_fold(cv_dir: str | Path, results: str | Path) -> dict:
     cv_dir, results = Path(cv_dir), Path(results)
     cfg = load_config(cv_dir / "config.yaml")
     folds = read_splits(cv_dir / SPLITS_FILE)
-    writer, table, per_fold = None, None, []
+    writer, table, per_fold, confusion = None, None, [], 0
     for k in range(len(folds)):
         run = load_run(cv_dir / f"fold_{k}")
         data = build_splits(_fold_config(cfg, cv_dir, k)).val
         if writer is None:
             writer = PredictionWriter(data, run.task, results / "predictions")
             table = case_table(run, data).table if run.task.name == "segmentation" else None
-        writer.data = data  # one writer over the folds: one confusion matrix, one predictions.csv
+        writer.data = data  # one writer over the folds: one predictions.csv
         on_batch = writer if table is None else _Both(writer, CaseScores(table, data))
         quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
-        scores = Engine(run.model, run.task, quiet).evaluate(data, on_batch=on_batch)
-        scalars = {key: v for key, v in scores.items() if isinstance(v, float)}
+        evaluation = Engine(run.model, run.task, quiet).evaluate(data, on_batch=on_batch, full=True)
+        confusion = confusion + evaluation.confusion  # the out-of-fold matrix sums the folds'
+        scalars = {key: v for key, v in evaluation.scores.items() if isinstance(v, float)}
         per_fold.append({"fold": k, "cases": len(data), **scalars})
     writer.close()
-    summary: dict = {"folds": len(folds), "per_fold": per_fold, "confusion": writer.confusion.tolist()}
+    summary: dict = {"folds": len(folds), "per_fold": per_fold, "confusion": confusion.tolist()}
     if table is not None:
         table.write(results)
         summary["out_of_fold"] = table.summary()
     else:
-        scores = classification_scores(torch.from_numpy(writer.confusion))
+        scores = classification_scores(confusion)
         summary["out_of_fold"] = {key: v for key, v in scores.items() if isinstance(v, float)}
     atomic_write_text(results / "summary.json", json.dumps(summary, indent=1))
     log.info("out-of-fold scores of %d folds: %s", len(folds), results)
@@ -222,7 +223,7 @@ def evaluate_ensemble(runs: list[LoadedRun], data: ArrayDataset, *, cases: str |
             f"the data ({data.num_classes} classes, {data.in_channels} channels) does not fit the folds "
             f"({first.task.num_classes} classes, {first.meta['in_channels']} channels)"
         )
-    state = first.task.new_state()
+    evaluator = first.task.evaluator(scorers=data.scorers)
     scorer = case_table(first, data) if first.task.name == "segmentation" else None
     for i in range(len(data)):
         if is_native(first):
@@ -233,11 +234,11 @@ def evaluate_ensemble(runs: list[LoadedRun], data: ArrayDataset, *, cases: str |
         sample = data[i]
         batch = {key: v[None] for key, v in sample.items()}
         preds = torch.from_numpy(labels)
-        # the state takes logits for classification's calibration error: log-probabilities give the same softmax
-        first.task.update(state, preds, batch, torch.from_numpy(np.log(np.clip(probs, 1e-12, None))))
+        # the evaluator takes logits for classification's calibration error: log-probabilities give the same softmax
+        evaluator.update(preds, batch, torch.from_numpy(np.log(np.clip(probs, 1e-12, None))))
         if scorer is not None:
             scorer(batch, None, preds)
-    scores = first.task.scores(state)
+    scores = evaluator.compute().scores
     if scorer is not None:
         scores["cases"] = scorer.table.summary()
         if cases is not None:

@@ -356,14 +356,15 @@ def _train(
             )
             writer = _Both(writer, cases, samples)
         atomic_write_text(run_dir / "environment.json", json.dumps(environment(str(fabric.device)), indent=1))
+    passes = {"val": engine.evaluate(splits.val, on_batch=writer if splits.test is None else None, full=True)}
+    if splits.test is not None:
+        passes["test"] = engine.evaluate(splits.test, on_batch=writer, full=True)
     metrics = {
         "best_epoch": best["epoch"],
         "epochs": len(history),
         "monitor": engine.monitor_of(stages[-1])[0],
-        "val": engine.evaluate(splits.val, on_batch=writer if splits.test is None else None),
+        **{split: evaluation.scores for split, evaluation in passes.items()},
     }
-    if splits.test is not None:
-        metrics["test"] = engine.evaluate(splits.test, on_batch=writer)
     metrics["class_names"] = list(splits.train.class_names)
     if task.name == "classification":  # samples per class trained on (a long-tailed subset's counts)
         metrics["train_counts"] = np.bincount(splits.train.target, minlength=task.num_classes).tolist()
@@ -377,11 +378,7 @@ def _train(
         writer = writer.writer
     if writer is not None:
         examples = writer.close()
-        metrics["confusion"] = {
-            "split": "test" if splits.test is not None else "val",
-            "unit": "pixels" if task.name == "segmentation" else "samples",
-            "matrix": writer.confusion.tolist(),
-        }
+        metrics["confusion"] = {"split": final, "unit": passes[final].unit, "matrix": passes[final].confusion.tolist()}
         write_report(
             run_dir,
             metrics,
@@ -463,8 +460,8 @@ class PredictionWriter:
 
     Segmentation: one PNG mask per sample (binary 0/255, multi-class indices). Classification:
     ``predictions.csv`` with the class probabilities, written by :meth:`close`. Along the way
-    it accumulates the confusion matrix of the pass (pixels or samples) and keeps the first
-    ``num_examples`` segmentation samples for the report's example grid.
+    it keeps the first ``num_examples`` segmentation samples for the report's example grid (the
+    pass's confusion matrix is its :class:`~medbalance.metrics.evaluation.Evaluation`'s).
 
     Args:
         data: the dataset being evaluated (names, images and targets).
@@ -478,15 +475,11 @@ class PredictionWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rows: list[str] = []
         self.examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
-        self.confusion = np.zeros((task.num_classes, task.num_classes), dtype=np.int64)
 
     def __call__(self, batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        data, k = self.data, self.task.num_classes
+        data = self.data
         labels = labels.cpu().numpy()
         index = batch["index"].tolist()
-        target = batch["target"].cpu().numpy().astype(np.int64)  # what was scored
-        counted = (target >= 0) & (target < k)  # ignore_index pixels are not scored
-        self.confusion += np.bincount(target[counted] * k + labels[counted], minlength=k * k).reshape(k, k)
         if self.task.name == "segmentation":
             for i, y in zip(index, labels):
                 name = data.names[i]

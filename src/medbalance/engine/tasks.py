@@ -1,22 +1,19 @@
 """What differs between segmentation and classification: how logits become labels and scores.
 
-The engine is task-agnostic; a task turns logits into labels, accumulates the confusion
-statistics of one evaluation pass and turns them into the score dict of
-:mod:`medbalance.metrics`.
+The engine is task-agnostic; a task turns logits into labels and makes the
+:class:`~medbalance.metrics.evaluation.Evaluator` of one evaluation pass (per-image or pooled
+confusion matrices, the calibration error), which returns the score dict of
+:mod:`medbalance.metrics` inside an :class:`~medbalance.metrics.evaluation.Evaluation`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
-from medbalance.metrics import (
-    classification_scores,
-    confusion_matrix,
-    expected_calibration_error,
-    segmentation_scores,
-)
+from medbalance.metrics.evaluation import Evaluator, Scorer
 
 __all__ = ["SegmentationTask", "ClassificationTask", "channel_argmax", "make_task"]
 
@@ -58,9 +55,9 @@ class SegmentationTask:
 
     Scores are computed per image and averaged over images (SPEC 5.7: "mean over test
     images"). A network may return more channels than ``out_channels`` (dual-path's fused
-    logits followed by its two paths): the first ``out_channels`` are the prediction. When a
-    batch carries ``regions`` (the intra-class phantom's 1 = majority, 2 = minority map) the
-    recall of each sub-region is reported too.
+    logits followed by its two paths): the first ``out_channels`` are the prediction. Scores a
+    dataset adds of its own (e.g. the intra-class phantom's region recall) come from its
+    ``scorers`` (:mod:`medbalance.metrics.evaluation`).
     """
 
     name = "segmentation"
@@ -85,30 +82,9 @@ class SegmentationTask:
             return (logits[:, 0] > self._logit_threshold).long()
         return channel_argmax(logits[:, : self.out_channels])
 
-    def new_state(self) -> dict:
-        return {"cm": [], "region_hits": None}
-
-    def update(self, state: dict, preds: torch.Tensor, batch: dict, logits: torch.Tensor | None = None) -> None:
-        cm = confusion_matrix(preds, batch["target"], self.num_classes, ignore_index=self.ignore_index, per_image=True)
-        state["cm"].append(cm.cpu())
-        regions = batch.get("regions")
-        if regions is not None:
-            fg = (preds > 0).long()
-            hits = torch.stack([torch.stack([(fg * (regions == r)).sum(), (regions == r).sum()]) for r in (1, 2)])
-            state["region_hits"] = hits.cpu() if state["region_hits"] is None else state["region_hits"] + hits.cpu()
-
-    def scores(self, state: dict) -> dict:
-        cm = (
-            torch.cat(state["cm"])
-            if state["cm"]
-            else torch.zeros(0, self.num_classes, self.num_classes, dtype=torch.long)
-        )
-        out = segmentation_scores(cm)
-        hits = state["region_hits"]
-        if hits is not None:
-            for name, (hit, total) in zip(("majority", "minority"), hits.tolist()):
-                out[f"recall_{name}"] = hit / total if total else float("nan")
-        return out
+    def evaluator(self, scorers: Sequence[Callable[[], Scorer]] = ()) -> Evaluator:
+        """A fresh accumulator of one evaluation pass: one confusion matrix per image."""
+        return Evaluator(self.num_classes, per_image=True, ignore_index=self.ignore_index, scorers=scorers)
 
 
 class ClassificationTask:
@@ -129,22 +105,11 @@ class ClassificationTask:
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)
 
-    def new_state(self) -> dict:
-        return {"cm": torch.zeros(self.num_classes, self.num_classes, dtype=torch.long), "probs": [], "target": []}
-
-    def update(self, state: dict, preds: torch.Tensor, batch: dict, logits: torch.Tensor | None = None) -> None:
-        state["cm"] += confusion_matrix(preds, batch["target"], self.num_classes).cpu()
-        if logits is not None:  # for the calibration error
-            state["probs"].append(self.probabilities(logits).cpu())
-            state["target"].append(batch["target"].cpu())
-
-    def scores(self, state: dict) -> dict:
-        """Accuracy, macro precision / recall / F1 and per-class scores (:func:`classification_scores`),
+    def evaluator(self, scorers: Sequence[Callable[[], Scorer]] = ()) -> Evaluator:
+        """A fresh accumulator of one evaluation pass: accuracy, macro precision / recall / F1 and
+        per-class scores of the pooled matrix (:func:`~medbalance.metrics.classification_scores`),
         plus ``ece``: the expected calibration error over 15 bins (MiSLAS) when logits were seen."""
-        out = classification_scores(state["cm"])
-        if state["probs"]:
-            out["ece"] = expected_calibration_error(torch.cat(state["probs"]), torch.cat(state["target"]))
-        return out
+        return Evaluator(self.num_classes, per_image=False, probabilities=self.probabilities, scorers=scorers)
 
 
 def make_task(

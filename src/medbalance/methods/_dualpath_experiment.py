@@ -43,7 +43,6 @@ from medbalance.methods.dualpath import (
     split_mac_mic,
     weight_maps,
 )
-from medbalance.metrics import confusion_matrix, segmentation_scores
 from medbalance.report.overlays import overlay_contours, save_png, tile_grid, to_rgb
 
 __all__ = ["ALPHAS", "run_experiment"]
@@ -262,18 +261,18 @@ def _train_dualpath(setup: _Setup, seed: int, mode: str, alpha: float) -> tuple[
 
 def _evaluate_dualpath(engine: Engine, test: ArrayDataset) -> tuple[dict, dict[str, dict], dict[str, list]]:
     """Scores of the fused output, scores of every ablation row, and every row's per-image labels."""
-    cms: dict[str, list[torch.Tensor]] = {row: [] for row in ABLATION_ROWS}
+    # every row's labels scored as the pass scores the fused output (the phantom's scorers only there)
+    rows = {row: engine.task.evaluator() for row in ABLATION_ROWS}
     preds: dict[str, list] = {row: [None] * len(test) for row in ABLATION_ROWS}
 
     def collect(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
         for row, lab in ablation_labels(logits).items():
-            k, ignore = test.num_classes, test.ignore_index
-            cms[row].append(confusion_matrix(lab, batch["target"], k, ignore_index=ignore, per_image=True))
+            rows[row].update(lab, batch)
             for i, y in zip(batch["index"].tolist(), lab.cpu().numpy()):
                 preds[row][i] = y
 
     fused = engine.evaluate(test, on_batch=collect)
-    return fused, {row: segmentation_scores(torch.cat(cms[row]).cpu()) for row in ABLATION_ROWS}, preds
+    return fused, {row: rows[row].compute().scores for row in ABLATION_ROWS}, preds
 
 
 def _save_artefacts(

@@ -70,7 +70,7 @@ from medbalance.losses import class_weights
 from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.methods.experiment import ExperimentContext, ResultTable
 from medbalance.methods.seed002 import COMBO_TABLES, SEED_COMBOS, combos_for
-from medbalance.metrics import confusion_matrix, segmentation_scores
+from medbalance.metrics import segmentation_scores
 from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
 __all__ = [
@@ -389,8 +389,9 @@ def table_scores(cm: Tensor) -> dict[str, Any]:
 
 
 class EvalPass:
-    """``Engine.evaluate`` callback: the pooled confusion matrix of a pass and, with
-    ``hard_num``, how many pixels of each class the OB loss would keep.
+    """``Engine.evaluate`` callback: the label maps of some images and, with ``hard_num``, how
+    many pixels of each class the OB loss would keep. The pass's pooled confusion matrix is
+    its :class:`~medbalance.metrics.evaluation.Evaluation`'s (``Engine.evaluate(..., full=True)``).
 
     Args:
         num_classes: classes of the task (background included).
@@ -403,21 +404,19 @@ class EvalPass:
         >>> target = torch.tensor([[[0, 1], [2, 0]]])
         >>> logits = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
         >>> p({"target": target}, logits, target)
-        >>> p.cm.trace().item(), p.selected.sum().item()
-        (4, 2.0)
+        >>> p.selected.tolist()
+        [1.0, 0.0, 1.0]
     """
 
     def __init__(self, num_classes: int, *, hard_num: int | None = None, keep: Sequence[int] = ()) -> None:
         self.num_classes = num_classes
         self.hard_num = hard_num
         self.keep = set(keep)
-        self.cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.selected = torch.zeros(num_classes, dtype=torch.float64)
         self.kept: dict[int, np.ndarray] = {}
 
     def __call__(self, batch: dict, logits: Tensor, labels: Tensor) -> None:
         target = batch["target"]
-        self.cm += confusion_matrix(labels, target, self.num_classes).cpu()
         if self.keep:
             for i, lab in zip(batch["index"].tolist(), labels):
                 if i in self.keep:
@@ -587,10 +586,10 @@ class _Study:
         run = load_run(ctx.run_dir / "runs" / key)
         engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False}))
         scores = EvalPass(self.num_classes, keep=self.examples)
-        engine.evaluate(self.test, on_batch=scores)
+        evaluation = engine.evaluate(self.test, on_batch=scores, full=True)
         with open(ctx.run_dir / "runs" / key / "history.csv", newline="") as fh:  # every epoch's seconds
             seconds = sum(float(row["seconds"]) for row in csv.DictReader(fh))
-        result = {**table_scores(scores.cm), "examples": scores.kept, "train s": seconds}
+        result = {**table_scores(evaluation.confusion), "examples": scores.kept, "train s": seconds}
         if diagnose_hard:
             hard = EvalPass(self.num_classes, hard_num=hard_num)
             engine.evaluate(self.splits.train, on_batch=hard)

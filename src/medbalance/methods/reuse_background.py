@@ -345,9 +345,9 @@ def _data_section(ctx, s: Mapping[str, Any]) -> dict:
 
 def _scores(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict:
     """Dataset-level scores of the summed confusion matrix (the pooling seed 002 reports)."""
-    from medbalance.metrics import confusion_matrix, segmentation_scores
+    from medbalance.metrics.evaluation import evaluate_labels
 
-    return segmentation_scores(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), num_classes))
+    return evaluate_labels(torch.from_numpy(pred), torch.from_numpy(target), num_classes).pooled_scores()
 
 
 def _per_class(scores: dict, key: str, names: list[str]) -> dict:

@@ -13,6 +13,7 @@ from medbalance.data import phantoms
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.phantom3d import PHANTOM3D_CLASSES, organ_lesion_phantoms
 from medbalance.data.schema import Reader, _Segmentation, _Strict
+from medbalance.metrics.evaluation import RegionRecall
 
 __all__ = [
     "IntraclassPhantomData",
@@ -77,8 +78,17 @@ class LongtailPhantomData(_Strict):
 
 
 def _from_phantoms(ps: phantoms.PhantomSet, num_classes: int) -> ArrayDataset:
-    extras = {"regions": ps.regions} if ps.regions is not None else None
-    return ArrayDataset(ps.images, ps.target, num_classes=num_classes, class_names=ps.class_names, extras=extras)
+    if ps.regions is None:
+        return ArrayDataset(ps.images, ps.target, num_classes=num_classes, class_names=ps.class_names)
+    # the intra-class phantom scores the recall of its majority and minority sub-regions
+    return ArrayDataset(
+        ps.images,
+        ps.target,
+        num_classes=num_classes,
+        class_names=ps.class_names,
+        extras={"regions": ps.regions},
+        scorers=(RegionRecall,),
+    )
 
 
 def build_segmentation_phantoms(data: IntraclassPhantomData | NucleiPhantomData) -> Splits:
