@@ -337,8 +337,8 @@ def _data_section(ctx, s: Mapping[str, Any]) -> dict:
         "seed": 0,
     }
     section = ctx.data_section(phantom)
-    # Real data keeps the seed's sizes at paper scale (CoNIC 256, MoNuSAC 512) unless asked.
-    if section["kind"] != "nuclei_phantom" and (ctx.scale != "paper" or ctx.options["size"]):
+    # Real data keeps its native geometry (patches, sliding windows) unless --set size resizes it.
+    if section["kind"] != "nuclei_phantom" and ctx.options["size"]:
         section["size"] = s["size"]
     return section
 
