@@ -18,17 +18,15 @@ from medbalance.cli.main import main
 from medbalance.config import parse_config
 from medbalance.data.datasets import ArrayDataset
 from medbalance.engine import Engine, SegmentationTask
+from medbalance.experiments.seed000 import OPTIONS, SCALES, run
 from medbalance.methods.dualpath import (
     ABLATION_ROWS,
-    OPTIONS,
-    SCALES,
     DualPathLoss,
     DualPathNet,
     ablation_labels,
     dualpath_loss,
     dualpath_stages,
     kfold_indices,
-    run,
     split_mac_mic,
     weight_maps,
 )

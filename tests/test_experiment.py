@@ -10,8 +10,8 @@ import pytest
 
 from medbalance.cli.main import main
 from medbalance.errors import ConfigError, DataError
-from medbalance.methods import EXPERIMENTS
-from medbalance.methods.experiment import ExperimentContext, ResultTable, mean_std, parse_options, run_experiment
+from medbalance.experiments import EXPERIMENTS
+from medbalance.experiments.runner import ExperimentContext, ResultTable, mean_std, parse_options, run_experiment
 from tests import _toy_experiment
 
 

@@ -46,10 +46,8 @@ LAYER_OF = {
     "medbalance.report": "report",
     "medbalance.engine": "engine",
     "medbalance.methods": "methods",
-    # experiments in spirit that live in methods/ today (the lead moves them)
-    "medbalance.methods.experiment": "experiments",
-    "medbalance.methods._dualpath_experiment": "experiments",
-    "medbalance.methods.loss_study": "experiments",
+    # the seeds' tables as commands: one module per paper over the runner, training recipes of methods/
+    "medbalance.experiments": "experiments",
     # ONNX export builds on a loaded run (engine) and is called by the CLI only
     "medbalance.export": "methods",
     # the Python API: train / load_run / predict / evaluate over the engine
@@ -64,13 +62,9 @@ ALLOWED = {
     ("medbalance.report.html", "medbalance.engine.trainlog"): "NAN_GUARD / RESUMED of train.log",
     # `medbalance.train` and friends: the package re-exports the Python API on first use (function-level)
     ("medbalance", "medbalance.api"): "medbalance/__init__ re-exports train, load_run, predict, evaluate",
-    # the package's lazy re-export of ExperimentContext, run_experiment, ... (function-level)
-    ("medbalance.methods", "medbalance.methods.experiment"): "methods/__init__ re-exports the experiment API",
     # a recipe names its method; validating it (options included) needs the method's class, looked up in
     # methods.METHODS inside config.method_of (function-level): the one upward edge the recipe design adds
     ("medbalance.config", "medbalance.methods"): "method_of resolves a recipe's method name and options",
-    # EXPERIMENTS names methods/dualpath.py, whose `run` hands over to the experiment (function-level)
-    ("medbalance.methods.dualpath", "medbalance.methods._dualpath_experiment"): "dualpath.run is the experiment",
 }
 
 

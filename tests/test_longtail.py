@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from medbalance.cli.main import main
 from medbalance.data.datasets import ArrayDataset, Splits
 from medbalance.data.longtail import balanced_indices, longtail_indices, longtail_splits, longtail_targets
-from medbalance.methods.longtail import METHODS
+from medbalance.experiments.seed001 import METHODS
 from tests._reference import longtail_numpy as ref
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from medbalance.errors import ConfigError
 from medbalance.losses import build_loss
-from medbalance.methods import run_experiment
-from medbalance.methods.loss_study import (
+from medbalance.experiments import run_experiment
+from medbalance.experiments.seed002.loss_study import (
     CATALOGUE_LOSSES,
     SEED_HARD_NUMS,
     SEED_LOSSES,

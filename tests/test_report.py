@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medbalance.cli.main import main
-from medbalance.methods.experiment import ResultTable
+from medbalance.experiments.runner import ResultTable
 from medbalance.report import plots, write_comparison, write_experiment_report
 from medbalance.report.overlays import PRED_COLOUR, TARGET_COLOUR, palette
 from tests._reference.report_checks import assert_real_png, check_html, check_markdown

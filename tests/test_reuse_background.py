@@ -17,8 +17,9 @@ from medbalance.data.io import read_mask
 from medbalance.data.medical import read_slices
 from medbalance.engine.run import load_run, predict_arrays
 from medbalance.errors import CheckpointError
-from medbalance.methods.experiment import run_experiment
-from medbalance.methods.reuse_background import OPTIONS, SCALES, combine_predictions, loss_spec
+from medbalance.experiments.runner import run_experiment
+from medbalance.experiments.seed002.reuse_background import OPTIONS, SCALES, loss_spec
+from medbalance.methods.reuse_background import combine_predictions
 
 
 def _reference(multi: np.ndarray, fg: np.ndarray, tau: float, mode: str) -> np.ndarray:

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from medbalance.errors import ConfigError
-from medbalance.methods import loss_study, reuse_background
-from medbalance.methods.experiment import run_experiment
-from medbalance.methods.loss_study import (
+from medbalance.experiments.runner import run_experiment
+from medbalance.experiments.seed002 import loss_study, reuse_background
+from medbalance.experiments.seed002.loss_study import (
     COMBO_TABLES,
     SEED_COMBOS,
     SEED_HARD_NUMS,
@@ -184,7 +184,7 @@ def test_reuse_background_across_the_combinations(tmp_path, two_combos):
 
 
 def test_monusac_folders_are_recognised_by_every_experiment(tmp_path):
-    from medbalance.methods.experiment import ExperimentContext
+    from medbalance.experiments.runner import ExperimentContext
 
     (tmp_path / "TCGA-55-1594").mkdir()
     (tmp_path / "TCGA-55-1594" / "TCGA-55-1594-01Z-00-DX1_1.xml").write_text("<Annotations/>")

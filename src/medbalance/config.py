@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medbalance._suggest import suggest as _suggest  # re-exported: methods/experiment.py imports it
+from medbalance._suggest import suggest as _suggest  # re-exported: experiments/runner.py imports it
 from medbalance.data.augment import Augment
 from medbalance.data.catalog import SharedData
 from medbalance.data.folder import FolderData

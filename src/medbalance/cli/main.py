@@ -443,7 +443,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from medbalance.methods import run_experiment
+    from medbalance.experiments import run_experiment
 
     with _resume_lock(args.resume):
         result = run_experiment(
@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing model file and its record")
     p.set_defaults(func=cmd_export)
 
-    from medbalance.methods import EXPERIMENTS, SCALE_NAMES
+    from medbalance.experiments import EXPERIMENTS, SCALE_NAMES
 
     p = add_command(
         sub,

@@ -19,8 +19,8 @@ Weight maps come from the discriminator's predictions of its own training set (`
 the paper) or from K-fold out-of-fold predictions (``"oof"``, SPEC 5.1's decision: a network
 that memorised its training set leaves MiC empty).
 
-The experiment behind ``medbalance experiment dualpath`` (seed 000's tables) is :func:`run`;
-its ``--set`` options are :data:`OPTIONS`.
+The experiment behind ``medbalance experiment dualpath`` (seed 000's tables) is
+:mod:`medbalance.experiments.seed000`.
 
 Reference:
     Lin Xiaolu, "针对类内不平衡医学图像分割的双路径框架" (A dual-path framework for
@@ -46,9 +46,7 @@ from medbalance.nets.blocks import ConvNormAct, conv_layer, init_kaiming_, requi
 
 __all__ = [
     "ABLATION_ROWS",
-    "OPTIONS",
     "OUTPUT_CHANNELS",
-    "SCALES",
     "DualPathLoss",
     "DualPathMethod",
     "DualPathNet",
@@ -58,7 +56,6 @@ __all__ = [
     "dualpath_loss",
     "dualpath_stages",
     "kfold_indices",
-    "run",
     "split_mac_mic",
     "split_outputs",
     "weight_maps",
@@ -72,42 +69,6 @@ OUTPUT_CHANNELS = ("fusion", "mac", "mic")
 
 #: Rows of seed 000's ablation table computed from one dual-path output (SPEC 5.7).
 ABLATION_ROWS = ("MaC", "MaC+MiC", "MaC+MiC+Fusion")
-
-#: Presets per scale. ``size`` is the phantom side; real images keep their native geometry
-#: (patches, sliding windows; ``--set size=N`` resizes them instead) with ``steps`` patch batches
-#: per epoch; ``epochs`` trains the baselines and dual-path steps 1 and 2, step 3 gets
-#: ``epochs // 4`` (the paper: 200 / 200 / 50); ``sweep_seeds`` seeds run the sweeps.
-# fmt: off
-SCALES: dict[str, dict[str, Any]] = {
-    "smoke": dict(
-        size=32, steps=2, n_train=12, n_val=4, n_test=4, width=4, depth=2, fusion_channels=4,
-        epochs=1, folds=2, batch_size=4, lr=1e-3, sweep_seeds=1,
-    ),
-    "small": dict(
-        size=64, steps=50, n_train=128, n_val=32, n_test=32, width=8, depth=4, fusion_channels=8,
-        epochs=16, folds=5, batch_size=8, lr=1e-3, sweep_seeds=1,
-    ),
-    "paper": dict(
-        size=256, steps=250, n_train=576, n_val=64, n_test=160, width=64, depth=4, fusion_channels=16,
-        epochs=200, folds=5, batch_size=8, lr=1e-4, sweep_seeds=3,
-    ),
-}
-# fmt: on
-
-#: ``--set`` options of ``medbalance experiment dualpath`` (0 / empty: the scale's default).
-OPTIONS: dict[str, object] = {
-    "alpha": 0.5,  # weight of the other sub-class in each weight map (SPEC 5.2)
-    "weight_maps": "train",  # "train" (the paper; the main rows) or "oof" (K-fold out-of-fold, an extra row)
-    "folds": 0,  # K of the out-of-fold weight maps
-    "size": 0,  # image side (phantoms; real data: resized to it instead of kept at native geometry)
-    "width": 0,  # base_channels of every network
-    "epochs": 0,  # epochs of the baselines and of dual-path steps 1 and 2 (step 3: a quarter)
-    "lr": 0.0,  # initial learning rate of every stage
-    "batch_size": 0,  # training batch size (small real sets: a smaller batch gives more steps)
-    "sweep": True,  # also run the alpha sweep and the train-vs-oof comparison
-    "phantom": "intraclass_phantom",  # --data phantom: "intraclass_phantom" (binary) or "nuclei_phantom" (7 classes)
-}
-
 
 def _binary_map(name: str, x: Tensor) -> Tensor:
     """``(N, H, W)`` view of a ``(N, H, W)`` or ``(N, 1, H, W)`` tensor."""
@@ -659,12 +620,3 @@ def ablation_labels(outputs: Tensor, *, threshold: float = 0.5) -> dict[str, Ten
         "MaC+MiC+Fusion": (p[:, 0] > threshold).long(),
     }
 
-
-def run(ctx: Any) -> dict:
-    """``medbalance experiment dualpath``: seed 000's comparison and ablation tables, the alpha
-    sweep and train-vs-oof weight maps, with per-image artefacts (see
-    :mod:`medbalance.methods._dualpath_experiment`)."""
-    # Imported here: the experiment pulls in plotting and data readers the method does not need.
-    from medbalance.methods._dualpath_experiment import run_experiment
-
-    return run_experiment(ctx)

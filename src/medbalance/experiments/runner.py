@@ -1,7 +1,7 @@
 """The experiment runner behind ``medbalance experiment NAME``: the seeds' tables as commands.
 
-An experiment module (``medbalance.methods.<name>``) defines ``SCALES`` (presets per scale),
-``OPTIONS`` (its ``--set`` options with defaults) and ``run(ctx) -> dict``. The runner gives it
+An experiment module (one per paper, named in :data:`medbalance.experiments.EXPERIMENTS`) defines
+``SCALES`` (presets per scale), ``OPTIONS`` (its ``--set`` options with defaults) and ``run(ctx) -> dict``. The runner gives it
 an :class:`ExperimentContext`: one fresh experiment folder, validated options, the seeds, a
 way to build validated run configs, a ``run`` that trains every recipe in its own resumable
 sub-folder, and :class:`ResultTable` objects that become ``results.md`` / ``results.html`` /
@@ -45,7 +45,7 @@ from medbalance._atomic import atomic_write_text
 from medbalance.config import RunConfig, _suggest, parse_config, parse_override
 from medbalance.engine.rundir import create_run_dir
 from medbalance.errors import ConfigError, DataError
-from medbalance.methods import EXPERIMENTS, SCALE_NAMES
+from medbalance.experiments import EXPERIMENTS, SCALE_NAMES
 
 __all__ = [
     "EXPERIMENTS",

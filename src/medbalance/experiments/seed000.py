@@ -36,16 +36,45 @@ from medbalance.engine.engine import Engine
 from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError, DataError
-from medbalance.methods.dualpath import (
-    ABLATION_ROWS,
-    SCALES,
-    ablation_labels,
-    split_mac_mic,
-    weight_maps,
-)
+from medbalance.methods.dualpath import ABLATION_ROWS, ablation_labels, split_mac_mic, weight_maps
 from medbalance.report.overlays import overlay_contours, save_png, tile_grid, to_rgb
 
-__all__ = ["ALPHAS", "run_experiment"]
+__all__ = ["ALPHAS", "OPTIONS", "SCALES", "run"]
+
+#: Presets per scale. ``size`` is the phantom side; real images keep their native geometry
+#: (patches, sliding windows; ``--set size=N`` resizes them instead) with ``steps`` patch batches
+#: per epoch; ``epochs`` trains the baselines and dual-path steps 1 and 2, step 3 gets
+#: ``epochs // 4`` (the paper: 200 / 200 / 50); ``sweep_seeds`` seeds run the sweeps.
+# fmt: off
+SCALES: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        size=32, steps=2, n_train=12, n_val=4, n_test=4, width=4, depth=2, fusion_channels=4,
+        epochs=1, folds=2, batch_size=4, lr=1e-3, sweep_seeds=1,
+    ),
+    "small": dict(
+        size=64, steps=50, n_train=128, n_val=32, n_test=32, width=8, depth=4, fusion_channels=8,
+        epochs=16, folds=5, batch_size=8, lr=1e-3, sweep_seeds=1,
+    ),
+    "paper": dict(
+        size=256, steps=250, n_train=576, n_val=64, n_test=160, width=64, depth=4, fusion_channels=16,
+        epochs=200, folds=5, batch_size=8, lr=1e-4, sweep_seeds=3,
+    ),
+}
+# fmt: on
+
+#: ``--set`` options of ``medbalance experiment dualpath`` (0 / empty: the scale's default).
+OPTIONS: dict[str, object] = {
+    "alpha": 0.5,  # weight of the other sub-class in each weight map (SPEC 5.2)
+    "weight_maps": "train",  # "train" (the paper; the main rows) or "oof" (K-fold out-of-fold, an extra row)
+    "folds": 0,  # K of the out-of-fold weight maps
+    "size": 0,  # image side (phantoms; real data: resized to it instead of kept at native geometry)
+    "width": 0,  # base_channels of every network
+    "epochs": 0,  # epochs of the baselines and of dual-path steps 1 and 2 (step 3: a quarter)
+    "lr": 0.0,  # initial learning rate of every stage
+    "batch_size": 0,  # training batch size (small real sets: a smaller batch gives more steps)
+    "sweep": True,  # also run the alpha sweep and the train-vs-oof comparison
+    "phantom": "intraclass_phantom",  # --data phantom: "intraclass_phantom" (binary) or "nuclei_phantom" (7 classes)
+}
 
 #: The alpha sweep (SPEC 5.2: the seed's value is not legible).
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -324,7 +353,7 @@ def _save_artefacts(
     return figures
 
 
-def run_experiment(ctx: Any) -> dict:
+def run(ctx: Any) -> dict:
     """Train everything, fill the tables, save the artefacts and write the report (see the module doc)."""
     setup = _Setup(ctx)
     per_class = tuple(f"Dice {name}" for name in setup.classes)
