@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from medbalance.cli.main import main
 from medbalance.errors import ConfigError, DataError
 from medbalance.experiments import EXPERIMENTS
 from medbalance.experiments.runner import ExperimentContext, ResultTable, mean_std, parse_options, run_experiment
+from medbalance.report.overlays import save_png
 from tests import _toy_experiment
 
 
@@ -44,6 +46,50 @@ def test_table_cells_markdown_html_and_json():
     assert d["rows"]["a"]["dice"]["per_seed"] == {0: 0.8, 1: 0.9} and d["rows"]["b"]["iou"]["n"] == 1
     with pytest.raises(KeyError, match="lacks iou"):
         t.add("c", {"dice": 1.0}, seed=0)
+
+
+class _Page(HTMLParser):
+    """Headings, table cells (one list per row), image sources and preformatted text of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings, self.rows, self.images, self.pre, self._tag = [], [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+        if tag == "tr":
+            self.rows.append([])
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        self._tag = None
+
+    def handle_data(self, data):
+        if self._tag in ("h1", "h2"):
+            self.headings.append(data)
+        elif self._tag in ("td", "th"):
+            self.rows[-1].append(data)
+        elif self._tag == "pre":
+            self.pre.append(data)
+
+
+def test_results_html_is_a_report_page_with_the_tables_and_linked_figures(tmp_path):
+    ctx = ExperimentContext("toy<1>", "smoke", tmp_path, (0, 1), "a & b", {"k": "v"}, command="medbalance x")
+    t = ctx.table("Dice <&>", ("dice", "iou"), note="n")
+    t.add("U-Net <2>", {"dice": 0.5, "iou": 0.25}, seed=0)
+    t.add("U-Net <2>", {"dice": 0.7, "iou": math.nan}, seed=1)
+    figure = save_png(ctx.artefacts("figures") / "grid.png", np.zeros((8, 8, 3), np.uint8))
+    ctx.write_report("intro <x>", [figure])
+    text = (tmp_path / "results.html").read_text()
+    page = _Page()
+    page.feed(text)
+    assert page.headings == ["toy<1> (smoke scale, data: a & b)", "Dice <&>"]
+    # the cells read back by an HTML parser are the Markdown table's
+    assert page.rows == [["method", "dice", "iou"], ["U-Net <2>", "0.6000 ± 0.1414", "-"]]
+    assert "| U-Net <2> | 0.6000 ± 0.1414 | - |" in (tmp_path / "results.md").read_text()
+    assert t.to_html() in text  # one table renderer for both
+    assert page.images == ["artefacts/figures/grid.png"] and page.pre == ["intro <x>"]
 
 
 def test_options_are_cast_and_unknown_ones_refused():

@@ -1,7 +1,8 @@
 """The experiment runner behind ``medbalance experiment NAME``: the seeds' tables as commands.
 
-An experiment module (one per paper, named in :data:`medbalance.experiments.EXPERIMENTS`) defines
-``SCALES`` (presets per scale), ``OPTIONS`` (its ``--set`` options with defaults) and ``run(ctx) -> dict``. The runner gives it
+An experiment module (one per paper, named in :data:`medbalance.experiments.EXPERIMENTS`)
+defines ``SCALES`` (presets per scale), ``OPTIONS`` (its ``--set`` options with defaults) and
+``run(ctx) -> dict``. The runner gives it
 an :class:`ExperimentContext`: one fresh experiment folder, validated options, the seeds, a
 way to build validated run configs, a ``run`` that trains every recipe in its own resumable
 sub-folder, and :class:`ResultTable` objects that become ``results.md`` / ``results.html`` /
@@ -24,7 +25,6 @@ reports like any other.
 
 from __future__ import annotations
 
-import html
 import importlib
 import json
 import logging
@@ -45,6 +45,7 @@ from medbalance._atomic import atomic_write_text
 from medbalance.config import RunConfig, _suggest, parse_config, parse_override
 from medbalance.engine.rundir import create_run_dir
 from medbalance.errors import ConfigError, DataError
+from medbalance.report.html import ReportPage, html_table
 from medbalance.experiments import EXPERIMENTS, SCALE_NAMES
 
 __all__ = [
@@ -115,24 +116,19 @@ class ResultTable:
             return "-"
         return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
 
-    def to_markdown(self, digits: int | None = None) -> str:
+    def text_rows(self, digits: int | None = None) -> list[list[str]]:
+        """Every row as its label and one ``mean ± std`` text per metric (``-`` when empty)."""
         digits = self.digits if digits is None else digits
+        return [[r, *(self._text(r, m, digits) for m in self.metrics)] for r in self.rows]
+
+    def to_markdown(self, digits: int | None = None) -> str:
         head = f"| {self.row_label} | " + " | ".join(self.metrics) + " |"
         rule = "|---|" + "---:|" * len(self.metrics)
-        body = [f"| {r} | " + " | ".join(self._text(r, m, digits) for m in self.metrics) + " |" for r in self.rows]
+        body = ["| " + " | ".join(row) + " |" for row in self.text_rows(digits)]
         return "\n".join([head, rule, *body])
 
     def to_html(self, digits: int | None = None) -> str:
-        digits = self.digits if digits is None else digits
-        esc = html.escape
-        head = "".join(f"<th>{esc(m)}</th>" for m in (self.row_label, *self.metrics))
-        body = "".join(
-            f"<tr><td>{esc(r)}</td>"
-            + "".join(f"<td>{esc(self._text(r, m, digits))}</td>" for m in self.metrics)
-            + "</tr>"
-            for r in self.rows
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return html_table((self.row_label, *self.metrics), self.text_rows(digits))
 
     def to_dict(self) -> dict:
         out = {}
@@ -312,23 +308,18 @@ class ExperimentContext:
             md += ["", f"![{Path(f).stem}]({f})"]
         atomic_write_text(self.run_dir / "results.md", "\n".join(md) + "\n")
 
-        esc = html.escape
-        parts = [
-            "<!doctype html><html><head><meta charset='utf-8'>",
-            f"<title>{esc(self.name)}</title><style>body{{font-family:sans-serif;margin:2em}}"
-            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-            "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>",
-            f"<h1>{esc(self.name)} ({esc(self.scale)} scale, data: {esc(self.data)})</h1><ul>",
-            *(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in facts.items() if k != "experiment"),
-            "</ul>",
-        ]
+        page = ReportPage(f"{self.name} ({self.scale} scale, data: {self.data})")
+        page.items([f"{k}: {v}" for k, v in facts.items() if k != "experiment"])
         if intro_md:
-            parts.append(f"<pre>{esc(intro_md.strip())}</pre>")
+            page.code(intro_md.strip())
         for t in self.tables:
-            parts.append(f"<h2>{esc(t.title)}</h2>" + (f"<p>{esc(t.note)}</p>" if t.note else "") + t.to_html())
-        parts += [f"<figure><img src='{esc(f)}' alt='{esc(Path(f).stem)}'></figure>" for f in rel]
-        parts.append("</body></html>")
-        atomic_write_text(self.run_dir / "results.html", "\n".join(parts) + "\n")
+            page.heading(t.title)
+            if t.note:
+                page.para(t.note)
+            page.table((t.row_label, *t.metrics), t.text_rows())
+        for f in figures:
+            page.figure(f, f.stem)
+        atomic_write_text(self.run_dir / "results.html", page.to_html(self.run_dir))
 
         content = {**facts, "figures": rel, "tables": [t.to_dict() for t in self.tables]}
         atomic_write_text(self.run_dir / "results.json", json.dumps(content, indent=1))

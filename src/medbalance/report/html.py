@@ -37,6 +37,7 @@ __all__ = [
     "ASSETS",
     "ReportPage",
     "environment",
+    "html_table",
     "is_run_dir",
     "read_json",
     "run_warnings",
@@ -114,8 +115,9 @@ class ReportPage:
         atomic_write_text(path, self.to_html())
         return path
 
-    def to_html(self) -> str:
-        """The page as one HTML document, figures embedded as base64 PNG."""
+    def to_html(self, folder: Path | None = None) -> str:
+        """The page as one HTML document, figures embedded as base64 PNG (linked relative to ``folder``
+        when given, where the page goes)."""
         esc = html.escape
         out = [
             "<!doctype html>",
@@ -129,17 +131,18 @@ class ReportPage:
             elif kind == "ul":
                 out.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in args[0]) + "</ul>")
             elif kind == "table":
-                head = "".join(f"<th>{esc(h)}</th>" for h in args[0])
-                body = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in r) + "</tr>" for r in args[1])
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                out.append(html_table(args[0], args[1]))
             elif kind == "warning":
                 out.append(f"<p class='warning'><strong>Warning:</strong> {esc(args[0])}</p>")
             elif kind == "img":
-                data = base64.b64encode(args[0].read_bytes()).decode("ascii")
+                if folder is None:
+                    src = "data:image/png;base64," + base64.b64encode(args[0].read_bytes()).decode("ascii")
+                else:
+                    src = Path(os.path.relpath(args[0], folder)).as_posix()
                 wide = args[2] if args[2] is not None else _png_width(args[0]) >= _FULL_WIDTH
                 full = " class='full'" if wide else ""
                 out.append(
-                    f"<figure><img{full} alt='{esc(args[1])}' src='data:image/png;base64,{data}'>"
+                    f"<figure><img{full} alt='{esc(args[1])}' src='{esc(src)}'>"
                     f"<figcaption>{esc(args[1])}</figcaption></figure>"
                 )
             else:
@@ -186,6 +189,21 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.4f}"
     return str(value)
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """One ``<table>``: a header row and body rows, every cell escaped (floats with 4 decimals, NaN as ``-``).
+
+    The one table renderer of the HTML pages: report pages and experiment results.
+
+    Example:
+        >>> html_table(["a<b"], [[0.5]])
+        '<table><thead><tr><th>a&lt;b</th></tr></thead><tbody><tr><td>0.5000</td></tr></tbody></table>'
+    """
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ----------------------------------------------------------------------------- run folders
