@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from medbalance.errors import ConfigError
-from medbalance.losses import build_loss
 from medbalance.experiments import run_experiment
 from medbalance.experiments.seed002.loss_study import (
     CATALOGUE_LOSSES,
@@ -27,6 +26,7 @@ from medbalance.experiments.seed002.loss_study import (
     scaled_hard_nums,
     table_scores,
 )
+from medbalance.losses import build_loss
 from tests._reference.metrics_numpy import confusion_matrix_np, segmentation_scores_np
 from tests._reference.pixel_numpy import hard_pixel_selection
 

@@ -45,8 +45,8 @@ from medbalance._atomic import atomic_write_text
 from medbalance.config import RunConfig, _suggest, parse_config, parse_override
 from medbalance.engine.rundir import create_run_dir
 from medbalance.errors import ConfigError, DataError
-from medbalance.report.html import ReportPage, html_table
 from medbalance.experiments import EXPERIMENTS, SCALE_NAMES
+from medbalance.report.html import ReportPage, html_table
 
 __all__ = [
     "EXPERIMENTS",

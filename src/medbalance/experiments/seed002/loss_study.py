@@ -66,10 +66,10 @@ from medbalance.engine.engine import Engine
 from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError
-from medbalance.losses import class_weights
-from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.experiments.runner import ExperimentContext, ResultTable
 from medbalance.experiments.seed002.tables import COMBO_TABLES, SEED_COMBOS, combos_for
+from medbalance.losses import class_weights
+from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.metrics import segmentation_scores
 from medbalance.report.overlays import colorize, save_png, tile_grid, to_rgb
 
