@@ -70,6 +70,7 @@ OUTPUT_CHANNELS = ("fusion", "mac", "mic")
 #: Rows of seed 000's ablation table computed from one dual-path output (SPEC 5.7).
 ABLATION_ROWS = ("MaC", "MaC+MiC", "MaC+MiC+Fusion")
 
+
 def _binary_map(name: str, x: Tensor) -> Tensor:
     """``(N, H, W)`` view of a ``(N, H, W)`` or ``(N, 1, H, W)`` tensor."""
     if not isinstance(x, Tensor):
@@ -619,4 +620,3 @@ def ablation_labels(outputs: Tensor, *, threshold: float = 0.5) -> dict[str, Ten
         "MaC+MiC": (p[:, 1] + p[:, 2] > threshold).long(),
         "MaC+MiC+Fusion": (p[:, 0] > threshold).long(),
     }
-

@@ -195,4 +195,3 @@ class ReuseBackgroundMethod(Method):
         )
         model.binary.load_state_dict(parts.train("binary", binary).model.state_dict())
         return splits
-
