@@ -266,6 +266,14 @@ def test_smoke_experiment_writes_both_tables_and_the_artefacts(tmp_path):
     assert (paper / "metrics.json").is_file() and not (paper / "parts").exists()
     assert yaml.safe_load((paper / "config.yaml").read_text())["method"]["discriminator"].endswith("unet/seed0")
     assert len(list((oof / "parts").glob("fold*/metrics.json"))) == 2
+    # the bug that opened issue 18: predict on the dual-path run and on its U-Net run, through the CLI
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 36), dtype=np.uint8)).save(images / "a.png")
+    for run in (paper, exp / "runs" / "unet" / "seed0"):
+        out = tmp_path / f"pred-{run.parent.name}"
+        assert main(["predict", str(run), "--input", str(images), "--out", str(out), "-q"]) == 0
+        assert np.asarray(Image.open(out / "a.png")).shape == (40, 36)
 
 
 def test_bad_option_is_a_one_line_error(tmp_path, capsys):
