@@ -270,9 +270,9 @@ def test_smoke_experiment_writes_both_tables_and_the_artefacts(tmp_path):
     images = tmp_path / "in"
     images.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 36), dtype=np.uint8)).save(images / "a.png")
-    for run in (paper, exp / "runs" / "unet" / "seed0"):
-        out = tmp_path / f"pred-{run.parent.name}"
-        assert main(["predict", str(run), "--input", str(images), "--out", str(out), "-q"]) == 0
+    for trained in (paper, exp / "runs" / "unet" / "seed0"):
+        out = tmp_path / f"pred-{trained.parent.name}"
+        assert main(["predict", str(trained), "--input", str(images), "--out", str(out), "-q"]) == 0
         assert np.asarray(Image.open(out / "a.png")).shape == (40, 36)
 
 

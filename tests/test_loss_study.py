@@ -30,14 +30,7 @@ from medbalance.losses import build_loss
 from tests._reference.metrics_numpy import confusion_matrix_np, segmentation_scores_np
 from tests._reference.pixel_numpy import hard_pixel_selection
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: one intra-op thread is as fast on an idle machine and many times faster on a busy one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: a second thread only adds synchronisation
 
 
 # ----------------------------------------------------------------------------- loss specs

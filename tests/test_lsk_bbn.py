@@ -31,13 +31,7 @@ from tests._reference import longtail_numpy as ref
 TINY = {"widths": (4, 8), "blocks_per_stage": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions: a second thread only adds synchronisation (and spin-waits on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: a second thread only adds synchronisation
 
 
 # ----------------------------------------------------------------------------- LSK module

@@ -32,28 +32,23 @@ def _dice(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEGMENTATION_NETS)
-def test_learns_thin_structures_beyond_all_foreground(name):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        x, y = thin_lines(64, 32, seed=0)
-        x_val, y_val = thin_lines(16, 32, seed=1)
-        net = build_net(name, in_channels=1, num_classes=1, base_channels=8)
-        loss_fn = DiceCELoss()
-        optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
-        order = torch.Generator().manual_seed(0)
-        for _ in range(150):
-            batch = torch.randint(0, len(x), (8,), generator=order)
-            out = net(x[batch])
-            loss = loss_fn(out[0] if isinstance(out, (list, tuple)) else out, y[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        with torch.inference_mode():
-            logits = net.eval()(x_val)
-    finally:
-        torch.set_num_threads(threads)
+def test_learns_thin_structures_beyond_all_foreground(name, one_thread):
+    torch.manual_seed(0)
+    x, y = thin_lines(64, 32, seed=0)
+    x_val, y_val = thin_lines(16, 32, seed=1)
+    net = build_net(name, in_channels=1, num_classes=1, base_channels=8)
+    loss_fn = DiceCELoss()
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        batch = torch.randint(0, len(x), (8,), generator=order)
+        out = net(x[batch])
+        loss = loss_fn(out[0] if isinstance(out, (list, tuple)) else out, y[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.inference_mode():
+        logits = net.eval()(x_val)
     share = float(y_val.float().mean())
     all_foreground = 2 * share / (1 + share)
     assert _dice(logits, y_val) > all_foreground + 0.05, f"{name}: no better than predicting every pixel"

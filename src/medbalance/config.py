@@ -276,12 +276,14 @@ def _check_model_kwargs(cfg: RunConfig, source: str) -> None:
             raise ConfigError(f"unknown key '{key}' under 'model' in {source}{_suggest(key, list(params))}")
 
 
-def _check_loss(cfg: RunConfig, source: str) -> None:
+def _check_loss(cfg: RunConfig, source: str, own: dict[str, Any]) -> None:
+    """Build every loss spec once; ``own``: the method's losses, checked when the method builds them."""
     from medbalance.losses import MissingClassCounts, build_loss
 
     specs = [("loss", cfg.loss)] + [(f"stages[{i}].loss", s.loss) for i, s in enumerate(cfg.stages or [])]
     for key, spec in specs:
-        if spec is None or (key != "loss" and _method_loss(cfg, spec)):
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        if spec is None or (key != "loss" and isinstance(name, str) and name in own):
             continue
         try:
             build_loss(spec)
@@ -289,12 +291,6 @@ def _check_loss(cfg: RunConfig, source: str) -> None:
             pass  # the run counts the classes of its training split
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid '{key}' in {source}: {exc}") from None
-
-
-def _method_loss(cfg: RunConfig, spec: Any) -> bool:
-    """Whether ``spec`` names a loss of the run's method (checked when the method builds it)."""
-    name = spec.get("name") if isinstance(spec, dict) else spec
-    return isinstance(name, str) and name in method_of(cfg).named_losses()
 
 
 def method_of(cfg: RunConfig):
@@ -336,8 +332,7 @@ def parse_config(raw: dict | None, *, source: str = "config") -> RunConfig:
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
     _check_model_kwargs(cfg, source)
-    method_of(cfg)
-    _check_loss(cfg, source)
+    _check_loss(cfg, source, method_of(cfg).named_losses())
     return cfg
 
 

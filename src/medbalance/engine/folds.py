@@ -30,7 +30,6 @@ from medbalance.config import CrossValidation, RunConfig, dump_config, load_conf
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folds import cv_pool, is_cv_dir, pool_folds, read_splits, write_splits
-from medbalance.engine.engine import Engine
 from medbalance.engine.run import (
     CaseScores,
     LoadedRun,
@@ -144,8 +143,7 @@ def write_out_of_fold(cv_dir: str | Path, results: str | Path) -> dict:
             table = case_table(run, data).table if run.task.name == "segmentation" else None
         writer.data = data  # one writer over the folds: one predictions.csv
         on_batch = writer if table is None else _Both(writer, CaseScores(table, data))
-        quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
-        evaluation = Engine(run.model, run.task, quiet).evaluate(data, on_batch=on_batch, full=True)
+        evaluation = run.engine().evaluate(data, on_batch=on_batch, full=True)
         confusion = confusion + evaluation.confusion  # the out-of-fold matrix sums the folds'
         scalars = {key: v for key, v in evaluation.scores.items() if isinstance(v, float)}
         per_fold.append({"fold": k, "cases": len(data), **scalars})

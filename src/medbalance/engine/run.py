@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -95,6 +96,11 @@ class LoadedRun:
     task: object
     meta: dict
 
+    def engine(self) -> Engine:
+        """An engine evaluating this run's model as it trained (its method), quietly, on one device."""
+        quiet = self.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
+        return Engine(self.model, self.task, quiet, method=method_of(self.cfg))
+
 
 def _batches(name: str, cfg: RunConfig):
     """``stages[].batches`` -> the batch-sampler factory of a stage (``None``: shuffled batches)."""
@@ -113,14 +119,11 @@ def resolve_recipe(cfg: RunConfig) -> RunConfig:
     method = method_of(cfg)
     specs = [s.model_dump() for s in cfg.stages] if cfg.stages else method.default_stages(cfg)
     stages = []
-    for i, spec in enumerate(specs):
+    for spec in specs:
         spec = dict(spec)
         if spec.get("loss") is None:
             spec["loss"] = cfg.loss
-        try:
-            stages.append(StageConfig.model_validate(spec))
-        except ValueError as exc:
-            raise ConfigError(f"invalid stage {i} of method '{cfg.method.name}': {exc}") from None
+        stages.append(StageConfig.model_validate(spec))  # the user's were checked by parse_config
     resolved = MethodConfig(name=cfg.method.name, **method.options.model_dump())
     return cfg.model_copy(update={"stages": stages, "method": resolved})
 
@@ -136,7 +139,7 @@ def build_stages(
         binary: the network has one output channel (sigmoid losses).
         ignore_index: label left out of the losses.
     """
-    counts = _once(class_counts)
+    counts = functools.cache(class_counts)
     own = method.named_losses()
     deep = bool((cfg.model.model_extra or {}).get("deep_supervision"))
     stages = []
@@ -171,17 +174,6 @@ def build_stages(
             )
         )
     return stages
-
-
-def _once(fn):
-    cache = []
-
-    def call():
-        if not cache:
-            cache.append(fn())
-        return cache[0]
-
-    return call
 
 
 def _build_model(cfg: RunConfig, in_channels: int, out_channels: int) -> nn.Module:
@@ -396,6 +388,20 @@ def _without_folds(info: dict) -> dict:
     return {k: v for k, v in info.items() if k != "splits_final"}
 
 
+def ensure_trained(folder: Path, cfg: RunConfig, *, progress: bool = False, data=None) -> None:
+    """Train the recipe ``cfg`` into the run folder ``folder`` unless it finished (``metrics.json``);
+    an interrupted one (``checkpoints/last.pt``) continues. A folder killed before its first
+    checkpoint holds nothing worth keeping and starts again."""
+    folder = Path(folder)
+    if (folder / "metrics.json").is_file():
+        return
+    resume = folder if (folder / "checkpoints" / "last.pt").is_file() else None
+    if resume is None and folder.exists():
+        shutil.rmtree(folder)
+    log.info("training %s%s", folder, " (resumed)" if resume else "")
+    train(cfg, out=folder.parent, folder=folder.name, resume=resume, progress=progress, data=data)
+
+
 class Parts:
     """The runs a method trains before its own stages (:meth:`Method.prepare`), each a run
     folder of its own under ``RUN/parts/<name>/``: finished ones are loaded, interrupted ones
@@ -407,14 +413,8 @@ class Parts:
     def train(self, name: str, cfg: RunConfig, *, data=None) -> "LoadedRun":
         """Train (or load) part ``name`` from its recipe ``cfg`` (on ``data`` given in Python, as
         :func:`train` takes it); returns it with its ``best.pt`` weights."""
-        folder = self.folder / name
-        if not (folder / "metrics.json").is_file():
-            resume = folder if (folder / "checkpoints" / "last.pt").is_file() else None
-            if resume is None and folder.exists():  # killed before its first checkpoint: nothing to keep
-                shutil.rmtree(folder)
-            log.info("training part '%s'%s", name, " (resumed)" if resume else "")
-            train(cfg, out=self.folder, folder=name, resume=resume, progress=self.progress, data=data)
-        return load_run(folder)
+        ensure_trained(self.folder / name, cfg, progress=self.progress, data=data)
+        return load_run(self.folder / name)
 
     @staticmethod
     def load(run_dir: str | Path) -> "LoadedRun":
@@ -429,8 +429,7 @@ class Parts:
         (read through the part's own normalisation)."""
         if is_native(run):
             data = data.with_normalization(Normalization.from_dict(run.meta["normalization"]))
-        quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
-        engine = Engine(run.model, run.task, quiet, method=method_of(run.cfg))
+        engine = run.engine()
         out: list[np.ndarray | None] = [None] * len(data)
 
         def keep(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -605,8 +604,7 @@ def evaluate_run(run: LoadedRun, data: ArrayDataset, *, cases: str | Path | None
         )
     if is_native(run):
         data = data.with_normalization(Normalization.from_dict(run.meta["normalization"]))
-    quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
-    engine = Engine(run.model, run.task, quiet, method=method_of(run.cfg))
+    engine = run.engine()
     table = case_table(run, data) if run.task.name == "segmentation" else None
     scores = engine.evaluate(data, on_batch=table)
     if table is not None:

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import platform
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,17 +253,11 @@ class ExperimentContext:
         Returns:
             The run's ``metrics.json`` content (``val``, ``test`` scores, ``best_epoch``...).
         """
-        from medbalance.engine.run import train
+        from medbalance.engine.run import ensure_trained
 
         folder = self.run_dir / "runs" / key
-        done = folder / "metrics.json"
-        if not done.is_file():
-            resume = folder if (folder / "checkpoints" / "last.pt").is_file() else None
-            if resume is None and folder.exists():  # killed before its first checkpoint: nothing to keep
-                shutil.rmtree(folder)
-            self.log.info("%s: training %s%s", self.name, key, " (resumed)" if resume else "")
-            train(cfg, out=folder.parent, folder=folder.name, resume=resume, progress=self.progress)
-        return json.loads(done.read_text())
+        ensure_trained(folder, cfg, progress=self.progress)
+        return json.loads((folder / "metrics.json").read_text())
 
     # ------------------------------------------------------------------ outputs
     def artefacts(self, *parts: str) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medbalance.config import RunConfig, method_of
+from medbalance.config import RunConfig
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.engine.engine import Engine
@@ -236,9 +236,7 @@ class _Setup:
 def _engine(ctx: Any, key: str, cfg: RunConfig) -> Engine:
     """The recipe ``cfg`` trained (or loaded) in ``runs/<key>``, as an engine over its ``best.pt`` model."""
     ctx.run(key, cfg)
-    run = load_run(ctx.run_dir / "runs" / key)
-    quiet = run.cfg.model_copy(update={"progress": False, "devices": 1, "num_nodes": 1})
-    return Engine(run.model, run.task, quiet, method=method_of(run.cfg))
+    return load_run(ctx.run_dir / "runs" / key).engine()
 
 
 def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:

@@ -62,7 +62,6 @@ from medbalance._suggest import did_you_mean
 from medbalance.data.build import build_splits
 from medbalance.data.datasets import Splits
 from medbalance.data.stats import class_counts
-from medbalance.engine.engine import Engine
 from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError
@@ -583,8 +582,7 @@ class _Study:
             stages=stages,
         )
         ctx.run(key, cfg)
-        run = load_run(ctx.run_dir / "runs" / key)
-        engine = Engine(run.model, run.task, run.cfg.model_copy(update={"progress": False}))
+        engine = load_run(ctx.run_dir / "runs" / key).engine()
         scores = EvalPass(self.num_classes, keep=self.examples)
         evaluation = engine.evaluate(self.test, on_batch=scores, full=True)
         with open(ctx.run_dir / "runs" / key / "history.csv", newline="") as fh:  # every epoch's seconds
