@@ -18,6 +18,7 @@ BUILTIN_CONFIGS = (
     "drive",
     "hc18",
     "consep",
+    "isbi",
     # one recipe per method (README "Recipes")
     "nnunet",
     "dualpath",

@@ -13,6 +13,7 @@ EXPERIMENTS: dict[str, str] = {
     "reuse-background": "medbalance.experiments.seed002.reuse_background",
     "loss-study": "medbalance.experiments.seed002.loss_study",
     "longtail": "medbalance.experiments.seed001",
+    "baselines": "medbalance.experiments.baselines",
 }
 SCALE_NAMES = ("smoke", "small", "paper")
 
