@@ -15,6 +15,7 @@ from medbalance.errors import ConfigError
 from medbalance.experiments import seed000, seed001
 from medbalance.experiments.runner import ExperimentContext, parse_options
 from medbalance.experiments.seed002 import loss_study, reuse_background
+from medbalance.experiments.seed002.tables import patch_size
 
 
 def _ctx(module, tmp_path: Path, *, data: str, scale: str = "paper", **options) -> ExperimentContext:
@@ -122,3 +123,16 @@ def test_seed002_paper_presets_split_conic_9_to_1():
     # section 5.4 (the demo's printout): 10 epochs, Adam lr 1e-3
     assert (loss_study.SCALES["paper"]["epochs"], loss_study.OPTIONS["lr"]) == (10, 1e-3)
     assert (reuse_background.SCALES["paper"]["epochs"], reuse_background.OPTIONS["optimizer"]) == (10, "adam")
+
+
+def test_seed002_paper_trains_whole_images():
+    # the seed trains whole 256 x 256 patches, one pass per epoch; "auto" would cut 128 x 128 patches
+    assert loss_study.SCALES["paper"]["patch_size"] is None is reuse_background.SCALES["paper"]["patch_size"]
+    assert loss_study.SCALES["small"]["patch_size"] == reuse_background.SCALES["small"]["patch_size"] == "auto"
+    assert patch_size(0, None, ragged=False, data="conic") is None
+    assert patch_size(0, "auto", ragged=True, data="x") == "auto"
+    assert patch_size(192, None, ragged=True, data="x") == 192
+    with pytest.raises(ConfigError, match=r"images of --data monusac differ in size: resize them with --set size=N"):
+        patch_size(0, None, ragged=True, data="monusac")
+    with pytest.raises(ConfigError, match="option 'patch_size' must be >= 0"):
+        patch_size(-1, None, ragged=False, data="x")
