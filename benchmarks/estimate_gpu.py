@@ -136,7 +136,9 @@ class _KernelCosts(TorchDispatchMode):
         if func.is_view or func in _FREE:
             return out
         packet = func._overloadpacket
-        self.flops.append(float(self.registry[packet](*args, **kwargs, out_val=out)) if packet in self.registry else 0.0)
+        self.flops.append(
+            float(self.registry[packet](*args, **kwargs, out_val=out)) if packet in self.registry else 0.0
+        )
         self.bytes.append(_nbytes((args, kwargs, out)))
         self.written += _nbytes(out)
         return out
@@ -222,7 +224,9 @@ def count_step(
         counter.get_total_flops(), np.asarray(kernels.flops), np.asarray(kernels.bytes), values, activations + weights
     )
     if not math.isclose(float(cost.kernel_flops.sum()), cost.flops, rel_tol=1e-3):
-        log.warning("%s: per-kernel FLOPs %.4g differ from FlopCounterMode's %.4g", key, cost.kernel_flops.sum(), cost.flops)
+        log.warning(
+            "%s: per-kernel FLOPs %.4g differ from FlopCounterMode's %.4g", key, cost.kernel_flops.sum(), cost.flops
+        )
     return cost
 
 
@@ -336,8 +340,16 @@ def dualpath_work() -> list[Work]:
                 )
             )
         # weight maps: the discriminator predicts the training images; then the test predictions
-        maps = Work(f"{label}, weight maps + test", unet_key, unet, shape, p["batch_size"], 0, seeds * models,
-                    d["train"] * windows + test)
+        maps = Work(
+            f"{label}, weight maps + test",
+            unet_key,
+            unet,
+            shape,
+            p["batch_size"],
+            0,
+            seeds * models,
+            d["train"] * windows + test,
+        )
         work.append(maps)
     folds = p["folds"]  # the oof model's fold U-Nets, each predicting its held-out fold
     work.append(
@@ -381,12 +393,22 @@ def longtail_work(dataset: str = "breakhis") -> list[Work]:
         rows += [
             ("table 4: ResNet-32 + BiFormer", "bbn", {"attention": "biformer"}, True, first),
             ("table 4: ResNet-32 + SimAM", "bbn", {"attention": "simam"}, True, first),
-            ("table 4: improved ResNet-32, LSK residual / shortcut", "lskbb", {"lsk_position": "residual"}, True,
-             first * 2),
+            (
+                "table 4: improved ResNet-32, LSK residual / shortcut",
+                "lskbb",
+                {"lsk_position": "residual"},
+                True,
+                first * 2,
+            ),
             # ResNet-32 with Focal, DFLCSCE, DFLCE; the improved one with CE (IR 10 is table 4's), Focal, DFLCSCE
             ("table 5: ResNet-32, 3 more losses", "bbn", {"lsk_position": None}, True, table5 * 3),
-            ("table 5: improved ResNet-32, 3 more losses", "lskbb", {"lsk_position": "residual"}, True,
-             table5[1:] + table5 * 2),
+            (
+                "table 5: improved ResNet-32, 3 more losses",
+                "lskbb",
+                {"lsk_position": "residual"},
+                True,
+                table5[1:] + table5 * 2,
+            ),
         ]
     work = []
     for row, name, extra, pair, at in rows:
@@ -428,7 +450,9 @@ def loss_study_work() -> list[Work]:
 
     def add(part: str, net: str, runs: int, extra_infer: int = 0, **extra) -> None:
         key, factory = _net(net, c, k, **loss_study._net_kwargs(net, p), **extra)
-        work.append(Work(part, key, factory, (c, side, side), p["batch_size"], steps, seeds * runs, infer + extra_infer))
+        work.append(
+            Work(part, key, factory, (c, side, side), p["batch_size"], steps, seeds * runs, infer + extra_infer)
+        )
 
     for net in p["nets"]:
         add(f"grid: {net} x {losses} losses", net, losses)
@@ -438,8 +462,18 @@ def loss_study_work() -> list[Work]:
     # hard_num: the grid's OB run is the first row; every row also scores OB's selection on the training split
     add(f"hard_num: {p['sweep_net']} x {hard - 1} values", p["sweep_net"], hard - 1, extra_infer=d["train"])
     grid_ob = work[-1]  # its selection pass on the training split, trained in the grid
-    work.append(Work("hard_num: the grid's OB run scored on the training split", grid_ob.key, grid_ob.factory,
-                     grid_ob.shape, grid_ob.batch, 0, seeds, d["train"]))
+    work.append(
+        Work(
+            "hard_num: the grid's OB run scored on the training split",
+            grid_ob.key,
+            grid_ob.factory,
+            grid_ob.shape,
+            grid_ob.batch,
+            0,
+            seeds,
+            d["train"],
+        )
+    )
     return work
 
 
@@ -520,7 +554,13 @@ def estimate(name: str, *, gpu: Gpu = H100, bf16: bool = False) -> dict:
         row["hours_slow"] += w.seconds(gpu, SLOW, bf16=bf16) / 3600
     total = {k: sum(r[k] for r in parts.values()) for k in ("runs", "steps", "pflop", "hours_fast", "hours_slow")}
     total["memory_gb"] = max(r["memory_gb"] for r in parts.values())
-    return {"experiment": name, "gpu": gpu.name, "precision": "bf16" if bf16 else "tf32", "parts": parts, "total": total}
+    return {
+        "experiment": name,
+        "gpu": gpu.name,
+        "precision": "bf16" if bf16 else "tf32",
+        "parts": parts,
+        "total": total,
+    }
 
 
 def _table(result: dict) -> str:
@@ -532,9 +572,7 @@ def _table(result: dict) -> str:
     ]
     for part, r in [*result["parts"].items(), ("**total**", result["total"])]:
         hours = f"{r['hours_fast']:.1f} - {r['hours_slow']:.1f}"
-        lines.append(
-            f"| {part} | {r['runs']} | {r['steps']:,} | {r['pflop']:,.1f} | {hours} | {r['memory_gb']:.0f} |"
-        )
+        lines.append(f"| {part} | {r['runs']} | {r['steps']:,} | {r['pflop']:,.1f} | {hours} | {r['memory_gb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -549,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.measure_overhead:
         for name, (kernels, cpu) in measure_overhead().items():
-            sys.stdout.write(f"{name}: {kernels} kernels, {cpu * 1e3:.1f} ms CPU per step, {cpu / kernels * 1e6:.1f} us per kernel\n")
+            sys.stdout.write(
+                f"{name}: {kernels} kernels, {cpu * 1e3:.1f} ms CPU per step, {cpu / kernels * 1e6:.1f} us per kernel\n"
+            )
         return 0
     for name in args.experiment or list(PLANS):
         result = estimate(name, bf16=args.precision == "bf16")

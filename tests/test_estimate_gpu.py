@@ -30,9 +30,7 @@ def test_conv_layer_flops_match_the_hand_count():
 
 def test_two_layers_backward_and_frozen_parts_by_hand():
     def net() -> nn.Module:
-        return nn.Sequential(
-            nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 5, 1, bias=False)
-        )
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(4, 5, 1, bias=False))
 
     first, second = _conv_flops(2, 4, 3, 16, 16), _conv_flops(4, 5, 1, 16, 16)
     # the second layer also passes the gradient to its input: forward + weight + input gradient

@@ -54,7 +54,7 @@ def _folder(root: Path, n: int = 12, side: int = 48) -> Path:
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (side, side), dtype=np.uint8)).save(root / "images" / f"{i}.png")
         mask = np.zeros((side, side), np.uint8)
-        mask[10:30, 12:20 + i] = 255
+        mask[10:30, 12 : 20 + i] = 255
         Image.fromarray(mask).save(root / "masks" / f"{i}.png")
     return root
 
