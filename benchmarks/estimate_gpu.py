@@ -57,6 +57,7 @@ from medbalance.data.longtail import longtail_targets
 from medbalance.engine.sliding_window import window_starts
 from medbalance.experiments import seed000, seed001
 from medbalance.experiments.seed002 import loss_study, reuse_background
+from medbalance.experiments.seed002.tables import SEED_COMBOS
 from medbalance.methods.dualpath import DualPathNet
 from medbalance.nets import build_net
 
@@ -477,6 +478,22 @@ def loss_study_work() -> list[Work]:
     return work
 
 
+def loss_study_combos_work() -> list[Work]:
+    """``experiment loss-study --scale paper --data CONIC --set parts=combos``: the eight
+    multi-class combinations of seed 002 table 4.15 (results: table 4.16), three seeds."""
+    p, d = loss_study.SCALES["paper"], DATA["conic"]
+    side, c, k = d["side"], d["channels"], d["classes"]
+    steps = p["epochs"] * math.ceil(d["train"] / p["batch_size"])
+    work = []
+    for number, (net, loss) in enumerate(SEED_COMBOS["conic"], start=1):
+        key, factory = _net(net, c, k, **loss_study._net_kwargs(net, p))
+        part = f"{number}: {net} / {loss}"
+        work.append(
+            Work(part, key, factory, (c, side, side), p["batch_size"], steps, 3, p["epochs"] * d["val"] + d["test"])
+        )
+    return work
+
+
 def reuse_background_work() -> list[Work]:
     """``experiment reuse-background --scale paper --data CONIC`` (seed 002 tables 4.19-4.21): the
     binary and multi-class DeepLabv3+ and the nnU-Net-style U-Net, three seeds."""
@@ -535,6 +552,7 @@ PLANS: dict[str, Callable[[], list[Work]]] = {
     "longtail-breakhis": longtail_work,
     "longtail-chestxray": functools.partial(longtail_work, "chestxray"),
     "loss-study": loss_study_work,
+    "loss-study-combos": loss_study_combos_work,
     "reuse-background": reuse_background_work,
 }
 
