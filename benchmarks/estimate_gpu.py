@@ -25,14 +25,16 @@ narrow copies of the networks on a loaded 2-core CPU, where the kernels themselv
 batches are read in the main process (``num_workers`` 0, the default): 1.0 / 1.8 ns per input
 value copied, from the measured 88 us per 3 x 128 x 128 patch on a loaded 2-core machine
 (``benchmarks/RESULTS.md``, "Patch sampling"). FLOPs count convolutions and matrix products
-only (FlopCounterMode's registry); element-wise kernels enter through their bytes. Not counted:
-the optimiser step, host-device copies, checkpoint writes, memory limits (a width-64 U-Net++ at
-8 x 512 x 512 may need ``--set batch_size=4`` on 80 GB) and the CPU-side scoring (HD95 / NSD at
-validation).
+only (FlopCounterMode's registry); element-wise kernels enter through their bytes. Memory
+(``memory GB (bound)``): every byte the forward pass writes, an upper bound of what autograd
+keeps, plus weights, gradients and Adam moments. Not counted: the optimiser step's time,
+host-device copies, checkpoint writes, the deterministic algorithms the engine asks for
+(``deterministic: true``) and the CPU-side scoring (HD95 / NSD at validation).
 
 Usage::
 
-    python -m benchmarks estimate-gpu [--experiment NAME] [--precision tf32|bf16] [--json]
+    python -m benchmarks estimate-gpu [--experiment NAME ...] [--precision tf32|bf16] [--json]
+    python -m benchmarks estimate-gpu --measure-overhead
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ def count_step(
 @dataclass(frozen=True)
 class Work:
     """``runs`` identical runs (seeds x rows) of one network: ``steps`` training steps of ``batch``
-    inputs of ``shape`` each, and ``infer`` inference inputs of ``infer_shape`` each."""
+    inputs of ``shape`` each, and ``infer`` inference inputs (images or sliding windows) of that shape."""
 
     part: str
     key: str
@@ -245,7 +247,6 @@ class Work:
     steps: int
     runs: int
     infer: int = 0
-    infer_shape: tuple[int, ...] | None = None
     trainable: tuple[str, ...] | None = None
     outputs: tuple[int, int] | None = None
     pair: bool = False
@@ -275,7 +276,7 @@ class Work:
         )
 
     def infer_cost(self) -> StepCost:
-        return count_step(self.key, self.factory, self.infer_shape or self.shape, batch=self.batch, train=False)
+        return count_step(self.key, self.factory, self.shape, batch=self.batch, train=False)
 
 
 @functools.cache
@@ -334,24 +335,18 @@ def dualpath_work() -> list[Work]:
                     p["batch_size"],
                     n * steps,
                     seeds * models,
-                    n * val,
+                    n * val + (test if stage == stages[-1][0] else 0),  # the last step's model is tested
                     trainable=trainable,
                     outputs=outputs,
                     later_stage=stage != stages[0][0],
                 )
             )
-        # weight maps: the discriminator predicts the training images; then the test predictions
-        maps = Work(
-            f"{label}, weight maps + test",
-            unet_key,
-            unet,
-            shape,
-            p["batch_size"],
-            0,
-            seeds * models,
-            d["train"] * windows + test,
+        # weight maps: the discriminator predicts the training images
+        work.append(
+            Work(
+                f"{label}, weight maps", unet_key, unet, shape, p["batch_size"], 0, seeds * models, d["train"] * windows
+            )
         )
-        work.append(maps)
     folds = p["folds"]  # the oof model's fold U-Nets, each predicting its held-out fold
     work.append(
         Work(
