@@ -11,6 +11,8 @@ epoch vs dataset size and image side, peak RSS, ``benchmarks/figures/scaling.png
 a U-Net step, rare-class coverage), ``sliding`` (sliding-window inference vs MONAI) and
 ``quality`` (test score vs training time through ``medbalance train`` on real data); e.g.
 ``python -m benchmarks scaling --help``. Figures and their commands: ``benchmarks/RESULTS.md``.
+``python -m benchmarks estimate-gpu`` estimates each experiment's ``--scale paper`` wall time on
+an H100 from FLOPs (:mod:`benchmarks.estimate_gpu`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ log = logging.getLogger("benchmarks")
 
 #: Benchmarks with options of their own: ``python -m benchmarks NAME [options]``.
 SUBCOMMANDS = ("nets", "losses", "compute", "pipeline", "scaling", "surface", "patches", "sliding", "quality")
+#: Tools that time nothing, by command name: not run by the all-benchmarks loop.
+TOOLS = {"estimate-gpu": "benchmarks.estimate_gpu"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in SUBCOMMANDS:
         return importlib.import_module(f"benchmarks.bench_{argv[0]}").main(argv[1:])
+    if argv[:1] and argv[0] in TOOLS:
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

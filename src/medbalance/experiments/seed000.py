@@ -42,22 +42,26 @@ from medbalance.report.overlays import overlay_contours, save_png, tile_grid, to
 __all__ = ["ALPHAS", "OPTIONS", "SCALES", "run"]
 
 #: Presets per scale. ``size`` is the phantom side; real images keep their native geometry
-#: (patches, sliding windows; ``--set size=N`` resizes them instead) with ``steps`` patch batches
-#: per epoch; ``epochs`` trains the baselines and dual-path steps 1 and 2, step 3 gets
-#: ``epochs // 4`` (the paper: 200 / 200 / 50); ``sweep_seeds`` seeds run the sweeps.
+#: (patches of ``patch_size``, ``"auto"``: the CPU-sized rule of docs/native.md; sliding windows;
+#: ``--set size=N`` resizes them instead) with ``steps`` patch batches per epoch; ``epochs``
+#: trains the baselines and dual-path steps 1 and 2, step 3 gets ``epochs // 4``; ``sweep_seeds``
+#: seeds run the sweeps. ``paper`` is seed 000's protocol (sections 4.1-4.2): CAMUS's 800 images
+#: split 8:2 (640 = our 576 train + 64 validation, 160 test), U-Nets of width 64, Adam lr 1e-4,
+#: 200 / 200 / 50 epochs; the seed trains whole 864 x 768 images (425 Mpx per epoch), we draw
+#: 250 batches of 8 patches of 512 x 512 (524 Mpx per epoch; batch size: not in the seed).
 # fmt: off
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": dict(
-        size=32, steps=2, n_train=12, n_val=4, n_test=4, width=4, depth=2, fusion_channels=4,
+        size=32, steps=2, patch_size="auto", n_train=12, n_val=4, n_test=4, width=4, depth=2, fusion_channels=4,
         epochs=1, folds=2, batch_size=4, lr=1e-3, sweep_seeds=1,
     ),
     "small": dict(
-        size=64, steps=50, n_train=128, n_val=32, n_test=32, width=8, depth=4, fusion_channels=8,
+        size=64, steps=50, patch_size="auto", n_train=128, n_val=32, n_test=32, width=8, depth=4, fusion_channels=8,
         epochs=16, folds=5, batch_size=8, lr=1e-3, sweep_seeds=1,
     ),
     "paper": dict(
-        size=256, steps=250, n_train=576, n_val=64, n_test=160, width=64, depth=4, fusion_channels=16,
-        epochs=200, folds=5, batch_size=8, lr=1e-4, sweep_seeds=3,
+        size=256, steps=250, patch_size=512, n_train=576, n_val=64, n_test=160, width=64, depth=4,
+        fusion_channels=16, epochs=200, folds=5, batch_size=8, lr=1e-4, sweep_seeds=3,
     ),
 }
 # fmt: on
@@ -72,6 +76,7 @@ OPTIONS: dict[str, object] = {
     "epochs": 0,  # epochs of the baselines and of dual-path steps 1 and 2 (step 3: a quarter)
     "lr": 0.0,  # initial learning rate of every stage
     "batch_size": 0,  # training batch size (small real sets: a smaller batch gives more steps)
+    "patch_size": 0,  # side of the training patches on real data at native geometry (0: the scale's)
     "sweep": True,  # also run the alpha sweep and the train-vs-oof comparison
     "phantom": "intraclass_phantom",  # --data phantom: "intraclass_phantom" (binary) or "nuclei_phantom" (7 classes)
 }
@@ -167,6 +172,7 @@ class _Setup:
         self.lr = opts["lr"] or preset["lr"]
         self.batch_size = opts["batch_size"] or preset["batch_size"]
         self.folds = opts["folds"] or preset["folds"]
+        self.patch_size = opts["patch_size"] or preset["patch_size"]
         # the minority recall needs the intra-class phantom's sub-regions
         self.phantom = ctx.data == "phantom" and opts["phantom"] == "intraclass_phantom"
         size = opts["size"] or preset["size"]
@@ -227,6 +233,7 @@ class _Setup:
             sampler=sampler,
             stages=stages,
             steps_per_epoch=self.preset["steps"] if self.native else None,
+            patch_size=self.patch_size if self.native else "auto",
         )
 
     def cell(self, scores: dict, phantom: bool = False) -> dict[str, float]:
@@ -439,7 +446,9 @@ def run(ctx: Any) -> dict:
         f"{len(sp.test)} test images of {sp.train.images.shape[-2]}x{sp.train.images.shape[-1]} px, "
         f"{setup.in_channels} channel(s){_classes_note(setup)}. All networks: width "
         f"{setup.width}, Adam lr {setup.lr:g} (cosine to 0 within each stage), weight decay 1e-4, batch "
-        f"{setup.batch_size}; best validation Dice selects the weights. Figures: `artefacts/comparison.png` "
+        f"{setup.batch_size}"
+        + (f" ({setup.preset['steps']} batches of {setup.patch_size} patches per epoch)" if setup.native else "")
+        + "; best validation Dice selects the weights. Figures: `artefacts/comparison.png` "
         "(columns: image, U-Net, U-Net++, CE-Net, nnU-Net-style, dual-path; prediction red, ground truth green, "
         "both yellow) and `artefacts/weight_maps.png` (discriminator on test images, MaC/MiC split with MaC white and "
         "MiC grey, W_MaC, W_MiC); per-image PNGs in `artefacts/test/<name>/`."

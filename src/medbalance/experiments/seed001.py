@@ -30,27 +30,38 @@ from typing import Any
 
 import numpy as np
 
+from medbalance._suggest import suggest
+from medbalance.errors import ConfigError
+
 __all__ = ["BACKBONES", "LOSS_ROWS", "METHODS", "OPTIONS", "SCALES", "run"]
 
 # fmt: off
 #: Presets per scale. Phantoms: ``num_classes`` classes, head ``n_max``, ``n_val`` / ``n_test``
 #: images per class; real data: the head class capped at ``real_n_max`` (``None``: all of it).
 #: ``table_irs``: the ratios of tables 4 and 5 (the paper: 10 for table 4, all for table 5).
+#: ``protocol``: the ``data.protocol`` of BreaKHis / chest X-ray data; ``paper`` is seed 001's
+#: (section 4.2: 224 x 224 inputs, 80 images per class for validation and test; section 4.3: SGD
+#: lr 0.05, 200 epochs; ResNet-32: widths [16, 32, 64], 5 blocks per stage). The batch of 128 per
+#: branch is BBN's CIFAR setting: the seed gives none.
 SCALES: dict[str, dict[str, Any]] = {
     "smoke": dict(
         size=16, num_classes=4, n_max=16, n_val=3, n_test=3, real_n_max=32, widths=[4, 8], blocks=1,
-        epochs=1, classifier_epochs=1, batch_size=8, irs=[10], table_irs=[10], seeds=(0,),
+        epochs=1, classifier_epochs=1, batch_size=8, irs=[10], table_irs=[10], seeds=(0,), protocol="default",
     ),
     "small": dict(
         size=32, num_classes=5, n_max=100, n_val=10, n_test=20, real_n_max=300, widths=[8, 16, 32], blocks=1,
-        epochs=15, classifier_epochs=3, batch_size=32, irs=[10, 50, 100], table_irs=[10],
+        epochs=15, classifier_epochs=3, batch_size=32, irs=[10, 50, 100], table_irs=[10], protocol="default",
     ),
     "paper": dict(
         size=32, num_classes=8, n_max=500, n_val=50, n_test=80, real_n_max=None, widths=[16, 32, 64], blocks=5,
         epochs=200, classifier_epochs=10, batch_size=128, irs=[10, 50, 100], table_irs=[10, 50, 100],
+        protocol="seed001",
     ),
 }
 # fmt: on
+#: The data kinds that have a ``protocol`` (:mod:`medbalance.data.readers.classification`).
+_PROTOCOL_KINDS = ("breakhis", "chestxray")
+_PROTOCOLS = ("default", "seed001")
 
 #: ``--set`` options (0 / empty: the scale's value).
 OPTIONS: dict[str, object] = {
@@ -63,6 +74,7 @@ OPTIONS: dict[str, object] = {
     "tables": True,  # also tables 4 (backbones) and 5 (losses)
     "real_n_max": -1,  # cap on the largest real class (-1: the scale's, 0: no cap)
     "size": 0,  # image side (phantoms; real data: resize, 0 keeps the source size)
+    "protocol": "",  # BreaKHis / chest X-ray: "default" or "seed001" (section 4.2); "": the scale's
 }
 
 #: Backbones of the bilateral network: name -> (network, its keyword arguments).
@@ -134,6 +146,9 @@ class _Experiment:
         if unknown:
             raise ValueError(f"unknown method(s) {unknown} in --set methods (expected some of: {', '.join(METHODS)})")
         self.methods = list(opts["methods"]) or list(METHODS)
+        self.protocol = opts["protocol"] or preset["protocol"]
+        if self.protocol not in _PROTOCOLS:
+            raise ConfigError(f"option 'protocol' is {self.protocol!r}{suggest(self.protocol, _PROTOCOLS)}")
         self.phantom = ctx.data == "phantom"
         self.scores: dict[tuple[str, float, int], dict] = {}
 
@@ -151,6 +166,10 @@ class _Experiment:
             "seed": seed,
         }
         section = self.ctx.data_section(phantom)
+        if self.ctx.options["protocol"] and section["kind"] not in _PROTOCOL_KINDS:
+            raise ConfigError(
+                f"option 'protocol' applies to BreaKHis and chest X-ray data, not to --data {self.ctx.data}"
+            )
         if self.phantom:
             return section
         if section["kind"] == "folder":  # one folder per class
@@ -160,6 +179,8 @@ class _Experiment:
             )
         # the reader draws the seeded long-tailed subset (its indices go to splits.json)
         section.update(imbalance_ratio=ir, n_max=self.preset["real_n_max"], seed=seed)
+        if section["kind"] in _PROTOCOL_KINDS:
+            section["protocol"] = self.protocol
         if self.ctx.options["size"] and section["kind"] != "medmnist":
             section["size"] = self.ctx.options["size"]
         return section
@@ -348,9 +369,16 @@ def run(ctx: Any) -> dict:
         )
     else:
         cap = f"largest class capped at {p['real_n_max']} images" if p["real_n_max"] else "largest class kept whole"
+        first = exp.data_section(p["irs"][0], ctx.seeds[0])
+        held_out = (
+            "seed 001's protocol (section 4.2): 224 x 224 inputs, 80 images per class for validation (and for "
+            "the BreaKHis test set; chest X-ray: the official test folder)"
+            if first.get("protocol") == "seed001"
+            else "validation and test sets balanced by subsampling every class to the smallest one"
+        )
         data = (
-            f"'{ctx.data}': long-tailed training subset per (IR, seed) ({cap}), validation and test sets balanced "
-            "by subsampling every class to the smallest one; the subset of each run is in its splits.json"
+            f"'{ctx.data}': long-tailed training subset per (IR, seed) ({cap}), {held_out}; the subset of each run "
+            "is in its splits.json"
         )
     intro = [
         f"Data: {data}.",

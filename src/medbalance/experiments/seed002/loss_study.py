@@ -66,7 +66,7 @@ from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError
 from medbalance.experiments.runner import ExperimentContext, ResultTable
-from medbalance.experiments.seed002.tables import COMBO_TABLES, SEED_COMBOS, combos_for
+from medbalance.experiments.seed002.tables import COMBO_TABLES, SEED_COMBOS, combos_for, patch_size
 from medbalance.losses import class_weights
 from medbalance.losses.bootstrap import hard_pixel_fractions
 from medbalance.metrics import segmentation_scores
@@ -173,6 +173,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "sweep_net": "unet",
         "weight_functions": (1, 5),
         "hard_nums": (32, 128),  # the scaled values swept (hard_num_mode scaled or both)
+        "patch_size": "auto",
     },
     "small": {
         "size": 64,
@@ -189,12 +190,14 @@ SCALES: dict[str, dict[str, Any]] = {
         "sweep_net": "attention_unet",
         "weight_functions": tuple(WEIGHT_FUNCTIONS),
         "hard_nums": (32, 256, 1024, 2048),
+        "patch_size": "auto",
     },
     "paper": {
         # Seed 002: CoNIC, 4981 patches of 256 x 256, 9:1 train/test (section 4.1); the demo's
         # 10 epochs, batch 1, Adam lr 1e-3 (section 5.4); DeepLabv3+ on ResNet-101 (section 2.1.2)
         # at the paper's widths (stem 64, ASPP 256); the U-Net family at the original papers'
-        # 64 channels and 4 downsamplings (the seed names no other width).
+        # 64 channels and 4 downsamplings (the seed names no other width). Whole images, one pass
+        # per epoch (``patch_size`` None; "auto" would draw 100 patches of 128 x 128 per epoch).
         "size": 256,
         "n_train": 4000,
         "n_val": 483,
@@ -209,6 +212,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "sweep_net": "attention_unet",
         "weight_functions": tuple(WEIGHT_FUNCTIONS),
         "hard_nums": None,  # all of SEED_HARD_NUMS, scaled to the image area
+        "patch_size": None,
     },
 }
 
@@ -227,6 +231,7 @@ OPTIONS: dict[str, Any] = {
     "size": 0,
     "train_limit": 0,
     "lr": 1e-3,
+    "patch_size": 0,  # real data at native geometry: N x N training patches (0: the scale's)
 }
 
 # Table columns: label -> key of segmentation_scores.
@@ -537,6 +542,9 @@ class _Study:
 
     def __init__(self, ctx: ExperimentContext, plan: _Plan, splits: Splits, data_section: dict) -> None:
         self.ctx, self.plan, self.splits, self.data_section = ctx, plan, splits, data_section
+        self.patch_size = patch_size(
+            ctx.options["patch_size"], plan.preset["patch_size"], ragged=splits.train.ragged, data=ctx.data
+        )
         self.num_classes = splits.train.num_classes
         self.task = SegmentationTask(self.num_classes)
         self.counts = class_counts(splits.train, self.num_classes)
@@ -580,6 +588,7 @@ class _Study:
             loss=spec,
             sampler="foreground" if fg_sampler else "uniform",
             stages=stages,
+            patch_size=self.patch_size,
         )
         ctx.run(key, cfg)
         engine = load_run(ctx.run_dir / "runs" / key).engine()

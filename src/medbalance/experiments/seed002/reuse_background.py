@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medbalance.experiments.seed002.tables import COMBO_TABLES, combos_for
+from medbalance.experiments.seed002.tables import COMBO_TABLES, combos_for, patch_size
 from medbalance.methods.reuse_background import COMBINE_MODES, combine_predictions
 
 __all__ = ["OPTIONS", "SCALES", "loss_spec", "run"]
@@ -40,6 +40,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "net": "unet",
         "seeds": (0,),
+        "patch_size": "auto",
     },
     # about 10 minutes on 2 idle CPU cores on phantoms
     "small": {
@@ -54,10 +55,12 @@ SCALES: dict[str, dict[str, Any]] = {
         "lr": 2e-3,
         "net": "unet",
         "seeds": (0, 1, 2),
+        "patch_size": "auto",
     },
     # seed 002 chapter 4-5: CoNIC 256 px, 9:1 split (section 4.1), Adam lr 1e-3, 10 epochs, batch 1
     # (the demo, section 5.4), DeepLabv3+ on ResNet-101 (section 2.1.2) at the paper's widths (stem
-    # 64, ASPP 256; the U-Net family at the original papers' 64: the seed names no other width)
+    # 64, ASPP 256; the U-Net family at the original papers' 64: the seed names no other width);
+    # whole images, one pass per epoch ("auto" would draw 100 patches of 128 x 128 per epoch)
     "paper": {
         "size": 256,
         "n_train": 4234,
@@ -70,6 +73,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "net": "deeplabv3plus",
         "seeds": (0, 1, 2),
+        "patch_size": None,
     },
 }
 
@@ -87,6 +91,7 @@ OPTIONS: dict[str, Any] = {
     "lr": 0.0,
     "size": 0,  # image size (phantoms and resized real data)
     "width": 0,  # base_channels of every network
+    "patch_size": 0,  # real data at native geometry: N x N training patches (0: the scale's)
     # "": one multi-class model (net, multi_loss); conic / monusac / auto: one per combination of seed
     # table 4.15 / 4.17 (auto: by the data), each combined with one binary model (binary_net,
     # binary_loss; default: the seed's best combination, 4.16's no. 7 / 4.18's no. 1, as section 4.6.2)
@@ -233,6 +238,7 @@ def run(ctx) -> dict:
     if splits.test is None:
         raise ValueError("reuse-background needs a test split (set data test_fraction > 0)")
     num_classes, names = splits.train.num_classes, list(splits.train.class_names)
+    patch = patch_size(opts["patch_size"], s["patch_size"], ragged=splits.train.ragged, data=ctx.data)
     target = splits.test.target
 
     def config(seed: int, net: str, loss: Any, *, binary: bool = False, deep: bool = False, **extra: Any):
@@ -248,6 +254,7 @@ def run(ctx) -> dict:
             data={**data, "binary": binary},
             model=model,
             loss=loss,
+            patch_size=patch,
             **extra,
         )
 

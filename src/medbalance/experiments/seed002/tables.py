@@ -1,13 +1,16 @@
-"""Seed 002's tables as data: the multi-class (network, loss) combinations of section 4.6.1.
+"""Seed 002's tables as data: the multi-class (network, loss) combinations of section 4.6.1, and
+the training geometry of its experiments.
 
 Shared by the loss study (tables 4.15-4.18) and reuse-background (section 4.6.2's binary model).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from medbalance.errors import ConfigError
 
-__all__ = ["COMBO_TABLES", "SEED_COMBOS", "combos_for"]
+__all__ = ["COMBO_TABLES", "SEED_COMBOS", "combos_for", "patch_size"]
 
 #: Seed 002 section 4.6.1, the multi-class combinations (network, loss) of table 4.15 (CoNIC,
 #: results in table 4.16) and table 4.17 (MoNuSAC, table 4.18), numbered as there.
@@ -49,3 +52,27 @@ def combos_for(name: str, data_kind: str) -> tuple[str, tuple[tuple[str, str], .
     if name not in SEED_COMBOS:
         raise ConfigError(f"option 'combos' is {name!r} (expected one of: auto, {', '.join(SEED_COMBOS)})")
     return name, SEED_COMBOS[name]
+
+
+def patch_size(option: int, preset: Any, *, ragged: bool, data: str) -> Any:
+    """The ``patch_size`` of every run: ``--set patch_size=N`` (``N x N`` patches), else the scale's
+    (``"auto"`` on the CPU scales; ``None`` at ``paper``: whole images, one pass over the training
+    set per epoch, as the seed trains its 256 x 256 CoNIC patches).
+
+    Raises:
+        ConfigError: a negative option, or whole images asked of data whose images differ in size.
+
+    Example:
+        >>> patch_size(0, None, ragged=False, data="conic"), patch_size(128, None, ragged=True, data="monusac")
+        (None, 128)
+    """
+    if option < 0:
+        raise ConfigError(f"option 'patch_size' must be >= 0 (0: the scale's preset), got {option}")
+    if option:
+        return option
+    if preset is None and ragged:
+        raise ConfigError(
+            f"--scale paper trains whole images (seed 002), but the images of --data {data} differ in size: "
+            "resize them with --set size=N (the seed: 512 for MoNuSAC) or train on patches with --set patch_size=N"
+        )
+    return preset
