@@ -179,8 +179,40 @@ def test_candidate_recipes_are_valid_and_reuse_background_keeps_the_budget():
     np.testing.assert_allclose(weights, expected / expected.sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_every_loss_of_the_grid_leaves_out_ignored_pixels(binary):
+    # DRIVE marks the pixels outside the field of view 255: every row's loss must take ignore_index
+    import torch
+
+    from medbalance.losses import build_loss
+
+    counts = [900, 100] if binary else [900, 70, 30]
+    facts = SetFacts(tuple(c / sum(counts) for c in counts), 20)
+    specs = [default_recipe({})["loss"]] + [
+        c.keys(facts)["loss"] for c in CANDIDATES.values() if "loss" in c.keys(facts)
+    ]
+    logits = torch.randn(2, 1 if binary else 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, len(counts), (2, 8, 8))
+    ignored = target.clone()
+    ignored[:, :4] = 255
+    for spec in specs:
+        loss = build_loss(spec, class_counts=counts, binary=binary, ignore_index=255)
+        (grad,) = torch.autograd.grad(loss(logits, ignored), logits)
+        assert torch.isfinite(grad).all() and grad[..., :4, :].abs().max() == 0, spec
+
+
 def test_unknown_candidate_and_tune_seeds_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'dice_focal'"):
         run_experiment("rare-class", scale="smoke", options=["candidates=dice_focl"], out=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="tune_seeds"):
         run_experiment("rare-class", scale="smoke", options=["tune_seeds=2"], out=tmp_path, progress=False)
+    binary = tmp_path / "binary.yaml"
+    binary.write_text(yaml.safe_dump({**TINY, "data": {"kind": "intraclass_phantom", "size": 32, "n_train": 4}}))
+    with pytest.raises(ConfigError, match="none of rare_class_p1 applies"):
+        run_experiment(
+            "rare-class",
+            scale="smoke",
+            options=[f"sets={binary}", "candidates=rare_class_p1"],
+            out=tmp_path,
+            progress=False,
+        )

@@ -352,6 +352,11 @@ def run(ctx: Any) -> dict:
             if spec.multiclass and not multiclass:
                 continue
             recipes[candidate] = raw if candidate == "recipe" else _merge(base, spec.keys(facts))
+        if len(recipes) == 1:
+            raise ConfigError(
+                f"option 'candidates': none of {', '.join(names)} applies to '{name}' (one foreground class; "
+                "the multi-class candidates skip it)"
+            )
 
         def train(label: str, seed: int) -> tuple[Path, dict]:
             key = f"{stem}/{label}/seed{seed}"
@@ -412,8 +417,10 @@ def run(ctx: Any) -> dict:
             "test_cases": {"with_class": len(present), "without_class": len(absent)},
             "paired_difference": {k: d.to_dict() for k, d in comparisons.items()},
             "verdict": _verdict(main, selected),
-            "budget": {"epochs": raw["epochs"], "steps_per_epoch": raw.get("steps_per_epoch"), "batch_size": raw.get("batch_size")},
+            "budget": {k: raw.get(k) for k in ("epochs", "steps_per_epoch", "batch_size")},
         }
+    lines += ["", "Candidates:", ""]
+    lines += [f"- `{k}`: {CANDIDATES[k].what}" + (" (multi-class sets)" * CANDIDATES[k].multiclass) for k in names]
     lines += [
         "",
         f"Rows: `{DEFAULT}` is each set's recipe with the nnunet recipe's loss, deep supervision and foreground "
