@@ -202,7 +202,7 @@ def test_every_loss_of_the_grid_leaves_out_ignored_pixels(binary):
 
 
 def test_unknown_candidate_and_tune_seeds_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="did you mean 'dice_focal'"):
+    with pytest.raises(ConfigError, match="option 'candidates' has 'dice_focl' \\(did you mean 'dice_focal'"):
         run_experiment("rare-class", scale="smoke", options=["candidates=dice_focl"], out=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="tune_seeds"):
         run_experiment("rare-class", scale="smoke", options=["tune_seeds=2"], out=tmp_path, progress=False)

@@ -45,7 +45,6 @@ from typing import Any, Union
 import numpy as np
 
 from medbalance._atomic import atomic_write_text
-from medbalance._suggest import did_you_mean
 from medbalance.errors import ConfigError, DataError
 
 __all__ = ["CANDIDATES", "OPTIONS", "SCALES", "Candidate", "SetFacts", "rarest_class", "run", "select", "case_scores"]
@@ -181,15 +180,9 @@ def rarest_class(counts: Sequence[float]) -> int:
 
 
 def _candidates(names: Sequence[str]) -> list[str]:
-    if not names:
-        raise ConfigError("option 'candidates' needs at least one candidate name")
-    for name in names:
-        if name not in CANDIDATES:
-            raise ConfigError(
-                f"unknown candidate '{name}' in option 'candidates' ({did_you_mean(name, list(CANDIDATES))}"
-                f"known: {', '.join(CANDIDATES)})"
-            )
-    return list(dict.fromkeys(names))
+    from medbalance.experiments.seed002.loss_study import _choice_list  # the experiments' one list-option check
+
+    return list(dict.fromkeys(_choice_list("candidates", list(names), list(CANDIDATES))))
 
 
 def _budget(ctx: Any, raw: dict) -> dict:
