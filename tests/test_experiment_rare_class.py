@@ -216,3 +216,6 @@ def test_unknown_candidate_and_tune_seeds_are_refused(tmp_path):
             out=tmp_path,
             progress=False,
         )
+    with pytest.raises(ConfigError, match="config file 'nope' does not exist"):
+        run_experiment("rare-class", scale="smoke", options=[f"sets={binary},nope"], out=tmp_path, progress=False)
+    assert not list(tmp_path.glob("*/runs/*"))  # refused before any training

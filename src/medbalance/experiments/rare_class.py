@@ -16,8 +16,9 @@ read at run time for geometry, patch size, spacing, augmentation, optimiser and 
 4. **Selection on validation only**: each candidate is trained with the first ``tune_seeds`` seeds;
    the one with the best validation Dice of the rarest class (mean over those seeds;
    ``metrics.json``'s ``val.dice`` of ``best.pt``: the mean over validation images where the class is
-   in the truth or the prediction, so a false alarm on an image without it scores 0) is the
-   **selected** candidate. No test score is read before the selection.
+   in the truth or the prediction, so a false alarm on an image without it scores 0; ``best.pt`` is
+   chosen by the recipe's monitor, the same for every row) is the **selected** candidate. No test
+   score is read before the selection.
 5. **Test**: the selected candidate and the default are trained with every seed; the rarest class's
    per-case Dice is read from each run's ``evaluations/test/cases.csv`` and compared case by case
    (:func:`medbalance.experiments.stats.paired_difference`, 95% percentile bootstrap over cases,
@@ -330,9 +331,9 @@ def run(ctx: Any) -> dict:
         "|---|---|---|---|---|---|",
     ]
     summary: dict[str, dict] = {}
-    for name in sets:
+    budgets = {name: _budget(ctx, _raw_recipe(name)) for name in sets}  # every recipe read before any training
+    for name, raw in budgets.items():
         stem = Path(name).stem
-        raw = _budget(ctx, _raw_recipe(name))
         base = default_recipe(raw)
         counts, class_names = _facts(_config(ctx, base, f"{stem}-{DEFAULT}", ctx.seeds[0]))
         c = rarest_class(counts)
