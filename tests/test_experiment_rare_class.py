@@ -82,6 +82,22 @@ def test_smoke_rows_share_the_budget_and_the_report_states_the_policy(tiny_exper
     assert default["model"]["deep_supervision"] is True and default["loss"] == "dice_ce"
     md = (folder / "results.md").read_text()
     assert "| tiny / default |" in md and "Validation Dice of the rarest class" in md
+    # the paired difference re-derived from the two rows' cases.csv
+    c, selected = summary["rarest_class"]["index"], summary["selected"]
+
+    def rows(label):
+        path = folder / "runs" / "tiny" / label / "seed0" / "evaluations" / "test" / "cases.csv"
+        table = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+        table = table[table["class_index"] == c]
+        return table[np.argsort(table["case"])]
+
+    base, chosen = rows("default"), rows(selected)
+    assert (base["case"] == chosen["case"]).all() and (base["target_pixels"] == chosen["target_pixels"]).all()
+    present = base["target_pixels"] > 0
+    assert present.sum() == cases["with_class"]
+    difference = summary["paired_difference"]["present"]
+    assert difference["mean"] == pytest.approx(float(np.mean(chosen["dice"][present] - base["dice"][present])))
+    assert difference["low"] <= difference["mean"] <= difference["high"] and difference["n_cases"] == present.sum()
     assert "empty = 1 if none predicted" in md
 
 
