@@ -14,6 +14,7 @@ EXPERIMENTS: dict[str, str] = {
     "loss-study": "medbalance.experiments.seed002.loss_study",
     "longtail": "medbalance.experiments.seed001",
     "baselines": "medbalance.experiments.baselines",
+    "rare-class": "medbalance.experiments.rare_class",
 }
 SCALE_NAMES = ("smoke", "small", "paper")
 
