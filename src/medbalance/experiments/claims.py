@@ -191,14 +191,9 @@ def _validation_curve(run_dir: Path) -> list[float]:
         return [float(row[f"val_{monitor}"]) for row in csv.DictReader(f)]
 
 
-def _stack(scores: Sequence[CaseScores], what: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(seeds, cases, classes)`` Dice and ``(seeds, cases)`` mean foreground Dice of runs that
-    scored the same cases and classes."""
-    first = scores[0]
-    for s in scores[1:]:
-        if s.cases != first.cases or s.classes != first.classes:
-            raise ConfigError(f"{what}: the runs scored different test cases or classes; they cannot be paired")
-    return np.stack([s.dice for s in scores]), np.stack([s.mean_fg for s in scores])
+def _stack(scores: Mapping[int, CaseScores]) -> tuple[np.ndarray, np.ndarray]:
+    """``(seeds, cases, classes)`` Dice and ``(seeds, cases)`` mean foreground Dice of one row's runs."""
+    return np.stack([s.dice for s in scores.values()]), np.stack([s.mean_fg for s in scores.values()])
 
 
 def add_claims(
@@ -229,6 +224,13 @@ def add_claims(
     """
     scores = {row: {seed: case_scores(folder) for seed, folder in seeds.items()} for row, seeds in runs.items()}
     first = next(iter(next(iter(scores.values())).values()))
+    for row, seeds in scores.items():
+        for seed, s in seeds.items():
+            if s.cases != first.cases or s.classes != first.classes:
+                raise ConfigError(
+                    f"row '{row}' seed {seed} ({runs[row][seed]}) scored different test cases or classes than "
+                    "the first run; they cannot be paired"
+                )
     multi = len(first.classes) > 1
     metrics = ("Dice", *((f"Dice {c}" for c in first.classes) if multi else ()))
     diff_column = f"{method} - row [95% CI]"
@@ -246,11 +248,9 @@ def add_claims(
             }
 
     differences: dict[str, dict] = {}
-    a, mean_a = _stack(list(scores[method].values()), method)
+    a, mean_a = _stack(scores[method])
     for base in baselines:
-        b, mean_b = _stack(list(scores[base].values()), base)
-        if next(iter(scores[base].values())).cases != first.cases or b.shape[2] != a.shape[2]:
-            raise ConfigError(f"{method} and {base} scored different test cases; they cannot be paired")
+        b, mean_b = _stack(scores[base])
         # a case (class) the empty policy leaves out has no score in either arm: the truth decides
         main = _paired(mean_a, mean_b)
         differences[base] = {"mean_fg": main.to_dict() if main else None}

@@ -132,7 +132,11 @@ class ResultTable:
         """Every row as its label and one ``mean ± std`` text per metric (``-`` when empty)."""
         digits = self.digits if digits is None else digits
         return [
-            [r, *(self._text(r, m, digits) for m in self.metrics), *(self.texts.get(r, {}).get(c, "") for c in self.columns)]
+            [
+                r,
+                *(self._text(r, m, digits) for m in self.metrics),
+                *(self.texts.get(r, {}).get(c, "") for c in self.columns),
+            ]
             for r in self.rows
         ]
 
@@ -296,7 +300,9 @@ class ExperimentContext:
         columns: Sequence[str] = (),
     ) -> ResultTable:
         """A new table that :meth:`write_report` will include (in creation order)."""
-        table = ResultTable(title, tuple(metrics), row_label=row_label, note=note, digits=digits, columns=tuple(columns))
+        table = ResultTable(
+            title, tuple(metrics), row_label=row_label, note=note, digits=digits, columns=tuple(columns)
+        )
         self.tables.append(table)
         return table
 

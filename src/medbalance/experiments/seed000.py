@@ -360,8 +360,9 @@ def _save_artefacts(
     return figures
 
 
-def _claims(ctx: Any, setup: _Setup) -> dict:
-    """Issue 22: dual-path vs U-Net and the nnU-Net-style default at equal optimiser steps (``--set claims=true``).
+def _claim_rows(ctx: Any, setup: _Setup) -> tuple[dict, claims.StepBudget, int]:
+    """The claims rows (label -> (run key, config of a seed)), dual-path's step budget and the
+    recipe's epochs.
 
     Rows: the U-Net of the dataset recipe at its own schedule (also dual-path's discriminator),
     the same U-Net and the nnU-Net-style U-Net given dual-path's total steps (discriminator, paths,
@@ -417,6 +418,13 @@ def _claims(ctx: Any, setup: _Setup) -> dict:
         "nnU-Net-style (equal steps)": ("nnunet_equal", lambda seed: config(seed, **nnunet_changes)),
         "Dual-path": ("dualpath", dualpath),
     }
+    return rows, budget, e
+
+
+def _claims(ctx: Any, setup: _Setup) -> dict:
+    """Issue 22: dual-path vs U-Net and the nnU-Net-style default at equal optimiser steps (``--set claims=true``)."""
+    rows, budget, e = _claim_rows(ctx, setup)
+    steps = budget.steps_per_epoch
     recipe = claims.DATASET_RECIPES[ctx.data] if setup.recipe is not None else None
     origin = f"the built-in recipe '{recipe}'" if recipe else f"the '{ctx.scale}' preset (no dataset recipe)"
     note = (
