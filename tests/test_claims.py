@@ -107,6 +107,7 @@ def test_add_claims_pairs_seeds_and_cases_and_leaves_out_unscored_ones(tmp_path)
             ]
             folder = tmp_path / row / str(seed)
             _cases_json(folder / "evaluations" / "test", rows)
+            (folder / "history.csv").write_text(f"epoch,seconds\n1,{seed + 1.5}\n2,1\n")
             runs.setdefault(row, {})[seed] = folder
     ctx = ExperimentContext("t", "smoke", tmp_path, (0, 1), "phantom", {})
     table = claims.add_claims(ctx, "T", runs, method="method", baselines=["base"])
@@ -122,8 +123,10 @@ def test_add_claims_pairs_seeds_and_cases_and_leaves_out_unscored_ones(tmp_path)
     assert d["y"]["n_cases"] == 1 and d["mean_fg"]["n_seeds"] == 2
     assert table.texts["base"]["verdict"] == claims.verdict(d["mean_fg"]["holds"])
     assert table.extra["per_case"]["method"][0]["mean_fg"][2] is None
+    assert table.extra["epoch_seconds"]["base"] == {0: 2.5, 1: 3.5}
     with pytest.raises(ConfigError, match="row .odd. seed 0 .* scored different test cases"):
         _cases_json(tmp_path / "odd" / "evaluations" / "test", [{"case": "z", "class": "x", "dice": 0.5}])
+        (tmp_path / "odd" / "history.csv").write_text("epoch,seconds\n1,1\n")
         claims.add_claims(ctx, "T2", {**runs, "odd": {0: tmp_path / "odd"}}, method="method", baselines=["odd"])
 
 

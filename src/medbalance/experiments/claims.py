@@ -40,6 +40,7 @@ __all__ = [
     "claims_base",
     "dataset_recipe",
     "epoch_steps",
+    "keep_cases",
     "nnunet_settings",
     "verdict",
 ]
@@ -179,16 +180,43 @@ def case_scores(run_dir: str | Path, split: str = "test") -> CaseScores:
     return CaseScores(tuple(cases), tuple(classes), dice, document["summary"]["empty"])
 
 
+def keep_cases(table, row: str, seed: int, scores: CaseScores | str | Path) -> CaseScores:
+    """Keep a run's per-case test Dice in ``table``'s ``results.json`` content: ``cases``, ``classes``
+    and ``per_case[row][seed]`` (``mean_fg`` per case, and per class when there are several).
+
+    Args:
+        table: a :class:`~medbalance.experiments.runner.ResultTable`.
+        row, seed: where the run sits in the table.
+        scores: the run's :class:`CaseScores`, or its finished run folder.
+    """
+    s = scores if isinstance(scores, CaseScores) else case_scores(scores)
+    table.extra.setdefault("cases", list(s.cases))
+    table.extra.setdefault("classes", list(s.classes))
+    table.extra.setdefault("empty", s.empty)
+    per_class = {c: _json_list(s.dice[:, k]) for k, c in enumerate(s.classes)} if len(s.classes) > 1 else {}
+    table.extra.setdefault("per_case", {}).setdefault(row, {})[seed] = {"mean_fg": _json_list(s.mean_fg), **per_class}
+    return s
+
+
 def verdict(holds: bool | None) -> str:
     """The words of a :attr:`~medbalance.experiments.stats.PairedDifference.holds` verdict."""
     return {True: "holds", False: "does not hold", None: "no difference shown"}[holds]
 
 
+def _history(run_dir: Path) -> list[dict]:
+    with open(Path(run_dir) / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _validation_curve(run_dir: Path) -> list[float]:
     """The run's monitored validation score per epoch, from ``history.csv``."""
     monitor = json.loads((run_dir / "metrics.json").read_text())["monitor"]
-    with open(run_dir / "history.csv", newline="") as f:
-        return [float(row[f"val_{monitor}"]) for row in csv.DictReader(f)]
+    return [float(row[f"val_{monitor}"]) for row in _history(run_dir)]
+
+
+def _epoch_seconds(run_dir: Path) -> float:
+    """Wall seconds of the run's own epochs (training and validation; its parts' not included)."""
+    return round(sum(float(row["seconds"]) for row in _history(run_dir)), 1)
 
 
 def _stack(scores: Mapping[int, CaseScores]) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +237,8 @@ def add_claims(
 ):
     """The claims table of finished runs: every row's test Dice (mean ± std over seeds), the method's
     paired difference to each baseline with its 95% interval and verdict, the plateau of ``converged``
-    rows; per-case scores, intervals (also per class) and plateau gains go to ``results.json``.
+    rows; per-case scores, intervals (also per class), plateau gains and each run's epoch wall
+    seconds (``epoch_seconds``) go to ``results.json``.
 
     Args:
         ctx: the experiment context (the table is one of its tables).
@@ -235,17 +264,13 @@ def add_claims(
     metrics = ("Dice", *((f"Dice {c}" for c in first.classes) if multi else ()))
     diff_column = f"{method} - row [95% CI]"
     table = ctx.table(title, metrics, columns=(diff_column, "verdict", "plateau"), note=note)
-    per_case: dict[str, dict[int, dict[str, list]]] = {}
     for row, seeds in scores.items():
         for seed, s in seeds.items():
             cells = {"Dice": float(np.nanmean(s.mean_fg))}
             for k, c in enumerate(s.classes if multi else ()):
                 cells[f"Dice {c}"] = float(np.nanmean(s.dice[:, k])) if np.isfinite(s.dice[:, k]).any() else math.nan
             table.add(row, cells, seed=seed)
-            per_case.setdefault(row, {})[seed] = {
-                "mean_fg": _json_list(s.mean_fg),
-                **({c: _json_list(s.dice[:, k]) for k, c in enumerate(s.classes)} if multi else {}),
-            }
+            keep_cases(table, row, seed, s)
 
     differences: dict[str, dict] = {}
     a, mean_a = _stack(scores[method])
@@ -273,11 +298,9 @@ def add_claims(
             largest = max(s["gain"] for s in seeds)
             flat = sum(s["plateaued"] for s in seeds)
             table.put(row, "plateau", f"{flat} of {len(seeds)} seeds (largest last-quarter gain {largest:+.3f})")
+    seconds = {row: {seed: _epoch_seconds(folder) for seed, folder in seeds.items()} for row, seeds in runs.items()}
     table.extra.update(
-        cases=list(first.cases),
-        classes=list(first.classes),
-        empty=first.empty,
-        per_case=per_case,
+        epoch_seconds=seconds,
         differences=differences,
         plateau=plateaus,
         **(extra or {}),

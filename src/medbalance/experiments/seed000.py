@@ -82,6 +82,8 @@ OPTIONS: dict[str, object] = {
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 _COMPARISON = ("U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path")
+#: The run folder (``runs/<key>/seed<k>``) of each baseline row.
+_RUN_KEYS = {"U-Net": "unet", "U-Net++": "unetpp", "CE-Net": "cenet", "nnU-Net-style": "nnunet"}
 _WEIGHT_MODES = ("train", "oof")
 _MODE_NAMES = {"train": "training-set", "oof": "out-of-fold"}
 _PHANTOMS = ("intraclass_phantom", "nuclei_phantom")
@@ -252,25 +254,22 @@ def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:
     """The comparison rows other than dual-path, each a recipe; ``U-Net`` doubles as the discriminator."""
     e, d = setup.epochs, {"depth": setup.depth}
     recipes = {
-        "U-Net": ("unet", setup.config(seed, "unet", "ce", e, **d)),
-        "U-Net++": ("unetpp", setup.config(seed, "unetpp", "ce", e, **d)),
-        "CE-Net": ("cenet", setup.config(seed, "cenet", "ce", e)),
+        "U-Net": setup.config(seed, "unet", "ce", e, **d),
+        "U-Net++": setup.config(seed, "unetpp", "ce", e, **d),
+        "CE-Net": setup.config(seed, "cenet", "ce", e),
         # nnU-Net-style: Dice + CE, deep supervision, a third of each batch holding foreground
-        "nnU-Net-style": (
-            "nnunet",
-            setup.config(
-                seed,
-                "unet",
-                "dice_ce",
-                e,
-                deep_supervision=True,
-                **d,
-                sampler="foreground",
-                stages=[{"name": "train", "epochs": e, "batches": "foreground"}],
-            ),
+        "nnU-Net-style": setup.config(
+            seed,
+            "unet",
+            "dice_ce",
+            e,
+            deep_supervision=True,
+            **d,
+            sampler="foreground",
+            stages=[{"name": "train", "epochs": e, "batches": "foreground"}],
         ),
     }
-    return {row: _engine(setup.ctx, f"{key}/seed{seed}", cfg) for row, (key, cfg) in recipes.items()}
+    return {row: _engine(setup.ctx, f"{_RUN_KEYS[row]}/seed{seed}", cfg) for row, cfg in recipes.items()}
 
 
 def _dualpath_key(seed: int, mode: str, alpha: float) -> str:
@@ -521,6 +520,10 @@ def run(ctx: Any) -> dict:
         for row in _COMPARISON[:-1]:
             comparison.add(row, setup.cell(test[row][1], setup.phantom), seed=seed)
         comparison.add("Dual-path", setup.cell(fused, setup.phantom), seed=seed)
+        for row in _COMPARISON[:-1]:  # per-case test scores, from each run folder's own evaluation
+            claims.keep_cases(comparison, row, seed, ctx.run_dir / "runs" / _RUN_KEYS[row] / f"seed{seed}")
+        dual_run = ctx.run_dir / "runs" / _dualpath_key(seed, setup.mode, setup.alpha)
+        claims.keep_cases(comparison, "Dual-path", seed, dual_run)
         ablation.add("U-Net", setup.cell(test["U-Net"][1]), seed=seed)
         for row in ABLATION_ROWS:
             ablation.add(row, setup.cell(rows[row]), seed=seed)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medbalance.experiments import claims
 from medbalance.experiments.seed002.tables import COMBO_TABLES, combos_for
 from medbalance.methods.reuse_background import COMBINE_MODES, combine_predictions
 
@@ -282,7 +283,9 @@ def run(ctx) -> dict:
         "Plain vs reuse background (seed tables 4.20 / 4.21)",
         list(_MAIN_METRICS),
         note="Test split, scores of the summed confusion matrix; Dice / mIoU / mAP (mean precision) / "
-        "mean recall include the background like the seed's; 'fg' columns average the cell classes."
+        "mean recall include the background like the seed's; 'fg' columns average the cell classes. "
+        "results.json keeps the per-case Dice of the rows that are run folders (plain, nnU-Net-style), from "
+        "each run's own evaluation; the combinations are no run folders (`--set claims=true` trains one)."
         + (f" Rows 'k: ...': combination k of seed table {multis[0].table}." if multis[0].table else ""),
     )
     absent = "'-': the class is absent from both the prediction and the truth of the test split (in some seed)."
@@ -320,6 +323,9 @@ def run(ctx) -> dict:
                 sc = _scores(labels, target, num_classes)
                 row = rows[name] if name == "nnunet" else model.prefix + rows[name]
                 main.add(row, {m: sc[k] for m, k in _MAIN_METRICS.items()}, seed=seed)
+                if name in ("multi", "nnunet"):  # per-case test scores of the rows that are run folders
+                    run = ctx.run_dir / "runs" / (key if name == "multi" else f"nnunet/seed{seed}")
+                    claims.keep_cases(main, row, seed, run)
                 per_dice.add(row, _per_class(sc, "dice", names), seed=seed)
                 per_iou.add(row, _per_class(sc, "iou", names), seed=seed)
             for mode in COMBINE_MODES:
@@ -374,7 +380,6 @@ def _claim_rows(ctx, s: Mapping[str, Any], data: dict):
     """
     from medbalance.config import method_of
     from medbalance.data.build import build_splits
-    from medbalance.experiments import claims
 
     opts = ctx.options
     native = data["kind"] != "nuclei_phantom" and not opts["size"]
@@ -420,8 +425,6 @@ def _claim_rows(ctx, s: Mapping[str, Any], data: dict):
 
 def _claims(ctx, s: Mapping[str, Any], data: dict) -> dict:
     """Issue 22: reuse background vs plain at equal optimiser steps (``--set claims=true``)."""
-    from medbalance.experiments import claims
-
     opts = ctx.options
     rows, budget, e, splits, recipe = _claim_rows(ctx, s, data)
     steps = budget.steps_per_epoch
