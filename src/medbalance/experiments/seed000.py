@@ -18,6 +18,10 @@ reports. The U-Net row is also the discriminator of the ``train`` weight maps (t
 recipe's ``discriminator``); ``oof`` maps come from K more U-Nets, parts of the oof dual-path
 run, each trained without one fold, whose mean predicts the validation images. Real data keeps
 its native geometry (patches, sliding windows) unless ``--set size=N`` resizes it.
+
+``--set claims=true`` trains only issue 22's claims instead: U-Net and the nnU-Net-style default
+at dual-path's total optimiser steps, beside the U-Net of the dataset's built-in recipe, with
+paired bootstrap intervals over the test images (:mod:`medbalance.experiments.claims`).
 """
 
 from __future__ import annotations
