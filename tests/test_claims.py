@@ -146,11 +146,17 @@ def _cases_csv(run, column="dice"):
 @pytest.fixture(scope="module")
 def dualpath_claims(tmp_path_factory):
     out = tmp_path_factory.mktemp("claims-dualpath")
-    return run_experiment(
-        "dualpath", scale="smoke", options=["claims=true"], out=out, progress=False, device="cpu"
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: a second thread only adds synchronisation
+    try:
+        return run_experiment(
+            "dualpath", scale="smoke", options=["claims=true"], out=out, progress=False, device="cpu"
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_dualpath_claims_table_per_case_scores_and_equal_steps(dualpath_claims):
     exp = dualpath_claims.run_dir
     (table,) = json.loads((exp / "results.json").read_text())["tables"]
@@ -194,8 +200,12 @@ def test_dualpath_claims_table_per_case_scores_and_equal_steps(dualpath_claims):
     assert nn["model"]["deep_supervision"] is True and nn["loss"] == "dice_ce"
     md = (exp / "results.md").read_text()
     assert "| U-Net (equal steps) |" in md and "optimiser steps" in md
+    verdict = table["texts"]["U-Net (equal steps)"]["verdict"]
+    for page in ("results.html", "report.html"):  # the verdict column on both pages
+        assert f"<td>{verdict}</td>" in (exp / page).read_text()
 
 
+@pytest.mark.slow
 def test_resumed_claims_experiment_reuses_finished_runs(dualpath_claims):
     exp = dualpath_claims.run_dir
     finished = sorted((exp / "runs" / "claims").glob("*/seed*/metrics.json"))
@@ -215,7 +225,8 @@ def test_claims_refuse_out_of_fold_maps(tmp_path):
         run_experiment("dualpath", scale="smoke", options=["claim=true"], out=tmp_path, progress=False)
 
 
-def test_reuse_background_claims_table(tmp_path):
+@pytest.mark.slow
+def test_reuse_background_claims_table(tmp_path, one_thread):
     result = run_experiment(
         "reuse-background", scale="smoke", options=["claims=true"], out=tmp_path, progress=False, device="cpu"
     )
