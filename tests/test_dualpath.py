@@ -240,6 +240,11 @@ def test_smoke_experiment_writes_both_tables_and_the_artefacts(tmp_path):
     assert ablation["rows"]["U-Net"]["IoU"]["mean"] == comparison["rows"]["U-Net"]["IoU"]["mean"]
     for row in (*comparison["rows"].values(), *ablation["rows"].values()):
         assert 0.0 <= row["Dice"]["mean"] <= 1.0 and row["IoU"]["mean"] <= row["Dice"]["mean"] + 1e-9
+    # per-case test Dice of every row that is a run folder, from its own cases.json (issue 22)
+    assert set(comparison["per_case"]) == {"U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path"}
+    unet = json.loads((exp / "runs" / "unet" / "seed0" / "evaluations" / "test" / "cases.json").read_text())["rows"]
+    assert comparison["per_case"]["U-Net"]["0"]["mean_fg"] == [r["dice"] for r in unet]
+    assert np.mean([r["dice"] for r in unet]) == pytest.approx(comparison["rows"]["U-Net"]["Dice"]["mean"])
     assert list(tables["Alpha sweep"]["rows"]) == ["0.1", "0.3", "0.5", "0.7", "0.9"]
     assert set(tables["Weight maps from the training set"]["rows"]) == {"train", "oof"}
     assert "| Dual-path |" in (exp / "results.md").read_text() and (exp / "results.html").is_file()

@@ -148,6 +148,12 @@ def test_smoke_experiment_writes_tables_and_prediction_sets(smoke):
         "nnU-Net-style baseline",
     ]
     assert all(0.0 <= cell["mean"] <= 1.0 for row in main.values() for cell in row.values())
+    # per-case test Dice of the rows that are run folders, from their own cases.json (issue 22)
+    kept = results["tables"][0]["per_case"]
+    assert set(kept) == {"plain (multi-class)", "nnU-Net-style baseline"}
+    rows = json.loads((smoke.run_dir / "runs" / "multi" / "seed0" / "evaluations" / "test" / "cases.json").read_text())
+    third = [r["dice"] for r in rows["rows"] if r["class"] == results["tables"][0]["classes"][2]]
+    assert kept["plain (multi-class)"]["0"][results["tables"][0]["classes"][2]] == third
     per_class = results["tables"][1]
     assert per_class["metrics"][0] == "background" and len(per_class["metrics"]) == 7
     preds = smoke.run_dir / "artefacts" / "predictions" / "seed0"

@@ -95,6 +95,9 @@ class ResultTable:
     note: str = ""
     digits: int = 4  # decimals shown (1 for percentages)
     rows: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()  # text columns after the metrics (a paired difference, a verdict)
+    texts: dict[str, dict[str, str]] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # results.json only (per-case scores, intervals)
 
     def add(self, row: str, scores: Mapping[str, float], *, seed: int) -> None:
         """Record ``scores[m]`` for every metric ``m`` of the table (missing ones are an error)."""
@@ -104,6 +107,16 @@ class ResultTable:
         cells = self.rows.setdefault(row, {m: {} for m in self.metrics})
         for m in self.metrics:
             cells[m][int(seed)] = float(scores[m])
+
+    def put(self, row: str, column: str, text: str) -> None:
+        """Set the text of ``column`` (one of :attr:`columns`) in ``row``."""
+        if column not in self.columns:
+            raise KeyError(f"table '{self.title}' has no text column '{column}'")
+        self.texts.setdefault(row, {})[column] = text
+
+    @property
+    def header(self) -> tuple[str, ...]:
+        return (self.row_label, *self.metrics, *self.columns)
 
     def cell(self, row: str, metric: str) -> tuple[float, float, int]:
         values = list(self.rows[row][metric].values())
@@ -118,16 +131,23 @@ class ResultTable:
     def text_rows(self, digits: int | None = None) -> list[list[str]]:
         """Every row as its label and one ``mean ± std`` text per metric (``-`` when empty)."""
         digits = self.digits if digits is None else digits
-        return [[r, *(self._text(r, m, digits) for m in self.metrics)] for r in self.rows]
+        return [
+            [
+                r,
+                *(self._text(r, m, digits) for m in self.metrics),
+                *(self.texts.get(r, {}).get(c, "") for c in self.columns),
+            ]
+            for r in self.rows
+        ]
 
     def to_markdown(self, digits: int | None = None) -> str:
-        head = f"| {self.row_label} | " + " | ".join(self.metrics) + " |"
-        rule = "|---|" + "---:|" * len(self.metrics)
+        head = "| " + " | ".join(self.header) + " |"
+        rule = "|---|" + "---:|" * len(self.metrics) + "---|" * len(self.columns)
         body = ["| " + " | ".join(row) + " |" for row in self.text_rows(digits)]
         return "\n".join([head, rule, *body])
 
     def to_html(self, digits: int | None = None) -> str:
-        return html_table((self.row_label, *self.metrics), self.text_rows(digits))
+        return html_table(self.header, self.text_rows(digits))
 
     def to_dict(self) -> dict:
         out = {}
@@ -136,13 +156,16 @@ class ResultTable:
             for m in self.metrics:
                 mean, std, n = self.cell(r, m)
                 out[r][m] = {"mean": mean, "std": std, "n": n, "per_seed": self.rows[r][m]}
-        return {
+        content = {
             "title": self.title,
             "row_label": self.row_label,
             "metrics": list(self.metrics),
             "note": self.note,
             "rows": out,
         }
+        if self.columns:
+            content.update(columns=list(self.columns), texts=self.texts)
+        return {**content, **self.extra}
 
 
 def _cast(name: str, default: Any, value: Any) -> Any:
@@ -267,10 +290,19 @@ class ExperimentContext:
         return folder
 
     def table(
-        self, title: str, metrics: Sequence[str], *, row_label: str = "method", note: str = "", digits: int = 4
+        self,
+        title: str,
+        metrics: Sequence[str],
+        *,
+        row_label: str = "method",
+        note: str = "",
+        digits: int = 4,
+        columns: Sequence[str] = (),
     ) -> ResultTable:
         """A new table that :meth:`write_report` will include (in creation order)."""
-        table = ResultTable(title, tuple(metrics), row_label=row_label, note=note, digits=digits)
+        table = ResultTable(
+            title, tuple(metrics), row_label=row_label, note=note, digits=digits, columns=tuple(columns)
+        )
         self.tables.append(table)
         return table
 
@@ -309,7 +341,7 @@ class ExperimentContext:
             page.heading(t.title)
             if t.note:
                 page.para(t.note)
-            page.table((t.row_label, *t.metrics), t.text_rows())
+            page.table(t.header, t.text_rows())
         for f in figures:
             page.figure(f, f.stem)
         atomic_write_text(self.run_dir / "results.html", page.to_html(self.run_dir))

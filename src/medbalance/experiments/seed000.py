@@ -18,6 +18,10 @@ reports. The U-Net row is also the discriminator of the ``train`` weight maps (t
 recipe's ``discriminator``); ``oof`` maps come from K more U-Nets, parts of the oof dual-path
 run, each trained without one fold, whose mean predicts the validation images. Real data keeps
 its native geometry (patches, sliding windows) unless ``--set size=N`` resizes it.
+
+``--set claims=true`` trains only issue 22's claims instead: U-Net and the nnU-Net-style default
+at dual-path's total optimiser steps, beside the U-Net of the dataset's built-in recipe, with
+paired bootstrap intervals over the test images (:mod:`medbalance.experiments.claims`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from medbalance.engine.engine import Engine
 from medbalance.engine.run import load_run
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError, DataError
+from medbalance.experiments import claims
 from medbalance.methods.dualpath import ABLATION_ROWS, ablation_labels, split_mac_mic, weight_maps
 from medbalance.report.overlays import overlay_contours, save_png, tile_grid, to_rgb
 
@@ -79,12 +84,15 @@ OPTIONS: dict[str, object] = {
     "patch_size": 0,  # side of the training patches on real data at native geometry (0: the scale's)
     "sweep": True,  # also run the alpha sweep and the train-vs-oof comparison
     "phantom": "intraclass_phantom",  # --data phantom: "intraclass_phantom" (binary) or "nuclei_phantom" (7 classes)
+    "claims": False,  # only issue 22's claims at equal compute (medbalance.experiments.claims)
 }
 
 #: The alpha sweep (SPEC 5.2: the seed's value is not legible).
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 _COMPARISON = ("U-Net", "U-Net++", "CE-Net", "nnU-Net-style", "Dual-path")
+#: The run folder (``runs/<key>/seed<k>``) of each baseline row.
+_RUN_KEYS = {"U-Net": "unet", "U-Net++": "unetpp", "CE-Net": "cenet", "nnU-Net-style": "nnunet"}
 _WEIGHT_MODES = ("train", "oof")
 _MODE_NAMES = {"train": "training-set", "oof": "out-of-fold"}
 _PHANTOMS = ("intraclass_phantom", "nuclei_phantom")
@@ -187,6 +195,13 @@ class _Setup:
             }
         )
         self.native = section["kind"] not in _PHANTOMS and not opts["size"]
+        self.claims = bool(opts["claims"])
+        if self.claims and self.mode != "train":
+            raise ConfigError("option 'claims' decides the paper's method: it needs weight_maps 'train'")
+        # claims on real data: every row starts from the dataset's built-in recipe, its data section too
+        self.recipe = claims.dataset_recipe(ctx.data) if self.claims and self.native else None
+        if self.recipe is not None:
+            section = dict(self.recipe["data"])
         if section["kind"] not in _PHANTOMS and opts["size"]:  # real data: native geometry unless resized
             section["size"] = size
         if section["kind"] in ("folder", "camus"):
@@ -250,25 +265,22 @@ def _baselines(setup: _Setup, seed: int) -> dict[str, Engine]:
     """The comparison rows other than dual-path, each a recipe; ``U-Net`` doubles as the discriminator."""
     e, d = setup.epochs, {"depth": setup.depth}
     recipes = {
-        "U-Net": ("unet", setup.config(seed, "unet", "ce", e, **d)),
-        "U-Net++": ("unetpp", setup.config(seed, "unetpp", "ce", e, **d)),
-        "CE-Net": ("cenet", setup.config(seed, "cenet", "ce", e)),
+        "U-Net": setup.config(seed, "unet", "ce", e, **d),
+        "U-Net++": setup.config(seed, "unetpp", "ce", e, **d),
+        "CE-Net": setup.config(seed, "cenet", "ce", e),
         # nnU-Net-style: Dice + CE, deep supervision, a third of each batch holding foreground
-        "nnU-Net-style": (
-            "nnunet",
-            setup.config(
-                seed,
-                "unet",
-                "dice_ce",
-                e,
-                deep_supervision=True,
-                **d,
-                sampler="foreground",
-                stages=[{"name": "train", "epochs": e, "batches": "foreground"}],
-            ),
+        "nnU-Net-style": setup.config(
+            seed,
+            "unet",
+            "dice_ce",
+            e,
+            deep_supervision=True,
+            **d,
+            sampler="foreground",
+            stages=[{"name": "train", "epochs": e, "batches": "foreground"}],
         ),
     }
-    return {row: _engine(setup.ctx, f"{key}/seed{seed}", cfg) for row, (key, cfg) in recipes.items()}
+    return {row: _engine(setup.ctx, f"{_RUN_KEYS[row]}/seed{seed}", cfg) for row, cfg in recipes.items()}
 
 
 def _dualpath_key(seed: int, mode: str, alpha: float) -> str:
@@ -358,9 +370,113 @@ def _save_artefacts(
     return figures
 
 
+def _claim_rows(ctx: Any, setup: _Setup) -> tuple[dict, claims.StepBudget, int]:
+    """The claims rows (label -> (run key, config of a seed)), dual-path's step budget and the
+    recipe's epochs.
+
+    Rows: the U-Net of the dataset recipe at its own schedule (also dual-path's discriminator),
+    the same U-Net and the nnU-Net-style U-Net given dual-path's total steps (discriminator, paths,
+    fusion, finetune), and dual-path on the recipe's geometry with the recipe's network as each path.
+    """
+    from medbalance.config import method_of
+
+    fallback = {
+        "epochs": setup.epochs,
+        "lr": setup.lr,
+        "optimizer": "adam",
+        "weight_decay": 1e-4,
+        "batch_size": setup.batch_size,
+        "model": {"name": "unet", "base_channels": setup.width, "depth": setup.depth},
+        "loss": "ce",
+        "steps_per_epoch": setup.preset["steps"] if setup.native else None,
+    }
+    base = claims.claims_base(setup.recipe, fallback, ctx.options)
+
+    def config(seed: int, **changes: Any) -> RunConfig:
+        return ctx.base_config(**{**base, "data": setup.section, "seed": seed, **changes})
+
+    def unet_run(seed: int) -> Path:
+        return ctx.run_dir / "runs" / "claims" / "unet" / f"seed{seed}"
+
+    def dualpath(seed: int) -> RunConfig:
+        method = {
+            "name": "dualpath",
+            "alpha": setup.alpha,
+            "weight_maps": "train",
+            "fusion_channels": setup.preset["fusion_channels"],
+            "discriminator": str(unet_run(seed)),  # the recipe's U-Net row, trained once per seed
+        }
+        return config(seed, method=method)
+
+    e = base["epochs"]
+    steps, patches = claims.epoch_steps(config(ctx.seeds[0]), setup.splits.train)
+    stages = method_of(dualpath(ctx.seeds[0])).default_stages(dualpath(ctx.seeds[0]))
+    budget = claims.StepBudget({"discriminator": e, **{st["name"]: st["epochs"] for st in stages}}, steps)
+    nnunet = claims.nnunet_settings()
+    nnunet_changes = {
+        "epochs": budget.epochs,
+        "model": {**base["model"], "deep_supervision": nnunet["deep_supervision"]},
+        "loss": nnunet["loss"],
+        "sampler": nnunet["sampler"],
+        "foreground_fraction": nnunet.get("foreground_fraction", 0.33),
+        # whole images: the foreground share comes from the batch sampler instead of patch centres
+        **({} if patches else {"stages": [{"name": "train", "epochs": budget.epochs, "batches": "foreground"}]}),
+    }
+    rows = {
+        "U-Net (recipe schedule)": ("unet", lambda seed: config(seed)),
+        "U-Net (equal steps)": ("unet_equal", lambda seed: config(seed, epochs=budget.epochs)),
+        "nnU-Net-style (equal steps)": ("nnunet_equal", lambda seed: config(seed, **nnunet_changes)),
+        "Dual-path": ("dualpath", dualpath),
+    }
+    return rows, budget, e
+
+
+def _claims(ctx: Any, setup: _Setup) -> dict:
+    """Issue 22: dual-path vs U-Net and the nnU-Net-style default at equal optimiser steps (``--set claims=true``)."""
+    rows, budget, e = _claim_rows(ctx, setup)
+    steps = budget.steps_per_epoch
+    recipe = claims.DATASET_RECIPES[ctx.data] if setup.recipe is not None else None
+    origin = f"the built-in recipe '{recipe}'" if recipe else f"the '{ctx.scale}' preset (no dataset recipe)"
+    note = (
+        f"Test split of '{ctx.data}', {len(setup.splits.test)} cases; every row starts from {origin}: its data "
+        "section, patch size, sampler, augmentation, network, loss, batch, learning rate. Dice: mean over the test "
+        "cases of the per-case foreground Dice (multi-class: the mean over the foreground classes in the case's "
+        "truth; a class absent from it is left out, evaluation.empty 'skip'). 'Dual-path - row': mean over cases of "
+        "the per-case difference (each case averaged over the seeds) with its 95% percentile-bootstrap interval "
+        "over cases; verdict 'holds' when the interval is above 0, 'does not hold' below 0, 'no difference shown' "
+        f"when it contains 0. Optimiser steps: dual-path {budget.text()} (the discriminator is the U-Net "
+        f"(recipe schedule) row); U-Net and nnU-Net-style (equal steps): {budget.epochs} epochs x {steps} = "
+        f"{budget.epochs * steps}; U-Net (recipe schedule): {e} x {steps} = {e * steps}. nnU-Net-style: the "
+        "'nnunet' recipe's loss, deep supervision and foreground sampler on this geometry. Plateau: seeds whose "
+        "last quarter of validation epochs improved the best score by less than 0.005."
+    )
+    runs: dict[str, dict[int, Path]] = {row: {} for row in rows}
+    results: dict = {}
+    for n, seed in enumerate(ctx.seeds):
+        for row, (key, make) in rows.items():
+            ctx.run(f"claims/{key}/seed{seed}", make(seed))
+            runs[row][seed] = ctx.run_dir / "runs" / "claims" / key / f"seed{seed}"
+        ctx.tables.clear()  # the table of the seeds so far, rewritten after every seed
+        claims.add_claims(
+            ctx,
+            "Claims at equal compute (issue 22)",
+            runs,
+            method="Dual-path",
+            baselines=list(rows)[:3],
+            converged=["U-Net (recipe schedule)"],
+            note=note,
+            extra={"steps": {"dualpath": budget.to_dict(), "equal_epochs": budget.epochs, "recipe_epochs": e}},
+        )
+        intro = f"Seeds finished: {n + 1} of {len(ctx.seeds)}. Dual-path (seed 000) claims on {ctx.data}."
+        results = ctx.write_report(intro)
+    return results
+
+
 def run(ctx: Any) -> dict:
     """Train everything, fill the tables, save the artefacts and write the report (see the module doc)."""
     setup = _Setup(ctx)
+    if setup.claims:
+        return _claims(ctx, setup)
     per_class = tuple(f"Dice {name}" for name in setup.classes)
     metrics = ("Dice", "IoU", *(("minority recall",) if setup.phantom else ()), *per_class)
     where = f"test split of '{ctx.data}' ({len(setup.splits.test)} images, mean over images)"
@@ -415,6 +531,10 @@ def run(ctx: Any) -> dict:
         for row in _COMPARISON[:-1]:
             comparison.add(row, setup.cell(test[row][1], setup.phantom), seed=seed)
         comparison.add("Dual-path", setup.cell(fused, setup.phantom), seed=seed)
+        for row in _COMPARISON[:-1]:  # per-case test scores, from each run folder's own evaluation
+            claims.keep_cases(comparison, row, seed, ctx.run_dir / "runs" / _RUN_KEYS[row] / f"seed{seed}")
+        dual_run = ctx.run_dir / "runs" / _dualpath_key(seed, setup.mode, setup.alpha)
+        claims.keep_cases(comparison, "Dual-path", seed, dual_run)
         ablation.add("U-Net", setup.cell(test["U-Net"][1]), seed=seed)
         for row in ABLATION_ROWS:
             ablation.add(row, setup.cell(rows[row]), seed=seed)

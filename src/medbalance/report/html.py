@@ -541,10 +541,11 @@ def write_experiment_report(exp_dir: str | Path) -> Path:
         page.heading(table["title"])
         if table.get("note"):
             page.para(table["note"])
-        rows = []
+        rows, columns, texts = [], table.get("columns", []), table.get("texts", {})
         for row, cells in table["rows"].items():
             rows.append([row, *(_mean_std(cells[m]) for m in table["metrics"])])
-        page.table([table.get("row_label", "method"), *table["metrics"]], rows)
+            rows[-1] += [texts.get(row, {}).get(c, "") for c in columns]  # a claim's difference and verdict
+        page.table([table.get("row_label", "method"), *table["metrics"], *columns], rows)
     histories = {
         str(p.parent.relative_to(exp_dir / "runs")): _read_history(p.parent)
         for p in sorted((exp_dir / "runs").glob("**/history.csv"))

@@ -5,6 +5,11 @@ Trains both models of :mod:`medbalance.methods.reuse_background` and an nnU-Net-
 prediction sets (colour-coded PNGs and contour overlays) and the tables "plain vs reuse
 background" (seed tables 4.20 / 4.21), per-class Dice / IoU, the binary model's scores
 (table 4.19) and where the combination changed pixels.
+
+``--set claims=true`` trains only issue 22's claim instead: the composite reuse-background
+recipe against the plain model of the dataset's built-in recipe at its own schedule and at the
+method's total optimiser steps, with paired bootstrap intervals over the test tiles
+(:mod:`medbalance.experiments.claims`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medbalance.experiments import claims
 from medbalance.experiments.seed002.tables import COMBO_TABLES, combos_for, patch_size
 from medbalance.methods.reuse_background import COMBINE_MODES, combine_predictions
 
@@ -99,6 +105,7 @@ OPTIONS: dict[str, Any] = {
     "tau": 0.5,  # binary threshold of the combination
     "baseline": True,  # also train the nnU-Net-style baseline
     "all_seed_predictions": False,  # write the prediction PNGs of every seed, not only the first
+    "claims": False,  # only issue 22's claims at equal compute (medbalance.experiments.claims)
 }
 
 
@@ -233,6 +240,8 @@ def run(ctx) -> dict:
     s = _settings(ctx)
     opts = ctx.options
     data = _data_section(ctx, s)
+    if opts["claims"]:
+        return _claims(ctx, s, data)
     # The data (and its split) stay fixed; the seeds vary initial weights and batch order.
     splits = build_splits(ctx.base_config(data=data, epochs=1))
     if splits.test is None:
@@ -286,7 +295,9 @@ def run(ctx) -> dict:
         "Plain vs reuse background (seed tables 4.20 / 4.21)",
         list(_MAIN_METRICS),
         note="Test split, scores of the summed confusion matrix; Dice / mIoU / mAP (mean precision) / "
-        "mean recall include the background like the seed's; 'fg' columns average the cell classes."
+        "mean recall include the background like the seed's; 'fg' columns average the cell classes. "
+        "results.json keeps the per-case Dice of the rows that are run folders (plain, nnU-Net-style), from "
+        "each run's own evaluation; the combinations are no run folders (`--set claims=true` trains one)."
         + (f" Rows 'k: ...': combination k of seed table {multis[0].table}." if multis[0].table else ""),
     )
     absent = "'-': the class is absent from both the prediction and the truth of the test split (in some seed)."
@@ -324,6 +335,9 @@ def run(ctx) -> dict:
                 sc = _scores(labels, target, num_classes)
                 row = rows[name] if name == "nnunet" else model.prefix + rows[name]
                 main.add(row, {m: sc[k] for m, k in _MAIN_METRICS.items()}, seed=seed)
+                if name in ("multi", "nnunet"):  # per-case test scores of the rows that are run folders
+                    run = ctx.run_dir / "runs" / (key if name == "multi" else f"nnunet/seed{seed}")
+                    claims.keep_cases(main, row, seed, run)
                 per_dice.add(row, _per_class(sc, "dice", names), seed=seed)
                 per_iou.add(row, _per_class(sc, "iou", names), seed=seed)
             for mode in COMBINE_MODES:
@@ -364,6 +378,102 @@ def run(ctx) -> dict:
             f"image, truth, {', '.join(sets)}."
         )
         results = ctx.write_report(intro, figures)
+    return results
+
+
+def _claim_rows(ctx, s: Mapping[str, Any], data: dict):
+    """The claims rows (label -> (run key, config of a seed)), the method's step budget, the
+    recipe's epochs, the splits and the dataset recipe's name (``None`` on phantoms).
+
+    Rows: the plain multi-class model of the dataset recipe at its own schedule, the same model
+    given the method's total steps (binary part + multi-class stage), and reuse background as one
+    composite recipe (:class:`~medbalance.methods.reuse_background.ReuseBackgroundMethod`, the
+    paper's combination), whose test evaluation scores the combined prediction.
+    """
+    from medbalance.config import method_of
+    from medbalance.data.build import build_splits
+
+    opts = ctx.options
+    native = data["kind"] != "nuclei_phantom" and not opts["size"]
+    recipe = claims.dataset_recipe(ctx.data) if native else None
+    if recipe is not None:  # every row starts from the dataset's built-in recipe, its data section too
+        data = dict(recipe["data"])
+    fallback = {
+        "epochs": s["epochs"],
+        "batch_size": s["batch_size"],
+        "lr": s["lr"],
+        "optimizer": opts["optimizer"],
+        "model": {"name": s["net"], "base_channels": s["width"]},
+        "loss": loss_spec(s["multi_loss"], focal_weight=opts["focal_weight"], hard_num=opts["hard_num"]),
+    }
+    base = claims.claims_base(recipe, fallback, opts)
+
+    def config(seed: int, **changes: Any):
+        return ctx.base_config(**{**base, "data": data, "seed": seed, **changes})
+
+    def reuse(seed: int):
+        method = {"name": "reuse_background", "tau": opts["tau"], "mode": "paper"}
+        if s["binary_net"] != s["net"] and recipe is None:
+            method["binary_model"] = {"name": s["binary_net"]}
+        return config(seed, method=method)
+
+    splits = build_splits(config(ctx.seeds[0]))
+    if splits.test is None:
+        raise ValueError("reuse-background needs a test split (set data test_fraction > 0)")
+    steps, _ = claims.epoch_steps(config(ctx.seeds[0]), splits.train)
+    method_cfg = reuse(ctx.seeds[0])
+    method = method_of(method_cfg)
+    binary_epochs = method.options.binary_epochs or method_cfg.epochs
+    stages = method.default_stages(method_cfg)
+    budget = claims.StepBudget({"binary": binary_epochs, **{st["name"]: st["epochs"] for st in stages}}, steps)
+    e = base["epochs"]
+    rows = {
+        "plain (recipe schedule)": ("plain", lambda seed: config(seed)),
+        "plain (equal steps)": ("plain_equal", lambda seed: config(seed, epochs=budget.epochs)),
+        "reuse background": ("reuse", reuse),
+    }
+    return rows, budget, e, splits, claims.DATASET_RECIPES[ctx.data] if recipe is not None else None
+
+
+def _claims(ctx, s: Mapping[str, Any], data: dict) -> dict:
+    """Issue 22: reuse background vs plain at equal optimiser steps (``--set claims=true``)."""
+    opts = ctx.options
+    rows, budget, e, splits, recipe = _claim_rows(ctx, s, data)
+    steps = budget.steps_per_epoch
+    origin = f"the built-in recipe '{recipe}'" if recipe else f"the '{ctx.scale}' preset (no dataset recipe)"
+    note = (
+        f"Test split of '{ctx.data}', {len(splits.test)} cases; every row starts from {origin}: its data section, "
+        "patch size, sampler, augmentation, network, loss, batch, learning rate. Dice: mean over the test cases "
+        "of the per-case mean foreground Dice (the mean over the cell classes in the case's truth; a class absent "
+        "from it is left out, evaluation.empty 'skip', and a case with no cell class is left out); 'Dice <class>': "
+        "mean over the cases whose truth holds the class. 'reuse background - row': mean over cases of the "
+        "per-case difference of mean foreground Dice (each case averaged over the seeds) with its 95% "
+        "percentile-bootstrap interval over cases (per class: results.json); verdict 'holds' when the interval is "
+        "above 0, 'does not hold' below 0, 'no difference shown' when it contains 0. reuse background: one "
+        f"composite run, tau {opts['tau']:g}, the paper's combination, best.pt chosen on the combined validation "
+        f"score. Optimiser steps: reuse background {budget.text()}; plain (equal steps): {budget.epochs} epochs "
+        f"x {steps} = {budget.epochs * steps}; plain (recipe schedule): {e} x {steps} = {e * steps}. Plateau: seeds "
+        "whose last quarter of validation epochs improved the best score by less than 0.005."
+    )
+    runs: dict[str, dict[int, Path]] = {row: {} for row in rows}
+    results: dict = {}
+    for n, seed in enumerate(ctx.seeds):
+        for row, (key, make) in rows.items():
+            ctx.run(f"claims/{key}/seed{seed}", make(seed))
+            runs[row][seed] = ctx.run_dir / "runs" / "claims" / key / f"seed{seed}"
+        ctx.tables.clear()  # the table of the seeds so far, rewritten after every seed
+        claims.add_claims(
+            ctx,
+            "Claims at equal compute (issue 22)",
+            runs,
+            method="reuse background",
+            baselines=list(rows)[:2],
+            converged=["plain (recipe schedule)"],
+            note=note,
+            extra={"steps": {"reuse": budget.to_dict(), "equal_epochs": budget.epochs, "recipe_epochs": e}},
+        )
+        intro = f"Seeds finished: {n + 1} of {len(ctx.seeds)}. Reuse background (seed 002) claims on {ctx.data}."
+        results = ctx.write_report(intro)
     return results
 
 
