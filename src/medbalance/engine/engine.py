@@ -49,6 +49,7 @@ from medbalance.engine.hooks import Method
 from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.rundir import HistoryLog
+from medbalance.engine.fold import fold_batchnorm
 from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
@@ -251,7 +252,9 @@ class Engine:
         """Logits of a whole evaluation batch (:func:`infer_logits`: one forward pass, or a
         sliding window of the run's patch size)."""
         image, spacing = batch["image"], batch.get("spacing")  # spacing: to resample to the run's target spacing
-        return infer_logits(lambda x: self.forward(module, {"image": x}), image, self.cfg, spacing=spacing)
+        return infer_logits(
+            module, image, self.cfg, forward=lambda m, x: self.forward(m, {"image": x}), spacing=spacing
+        )
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         """The stage's loss of a batch: the method's :meth:`~medbalance.engine.hooks.Method.compute_loss`."""
@@ -612,15 +615,20 @@ def target_spacing(cfg: RunConfig) -> tuple[float, ...] | None:
 
 
 def infer_logits(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     cfg: RunConfig,
     *,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     spacing: torch.Tensor | Sequence[Sequence[float]] | None = None,
 ) -> torch.Tensor:
-    """Logits of ``image`` ``(N, C, *spatial)``: ``forward(image)``, or with a ``patch_size`` a
+    """Logits of ``image`` ``(N, C, *spatial)``: ``forward(model, image)``, or with a ``patch_size`` a
     sliding window of that size with Gaussian weights, ``cfg.evaluation``'s overlap and flip
     test-time augmentation, windows batched by ``eval_batch_size`` (else ``batch_size``).
+
+    The sliding window runs an inference copy of ``model`` with its BatchNorms folded into the
+    convolutions (:func:`medbalance.engine.fold.fold_batchnorm`, made once per call; ``model`` is
+    not changed) unless ``cfg.evaluation.fold_batchnorm`` is false.
 
     With a target spacing (:func:`target_spacing`) each image is resampled from its own
     ``spacing`` (one row per image in array axis order; ``None``: 1 per axis) to it, inferred
@@ -628,10 +636,25 @@ def infer_logits(
     so the logits always have the input's shape.
 
     The one inference path of validation, ``evaluate``, ``predict`` and the experiments.
+
+    Args:
+        model: the network, or any callable of a batch (then nothing is folded).
+        image: ``(N, C, *spatial)`` input.
+        cfg: the run's config.
+        forward: how to run the network on a batch, ``forward(model, batch)`` (a method's hook,
+            a memory layout); ``None``: ``model(batch)``.
+        spacing: per-image spacing (see above).
     """
+    window = window_of(cfg.patch_size, image.ndim - 2)
+    if window is not None and cfg.evaluation.fold_batchnorm and isinstance(model, nn.Module):
+        model = fold_batchnorm(model)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model(x) if forward is None else forward(model, x)
+
     target = target_spacing(cfg)
     if target is None:
-        return _infer_at(forward, image, cfg)
+        return _infer_at(predict, image, cfg, window)
     native, dims = tuple(image.shape[2:]), image.ndim - 2
     if len(target) != dims:
         raise ValueError(f"the run infers at spacing {list(target)} but the image has {dims} spatial axes")
@@ -642,17 +665,18 @@ def infer_logits(
         x = image[k : k + 1]
         if shape != native:
             x = torch.from_numpy(resample_image(x[0].float().cpu().numpy(), shape)[None]).to(image.device)
-        out.append(resample_logits(_infer_at(forward, x, cfg), native))
+        out.append(resample_logits(_infer_at(predict, x, cfg, window), native))
     return torch.cat(out)
 
 
-def _infer_at(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
-    window = window_of(cfg.patch_size, image.ndim - 2)
+def _infer_at(
+    predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig, window: tuple[int, ...] | None
+) -> torch.Tensor:
     if window is None:
-        return forward(image)
+        return predict(image)
     return sliding_window_inference(
         image,
-        forward,
+        predict,
         patch_size=window,
         overlap=cfg.evaluation.overlap,
         batch_size=cfg.eval_batch_size or cfg.batch_size,

@@ -693,18 +693,18 @@ def predict_image(
     if layout is not None:
         run.model.to(memory_format=layout)
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        return run.model(batch.contiguous(memory_format=layout) if layout is not None and batch.ndim == 4 else batch)
+    def forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.contiguous(memory_format=layout) if layout is not None and batch.ndim == 4 else batch)
 
     with torch.inference_mode():
         own = tuple(spacing) if spacing is not None else (1.0,) * (x.ndim - 1)
         if x.ndim - 1 == dims:
-            logits = infer_logits(forward, x[None], run.cfg, spacing=[own])
+            logits = infer_logits(run.model, x[None], run.cfg, forward=forward, spacing=[own])
         elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
             stack = x.transpose(0, 1)
 
             def infer(part: torch.Tensor) -> torch.Tensor:
-                return infer_logits(forward, part, run.cfg, spacing=[own[1:]] * len(part))
+                return infer_logits(run.model, part, run.cfg, forward=forward, spacing=[own[1:]] * len(part))
 
             logits = torch.cat(in_slice_batches(infer, stack, batch=slices))
             logits = logits.transpose(0, 1)[None]

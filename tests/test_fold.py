@@ -1,0 +1,189 @@
+"""BatchNorm folding for inference (medbalance.engine.fold): same outputs, caller's model untouched."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medbalance.config import ConfigError, parse_config
+from medbalance.engine import sliding_window_inference
+from medbalance.engine.engine import infer_logits
+from medbalance.engine.fold import fold_batchnorm, foldable_pairs
+from medbalance.nets import CLASSIFICATION_NETS, NETS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Running statistics and affine parameters away from their (identity) initial values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model
+
+
+def _cases() -> list[tuple[str, int]]:
+    cases = []
+    for name, cls in NETS.items():
+        cases.append((name, 2))
+        if "spatial_dims" in inspect.signature(cls).parameters:
+            cases.append((name, 3))
+    return cases
+
+
+def _build(name: str, dims: int) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    if name in CLASSIFICATION_NETS:
+        return NETS[name](num_classes=3), torch.randn(2, 3, 32, 32)
+    kwargs = {"base_channels": 4} | ({"spatial_dims": dims} if dims == 3 else {})
+    if "depth" in inspect.signature(NETS[name]).parameters:
+        kwargs["depth"] = 2
+    side = 16 if dims == 3 else 64
+    return NETS[name](1, 3, **kwargs), torch.randn(2, 1, *(side,) * dims)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(("name", "dims"), _cases())
+def test_every_network_family_folds_to_the_same_outputs_and_the_caller_keeps_its_model(name, dims):
+    model, x = _build(name, dims)
+    model = _randomise_norms(model).eval()
+    norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert norms > 0
+    before = _state(model)
+    folded = fold_batchnorm(model)
+    assert folded is not model
+    # every BatchNorm of the families sits right after a convolution in a Sequential
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    with torch.inference_mode():
+        expected, got = model(x), folded(x)
+    expected = expected[0] if isinstance(expected, (tuple, list)) else expected
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    # the caller's model: same state, same flag, its norms still there
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training and sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) == norms
+    assert all(not p.requires_grad for p in folded.parameters())
+
+
+def test_one_pair_matches_a_numpy_rederivation_of_conv_then_norm():
+    torch.manual_seed(1)
+    conv, norm = nn.Conv2d(2, 3, 1, bias=True), nn.BatchNorm2d(3, eps=1e-3)
+    model = _randomise_norms(nn.Sequential(conv, norm)).eval()
+    x = torch.randn(1, 2, 4, 5)
+    w, b = conv.weight.detach().numpy()[:, :, 0, 0], conv.bias.detach().numpy()
+    mean, var = norm.running_mean.numpy(), norm.running_var.numpy()
+    gamma, beta = norm.weight.detach().numpy(), norm.bias.detach().numpy()
+    z = np.einsum("oi,nihw->nohw", w.astype(np.float64), x.numpy().astype(np.float64)) + b[:, None, None]
+    expected = (z - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-3) * gamma[:, None, None] + beta[:, None, None]
+    with torch.no_grad():
+        got = fold_batchnorm(model)(x).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_and_grouped_convolutions_fold(groups):
+    torch.manual_seed(2)
+    for conv in (
+        nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=groups),
+        nn.Conv3d(4, 6, 3, padding=1, groups=groups, bias=False),
+    ):
+        norm = nn.BatchNorm2d(6) if conv.weight.ndim == 4 else nn.BatchNorm3d(6)
+        model = _randomise_norms(nn.Sequential(conv, norm, nn.ReLU())).eval()
+        x = torch.randn(2, 4, *(5,) * (conv.weight.ndim - 2))
+        with torch.no_grad():
+            torch.testing.assert_close(fold_batchnorm(model)(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_channels_last_weights_keep_their_layout():
+    model = _randomise_norms(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))).eval()
+    model.to(memory_format=torch.channels_last)
+    folded = fold_batchnorm(model)
+    assert folded[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_mode_models_without_norms_and_folded_copies_come_back_as_they_are():
+    model, _ = _build("unet", 2)
+    assert fold_batchnorm(model.train()) is model  # training normalises by the batch: nothing to fold
+    assert model.training
+    plain = NETS["unet"](1, 2, base_channels=4, depth=2, norm="instance").eval()
+    assert foldable_pairs(plain) == [] and fold_batchnorm(plain) is plain
+    folded = fold_batchnorm(model.eval())
+    assert fold_batchnorm(folded) is folded
+    with pytest.raises(ValueError, match="model must be an nn.Module, got function"):
+        fold_batchnorm(lambda x: x)
+
+
+def test_a_norm_in_training_mode_or_without_running_statistics_is_left_alone():
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2, track_running_stats=False)
+    )
+    model = _randomise_norms(model).eval()
+    model[1].train()  # e.g. a method refreshing the statistics of one norm
+    assert foldable_pairs(model) == []
+    assert fold_batchnorm(model) is model
+
+
+def _bn_calls(model: nn.Module) -> list[int]:
+    calls = [0]
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_sliding_window_folds_by_default_with_the_same_logits():
+    model = _randomise_norms(NETS["unet"](1, 2, base_channels=4, depth=2)).eval()
+    calls = _bn_calls(model)
+    image = torch.randn(1, 1, 50, 70)
+    folded = sliding_window_inference(image, model, patch_size=32, batch_size=2)
+    assert calls[0] == 0  # the caller's norms never ran: the folded copy did
+    plain = sliding_window_inference(image, model, patch_size=32, batch_size=2, fold_batchnorm=False)
+    assert calls[0] > 0
+    torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="fold_batchnorm must be True or False, got 'yes'"):
+        sliding_window_inference(image, model, patch_size=32, fold_batchnorm="yes")
+
+
+def test_infer_logits_folds_the_sliding_window_only_and_obeys_the_switch():
+    model = _randomise_norms(NETS["unet"](1, 2, base_channels=4, depth=2)).eval()
+    calls = _bn_calls(model)
+    image = torch.randn(1, 1, 40, 48)
+    seen = []
+
+    def forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:  # a method's hook: gets the module to run
+        seen.append(m)
+        return m(x)
+
+    windowed = parse_config({"patch_size": 32})
+    folded = infer_logits(model, image, windowed, forward=forward)
+    assert calls[0] == 0 and seen[-1] is not model
+    off = parse_config({"patch_size": 32, "evaluation": {"fold_batchnorm": False}})
+    plain = infer_logits(model, image, off, forward=forward)
+    assert calls[0] > 0 and seen[-1] is model
+    torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)
+    calls[0] = 0
+    infer_logits(model, image, parse_config({"patch_size": None}))  # whole images: the model as given
+    assert calls[0] > 0
+
+
+def test_the_config_switch_is_validated():
+    assert parse_config({}).evaluation.fold_batchnorm is True
+    with pytest.raises(ConfigError, match=r"unknown key 'fold_batchnrom' under 'evaluation'.*did you mean 'fold_batchnorm'"):
+        parse_config({"evaluation": {"fold_batchnrom": False}})
+    with pytest.raises(ConfigError, match="fold_batchnorm"):
+        parse_config({"evaluation": {"fold_batchnorm": "sometimes"}})
