@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -187,3 +188,42 @@ def test_the_config_switch_is_validated():
         parse_config({"evaluation": {"fold_batchnrom": False}})
     with pytest.raises(ConfigError, match="fold_batchnorm"):
         parse_config({"evaluation": {"fold_batchnorm": "sometimes"}})
+
+
+def test_a_trained_runs_predict_and_evaluate_are_the_same_folded_or_not(tmp_path):
+    from PIL import Image
+
+    from medbalance.data.folder import read_folder
+    from medbalance.engine.run import evaluate_run, load_run, predict_image, train
+    from tests.test_native import _folder
+
+    data = _folder(tmp_path / "data")
+    cfg = {
+        "epochs": 1,
+        "batch_size": 2,
+        "steps_per_epoch": 2,
+        "progress": False,
+        "patch_size": [32, 32],
+        "data": {"kind": "folder", "path": str(data), "val_fraction": 0.34},
+        "model": {"name": "unet", "base_channels": 4, "depth": 2},
+        "loss": ["dice", "ce"],
+    }
+    run = load_run(train(parse_config(cfg), out=tmp_path / "runs").run_dir)
+    norms = [m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not torch.equal(norms[0].running_var, torch.ones_like(norms[0].running_var))  # trained stats
+    off = dataclasses.replace(
+        run, cfg=run.cfg.model_copy(update={"evaluation": run.cfg.evaluation.model_copy(update={"fold_batchnorm": False})})
+    )
+    before = _state(run.model)
+    image = np.asarray(Image.open(data / "images" / "case2.png"))[None]
+    (p_on, l_on), (p_off, l_off) = predict_image(run, image), predict_image(off, image)
+    np.testing.assert_allclose(p_on, p_off, rtol=0, atol=1e-5)
+    assert (l_on == l_off).mean() > 0.999  # a label may flip only where the two classes tie
+    folder = read_folder(data, task="segmentation")
+    on, off_scores = evaluate_run(run, folder), evaluate_run(off, folder)
+    assert on.keys() == off_scores.keys()
+    for key, value in on.items():
+        if isinstance(value, float):
+            assert value == pytest.approx(off_scores[key], abs=1e-4), key
+    after = run.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not run.model.training

@@ -63,6 +63,7 @@ __all__ = [
     "make_fabric",
     "memory_format",
     "infer_logits",
+    "inference_model",
     "target_spacing",
     "window_of",
 ]
@@ -582,7 +583,7 @@ class Engine:
         """
         if isinstance(loader, Dataset):
             loader, _ = self._loader(loader, train=False)
-        module = self._eval_module()
+        module = inference_model(self._eval_module(), self.cfg)  # folded once per pass, not per batch
         evaluator = self.task.evaluator(scorers=getattr(loader.dataset, "scorers", ()))
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
@@ -614,6 +615,19 @@ def target_spacing(cfg: RunConfig) -> tuple[float, ...] | None:
     return tuple(float(v) for v in value) if isinstance(value, list) else None
 
 
+def inference_model(model: nn.Module | Callable, cfg: RunConfig) -> nn.Module | Callable:
+    """The network :func:`infer_logits` runs: with a sliding window (a ``patch_size``) and
+    ``cfg.evaluation.fold_batchnorm``, a copy of ``model`` with its BatchNorms folded into the
+    convolutions (:func:`medbalance.engine.fold.fold_batchnorm`); else ``model`` itself.
+
+    A caller that infers many batches with one network makes it once and passes it on
+    (``infer_logits`` then finds nothing left to fold).
+    """
+    if cfg.patch_size in (None, "auto") or not cfg.evaluation.fold_batchnorm or not isinstance(model, nn.Module):
+        return model
+    return fold_batchnorm(model)
+
+
 def infer_logits(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -627,8 +641,8 @@ def infer_logits(
     test-time augmentation, windows batched by ``eval_batch_size`` (else ``batch_size``).
 
     The sliding window runs an inference copy of ``model`` with its BatchNorms folded into the
-    convolutions (:func:`medbalance.engine.fold.fold_batchnorm`, made once per call; ``model`` is
-    not changed) unless ``cfg.evaluation.fold_batchnorm`` is false.
+    convolutions (:func:`inference_model`; ``model`` is not changed) unless
+    ``cfg.evaluation.fold_batchnorm`` is false.
 
     With a target spacing (:func:`target_spacing`) each image is resampled from its own
     ``spacing`` (one row per image in array axis order; ``None``: 1 per axis) to it, inferred
@@ -646,8 +660,7 @@ def infer_logits(
         spacing: per-image spacing (see above).
     """
     window = window_of(cfg.patch_size, image.ndim - 2)
-    if window is not None and cfg.evaluation.fold_batchnorm and isinstance(model, nn.Module):
-        model = fold_batchnorm(model)
+    model = inference_model(model, cfg)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x) if forward is None else forward(model, x)

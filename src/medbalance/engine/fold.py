@@ -45,7 +45,7 @@ def foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
 
 @torch.no_grad()
 def _fold(conv: nn.modules.conv._ConvNd, norm: nn.modules.batchnorm._BatchNorm) -> None:
-    # float64 arithmetic, so that the folded weights round once (at the cast back)
+    # the per-channel factors in float64, so that the folded weights round once more than the originals
     scale = norm.running_var.double().add(norm.eps).rsqrt()
     if norm.weight is not None:
         scale = scale * norm.weight.double()
@@ -54,13 +54,14 @@ def _fold(conv: nn.modules.conv._ConvNd, norm: nn.modules.batchnorm._BatchNorm) 
         shift = shift + conv.bias.double() * scale
     if norm.bias is not None:
         shift = shift + norm.bias.double()
-    weight = conv.weight.double()
+    scale = scale.to(conv.weight.dtype)
+    weight = conv.weight
     if conv.transposed:  # weight (C_in, C_out / groups, *k): output channel g * C_out / groups + j is [g-th block, j]
-        grouped = weight.view(conv.groups, -1, *weight.shape[1:])
-        weight = (grouped * scale.view(conv.groups, 1, -1, *(1,) * (weight.ndim - 2))).reshape(weight.shape)
+        weight = weight.unflatten(0, (conv.groups, -1))
+        scale = scale.view(conv.groups, 1, -1, *(1,) * (weight.ndim - 3))
     else:  # weight (C_out, C_in / groups, *k)
-        weight = weight * scale.view(-1, *(1,) * (weight.ndim - 1))
-    conv.weight.copy_(weight)  # in place: the weight keeps its memory layout (channels_last)
+        scale = scale.view(-1, *(1,) * (weight.ndim - 1))
+    weight.mul_(scale)  # in place: the weight keeps its memory layout (channels_last)
     conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
 
 
