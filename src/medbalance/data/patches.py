@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["PATCH_SAMPLERS", "DEFAULT_POWER", "Patch", "PatchDataset", "class_locations"]
+__all__ = ["PATCH_SAMPLERS", "DEFAULT_POWER", "Patch", "PatchDataset", "class_locations", "target_dtype"]
 
 PATCH_SAMPLERS = ("uniform", "foreground", "rare_class")
 #: Default ``power`` of the ``rare_class`` sampler (see benchmarks/RESULTS.md, "Patch sampling").
@@ -92,6 +92,26 @@ def _scan(
             voxels = voxels[np.sort(rng.choice(n, max_per_class, replace=False))]
         locations[c] = np.stack(np.unravel_index(voxels, target.shape), axis=1).astype(np.int32)
     return locations, counts
+
+
+def target_dtype(num_classes: int, ignore_index: int | None = None) -> np.dtype:
+    """The smallest integer dtype of a patch target: ``uint8`` when every label (``0 ..
+    num_classes - 1`` and ``ignore_index``) fits in ``[0, 255]``, else ``int16`` when they fit
+    in it, else ``int64``.
+
+    Patches are cut in it (an eighth of the int64 bytes for uint8) and the training step widens
+    the whole batch to int64 once (:func:`medbalance.engine.engine.widen_target`).
+
+    Example:
+        >>> target_dtype(2, 255), target_dtype(300), target_dtype(3, -100)
+        (dtype('uint8'), dtype('int16'), dtype('int16'))
+    """
+    labels = [0, num_classes - 1] + ([] if ignore_index is None else [int(ignore_index)])
+    for dtype in (np.uint8, np.int16):
+        info = np.iinfo(dtype)
+        if info.min <= min(labels) and max(labels) <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
 def class_locations(
@@ -173,8 +193,10 @@ class PatchDataset(Dataset):
         locations: per case :func:`class_locations` output (else computed here, once).
 
     Shape:
-        Item: ``{"image": float32 (C, *patch), "target": int64 (*patch), "index": int64 (),
-        **extras}``; extras are int64 if integer, else float32.
+        Item: ``{"image": float32 (C, *patch), "target": (*patch), "index": int64 (), **extras}``;
+        the target in :attr:`target_dtype` (uint8 for up to 256 labels incl. ``ignore_index``:
+        widen the batch with ``.long()`` where a loss takes it); extras are int64 if integer,
+        else float32.
 
     Example:
         >>> images = [np.zeros((1, 40, 50), np.uint8), np.ones((1, 20, 30), np.uint8)]
@@ -183,7 +205,7 @@ class PatchDataset(Dataset):
         ...                   samples_per_epoch=8)
         >>> item = ds[5]
         >>> tuple(item["image"].shape), item["target"].dtype, len(ds), ds.epoch_indices(1)
-        ((1, 32, 32), torch.int64, 8, range(8, 16))
+        ((1, 32, 32), torch.uint8, 8, range(8, 16))
     """
 
     def __init__(
@@ -252,6 +274,8 @@ class PatchDataset(Dataset):
                 if np.shape(array) != np.shape(target):
                     raise ValueError(f"extras[{name!r}][{i}] must have shape {np.shape(target)}, got {np.shape(array)}")
         self.unforced = round(self.batch_size * (1 - self.foreground_fraction))
+        #: dtype of the items' targets (:func:`target_dtype`); ``_scan`` checks every label fits.
+        self.target_dtype = target_dtype(self.num_classes, ignore_index)
 
         counts = np.zeros((len(self.targets), self.num_classes), np.int64)
         if locations is None:
@@ -374,7 +398,7 @@ class PatchDataset(Dataset):
         item = {
             "image": torch.from_numpy(self._pad(image, placed, 0.0)),
             "target": torch.from_numpy(
-                self._pad(np.array(self.targets[case][source], dtype=np.int64), placed, pad_label)
+                self._pad(np.array(self.targets[case][source], dtype=self.target_dtype), placed, pad_label)
             ),
             "index": torch.from_numpy(np.array(case, dtype=np.int64)),
         }

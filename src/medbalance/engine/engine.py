@@ -64,6 +64,7 @@ __all__ = [
     "memory_format",
     "infer_logits",
     "inference_model",
+    "widen_target",
     "target_spacing",
     "window_of",
 ]
@@ -530,7 +531,7 @@ class Engine:
         for step, batch in enumerate(bar):
             if tracks_progress:  # T / T_max for losses that change over training (DFLCE, LDAM-DRW)
                 set_progress(stage.loss, (epoch * len(loader) + step) / (stage.epochs * max(1, len(loader))))
-            batch = self.augment(batch)
+            batch = self.augment(widen_target(batch))
             with self.fabric.autocast():
                 outputs = self.forward(module, batch)
             loss = self.compute_loss(stage, outputs, batch)
@@ -587,6 +588,7 @@ class Engine:
         evaluator = self.task.evaluator(scorers=getattr(loader.dataset, "scorers", ()))
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
+            batch = widen_target(batch)
             with self.fabric.autocast():
                 outputs = self.infer(module, batch)
             if stage is not None:
@@ -599,6 +601,24 @@ class Engine:
         if stage is not None:
             evaluation.scores["loss"] = float(loss_sum / max(1, len(loader)))
         return evaluation if full else evaluation.scores
+
+
+def widen_target(batch: dict) -> dict:
+    """``batch`` with its integer ``"target"`` in int64, the dtype the losses, metrics and methods
+    take: patch streams cut targets in uint8 / int16 (:func:`medbalance.data.patches.target_dtype`)
+    and the training step widens the whole batch once, where the batch is computed on.
+
+    Example:
+        >>> widen_target({"target": torch.zeros(2, 3, dtype=torch.uint8)})["target"].dtype
+        torch.int64
+    """
+    target = batch.get("target")
+    if isinstance(target, torch.Tensor) and target.dtype in _NARROW_INTEGERS:
+        return {**batch, "target": target.long()}
+    return batch
+
+
+_NARROW_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def window_of(patch_size, spatial_dims: int) -> tuple[int, ...] | None:
