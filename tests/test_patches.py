@@ -147,6 +147,43 @@ def test_targets_are_cut_in_the_smallest_dtype_that_holds_every_label(num_classe
         np.testing.assert_array_equal(item["target"].long().numpy(), _window(target, plan.start, (7, 10), 0))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_batch_is_its_items_collated(dims):
+    """``batch(ks)`` writes straight into the batch arrays; it must equal ``default_collate`` of the
+    items, padding (short cases), normalisation, extras and ignore_index fill included."""
+    from torch.utils.data import default_collate
+
+    rng = np.random.default_rng(3)
+    shapes = [(9, 11), (4, 6), (12, 12)] if dims == 2 else [(5, 9, 7), (3, 4, 8), (6, 6, 6)]
+    images = [rng.integers(-50, 50, (2, *s)).astype(np.int16) for s in shapes]
+    targets = [rng.choice([0, 1, 2, 255], s).astype(np.uint8) for s in shapes]
+    extras = {"instance": [rng.integers(0, 9, s).astype(np.uint16) for s in shapes]}
+    extras["weight"] = [rng.random(s).astype(np.float32) for s in shapes]
+    patch = (6, 7) if dims == 2 else (4, 5, 6)
+    for normalize in (None, _Shift()):
+        ds = _dataset(images, targets, patch_size=patch, ignore_index=255, normalize=normalize, extras=extras)
+        ks = [3, 17, 4, 40, 41]
+        batch, expected = ds.batch(ks), default_collate([ds[k] for k in ks])
+        assert batch.keys() == expected.keys()
+        for key in batch:
+            assert batch[key].dtype == expected[key].dtype and torch.equal(batch[key], expected[key]), key
+        # and the items themselves are the planned windows
+        for k in ks:
+            plan, item = ds.plan(k), ds[k]
+            scaled = images[plan.case].astype(np.float32) + (0 if normalize is None else 5)
+            np.testing.assert_array_equal(item["image"].numpy(), _window(scaled, plan.start, patch, 0))
+            np.testing.assert_array_equal(item["target"].numpy(), _window(targets[plan.case], plan.start, patch, 255))
+            for name in extras:
+                np.testing.assert_array_equal(item[name].numpy(), _window(extras[name][plan.case], plan.start, patch, 0))
+    with pytest.raises(ValueError, match="ks must name at least one item"):
+        ds.batch([])
+
+
+class _Shift:
+    def __call__(self, case, patch):
+        return patch + 5
+
+
 def test_uniform_positions_cover_every_valid_start():
     ds = _dataset([_ramp((6, 9))], [np.zeros((6, 9), np.uint8)], patch_size=(4, 4), sampler="uniform")
     starts = Counter(ds.plan(k).start for k in range(1500))

@@ -379,30 +379,46 @@ class PatchDataset(Dataset):
         source = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(start, self.patch_size, spatial))
         return source, tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(source, start))
 
-    def _pad(self, inside: np.ndarray, placed: tuple[slice, ...], fill) -> np.ndarray:
-        """``inside`` (trailing axes spatial) placed in a patch of ``fill``; as is when it fills the patch."""
-        lead = inside.shape[: inside.ndim - len(placed)]
-        if inside.shape[len(lead) :] == self.patch_size:
-            return inside
-        out = np.full((*lead, *self.patch_size), fill, dtype=inside.dtype)
-        out[(Ellipsis, *placed)] = inside
-        return out
+    def batch(self, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Items ``ks`` as one batch, exactly ``default_collate([self[k] for k in ks])``, written
+        straight into the batch arrays: each patch is copied (and cast) once, with no per-item
+        tensors to stack afterwards.
+
+        Returns:
+            ``{"image": float32 (B, C, *patch), "target": target_dtype (B, *patch), "index":
+            int64 (B,), **extras (B, *patch)}``.
+        """
+        ks = list(ks)
+        if not ks:
+            raise ValueError("ks must name at least one item")
+        n, channels, patch = len(ks), self.images[0].shape[0], self.patch_size
+        pad_label = 0 if self.ignore_index is None else self.ignore_index
+        image = np.empty((n, channels, *patch), np.float32)
+        target = np.empty((n, *patch), self.target_dtype)
+        extras = {
+            name: np.empty((n, *patch), np.int64 if all(np.issubdtype(a.dtype, np.integer) for a in arrays) else np.float32)
+            for name, arrays in self.extras.items()
+        }
+        cases = np.empty(n, np.int64)
+        for i, k in enumerate(ks):
+            case, start, _, _ = self.plan(k)
+            cases[i] = case
+            source, placed = self._window(self.targets[case].shape, start)
+            if any(sl.stop - sl.start != p for sl, p in zip(placed, patch)):  # padded: fill first
+                image[i], target[i] = 0.0, pad_label
+                for out in extras.values():
+                    out[i] = 0
+            region = (slice(None), *source)
+            if self.normalize is None:
+                image[i][(slice(None), *placed)] = self.images[case][region]
+            else:
+                cut = np.array(self.images[case][region], dtype=np.float32)
+                image[i][(slice(None), *placed)] = self.normalize(case, cut)
+            target[i][placed] = self.targets[case][source]  # every label fits (checked by _scan)
+            for name, out in extras.items():
+                out[i][placed] = self.extras[name][case][source]
+        batch = {"image": image, "target": target, "index": cases, **extras}
+        return {key: torch.from_numpy(value) for key, value in batch.items()}
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        case, start, _, _ = self.plan(k)
-        source, placed = self._window(self.targets[case].shape, start)
-        image = np.array(self.images[case][(slice(None), *source)], dtype=np.float32)
-        if self.normalize is not None:
-            image = np.asarray(self.normalize(case, image), dtype=np.float32)
-        pad_label = 0 if self.ignore_index is None else self.ignore_index
-        item = {
-            "image": torch.from_numpy(self._pad(image, placed, 0.0)),
-            "target": torch.from_numpy(
-                self._pad(np.array(self.targets[case][source], dtype=self.target_dtype), placed, pad_label)
-            ),
-            "index": torch.from_numpy(np.array(case, dtype=np.int64)),
-        }
-        for name, arrays in self.extras.items():
-            dtype = np.int64 if np.issubdtype(arrays[case].dtype, np.integer) else np.float32
-            item[name] = torch.from_numpy(self._pad(np.array(arrays[case][source], dtype=dtype), placed, 0))
-        return item
+        return {key: value[0] for key, value in self.batch([k]).items()}

@@ -284,7 +284,8 @@ class Engine:
             steps = self.cfg.steps_per_epoch or DEFAULT_PATCH_STEPS
             batches = StreamBatches(data.epoch_indices, steps, batch, lambda: self._epoch, rank=rank, world=world)
             collate = AugmentingCollate(self.cfg.augment, self.cfg.seed)
-            loader = DataLoader(data, batch_sampler=batches, collate_fn=collate, **common)
+            # batch_size=None: the stream gets each batch's index list and cuts the batch at once
+            loader = DataLoader(data, sampler=batches, batch_size=None, collate_fn=collate, **common)
             return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
         if sampler is None:  # shuffled global batches of world * batch_size, one slice per process
             batches = _RankBatches(uniform(data, world * batch, generator), rank, world, chunk=batch)
