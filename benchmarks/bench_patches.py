@@ -17,12 +17,13 @@ call. medbalance: the default ``foreground`` sampler (fraction 0.33), locations 
 construction; the batch cut at once as the engine's loader does (``PatchDataset.batch``: float32
 image, target in the smallest label dtype, here uint8), then the target widened to int64 by the
 engine's ``widen_target`` (one cast per batch, paid in the timing); and, as a second medbalance
-row, its items one by one collated by ``default_collate`` (what a plain DataLoader does). MONAI: the crops (tensors in the stored
-dtypes) stacked, then one ``.float()`` of the image batch and one ``.long()`` of the label batch
-(the cheapest order for it: one cast per batch, not per patch). MONAI, configured as closely as it allows: ``ratios=[0.67, 0.33]`` (a patch is
-centred on a vessel voxel with probability 0.33, per patch, instead of exactly 5 of 16 per batch;
-the other patches are centred on a background voxel instead of a uniform position), a case
-drawn uniformly per call, and four ways of running it:
+row, its items one by one collated by ``default_collate`` (what a plain DataLoader does). MONAI:
+the crops (tensors in the stored dtypes) stacked, then one ``.float()`` of the image batch and one
+``.long()`` of the label batch (the cheapest order for it: one cast per batch, not per patch).
+MONAI, configured as closely as it allows: ``ratios=[0.67, 0.33]`` (a patch is centred on a vessel
+voxel with probability 0.33, per patch, instead of exactly 5 of 16 per batch; the other patches
+are centred on a background voxel instead of a uniform position), a case drawn uniformly per call,
+and four ways of running it:
 
 * ``indices per call``: ``RandCropByLabelClassesd`` alone (it scans the label on every call);
 * ``cached indices``: ``ClassesToIndicesd(max_samples_per_class=10000)`` run once per case
@@ -36,10 +37,11 @@ The same calls are then timed in CPU time (``time.process_time``, round-robin, m
 leaves out the time other processes hold the core on a shared machine.
 
 **wait**: a DataLoader with 1 worker, set up as the engine sets up a patch stream (``Numbered``,
-``StreamBatches``, ``batch_size=None``: one ``PatchDataset.batch`` per step), feeds ``UNet(3, 1, base_channels=16)`` (Dice + CE, Adam,
-batch 16 of 64 x 64 DRIVE patches, default sampler; channels_last as the engine's CPU default)
-for ``--steps`` steps; the time the loop waits for the next batch is reported as a fraction of
-the step (goal <= 10%; the int64 widening of the target is in the step), with 0 workers (patches drawn in the training process) for comparison.
+``StreamBatches``, ``batch_size=None``: one ``PatchDataset.batch`` per step), feeds ``UNet(3, 1,
+base_channels=16)`` (Dice + CE, Adam, batch 16 of 64 x 64 DRIVE patches, default sampler;
+channels_last as the engine's CPU default) for ``--steps`` steps; the time the loop waits for the
+next batch is reported as a fraction of the step (goal <= 10%; the int64 widening of the target is
+in the step), with 0 workers (patches drawn in the training process) for comparison.
 
 **coverage**: for ``rare_class`` at powers 0, 0.25, 0.5, 0.75, 1 (and ``uniform`` /
 ``foreground`` for reference), batches of 16 patches of 64 x 64 from the CoNSeP train tiles
@@ -64,9 +66,9 @@ from torch.utils.data import DataLoader, default_collate
 
 from benchmarks.harness import Case, Group, Row, interleaved_times, report, run_groups, start
 from medbalance.data.patches import PatchDataset
+from medbalance.data.phantoms import nuclei_phantoms
 from medbalance.engine.engine import widen_target
 from medbalance.engine.native import Numbered, StreamBatches
-from medbalance.data.phantoms import nuclei_phantoms
 from medbalance.losses import build_loss
 from medbalance.nets import UNet
 

@@ -7,12 +7,12 @@ Usage::
     python -m benchmarks sliding --quick                # seconds-long smoke run
     python -m benchmarks sliding --sides 565x584 --windows 128 --repeats 9 --threads 2
 
-The network is ``medbalance.nets.UNet(3, 1, base_channels=16)`` in ``eval()`` (3-channel
-input like DRIVE's RGB, one binary logit), its weights as constructed (contiguous), its
-BatchNorm affine parameters drawn at random and running statistics averaged over a few random
-batches, as a trained network has them (so that folding changes the weights). One image per call, overlap 0.5, ``mode="gaussian"``,
-``sigma_scale=0.125``, 4 windows per network call. Five cases per image size and window, timed
-round-robin (:func:`benchmarks.harness.run_groups`):
+The network is ``medbalance.nets.UNet(3, 1, base_channels=16)`` in ``eval()`` (3-channel input
+like DRIVE's RGB, one binary logit), its weights as constructed (contiguous), its BatchNorm affine
+parameters drawn at random and running statistics averaged over a few random batches, as a trained
+network has them (so that folding changes the weights). One image per call, overlap 0.5,
+``mode="gaussian"``, ``sigma_scale=0.125``, 4 windows per network call. Five cases per image size
+and window, timed round-robin (:func:`benchmarks.harness.run_groups`):
 
 * ``medbalance`` -- the defaults: ``channels_last="auto"`` (the UNet's
   ``prefers_channels_last`` puts the window batches in ``channels_last`` on CPU) and

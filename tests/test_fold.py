@@ -90,7 +90,8 @@ def test_one_pair_matches_a_numpy_rederivation_of_conv_then_norm():
     mean, var = norm.running_mean.numpy(), norm.running_var.numpy()
     gamma, beta = norm.weight.detach().numpy(), norm.bias.detach().numpy()
     z = np.einsum("oi,nihw->nohw", w.astype(np.float64), x.numpy().astype(np.float64)) + b[:, None, None]
-    expected = (z - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-3) * gamma[:, None, None] + beta[:, None, None]
+    per_channel = (slice(None), None, None)
+    expected = (z - mean[per_channel]) / np.sqrt(var[per_channel] + 1e-3) * gamma[per_channel] + beta[per_channel]
     with torch.no_grad():
         got = fold_batchnorm(model)(x).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
@@ -184,7 +185,9 @@ def test_infer_logits_folds_the_sliding_window_only_and_obeys_the_switch():
 
 def test_the_config_switch_is_validated():
     assert parse_config({}).evaluation.fold_batchnorm is True
-    with pytest.raises(ConfigError, match=r"unknown key 'fold_batchnrom' under 'evaluation'.*did you mean 'fold_batchnorm'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'fold_batchnrom' under 'evaluation'.*did you mean 'fold_batchnorm'"
+    ):
         parse_config({"evaluation": {"fold_batchnrom": False}})
     with pytest.raises(ConfigError, match="fold_batchnorm"):
         parse_config({"evaluation": {"fold_batchnorm": "sometimes"}})
@@ -212,7 +215,8 @@ def test_a_trained_runs_predict_and_evaluate_are_the_same_folded_or_not(tmp_path
     norms = [m for m in run.model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and not torch.equal(norms[0].running_var, torch.ones_like(norms[0].running_var))  # trained stats
     off = dataclasses.replace(
-        run, cfg=run.cfg.model_copy(update={"evaluation": run.cfg.evaluation.model_copy(update={"fold_batchnorm": False})})
+        run,
+        cfg=run.cfg.model_copy(update={"evaluation": run.cfg.evaluation.model_copy(update={"fold_batchnorm": False})}),
     )
     before = _state(run.model)
     image = np.asarray(Image.open(data / "images" / "case2.png"))[None]

@@ -344,7 +344,11 @@ def _multiclass_folder(root: Path, dims: int) -> Path:
     rng = np.random.default_rng(7)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    shapes = [(40, 52), (48, 40), (44, 44), (36, 50)] if dims == 2 else [(12, 20, 24), (14, 18, 18), (12, 22, 22), (10, 24, 20)]
+    shapes = (
+        [(40, 52), (48, 40), (44, 44), (36, 50)]
+        if dims == 2
+        else [(12, 20, 24), (14, 18, 18), (12, 22, 22), (10, 24, 20)]
+    )
     for i, shape in enumerate(shapes):
         grid = np.indices(shape)
         centre = np.array(shape)[(slice(None),) + (None,) * dims] / 2

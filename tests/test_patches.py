@@ -174,7 +174,9 @@ def test_a_batch_is_its_items_collated(dims):
             np.testing.assert_array_equal(item["image"].numpy(), _window(scaled, plan.start, patch, 0))
             np.testing.assert_array_equal(item["target"].numpy(), _window(targets[plan.case], plan.start, patch, 255))
             for name in extras:
-                np.testing.assert_array_equal(item[name].numpy(), _window(extras[name][plan.case], plan.start, patch, 0))
+                np.testing.assert_array_equal(
+                    item[name].numpy(), _window(extras[name][plan.case], plan.start, patch, 0)
+                )
     with pytest.raises(ValueError, match="ks must name at least one item"):
         ds.batch([])
 

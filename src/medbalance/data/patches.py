@@ -396,7 +396,9 @@ class PatchDataset(Dataset):
         image = np.empty((n, channels, *patch), np.float32)
         target = np.empty((n, *patch), self.target_dtype)
         extras = {
-            name: np.empty((n, *patch), np.int64 if all(np.issubdtype(a.dtype, np.integer) for a in arrays) else np.float32)
+            name: np.empty(
+                (n, *patch), np.int64 if all(np.issubdtype(a.dtype, np.integer) for a in arrays) else np.float32
+            )
             for name, arrays in self.extras.items()
         }
         cases = np.empty(n, np.int64)

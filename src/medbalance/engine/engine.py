@@ -45,11 +45,11 @@ from medbalance.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from medbalance.engine.fold import fold_batchnorm
 from medbalance.engine.hooks import Method
 from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.rundir import HistoryLog
-from medbalance.engine.fold import fold_batchnorm
 from medbalance.engine.sliding_window import sliding_window_inference
 from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
