@@ -368,7 +368,8 @@ def _multiclass_folder(root: Path, dims: int) -> Path:
 @pytest.mark.parametrize("dims", [2, 3])
 def test_uint8_patch_targets_train_exactly_like_int64_ones(tmp_path, monkeypatch, one_thread, dims):
     """Multi-class patches with ignore_index 255 and label-moving augmentation: the stream cuts
-    uint8 targets and the training step widens them; the weights equal an int64-target run's."""
+    uint8 targets and the training step widens them; the weights equal an int64-target run's
+    whose batches come from a worker."""
     from medbalance.data import patches as patches_module
 
     data = _multiclass_folder(tmp_path / "data", dims)
@@ -394,6 +395,7 @@ def test_uint8_patch_targets_train_exactly_like_int64_ones(tmp_path, monkeypatch
     compact = load_run(train(parse_config(cfg), out=tmp_path / "uint8").run_dir)
     assert cut == [np.uint8] and compact.task.ignore_index == 255 and compact.task.num_classes == 3
     monkeypatch.setattr(patches_module, "target_dtype", lambda *args: np.dtype(np.int64))  # the former items
-    wide = load_run(train(parse_config(cfg), out=tmp_path / "int64").run_dir)
+    # and batches cut in a DataLoader worker (batch_size=None: one PatchDataset.batch per step)
+    wide = load_run(train(parse_config({**cfg, "num_workers": 1}), out=tmp_path / "int64").run_dir)
     a, b = compact.model.state_dict(), wide.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
