@@ -11,19 +11,21 @@ The network is ``medbalance.nets.UNet(3, 1, base_channels=16)`` in ``eval()`` (3
 like DRIVE's RGB, one binary logit), its weights as constructed (contiguous), its BatchNorm affine
 parameters drawn at random and running statistics averaged over a few random batches, as a trained
 network has them (so that folding changes the weights). One image per call, overlap 0.5,
-``mode="gaussian"``, ``sigma_scale=0.125``, 4 windows per network call. Five cases per image size
+``mode="gaussian"``, ``sigma_scale=0.125``, 4 windows per network call. Six cases per image size
 and window, timed round-robin (:func:`benchmarks.harness.run_groups`):
 
 * ``medbalance`` -- the defaults: ``channels_last="auto"`` (the UNet's
   ``prefers_channels_last`` puts the window batches in ``channels_last`` on CPU) and
-  ``fold_batchnorm=True`` (an inference copy with the BatchNorms folded into the
-  convolutions, made inside every call and timed with it);
-* ``medbalance unfolded`` -- ``fold_batchnorm=False``: what folding alone gains;
-* ``medbalance NCHW`` -- ``channels_last=False``: MONAI's layout, folded;
+  ``inference_copy=True`` (BatchNorms folded into the convolutions, convolutions packed for
+  oneDNN with their ReLU fused; the copy is made inside every call and timed with it);
+* ``medbalance folded only`` -- the predictor given as ``fold_batchnorm(net)`` with
+  ``inference_copy=False``: what folding alone gains;
+* ``medbalance as given`` -- ``inference_copy=False``: the network as the user has it;
+* ``medbalance NCHW`` -- ``channels_last=False``: MONAI's layout, inference copy;
 * ``monai`` -- ``monai.inferers.sliding_window_inference`` under ``torch.inference_mode()``,
   given the network as the user has it (the issue's comparison);
-* ``monai folded`` -- the same, given the folded copy
-  (:func:`medbalance.engine.fold.fold_batchnorm`, made once outside the timing): where the
+* ``monai inference copy`` -- the same, given our inference copy
+  (:func:`medbalance.engine.fold.inference_copy`, made once outside the timing): where the
   gain comes from.
 
 Every row's ``extra`` holds ``max_abs_diff``, the largest difference of its output from
@@ -46,7 +48,7 @@ import torch
 
 from benchmarks.harness import Case, Group, Row, interleaved_times, report, run_groups, start
 from medbalance.engine import sliding_window_inference
-from medbalance.engine.fold import fold_batchnorm
+from medbalance.engine.fold import fold_batchnorm, inference_copy
 from medbalance.nets import UNet
 
 __all__ = ["main", "run", "sliding_rows"]
@@ -60,7 +62,7 @@ BATCH = 4
 
 
 def _ours(
-    net: torch.nn.Module, image: torch.Tensor, window: int, channels_last: bool | str, fold: bool = True
+    net: torch.nn.Module, image: torch.Tensor, window: int, channels_last: bool | str, prepare: bool = True
 ) -> Callable[[], object]:
     return lambda: sliding_window_inference(
         image,
@@ -69,7 +71,7 @@ def _ours(
         overlap=OVERLAP,
         batch_size=BATCH,
         channels_last=channels_last,
-        fold_batchnorm=fold,
+        inference_copy=prepare,
     )
 
 
@@ -116,7 +118,7 @@ def sliding_groups(
     net = _trained_norms(UNet(3, 1, base_channels=base)).eval().to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    folded = fold_batchnorm(net)
+    folded, prepared = fold_batchnorm(net), inference_copy(net)
     params = sum(p.numel() for p in net.parameters())
     groups, diffs = [], {}
     for height, width in sides:
@@ -124,10 +126,11 @@ def sliding_groups(
         for window in windows:
             cases = {
                 "medbalance": _ours(net, image, window, "auto"),
-                "medbalance unfolded": _ours(net, image, window, "auto", fold=False),
+                "medbalance folded only": _ours(folded, image, window, "auto", prepare=False),
+                "medbalance as given": _ours(net, image, window, "auto", prepare=False),
                 "medbalance NCHW": _ours(net, image, window, False),
                 "monai": _monai(net, image, window),
-                "monai folded": _monai(folded, image, window),
+                "monai inference copy": _monai(prepared, image, window),
             }
             reference = cases["monai"]()
             group = Group(

@@ -1,4 +1,4 @@
-"""BatchNorm folding for inference (medbalance.engine.fold): same outputs, caller's model untouched."""
+"""Inference copies (medbalance.engine.fold): BatchNorm folded, convolutions packed, same outputs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 from medbalance.config import ConfigError, parse_config
 from medbalance.engine import sliding_window_inference
 from medbalance.engine.engine import infer_logits
-from medbalance.engine.fold import fold_batchnorm, foldable_pairs
+from medbalance.engine.fold import PackedConv2d, fold_batchnorm, foldable_pairs, inference_copy, packable_convolutions
 from medbalance.nets import CLASSIFICATION_NETS, NETS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,6 +79,17 @@ def test_every_network_family_folds_to_the_same_outputs_and_the_caller_keeps_its
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training and sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) == norms
     assert all(not p.requires_grad for p in folded.parameters())
+    # the whole inference copy (folded, then 2D convolutions packed) computes the same outputs
+    fast = inference_copy(model)
+    assert any(isinstance(m, PackedConv2d) for m in fast.modules()) == (
+        dims == 2 and bool(packable_convolutions(folded))
+    )
+    with torch.inference_mode():
+        got = fast(x)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not model.training
 
 
 def test_one_pair_matches_a_numpy_rederivation_of_conv_then_norm():
@@ -148,20 +159,20 @@ def _bn_calls(model: nn.Module) -> list[int]:
     return calls
 
 
-def test_sliding_window_folds_by_default_with_the_same_logits():
+def test_sliding_window_runs_an_inference_copy_by_default_with_the_same_logits():
     model = _randomise_norms(NETS["unet"](1, 2, base_channels=4, depth=2)).eval()
     calls = _bn_calls(model)
     image = torch.randn(1, 1, 50, 70)
     folded = sliding_window_inference(image, model, patch_size=32, batch_size=2)
     assert calls[0] == 0  # the caller's norms never ran: the folded copy did
-    plain = sliding_window_inference(image, model, patch_size=32, batch_size=2, fold_batchnorm=False)
+    plain = sliding_window_inference(image, model, patch_size=32, batch_size=2, inference_copy=False)
     assert calls[0] > 0
     torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="fold_batchnorm must be True or False, got 'yes'"):
-        sliding_window_inference(image, model, patch_size=32, fold_batchnorm="yes")
+    with pytest.raises(ValueError, match="inference_copy must be True or False, got 'yes'"):
+        sliding_window_inference(image, model, patch_size=32, inference_copy="yes")
 
 
-def test_infer_logits_folds_the_sliding_window_only_and_obeys_the_switch():
+def test_infer_logits_prepares_the_sliding_window_only_and_obeys_the_switch():
     model = _randomise_norms(NETS["unet"](1, 2, base_channels=4, depth=2)).eval()
     calls = _bn_calls(model)
     image = torch.randn(1, 1, 40, 48)
@@ -174,7 +185,7 @@ def test_infer_logits_folds_the_sliding_window_only_and_obeys_the_switch():
     windowed = parse_config({"patch_size": 32})
     folded = infer_logits(model, image, windowed, forward=forward)
     assert calls[0] == 0 and seen[-1] is not model
-    off = parse_config({"patch_size": 32, "evaluation": {"fold_batchnorm": False}})
+    off = parse_config({"patch_size": 32, "evaluation": {"inference_copy": False}})
     plain = infer_logits(model, image, off, forward=forward)
     assert calls[0] > 0 and seen[-1] is model
     torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)
@@ -184,16 +195,16 @@ def test_infer_logits_folds_the_sliding_window_only_and_obeys_the_switch():
 
 
 def test_the_config_switch_is_validated():
-    assert parse_config({}).evaluation.fold_batchnorm is True
+    assert parse_config({}).evaluation.inference_copy is True
     with pytest.raises(
-        ConfigError, match=r"unknown key 'fold_batchnrom' under 'evaluation'.*did you mean 'fold_batchnorm'"
+        ConfigError, match=r"unknown key 'inference_cpy' under 'evaluation'.*did you mean 'inference_copy'"
     ):
-        parse_config({"evaluation": {"fold_batchnrom": False}})
-    with pytest.raises(ConfigError, match="fold_batchnorm"):
-        parse_config({"evaluation": {"fold_batchnorm": "sometimes"}})
+        parse_config({"evaluation": {"inference_cpy": False}})
+    with pytest.raises(ConfigError, match="inference_copy"):
+        parse_config({"evaluation": {"inference_copy": "sometimes"}})
 
 
-def test_a_trained_runs_predict_and_evaluate_are_the_same_folded_or_not(tmp_path):
+def test_a_trained_runs_predict_and_evaluate_are_the_same_with_or_without_the_inference_copy(tmp_path):
     from PIL import Image
 
     from medbalance.data.folder import read_folder
@@ -216,7 +227,7 @@ def test_a_trained_runs_predict_and_evaluate_are_the_same_folded_or_not(tmp_path
     assert norms and not torch.equal(norms[0].running_var, torch.ones_like(norms[0].running_var))  # trained stats
     off = dataclasses.replace(
         run,
-        cfg=run.cfg.model_copy(update={"evaluation": run.cfg.evaluation.model_copy(update={"fold_batchnorm": False})}),
+        cfg=run.cfg.model_copy(update={"evaluation": run.cfg.evaluation.model_copy(update={"inference_copy": False})}),
     )
     before = _state(run.model)
     image = np.asarray(Image.open(data / "images" / "case2.png"))[None]
@@ -231,3 +242,55 @@ def test_a_trained_runs_predict_and_evaluate_are_the_same_folded_or_not(tmp_path
             assert value == pytest.approx(off_scores[key], abs=1e-4), key
     after = run.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before) and not run.model.training
+
+
+needs_onednn = pytest.mark.skipif(not packable_convolutions(nn.Sequential(nn.Conv2d(1, 1, 1))), reason="no oneDNN ops")
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kernel_size": 3, "padding": 1},
+        {"kernel_size": 1, "bias": False},
+        {"kernel_size": 3, "stride": 2, "padding": 1, "groups": 2},
+        {"kernel_size": 3, "padding": 2, "dilation": 2},
+    ],
+)
+def test_a_packed_convolution_is_the_convolution_then_relu_for_any_input(options):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(4, 6, **options).eval()
+    for relu in (True, False):
+        packed = PackedConv2d(conv, relu=relu)
+        for shape, layout in [((2, 4, 16, 16), torch.contiguous_format), ((3, 4, 37, 53), torch.channels_last)]:
+            x = torch.randn(shape).contiguous(memory_format=layout)
+            with torch.inference_mode():
+                expected = torch.relu(conv(x)) if relu else conv(x)
+                torch.testing.assert_close(packed(x), expected, rtol=0, atol=1e-6)
+
+
+@needs_onednn
+def test_a_packed_convolution_falls_back_to_the_module_with_autograd_or_autocast():
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    packed = PackedConv2d(conv, relu=True)
+    x = torch.randn(1, 2, 8, 8)
+    out = packed(x)  # grad enabled: the original module, so gradients reach its weight
+    out.sum().backward()
+    assert conv.weight.grad is not None
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(packed(x), torch.relu(conv(x)), rtol=0, atol=0)
+
+
+@needs_onednn
+def test_an_inference_copy_of_a_net_without_norms_is_a_packed_copy_and_the_caller_keeps_its_layers():
+    plain = NETS["unet"](1, 2, base_channels=4, depth=2, norm="instance").eval()
+    types = [type(m) for m in plain.modules()]
+    fast = inference_copy(plain)
+    assert fast is not plain and any(isinstance(m, PackedConv2d) for m in fast.modules())
+    assert [type(m) for m in plain.modules()] == types
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), plain(x), rtol=0, atol=1e-5)
+    assert inference_copy(fast) is fast and inference_copy(plain.train()) is plain
+    volume = NETS["unet"](1, 2, base_channels=4, depth=2, norm="instance", spatial_dims=3).eval()
+    assert inference_copy(volume) is volume  # 3D: nothing to fold or pack

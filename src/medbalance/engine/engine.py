@@ -45,7 +45,7 @@ from medbalance.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from medbalance.engine.fold import fold_batchnorm
+from medbalance.engine.fold import inference_copy
 from medbalance.engine.hooks import Method
 from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
@@ -585,7 +585,7 @@ class Engine:
         """
         if isinstance(loader, Dataset):
             loader, _ = self._loader(loader, train=False)
-        module = inference_model(self._eval_module(), self.cfg)  # folded once per pass, not per batch
+        module = inference_model(self._eval_module(), self.cfg)  # prepared once per pass, not per batch
         evaluator = self.task.evaluator(scorers=getattr(loader.dataset, "scorers", ()))
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
@@ -638,15 +638,16 @@ def target_spacing(cfg: RunConfig) -> tuple[float, ...] | None:
 
 def inference_model(model: nn.Module | Callable, cfg: RunConfig) -> nn.Module | Callable:
     """The network :func:`infer_logits` runs: with a sliding window (a ``patch_size``) and
-    ``cfg.evaluation.fold_batchnorm``, a copy of ``model`` with its BatchNorms folded into the
-    convolutions (:func:`medbalance.engine.fold.fold_batchnorm`); else ``model`` itself.
+    ``cfg.evaluation.inference_copy``, a faster copy of ``model`` computing the same outputs
+    (BatchNorms folded, CPU convolutions packed: :func:`medbalance.engine.fold.inference_copy`);
+    else ``model`` itself.
 
     A caller that infers many batches with one network makes it once and passes it on
-    (``infer_logits`` then finds nothing left to fold).
+    (``infer_logits`` then finds nothing left to change).
     """
-    if cfg.patch_size in (None, "auto") or not cfg.evaluation.fold_batchnorm or not isinstance(model, nn.Module):
+    if cfg.patch_size in (None, "auto") or not cfg.evaluation.inference_copy or not isinstance(model, nn.Module):
         return model
-    return fold_batchnorm(model)
+    return inference_copy(model)
 
 
 def infer_logits(
@@ -661,9 +662,8 @@ def infer_logits(
     sliding window of that size with Gaussian weights, ``cfg.evaluation``'s overlap and flip
     test-time augmentation, windows batched by ``eval_batch_size`` (else ``batch_size``).
 
-    The sliding window runs an inference copy of ``model`` with its BatchNorms folded into the
-    convolutions (:func:`inference_model`; ``model`` is not changed) unless
-    ``cfg.evaluation.fold_batchnorm`` is false.
+    The sliding window runs an inference copy of ``model`` (:func:`inference_model`; ``model`` is
+    not changed) unless ``cfg.evaluation.inference_copy`` is false.
 
     With a target spacing (:func:`target_spacing`) each image is resampled from its own
     ``spacing`` (one row per image in array axis order; ``None``: 1 per axis) to it, inferred
@@ -673,7 +673,7 @@ def infer_logits(
     The one inference path of validation, ``evaluate``, ``predict`` and the experiments.
 
     Args:
-        model: the network, or any callable of a batch (then nothing is folded).
+        model: the network, or any callable of a batch (then it runs as given).
         image: ``(N, C, *spatial)`` input.
         cfg: the run's config.
         forward: how to run the network on a batch, ``forward(model, batch)`` (a method's hook,

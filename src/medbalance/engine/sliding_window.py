@@ -187,7 +187,7 @@ def sliding_window_inference(
     flip_axes: Sequence[int] = (),
     output_device: torch.device | str | None = None,
     channels_last: bool | str = "auto",
-    fold_batchnorm: bool = True,
+    inference_copy: bool = True,
 ) -> Tensor:
     """Logits of whole images from a predictor of ``patch_size`` windows, blended.
 
@@ -224,10 +224,10 @@ def sliding_window_inference(
         channels_last: window batches in ``torch.channels_last`` (2D only): ``True``,
             ``False`` or ``"auto"``, which follows the predictor's ``prefers_channels_last`` on
             CPU when it is an ``nn.Module`` (see :func:`medbalance.engine.memory_format`).
-        fold_batchnorm: when the predictor is an ``nn.Module``, run an inference copy of it with
-            every eval-mode BatchNorm folded into its convolution
-            (:func:`medbalance.engine.fold.fold_batchnorm`: the same outputs within float
-            rounding, the predictor itself untouched); ``False`` runs the predictor as given.
+        inference_copy: when the predictor is an ``nn.Module``, run an inference copy of it:
+            BatchNorms folded into their convolutions, on CPU convolutions packed for oneDNN with
+            their ReLU fused (:func:`medbalance.engine.fold.inference_copy`: the same outputs
+            within float rounding, the predictor itself untouched); ``False`` runs it as given.
 
     Returns:
         float32 logits ``(N, C_out, *spatial)`` on ``output_device``.
@@ -252,10 +252,10 @@ def sliding_window_inference(
     flips = _flip_combinations(flip_axes, ndim)
     if channels_last not in (True, False, "auto"):
         raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-    if not isinstance(fold_batchnorm, bool):
-        raise ValueError(f"fold_batchnorm must be True or False, got {fold_batchnorm!r}")
-    if fold_batchnorm and isinstance(predictor, nn.Module):
-        predictor = fold.fold_batchnorm(predictor)
+    if not isinstance(inference_copy, bool):
+        raise ValueError(f"inference_copy must be True or False, got {inference_copy!r}")
+    if inference_copy and isinstance(predictor, nn.Module):
+        predictor = fold.inference_copy(predictor)
     output_device = image.device if output_device is None else torch.device(output_device)
     if channels_last == "auto":
         channels_last = isinstance(predictor, nn.Module) and memory_format("auto", predictor, image.device) is not None
