@@ -7,16 +7,23 @@ Usage::
         [--skip-wait] [--skip-coverage] [--batches 300]
     python -m benchmarks --only patches          # the speed groups only
 
-**speed** (round-robin by :func:`benchmarks.harness.run_groups`): one call draws ``items``
-patches as float32 image / int64 target tensors from the same arrays -- 20 DRIVE images
+**speed** (round-robin by :func:`benchmarks.harness.run_groups`): one call turns the same stored
+arrays into one batch of ``items`` patches as the training step consumes it, a float32 image
+``(items, C, *patch)`` and an int64 target ``(items, *patch)`` -- 20 DRIVE images
 (3 x 584 x 565 uint8, vessels ~12% of the field of view; read from ``../shared/data/drive``, or
 synthetic arrays of the same shape and fraction when absent) with patches 64 x 64 and 128 x 128,
 16 per call; and 4 volumes 1 x 128^3 int16 with a ball of ~12% foreground, patches 64^3, 4 per
 call. medbalance: the default ``foreground`` sampler (fraction 0.33), locations computed once at
-construction. MONAI, configured as closely as it allows: ``ratios=[0.67, 0.33]`` (a patch is
-centred on a vessel voxel with probability 0.33, per patch, instead of exactly 5 of 16 per batch;
-the other patches are centred on a background voxel instead of a uniform position), a case
-drawn uniformly per call, and four ways of running it:
+construction; the batch cut at once as the engine's loader does (``PatchDataset.batch``: float32
+image, target in the smallest label dtype, here uint8), then the target widened to int64 by the
+engine's ``widen_target`` (one cast per batch, paid in the timing); and, as a second medbalance
+row, its items one by one collated by ``default_collate`` (what a plain DataLoader does). MONAI:
+the crops (tensors in the stored dtypes) stacked, then one ``.float()`` of the image batch and one
+``.long()`` of the label batch (the cheapest order for it: one cast per batch, not per patch).
+MONAI, configured as closely as it allows: ``ratios=[0.67, 0.33]`` (a patch is centred on a vessel
+voxel with probability 0.33, per patch, instead of exactly 5 of 16 per batch; the other patches
+are centred on a background voxel instead of a uniform position), a case drawn uniformly per call,
+and four ways of running it:
 
 * ``indices per call``: ``RandCropByLabelClassesd`` alone (it scans the label on every call);
 * ``cached indices``: ``ClassesToIndicesd(max_samples_per_class=10000)`` run once per case
@@ -29,10 +36,12 @@ drawn uniformly per call, and four ways of running it:
 The same calls are then timed in CPU time (``time.process_time``, round-robin, median), which
 leaves out the time other processes hold the core on a shared machine.
 
-**wait**: a DataLoader with 1 worker feeds ``UNet(3, 1, base_channels=16)`` (Dice + CE, Adam,
-batch 16 of 64 x 64 DRIVE patches, default sampler; channels_last as the engine's CPU default)
-for ``--steps`` steps; the time the loop waits for the next batch is reported as a fraction of
-the step (goal <= 10%), with 0 workers (patches drawn in the training process) for comparison.
+**wait**: a DataLoader with 1 worker, set up as the engine sets up a patch stream (``Numbered``,
+``StreamBatches``, ``batch_size=None``: one ``PatchDataset.batch`` per step), feeds ``UNet(3, 1,
+base_channels=16)`` (Dice + CE, Adam, batch 16 of 64 x 64 DRIVE patches, default sampler;
+channels_last as the engine's CPU default) for ``--steps`` steps; the time the loop waits for the
+next batch is reported as a fraction of the step (goal <= 10%; the int64 widening of the target is
+in the step), with 0 workers (patches drawn in the training process) for comparison.
 
 **coverage**: for ``rare_class`` at powers 0, 0.25, 0.5, 0.75, 1 (and ``uniform`` /
 ``foreground`` for reference), batches of 16 patches of 64 x 64 from the CoNSeP train tiles
@@ -53,11 +62,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from benchmarks.harness import Case, Group, Row, interleaved_times, report, run_groups, start
 from medbalance.data.patches import PatchDataset
 from medbalance.data.phantoms import nuclei_phantoms
+from medbalance.engine.engine import widen_target
+from medbalance.engine.native import Numbered, StreamBatches
 from medbalance.losses import build_loss
 from medbalance.nets import UNet
 
@@ -112,11 +123,29 @@ def _ours(images, masks, patch, items: int) -> Case:
     )
     counter = iter(range(10**12))
 
-    def draw() -> None:
-        for _ in range(items):
-            ds[next(counter)]
+    def draw() -> dict:
+        return widen_target(ds.batch([next(counter) for _ in range(items)]))
 
     return Case("medbalance.PatchDataset", draw, items, 0)
+
+
+def _ours_items(images, masks, patch, items: int) -> Case:
+    """The former item path: one tensor pair per patch, then ``default_collate``."""
+    ds = PatchDataset(
+        images,
+        masks,
+        patch_size=patch,
+        num_classes=2,
+        batch_size=items,
+        samples_per_epoch=items,
+        foreground_fraction=FRACTION,
+    )
+    counter = iter(range(10**12))
+
+    def draw() -> dict:
+        return widen_target(default_collate([ds[next(counter)] for _ in range(items)]))
+
+    return Case("medbalance, items + default_collate", draw, items, 0)
 
 
 def _plain(x) -> torch.Tensor:
@@ -146,12 +175,12 @@ def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, tra
     crop.set_random_state(0)
     rng = np.random.default_rng(0)
 
-    def draw() -> None:
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
         set_track_meta(track_meta)  # a global switch: restored so that the other cases keep MONAI's default
         try:
-            for _ in range(items // per_case):
-                for out in crop(cases[rng.integers(len(cases))]):
-                    _plain(out["image"]).float(), _plain(out["label"])[0].long()
+            crops = [out for _ in range(items // per_case) for out in crop(cases[rng.integers(len(cases))])]
+            image = torch.stack([_plain(out["image"]) for out in crops]).float()
+            return image, torch.stack([_plain(out["label"])[0] for out in crops]).long()
         finally:
             set_track_meta(True)
 
@@ -172,7 +201,7 @@ def _groups(quick: bool) -> list[Group]:
     for data, target, patch, items in workloads:
         shape = "x".join(map(str, data[0].shape))
         name = f"patches {'x'.join(map(str, patch))} from {len(data)} x {shape}"
-        cases = [_ours(data, target, patch, items)]
+        cases = [_ours(data, target, patch, items), _ours_items(data, target, patch, items)]
         cases += [_monai(data, target, patch, items, cached=c, per_case=1) for c in (False, True)]
         cases.append(_monai(data, target, patch, items, cached=True, per_case=1, track_meta=False))
         cases.append(_monai(data, target, patch, items, cached=True, per_case=4))
@@ -231,13 +260,15 @@ def data_wait(*, steps: int, workers: int, channels_last: bool = True, batch: in
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = build_loss("dice_ce", binary=True)
-    loader = DataLoader(ds, batch_size=batch, sampler=ds.epoch_indices(0), num_workers=workers)
+    # as the engine loads a patch stream: each batch's index list, cut at once in the worker
+    batches = StreamBatches(ds.epoch_indices, steps + warm, batch, lambda: 0)
+    loader = DataLoader(Numbered(ds), sampler=batches, batch_size=None, num_workers=workers)
     waits, computes = [], []
     tick = time.perf_counter()
     for batch_data in loader:
         ready = time.perf_counter()
         x = batch_data["image"].contiguous(memory_format=memory_format)
-        loss_fn(model(x), batch_data["target"]).backward()
+        loss_fn(model(x), widen_target(batch_data)["target"]).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = time.perf_counter()

@@ -337,3 +337,65 @@ def test_a_ragged_dataset_without_patches_is_refused_in_one_line(tmp_path, capsy
     data = _folder(tmp_path / "data")
     assert main(_train_args(data, tmp_path / "runs", "--set", "patch_size=null")) == 2
     assert "set patch_size" in capsys.readouterr().err
+
+
+def _multiclass_folder(root: Path, dims: int) -> Path:
+    """Four cases with labels 0, 1, 2 and an ignored (255) border: PNGs (2D) or NIfTI volumes (3D)."""
+    rng = np.random.default_rng(7)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    shapes = (
+        [(40, 52), (48, 40), (44, 44), (36, 50)]
+        if dims == 2
+        else [(12, 20, 24), (14, 18, 18), (12, 22, 22), (10, 24, 20)]
+    )
+    for i, shape in enumerate(shapes):
+        grid = np.indices(shape)
+        centre = np.array(shape)[(slice(None),) + (None,) * dims] / 2
+        radius = np.sqrt((((grid - centre) / (np.array(shape)[(slice(None),) + (None,) * dims] / 2)) ** 2).sum(0))
+        mask = np.where(radius < 0.4, 2, np.where(radius < 0.8, 1, 0)).astype(np.uint8)
+        mask[(slice(None),) * (dims - 1) + (slice(0, 2),)] = 255  # an ignored border along the last axis
+        image = np.clip(50 + 60 * np.minimum(mask, 3) + rng.normal(0, 15, shape), 0, 255).astype(np.uint8)
+        if dims == 2:
+            Image.fromarray(image).save(root / "images" / f"c{i}.png")
+            Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
+        else:
+            sitk.WriteImage(sitk.GetImageFromArray(image), str(root / "images" / f"c{i}.nii.gz"))
+            sitk.WriteImage(sitk.GetImageFromArray(mask), str(root / "masks" / f"c{i}.nii.gz"))
+    return root
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_uint8_patch_targets_train_exactly_like_int64_ones(tmp_path, monkeypatch, one_thread, dims):
+    """Multi-class patches with ignore_index 255 and label-moving augmentation: the stream cuts
+    uint8 targets and the training step widens them; the weights equal an int64-target run's
+    whose batches come from a worker."""
+    from medbalance.data import patches as patches_module
+
+    data = _multiclass_folder(tmp_path / "data", dims)
+    cfg = {
+        "epochs": 1,
+        "batch_size": 2,
+        "steps_per_epoch": 3,
+        "progress": False,
+        "patch_size": [16, 16] if dims == 2 else [8, 16, 16],
+        "data": {"kind": "folder", "path": str(data), "ignore_index": 255, "val_fraction": 0.25},
+        "model": {"name": "unet", "base_channels": 4, "depth": 2, "spatial_dims": dims},
+        "loss": ["dice", "ce"],
+        "augment": {"flip": True, "rotate": 30.0, "affine_p": 1.0, "outside_label": 255},
+    }
+    cut = []
+    original = patches_module.target_dtype
+
+    def spy(num_classes, ignore_index=None):
+        cut.append(original(num_classes, ignore_index))
+        return cut[-1]
+
+    monkeypatch.setattr(patches_module, "target_dtype", spy)
+    compact = load_run(train(parse_config(cfg), out=tmp_path / "uint8").run_dir)
+    assert cut == [np.uint8] and compact.task.ignore_index == 255 and compact.task.num_classes == 3
+    monkeypatch.setattr(patches_module, "target_dtype", lambda *args: np.dtype(np.int64))  # the former items
+    # and batches cut in a DataLoader worker (batch_size=None: one PatchDataset.batch per step)
+    wide = load_run(train(parse_config({**cfg, "num_workers": 1}), out=tmp_path / "int64").run_dir)
+    a, b = compact.model.state_dict(), wide.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from torch.utils.data import DataLoader
 
-from medbalance.data.patches import PatchDataset, class_locations
+from medbalance.data.patches import PatchDataset, class_locations, target_dtype
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -114,13 +114,76 @@ def test_crop_content_matches_the_planned_window_2d_mixed_sizes():
         seen.add(plan.case)
         assert item["index"].item() == plan.case and item["index"].dtype == torch.int64
         assert item["image"].dtype == torch.float32 and tuple(item["image"].shape) == (2, 6, 7)
-        assert item["target"].dtype == torch.int64 and item["instance"].dtype == torch.int64
+        assert item["target"].dtype == torch.uint8 and item["instance"].dtype == torch.int64  # 3 classes: uint8
         for name, array, fill in [("image", images, 0), ("target", targets, 0), ("instance", instances, 0)]:
             np.testing.assert_array_equal(item[name].numpy(), _window(array[plan.case], plan.start, (6, 7), fill))
         for a, s, p in zip(plan.start, shapes[plan.case], (6, 7)):
             # Long axes: the window stays inside; short axes: the window covers the whole axis.
             assert (0 <= a <= s - p) if s >= p else (s - p <= a <= 0)
     assert seen == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "ignore_index", "stored", "expected"),
+    [
+        (2, None, np.int64, np.uint8),
+        (3, 255, np.uint8, np.uint8),
+        (256, None, np.int32, np.uint8),
+        (257, None, np.int64, np.int16),
+        (5, -100, np.int64, np.int16),
+        (40_000, None, np.int64, np.int64),
+    ],
+)
+def test_targets_are_cut_in_the_smallest_dtype_that_holds_every_label(num_classes, ignore_index, stored, expected):
+    assert target_dtype(num_classes, ignore_index) == expected
+    rng = np.random.default_rng(0)
+    labels = [0, num_classes - 1] + ([] if ignore_index is None else [ignore_index])
+    target = rng.choice(labels, (12, 10)).astype(stored)  # the extremes: a wrong dtype would wrap them
+    ds = _dataset([_ramp((12, 10))], [target], num_classes=num_classes, ignore_index=ignore_index, patch_size=(7, 10))
+    assert ds.target_dtype == expected
+    for k in range(20):
+        plan, item = ds.plan(k), ds[k]
+        assert item["target"].numpy().dtype == expected
+        np.testing.assert_array_equal(item["target"].long().numpy(), _window(target, plan.start, (7, 10), 0))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_batch_is_its_items_collated(dims):
+    """``batch(ks)`` writes straight into the batch arrays; it must equal ``default_collate`` of the
+    items, padding (short cases), normalisation, extras and ignore_index fill included."""
+    from torch.utils.data import default_collate
+
+    rng = np.random.default_rng(3)
+    shapes = [(9, 11), (4, 6), (12, 12)] if dims == 2 else [(5, 9, 7), (3, 4, 8), (6, 6, 6)]
+    images = [rng.integers(-50, 50, (2, *s)).astype(np.int16) for s in shapes]
+    targets = [rng.choice([0, 1, 2, 255], s).astype(np.uint8) for s in shapes]
+    extras = {"instance": [rng.integers(0, 9, s).astype(np.uint16) for s in shapes]}
+    extras["weight"] = [rng.random(s).astype(np.float32) for s in shapes]
+    patch = (6, 7) if dims == 2 else (4, 5, 6)
+    for normalize in (None, _Shift()):
+        ds = _dataset(images, targets, patch_size=patch, ignore_index=255, normalize=normalize, extras=extras)
+        ks = [3, 17, 4, 40, 41]
+        batch, expected = ds.batch(ks), default_collate([ds[k] for k in ks])
+        assert batch.keys() == expected.keys()
+        for key in batch:
+            assert batch[key].dtype == expected[key].dtype and torch.equal(batch[key], expected[key]), key
+        # and the items themselves are the planned windows
+        for k in ks:
+            plan, item = ds.plan(k), ds[k]
+            scaled = images[plan.case].astype(np.float32) + (0 if normalize is None else 5)
+            np.testing.assert_array_equal(item["image"].numpy(), _window(scaled, plan.start, patch, 0))
+            np.testing.assert_array_equal(item["target"].numpy(), _window(targets[plan.case], plan.start, patch, 255))
+            for name in extras:
+                np.testing.assert_array_equal(
+                    item[name].numpy(), _window(extras[name][plan.case], plan.start, patch, 0)
+                )
+    with pytest.raises(ValueError, match="ks must name at least one item"):
+        ds.batch([])
+
+
+class _Shift:
+    def __call__(self, case, patch):
+        return patch + 5
 
 
 def test_uniform_positions_cover_every_valid_start():

@@ -81,10 +81,15 @@ class Evaluation(_Strict):
     case's ground truth (``skip``: left out of the means; ``one`` / ``zero``: scored so);
     ``tolerance`` is the normalised surface Dice tolerance in physical units (mm, or pixels
     without spacing); ``surface: false`` skips HD95 / NSD (they cost distance transforms).
+    ``inference_copy: false`` runs the sliding window on the network as trained instead of an
+    inference copy (BatchNorms folded into the convolutions, on CPU convolutions packed for
+    oneDNN with their ReLU fused: the same outputs within float rounding, faster;
+    :func:`medbalance.engine.fold.inference_copy`).
     """
 
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
     flip_tta: bool = False
+    inference_copy: bool = True
     empty: Literal["skip", "one", "zero"] = "skip"
     tolerance: float = Field(1.0, gt=0.0)
     surface: bool = True

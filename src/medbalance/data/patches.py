@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["PATCH_SAMPLERS", "DEFAULT_POWER", "Patch", "PatchDataset", "class_locations"]
+__all__ = ["PATCH_SAMPLERS", "DEFAULT_POWER", "Patch", "PatchDataset", "class_locations", "target_dtype"]
 
 PATCH_SAMPLERS = ("uniform", "foreground", "rare_class")
 #: Default ``power`` of the ``rare_class`` sampler (see benchmarks/RESULTS.md, "Patch sampling").
@@ -92,6 +92,26 @@ def _scan(
             voxels = voxels[np.sort(rng.choice(n, max_per_class, replace=False))]
         locations[c] = np.stack(np.unravel_index(voxels, target.shape), axis=1).astype(np.int32)
     return locations, counts
+
+
+def target_dtype(num_classes: int, ignore_index: int | None = None) -> np.dtype:
+    """The smallest integer dtype of a patch target: ``uint8`` when every label (``0 ..
+    num_classes - 1`` and ``ignore_index``) fits in ``[0, 255]``, else ``int16`` when they fit
+    in it, else ``int64``.
+
+    Patches are cut in it (an eighth of the int64 bytes for uint8) and the training step widens
+    the whole batch to int64 once (:func:`medbalance.engine.engine.widen_target`).
+
+    Example:
+        >>> target_dtype(2, 255), target_dtype(300), target_dtype(3, -100)
+        (dtype('uint8'), dtype('int16'), dtype('int16'))
+    """
+    labels = [0, num_classes - 1] + ([] if ignore_index is None else [int(ignore_index)])
+    for dtype in (np.uint8, np.int16):
+        info = np.iinfo(dtype)
+        if info.min <= min(labels) and max(labels) <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
 
 
 def class_locations(
@@ -173,8 +193,10 @@ class PatchDataset(Dataset):
         locations: per case :func:`class_locations` output (else computed here, once).
 
     Shape:
-        Item: ``{"image": float32 (C, *patch), "target": int64 (*patch), "index": int64 (),
-        **extras}``; extras are int64 if integer, else float32.
+        Item: ``{"image": float32 (C, *patch), "target": (*patch), "index": int64 (), **extras}``;
+        the target in :attr:`target_dtype` (uint8 for up to 256 labels incl. ``ignore_index``:
+        widen the batch with ``.long()`` where a loss takes it); extras are int64 if integer,
+        else float32.
 
     Example:
         >>> images = [np.zeros((1, 40, 50), np.uint8), np.ones((1, 20, 30), np.uint8)]
@@ -183,7 +205,7 @@ class PatchDataset(Dataset):
         ...                   samples_per_epoch=8)
         >>> item = ds[5]
         >>> tuple(item["image"].shape), item["target"].dtype, len(ds), ds.epoch_indices(1)
-        ((1, 32, 32), torch.int64, 8, range(8, 16))
+        ((1, 32, 32), torch.uint8, 8, range(8, 16))
     """
 
     def __init__(
@@ -252,6 +274,8 @@ class PatchDataset(Dataset):
                 if np.shape(array) != np.shape(target):
                     raise ValueError(f"extras[{name!r}][{i}] must have shape {np.shape(target)}, got {np.shape(array)}")
         self.unforced = round(self.batch_size * (1 - self.foreground_fraction))
+        #: dtype of the items' targets (:func:`target_dtype`); ``_scan`` checks every label fits.
+        self.target_dtype = target_dtype(self.num_classes, ignore_index)
 
         counts = np.zeros((len(self.targets), self.num_classes), np.int64)
         if locations is None:
@@ -355,30 +379,48 @@ class PatchDataset(Dataset):
         source = tuple(slice(max(a, 0), min(a + p, s)) for a, p, s in zip(start, self.patch_size, spatial))
         return source, tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(source, start))
 
-    def _pad(self, inside: np.ndarray, placed: tuple[slice, ...], fill) -> np.ndarray:
-        """``inside`` (trailing axes spatial) placed in a patch of ``fill``; as is when it fills the patch."""
-        lead = inside.shape[: inside.ndim - len(placed)]
-        if inside.shape[len(lead) :] == self.patch_size:
-            return inside
-        out = np.full((*lead, *self.patch_size), fill, dtype=inside.dtype)
-        out[(Ellipsis, *placed)] = inside
-        return out
+    def batch(self, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Items ``ks`` as one batch, exactly ``default_collate([self[k] for k in ks])``, written
+        straight into the batch arrays: each patch is copied (and cast) once, with no per-item
+        tensors to stack afterwards.
+
+        Returns:
+            ``{"image": float32 (B, C, *patch), "target": target_dtype (B, *patch), "index":
+            int64 (B,), **extras (B, *patch)}``.
+        """
+        ks = list(ks)
+        if not ks:
+            raise ValueError("ks must name at least one item")
+        n, channels, patch = len(ks), self.images[0].shape[0], self.patch_size
+        pad_label = 0 if self.ignore_index is None else self.ignore_index
+        image = np.empty((n, channels, *patch), np.float32)
+        target = np.empty((n, *patch), self.target_dtype)
+        extras = {
+            name: np.empty(
+                (n, *patch), np.int64 if all(np.issubdtype(a.dtype, np.integer) for a in arrays) else np.float32
+            )
+            for name, arrays in self.extras.items()
+        }
+        cases = np.empty(n, np.int64)
+        for i, k in enumerate(ks):
+            case, start, _, _ = self.plan(k)
+            cases[i] = case
+            source, placed = self._window(self.targets[case].shape, start)
+            if any(sl.stop - sl.start != p for sl, p in zip(placed, patch)):  # padded: fill first
+                image[i], target[i] = 0.0, pad_label
+                for out in extras.values():
+                    out[i] = 0
+            region = (slice(None), *source)
+            if self.normalize is None:
+                image[i][(slice(None), *placed)] = self.images[case][region]
+            else:
+                cut = np.array(self.images[case][region], dtype=np.float32)
+                image[i][(slice(None), *placed)] = self.normalize(case, cut)
+            target[i][placed] = self.targets[case][source]  # every label fits (checked by _scan)
+            for name, out in extras.items():
+                out[i][placed] = self.extras[name][case][source]
+        batch = {"image": image, "target": target, "index": cases, **extras}
+        return {key: torch.from_numpy(value) for key, value in batch.items()}
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        case, start, _, _ = self.plan(k)
-        source, placed = self._window(self.targets[case].shape, start)
-        image = np.array(self.images[case][(slice(None), *source)], dtype=np.float32)
-        if self.normalize is not None:
-            image = np.asarray(self.normalize(case, image), dtype=np.float32)
-        pad_label = 0 if self.ignore_index is None else self.ignore_index
-        item = {
-            "image": torch.from_numpy(self._pad(image, placed, 0.0)),
-            "target": torch.from_numpy(
-                self._pad(np.array(self.targets[case][source], dtype=np.int64), placed, pad_label)
-            ),
-            "index": torch.from_numpy(np.array(case, dtype=np.int64)),
-        }
-        for name, arrays in self.extras.items():
-            dtype = np.int64 if np.issubdtype(arrays[case].dtype, np.integer) else np.float32
-            item[name] = torch.from_numpy(self._pad(np.array(arrays[case][source], dtype=dtype), placed, 0))
-        return item
+        return {key: value[0] for key, value in self.batch([k]).items()}

@@ -45,6 +45,7 @@ from medbalance.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from medbalance.engine.fold import inference_copy
 from medbalance.engine.hooks import Method
 from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
@@ -62,6 +63,8 @@ __all__ = [
     "make_fabric",
     "memory_format",
     "infer_logits",
+    "inference_model",
+    "widen_target",
     "target_spacing",
     "window_of",
 ]
@@ -251,7 +254,9 @@ class Engine:
         """Logits of a whole evaluation batch (:func:`infer_logits`: one forward pass, or a
         sliding window of the run's patch size)."""
         image, spacing = batch["image"], batch.get("spacing")  # spacing: to resample to the run's target spacing
-        return infer_logits(lambda x: self.forward(module, {"image": x}), image, self.cfg, spacing=spacing)
+        return infer_logits(
+            module, image, self.cfg, forward=lambda m, x: self.forward(m, {"image": x}), spacing=spacing
+        )
 
     def compute_loss(self, stage: Stage, outputs: torch.Tensor | tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         """The stage's loss of a batch: the method's :meth:`~medbalance.engine.hooks.Method.compute_loss`."""
@@ -279,7 +284,8 @@ class Engine:
             steps = self.cfg.steps_per_epoch or DEFAULT_PATCH_STEPS
             batches = StreamBatches(data.epoch_indices, steps, batch, lambda: self._epoch, rank=rank, world=world)
             collate = AugmentingCollate(self.cfg.augment, self.cfg.seed)
-            loader = DataLoader(data, batch_sampler=batches, collate_fn=collate, **common)
+            # batch_size=None: the stream gets each batch's index list and cuts the batch at once
+            loader = DataLoader(data, sampler=batches, batch_size=None, collate_fn=collate, **common)
             return self.fabric.setup_dataloaders(loader, use_distributed_sampler=False), generator
         if sampler is None:  # shuffled global batches of world * batch_size, one slice per process
             batches = _RankBatches(uniform(data, world * batch, generator), rank, world, chunk=batch)
@@ -526,7 +532,7 @@ class Engine:
         for step, batch in enumerate(bar):
             if tracks_progress:  # T / T_max for losses that change over training (DFLCE, LDAM-DRW)
                 set_progress(stage.loss, (epoch * len(loader) + step) / (stage.epochs * max(1, len(loader))))
-            batch = self.augment(batch)
+            batch = self.augment(widen_target(batch))
             with self.fabric.autocast():
                 outputs = self.forward(module, batch)
             loss = self.compute_loss(stage, outputs, batch)
@@ -579,10 +585,11 @@ class Engine:
         """
         if isinstance(loader, Dataset):
             loader, _ = self._loader(loader, train=False)
-        module = self._eval_module()
+        module = inference_model(self._eval_module(), self.cfg)  # prepared once per pass, not per batch
         evaluator = self.task.evaluator(scorers=getattr(loader.dataset, "scorers", ()))
         loss_sum = torch.zeros((), device=self.fabric.device)
         for batch in loader:
+            batch = widen_target(batch)
             with self.fabric.autocast():
                 outputs = self.infer(module, batch)
             if stage is not None:
@@ -595,6 +602,24 @@ class Engine:
         if stage is not None:
             evaluation.scores["loss"] = float(loss_sum / max(1, len(loader)))
         return evaluation if full else evaluation.scores
+
+
+def widen_target(batch: dict) -> dict:
+    """``batch`` with its integer ``"target"`` in int64, the dtype the losses, metrics and methods
+    take: patch streams cut targets in uint8 / int16 (:func:`medbalance.data.patches.target_dtype`)
+    and the training step widens the whole batch once, where the batch is computed on.
+
+    Example:
+        >>> widen_target({"target": torch.zeros(2, 3, dtype=torch.uint8)})["target"].dtype
+        torch.int64
+    """
+    target = batch.get("target")
+    if isinstance(target, torch.Tensor) and target.dtype in _NARROW_INTEGERS:
+        return {**batch, "target": target.long()}
+    return batch
+
+
+_NARROW_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32)
 
 
 def window_of(patch_size, spatial_dims: int) -> tuple[int, ...] | None:
@@ -611,16 +636,34 @@ def target_spacing(cfg: RunConfig) -> tuple[float, ...] | None:
     return tuple(float(v) for v in value) if isinstance(value, list) else None
 
 
+def inference_model(model: nn.Module | Callable, cfg: RunConfig) -> nn.Module | Callable:
+    """The network :func:`infer_logits` runs: with a sliding window (a ``patch_size``) and
+    ``cfg.evaluation.inference_copy``, a faster copy of ``model`` computing the same outputs
+    (BatchNorms folded, CPU convolutions packed: :func:`medbalance.engine.fold.inference_copy`);
+    else ``model`` itself.
+
+    A caller that infers many batches with one network makes it once and passes it on
+    (``infer_logits`` then finds nothing left to change).
+    """
+    if cfg.patch_size in (None, "auto") or not cfg.evaluation.inference_copy or not isinstance(model, nn.Module):
+        return model
+    return inference_copy(model)
+
+
 def infer_logits(
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     cfg: RunConfig,
     *,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     spacing: torch.Tensor | Sequence[Sequence[float]] | None = None,
 ) -> torch.Tensor:
-    """Logits of ``image`` ``(N, C, *spatial)``: ``forward(image)``, or with a ``patch_size`` a
+    """Logits of ``image`` ``(N, C, *spatial)``: ``forward(model, image)``, or with a ``patch_size`` a
     sliding window of that size with Gaussian weights, ``cfg.evaluation``'s overlap and flip
     test-time augmentation, windows batched by ``eval_batch_size`` (else ``batch_size``).
+
+    The sliding window runs an inference copy of ``model`` (:func:`inference_model`; ``model`` is
+    not changed) unless ``cfg.evaluation.inference_copy`` is false.
 
     With a target spacing (:func:`target_spacing`) each image is resampled from its own
     ``spacing`` (one row per image in array axis order; ``None``: 1 per axis) to it, inferred
@@ -628,10 +671,24 @@ def infer_logits(
     so the logits always have the input's shape.
 
     The one inference path of validation, ``evaluate``, ``predict`` and the experiments.
+
+    Args:
+        model: the network, or any callable of a batch (then it runs as given).
+        image: ``(N, C, *spatial)`` input.
+        cfg: the run's config.
+        forward: how to run the network on a batch, ``forward(model, batch)`` (a method's hook,
+            a memory layout); ``None``: ``model(batch)``.
+        spacing: per-image spacing (see above).
     """
+    window = window_of(cfg.patch_size, image.ndim - 2)
+    model = inference_model(model, cfg)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model(x) if forward is None else forward(model, x)
+
     target = target_spacing(cfg)
     if target is None:
-        return _infer_at(forward, image, cfg)
+        return _infer_at(predict, image, cfg, window)
     native, dims = tuple(image.shape[2:]), image.ndim - 2
     if len(target) != dims:
         raise ValueError(f"the run infers at spacing {list(target)} but the image has {dims} spatial axes")
@@ -642,17 +699,18 @@ def infer_logits(
         x = image[k : k + 1]
         if shape != native:
             x = torch.from_numpy(resample_image(x[0].float().cpu().numpy(), shape)[None]).to(image.device)
-        out.append(resample_logits(_infer_at(forward, x, cfg), native))
+        out.append(resample_logits(_infer_at(predict, x, cfg, window), native))
     return torch.cat(out)
 
 
-def _infer_at(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
-    window = window_of(cfg.patch_size, image.ndim - 2)
+def _infer_at(
+    predict: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg: RunConfig, window: tuple[int, ...] | None
+) -> torch.Tensor:
     if window is None:
-        return forward(image)
+        return predict(image)
     return sliding_window_inference(
         image,
-        forward,
+        predict,
         patch_size=window,
         overlap=cfg.evaluation.overlap,
         batch_size=cfg.eval_batch_size or cfg.batch_size,

@@ -103,7 +103,11 @@ class StreamBatches(Sampler):
 
 class Numbered(Dataset):
     """A patch stream whose samples also carry their stream index (``"stream"``), which
-    seeds their batch's augmentation; ``len`` and ``epoch_indices`` are the stream's."""
+    seeds their batch's augmentation; ``len`` and ``epoch_indices`` are the stream's.
+
+    A list of indices (a :class:`StreamBatches` batch, with the loader's ``batch_size=None``)
+    gives their whole batch at once (:meth:`~medbalance.data.patches.PatchDataset.batch`).
+    """
 
     def __init__(self, stream) -> None:
         self.stream = stream
@@ -114,12 +118,15 @@ class Numbered(Dataset):
     def epoch_indices(self, epoch: int) -> range:
         return self.stream.epoch_indices(epoch)
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, k: int | list[int]) -> dict:
+        if isinstance(k, list):
+            return {**self.stream.batch(k), "stream": torch.as_tensor(k)}
         return {**self.stream[k], "stream": torch.as_tensor(k)}
 
 
 class AugmentingCollate:
-    """``default_collate`` followed by the run's :class:`~medbalance.data.augment.Augment`.
+    """``default_collate`` (unless given a batch already) followed by the run's
+    :class:`~medbalance.data.augment.Augment`.
 
     The generator is seeded by the run's seed and the batch's first stream index, so a batch
     is augmented the same way in any worker, with any number of workers, and after a resume.
@@ -128,8 +135,8 @@ class AugmentingCollate:
     def __init__(self, augment, seed: int) -> None:
         self.augment, self.seed = augment, seed
 
-    def __call__(self, samples: list[dict]) -> dict:
-        batch = default_collate(samples)
+    def __call__(self, samples: list[dict] | dict) -> dict:
+        batch = samples if isinstance(samples, dict) else default_collate(samples)
         if not self.augment.enabled:
             return batch
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(batch["stream"][0]) + 7)

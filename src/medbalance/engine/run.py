@@ -43,7 +43,15 @@ from medbalance.data.patches import PatchDataset
 from medbalance.data.samplers import bilateral, class_balanced, foreground, reversed_sampler
 from medbalance.data.stats import class_counts
 from medbalance.engine.checkpoint import load_checkpoint
-from medbalance.engine.engine import DEFAULT_PATCH_STEPS, Engine, Stage, infer_logits, make_fabric, memory_format
+from medbalance.engine.engine import (
+    DEFAULT_PATCH_STEPS,
+    Engine,
+    Stage,
+    infer_logits,
+    inference_model,
+    make_fabric,
+    memory_format,
+)
 from medbalance.engine.hooks import Method
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
@@ -693,18 +701,19 @@ def predict_image(
     if layout is not None:
         run.model.to(memory_format=layout)
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        return run.model(batch.contiguous(memory_format=layout) if layout is not None and batch.ndim == 4 else batch)
+    def forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.contiguous(memory_format=layout) if layout is not None and batch.ndim == 4 else batch)
 
+    model = inference_model(run.model, run.cfg)  # once for every slice batch
     with torch.inference_mode():
         own = tuple(spacing) if spacing is not None else (1.0,) * (x.ndim - 1)
         if x.ndim - 1 == dims:
-            logits = infer_logits(forward, x[None], run.cfg, spacing=[own])
+            logits = infer_logits(model, x[None], run.cfg, forward=forward, spacing=[own])
         elif x.ndim - 1 == 3 and dims == 2:  # (C, D, H, W) through a 2D network
             stack = x.transpose(0, 1)
 
             def infer(part: torch.Tensor) -> torch.Tensor:
-                return infer_logits(forward, part, run.cfg, spacing=[own[1:]] * len(part))
+                return infer_logits(model, part, run.cfg, forward=forward, spacing=[own[1:]] * len(part))
 
             logits = torch.cat(in_slice_batches(infer, stack, batch=slices))
             logits = logits.transpose(0, 1)[None]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medbalance.engine import fold
 from medbalance.engine.layout import memory_format
 
 __all__ = ["gaussian_importance", "sliding_window_inference", "window_starts"]
@@ -186,6 +187,7 @@ def sliding_window_inference(
     flip_axes: Sequence[int] = (),
     output_device: torch.device | str | None = None,
     channels_last: bool | str = "auto",
+    inference_copy: bool = True,
 ) -> Tensor:
     """Logits of whole images from a predictor of ``patch_size`` windows, blended.
 
@@ -222,6 +224,10 @@ def sliding_window_inference(
         channels_last: window batches in ``torch.channels_last`` (2D only): ``True``,
             ``False`` or ``"auto"``, which follows the predictor's ``prefers_channels_last`` on
             CPU when it is an ``nn.Module`` (see :func:`medbalance.engine.memory_format`).
+        inference_copy: when the predictor is an ``nn.Module``, run an inference copy of it:
+            BatchNorms folded into their convolutions, on CPU convolutions packed for oneDNN with
+            their ReLU fused (:func:`medbalance.engine.fold.inference_copy`: the same outputs
+            within float rounding, the predictor itself untouched); ``False`` runs it as given.
 
     Returns:
         float32 logits ``(N, C_out, *spatial)`` on ``output_device``.
@@ -246,6 +252,10 @@ def sliding_window_inference(
     flips = _flip_combinations(flip_axes, ndim)
     if channels_last not in (True, False, "auto"):
         raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+    if not isinstance(inference_copy, bool):
+        raise ValueError(f"inference_copy must be True or False, got {inference_copy!r}")
+    if inference_copy and isinstance(predictor, nn.Module):
+        predictor = fold.inference_copy(predictor)
     output_device = image.device if output_device is None else torch.device(output_device)
     if channels_last == "auto":
         channels_last = isinstance(predictor, nn.Module) and memory_format("auto", predictor, image.device) is not None
