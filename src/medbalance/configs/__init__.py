@@ -18,6 +18,8 @@ BUILTIN_CONFIGS = (
     "drive",
     "hc18",
     "consep",
+    "pneumoniamnist",
+    "breastmnist",
     # one recipe per method (README "Recipes")
     "nnunet",
     "dualpath",

@@ -13,6 +13,7 @@ EXPERIMENTS: dict[str, str] = {
     "reuse-background": "medbalance.experiments.seed002.reuse_background",
     "loss-study": "medbalance.experiments.seed002.loss_study",
     "longtail": "medbalance.experiments.seed001",
+    "longtail-claims": "medbalance.experiments.claims_lt",
 }
 SCALE_NAMES = ("smoke", "small", "paper")
 
