@@ -4,7 +4,7 @@ Seed 001 claims that LSKBB (and its baselines BBN, LDAM-DRW, MiSLAS) classify lo
 than plain cross-entropy. This experiment tests the claim on a real dataset (PneumoniaMNIST,
 BreastMNIST, any MedMNIST ``.npz``) at imbalance ratios 10 / 50 / 100:
 
-- the training set is seeded long-tailed subset of the source's training split with the head class
+- the training set is a seeded long-tailed subset of the source's training split with the head class
   whole by default (:func:`medbalance.data.longtail.longtail_targets`); a ratio that would leave the
   tail class fewer than ``min_tail`` images is refused (listed, not trained): an "IR 100" of 4
   images measures noise, not imbalance;
@@ -244,7 +244,7 @@ def run(ctx: Any) -> dict:
     atomic_write_text(ctx.run_dir / "claims.json", json.dumps({"plan": plan, "claims": claims}, indent=1))
     refused = [f"IR {i['ir']:g} (tail {i['tail']})" for i in plan if not i["real"]]
     cap = f"head class capped at {p['n_max']} images" if p["n_max"] else "head class whole"
-    intro = [
+    paragraphs = [
         f"Data: '{ctx.data}', a seeded long-tailed training subset per (IR, seed) ({cap}); validation split "
         "balanced by subsampling; the whole test split, the same images for every run. Not trained: "
         + (", ".join(refused) if refused else "none")
@@ -257,8 +257,6 @@ def run(ctx: Any) -> dict:
         f"bootstrap ({ctx.options['n_resamples']} resamples, scipy.stats.bootstrap); balanced accuracy pairs "
         "the class-weighted correctness of each image (its mean is the balanced accuracy), tail recall the "
         "correctness of the tail class's images. A claim holds when the whole interval is above 0.",
-        "## Claims: each method vs plain CE",
-        "",
-        *lines,
     ]
-    return ctx.write_report("\n\n".join(intro[:3]) + "\n\n" + "\n".join(intro[3:]))
+    claims_md = "\n".join(["## Claims: each method vs plain CE", "", *lines])
+    return ctx.write_report("\n\n".join(paragraphs) + "\n\n" + claims_md)
