@@ -84,7 +84,7 @@ def test_smoke_run_pairs_every_method_with_ce_on_the_whole_test_split(tmp_path, 
     plan = json.loads((folder2 / "claims.json").read_text())["plan"]
     assert [p["real"] for p in plan] == [True, False]
     assert not (folder2 / "runs" / "ce" / "ir20").exists()
-    assert "Not trained: IR 20 (tail 2)" in (folder2 / "results.md").read_text()
+    assert "Refused (tail class under 3 images): IR 20 (tail 2)." in (folder2 / "results.md").read_text()
 
 
 def test_phantoms_and_unknown_methods_are_refused(tmp_path, capsys):

@@ -246,9 +246,8 @@ def run(ctx: Any) -> dict:
     cap = f"head class capped at {p['n_max']} images" if p["n_max"] else "head class whole"
     paragraphs = [
         f"Data: '{ctx.data}', a seeded long-tailed training subset per (IR, seed) ({cap}); validation split "
-        "balanced by subsampling; the whole test split, the same images for every run. Not trained: "
-        + (", ".join(refused) if refused else "none")
-        + f" (tail class under {p['min_tail']} images).",
+        "balanced by subsampling; the whole test split, the same images for every run. Refused (tail class "
+        f"under {p['min_tail']} images): " + (", ".join(refused) if refused else "none") + ".",
         f"Networks: CIFAR ResNet layout, widths {p['widths']}, {p['blocks']} block(s) per stage; SGD lr "
         f"{ctx.options['lr']:g}, momentum 0.9, weight decay 2e-4, cosine, {p['epochs']} epochs (MiSLAS: + "
         f"{p['classifier_epochs']} classifier epochs), {p['batch_size']} images per batch (per branch for BBN / "
