@@ -93,4 +93,8 @@ def test_phantoms_and_unknown_methods_are_refused(tmp_path, capsys):
     data = str(_npz(tmp_path / "toymnist.npz"))
     args = ["experiment", "longtail-claims", "--scale", "smoke", "--data", data, "--out", str(tmp_path), "-q"]
     assert main([*args, "--set", "methods=LSKB"]) == 2
-    assert "unknown method(s) ['LSKB']" in capsys.readouterr().err
+    assert "option 'methods' has 'LSKB' (did you mean 'LSKBB'? expected some of: LDAM-DRW, BBN, LSKBB, MiSLAS)" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, "--set", "methods=CE"]) == 2  # the baseline is always a row, never a method
+    assert "option 'methods' has 'CE'" in capsys.readouterr().err

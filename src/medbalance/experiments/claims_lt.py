@@ -122,6 +122,7 @@ def _predictions(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 class _Claims:
     def __init__(self, ctx: Any) -> None:
+        from medbalance._suggest import did_you_mean
         from medbalance.errors import ConfigError
 
         if ctx.data == "phantom":
@@ -139,11 +140,11 @@ class _Claims:
             preset["irs"] = [float(v) for v in opts["irs"]]
         if opts["n_max"] >= 0:
             preset["n_max"] = opts["n_max"] or None
-        unknown = [m for m in opts["methods"] if m not in ROWS or m == BASELINE]
-        if unknown:
-            raise ConfigError(
-                f"unknown method(s) {unknown} in --set methods (expected some of: {', '.join(list(ROWS)[1:])})"
-            )
+        known = list(ROWS)[1:]
+        for method in opts["methods"]:
+            if method not in known:
+                hint = did_you_mean(method, known)
+                raise ConfigError(f"option 'methods' has {method!r} ({hint}expected some of: {', '.join(known)})")
         self.preset = preset
         self.rows = [BASELINE, *(opts["methods"] or list(ROWS)[1:])]
 
