@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BACKBONES", "LOSS_ROWS", "METHODS", "OPTIONS", "SCALES", "run"]
+__all__ = ["BACKBONES", "LOSS_ROWS", "METHODS", "OPTIONS", "SCALES", "recipe_config", "run"]
 
 # fmt: off
 #: Presets per scale. Phantoms: ``num_classes`` classes, head ``n_max``, ``n_val`` / ``n_test``
