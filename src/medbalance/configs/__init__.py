@@ -19,6 +19,8 @@ BUILTIN_CONFIGS = (
     "hc18",
     "consep",
     "isbi",
+    "pneumoniamnist",
+    "breastmnist",
     # one recipe per method (README "Recipes")
     "nnunet",
     "dualpath",

@@ -248,7 +248,9 @@ def build_folder(data: FolderData) -> Splits:
         return splits
     if data.task != "classification":
         raise ConfigError(f"data.imbalance_ratio applies to classification folders; '{data.path}' is {data.task}")
-    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
+    return longtail_splits(
+        splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed, balanced_test=data.balanced_test
+    )
 
 
 FOLDER = Reader(FolderData, build_folder, section_task)

@@ -142,7 +142,12 @@ def balanced_indices(
 
 
 def longtail_splits(
-    splits: Splits, imbalance_ratio: float | None, *, n_max: int | None = None, seed: int = 0
+    splits: Splits,
+    imbalance_ratio: float | None,
+    *,
+    n_max: int | None = None,
+    seed: int = 0,
+    balanced_test: bool = True,
 ) -> Splits:
     """The long-tail protocol of seed 001: a long-tailed training set, balanced val and test sets.
 
@@ -153,6 +158,8 @@ def longtail_splits(
         imbalance_ratio: ``IR`` of the training subset (:func:`longtail_indices`), or ``None``.
         n_max: cap on the largest training class (``None``: all of it).
         seed: seeds every subset drawn.
+        balanced_test: subsample the test split to balanced classes too; ``False`` keeps it
+            whole, the same images for every seed (paired comparisons of methods).
 
     Returns:
         New splits; ``info["longtail"]`` holds the ratio asked for, the ratio reached, the
@@ -173,7 +180,7 @@ def longtail_splits(
     kept = {
         "train": longtail_indices(splits.train.target, imbalance_ratio, num_classes=num_classes, n_max=n_max, seed=seed)
     }
-    for name in ("val", "test"):
+    for name in ("val", "test") if balanced_test else ("val",):
         data: ArrayDataset | None = getattr(splits, name)
         if data is not None:
             kept[name] = balanced_indices(data.target, num_classes=num_classes, seed=seed)
@@ -194,6 +201,6 @@ def longtail_splits(
     return Splits(
         train,
         splits.val.subset(kept["val"]),
-        splits.test.subset(kept["test"]) if splits.test is not None else None,
+        splits.test.subset(kept["test"]) if "test" in kept else splits.test,
         info=info,
     )

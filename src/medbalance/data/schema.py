@@ -118,6 +118,9 @@ class _LongtailOption(_Strict):
     # (classification; medbalance.data.longtail.longtail_splits) with its largest class capped at n_max.
     imbalance_ratio: float | None = Field(None, ge=1.0)
     n_max: int | None = Field(None, ge=1)
+    # with a ratio: the test split subsampled to balanced classes (seed 001); false keeps it whole, so runs of
+    # every seed score the same test images (paired comparisons, medbalance.experiments.stats)
+    balanced_test: bool = True
 
 
 class _Protocol(_Strict):

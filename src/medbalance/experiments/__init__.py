@@ -15,6 +15,7 @@ EXPERIMENTS: dict[str, str] = {
     "longtail": "medbalance.experiments.seed001",
     "baselines": "medbalance.experiments.baselines",
     "rare-class": "medbalance.experiments.rare_class",
+    "longtail-claims": "medbalance.experiments.claims_lt",
 }
 SCALE_NAMES = ("smoke", "small", "paper")
 

@@ -33,7 +33,7 @@ import numpy as np
 from medbalance._suggest import suggest
 from medbalance.errors import ConfigError
 
-__all__ = ["BACKBONES", "LOSS_ROWS", "METHODS", "OPTIONS", "SCALES", "run"]
+__all__ = ["BACKBONES", "LOSS_ROWS", "METHODS", "OPTIONS", "SCALES", "recipe_config", "run"]
 
 # fmt: off
 #: Presets per scale. Phantoms: ``num_classes`` classes, head ``n_max``, ``n_val`` / ``n_test``
@@ -122,6 +122,28 @@ METHODS: dict[str, Recipe] = {
 _SAME_RUN = {("ResNet-32", "CE"): "BBN", ("improved ResNet-32 (LSK residual)", "DFLCE"): "LSKBB"}
 
 
+def recipe_config(ctx: Any, recipe: Recipe, preset: dict, *, data: dict, seed: int) -> Any:
+    """The run config of a row: ``recipe`` at the preset's widths, blocks, epochs and batch size, trained
+    with seed 001's SGD (``ctx.options["lr"]``, momentum 0.9, weight decay 2e-4, cosine schedule)."""
+    model = {"name": recipe.net, "widths": preset["widths"], "blocks_per_stage": preset["blocks"], **recipe.net_kwargs}
+    method = dict(recipe.method)
+    if method["name"] == "mislas":
+        method.setdefault("classifier_epochs", preset["classifier_epochs"])
+    return ctx.base_config(
+        seed=seed,
+        epochs=preset["epochs"],
+        batch_size=preset["batch_size"],
+        optimizer="sgd",
+        lr=ctx.options["lr"],
+        momentum=0.9,
+        weight_decay=2e-4,
+        data=data,
+        model=model,
+        loss=recipe.loss,
+        method=method,
+    )
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_").replace("__", "_")
 
@@ -191,25 +213,8 @@ class _Experiment:
         key = (row, ir, seed)
         if key in self.scores:
             return self.scores[key]
-        ctx, p = self.ctx, self.preset
-        model = {"name": recipe.net, "widths": p["widths"], "blocks_per_stage": p["blocks"], **recipe.net_kwargs}
-        method = dict(recipe.method)
-        if method["name"] == "mislas":
-            method.setdefault("classifier_epochs", p["classifier_epochs"])
-        cfg = ctx.base_config(
-            seed=seed,
-            epochs=p["epochs"],
-            batch_size=p["batch_size"],
-            optimizer="sgd",
-            lr=ctx.options["lr"],
-            momentum=0.9,
-            weight_decay=2e-4,
-            data=self.data_section(ir, seed),
-            model=model,
-            loss=recipe.loss,
-            method=method,
-        )
-        metrics = ctx.run(f"{_slug(row)}/ir{ir:g}/seed{seed}", cfg)
+        cfg = recipe_config(self.ctx, recipe, self.preset, data=self.data_section(ir, seed), seed=seed)
+        metrics = self.ctx.run(f"{_slug(row)}/ir{ir:g}/seed{seed}", cfg)
         scores = dict(metrics["test"])
         scores["train_counts"] = metrics["train_counts"]
         scores["class_names"] = metrics["class_names"]

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from medbalance.metrics.calibration import expected_calibration_error
 from medbalance.metrics.functional import classification_scores, confusion_matrix, segmentation_scores
+from medbalance.metrics.ranking import auroc
 
 __all__ = ["Evaluation", "Evaluator", "RegionRecall", "Scorer", "evaluate_labels"]
 
@@ -42,7 +43,8 @@ class Evaluation:
     Attributes:
         scores: the score dict (segmentation: :func:`segmentation_scores` of the per-case
             matrices, i.e. the mean over images; classification: :func:`classification_scores`
-            of the pooled matrix, plus ``ece`` when probabilities were seen), with the extra
+            of the pooled matrix, plus ``ece`` and ``auc`` (:func:`~medbalance.metrics.ranking.auroc`,
+            NaN when the target holds one class) when probabilities were seen), with the extra
             scorers' keys.
         confusion: pooled int64 ``(C, C)`` matrix (rows: target, columns: prediction), counting
             pixels (segmentation) or samples (classification).
@@ -82,7 +84,7 @@ def evaluate_labels(
         ignore_index: target value left out of every matrix.
         per_image: segmentation (per-case matrices, scores averaged over images); ``False``:
             classification (scores of the pooled matrix).
-        probs: classification only: class probabilities ``(N, C)`` for the calibration error.
+        probs: classification only: class probabilities ``(N, C)`` for the calibration error and the AUC.
 
     Example:
         >>> target = torch.tensor([[0, 1, 1], [0, 0, 0]])
@@ -104,6 +106,7 @@ def _classification(cm: Tensor, probs: Tensor | None, target: Tensor | None) -> 
     scores = classification_scores(cm)
     if probs is not None and len(probs):
         scores["ece"] = expected_calibration_error(probs, target)
+        scores["auc"] = auroc(probs, target)
     return Evaluation(scores, cm)
 
 
@@ -115,7 +118,7 @@ class Evaluator:
         per_image: segmentation (one matrix per image); ``False``: classification (one pooled matrix).
         ignore_index: target value left out of the matrices.
         probabilities: classification: maps logits to class probabilities, for the calibration
-            error (``ece``) of the batches that come with logits.
+            error (``ece``) and the AUC (``auc``) of the batches that come with logits.
         scorers: the dataset's extra scorer factories (module docstring).
 
     Example:

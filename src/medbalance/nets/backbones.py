@@ -25,7 +25,7 @@ from medbalance.nets.blocks import (
     require_positive_int,
 )
 
-__all__ = ["OUTPUT_STRIDES", "RESNET_LAYOUTS", "Bottleneck", "ResNetEncoder"]
+__all__ = ["OUTPUT_STRIDES", "RESNET_LAYOUTS", "STEMS", "Bottleneck", "ResNetEncoder"]
 
 #: Block type and blocks per stage of each layout (He et al. 2016, Table 1).
 RESNET_LAYOUTS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -37,6 +37,9 @@ RESNET_LAYOUTS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 
 #: Accepted ``output_stride`` values of :class:`ResNetEncoder`.
 OUTPUT_STRIDES = (8, 16, 32)
+#: Stems of :class:`ResNetEncoder`: ImageNet's 7x7 stride-2 conv + max-pool, or a 3x3 stride-1 conv
+#: without pooling for small images (the CIFAR / MedMNIST v2 ResNet-18 on 28 px inputs).
+STEMS = ("imagenet", "small")
 
 
 class Bottleneck(nn.Module):
@@ -106,7 +109,8 @@ _BLOCKS: dict[str, tuple[Callable[..., nn.Module], int]] = {
 class ResNetEncoder(nn.Module):
     """ImageNet-layout ResNet trunk returning the features of every scale (2D).
 
-    Stem: 7x7 conv with stride 2, norm, ReLU, then a 3x3 max-pool with stride 2. Four stages
+    Stem: 7x7 conv with stride 2, norm, ReLU, then a 3x3 max-pool with stride 2 (``stem="small"``:
+    a 3x3 conv with stride 1 and no max-pool, so a 28 px image reaches the last stage at 4 px). Four stages
     of ``layout`` blocks with widths ``base_channels * 2**i * expansion`` (``expansion`` 1 for
     basic blocks, 4 for bottlenecks); every stage but the first halves the size. For
     ``output_stride`` 16 (8) the stride of the last stage (last two stages) is replaced by a
@@ -126,6 +130,7 @@ class ResNetEncoder(nn.Module):
         base_channels: stem width (64 in the paper).
         output_stride: 32 (no dilation), 16 or 8.
         norm: one of :data:`~medbalance.nets.blocks.NORMS`.
+        stem: one of :data:`STEMS`.
 
     Attributes:
         out_channels: channels of each returned feature.
@@ -152,22 +157,26 @@ class ResNetEncoder(nn.Module):
         base_channels: int = 64,
         output_stride: int = 32,
         norm: str = "batch",
+        stem: str = "imagenet",
     ) -> None:
         super().__init__()
         self.in_channels = require_positive_int("in_channels", in_channels)
         require_choice("layout", layout, tuple(RESNET_LAYOUTS))
+        require_choice("stem", stem, STEMS)
         require_positive_int("base_channels", base_channels)
         require_choice("output_stride", output_stride, OUTPUT_STRIDES)
         require_choice("norm", norm, NORMS)
 
         kind, blocks_per_stage = RESNET_LAYOUTS[layout]
         make_block, expansion = _BLOCKS[kind]
-        self.stem = ConvNormAct(in_channels, base_channels, kernel_size=7, stride=2, norm=norm)
-        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        small = stem == "small"
+        kernel, stride = (3, 1) if small else (7, 2)
+        self.stem = ConvNormAct(in_channels, base_channels, kernel_size=kernel, stride=stride, norm=norm)
+        self.pool = nn.Identity() if small else nn.MaxPool2d(3, stride=2, padding=1)
 
         stages = []
-        c_in, reduction, dilation = base_channels, 4, 1
-        out_channels, reductions = [base_channels], [2]
+        c_in, reduction, dilation = base_channels, 1 if small else 4, 1
+        out_channels, reductions = [base_channels], [1 if small else 2]
         for i, n_blocks in enumerate(blocks_per_stage):
             c_out = base_channels * 2**i * expansion
             stride = 1 if i == 0 else 2

@@ -114,7 +114,8 @@ class ResNet18(nn.Module):
     ``base_channels=64`` and 3 input channels it has the 11,176,512 parameters of torchvision's
     ``resnet18`` without its classifier, 11,689,512 with the 1000-class one (the paper's
     11.7M; "11.2M" counts the trunk). Unlike the CIFAR :class:`~medbalance.nets.resnet.ResNet32`
-    it reduces by 32, as seed 001 used it on 224 px BreaKHis crops.
+    it reduces by 32, as seed 001 used it on 224 px BreaKHis crops; ``stem="small"`` (a 3x3
+    stride-1 stem, no max-pool) reduces by 8, as MedMNIST v2's ResNet-18 (28) on 28 px images.
 
     Reference:
         K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition",
@@ -124,6 +125,7 @@ class ResNet18(nn.Module):
         in_channels: image channels.
         num_classes: number of classes.
         base_channels: stem width (64 in the paper).
+        stem: ``"imagenet"`` or ``"small"`` (:data:`~medbalance.nets.backbones.STEMS`).
 
     Attributes:
         feature_dim: size of the pooled features, ``8 * base_channels``.
@@ -137,11 +139,13 @@ class ResNet18(nn.Module):
         torch.Size([2, 3])
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, *, base_channels: int = 64) -> None:
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, *, base_channels: int = 64, stem: str = "imagenet"
+    ) -> None:
         super().__init__()
         self.in_channels = require_positive_int("in_channels", in_channels)
         self.num_classes = require_positive_int("num_classes", num_classes)
-        self.encoder = ResNetEncoder(in_channels, layout="resnet18", base_channels=base_channels)
+        self.encoder = ResNetEncoder(in_channels, layout="resnet18", base_channels=base_channels, stem=stem)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = self.encoder.out_channels[-1]
         self.classifier = nn.Linear(self.feature_dim, num_classes)

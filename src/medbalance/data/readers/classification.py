@@ -365,6 +365,7 @@ def build_breakhis(data: BreakhisData) -> Splits:
         data.imbalance_ratio,
         n_max=data.n_max,
         seed=data.seed,
+        balanced_test=data.balanced_test,
     )
 
 
@@ -483,7 +484,9 @@ def build_chestxray(data: ChestXrayData) -> Splits:
         train_idx, val_idx, _ = split_indices(len(train), (0.1, 0.0), data.seed)
         train, val = train.subset(train_idx), train.subset(val_idx)
     splits = Splits(train, val, test, info={"source": str(root)})
-    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
+    return longtail_splits(
+        splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed, balanced_test=data.balanced_test
+    )
 
 
 def _seed001_uint8(image: np.ndarray, data: BreakhisData | ChestXrayData, *, crop: bool = True) -> np.ndarray:
@@ -626,7 +629,10 @@ def read_medmnist(
 
 def build_medmnist(data: MedmnistData) -> Splits:
     """A MedMNIST ``.npz`` with its own train / val / test split, optionally long-tailed."""
-    return longtail_splits(read_medmnist(data.path), data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
+    splits = read_medmnist(data.path)
+    return longtail_splits(
+        splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed, balanced_test=data.balanced_test
+    )
 
 
 def load_medmnist_shared(root: Path, data: SharedData) -> Splits:
@@ -642,7 +648,9 @@ def load_medmnist_shared(root: Path, data: SharedData) -> Splits:
         path, class_names=MEDMNIST_CLASS_NAMES.get(root.name), size=data.size, channels=data.channels
     )
     splits.info["dataset"] = root.name
-    return longtail_splits(splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed)
+    return longtail_splits(
+        splits, data.imbalance_ratio, n_max=data.n_max, seed=data.seed, balanced_test=data.balanced_test
+    )
 
 
 def detect_layout(path: str | Path) -> str | None:
