@@ -81,6 +81,9 @@ class Evaluation(_Strict):
     case's ground truth (``skip``: left out of the means; ``one`` / ``zero``: scored so);
     ``tolerance`` is the normalised surface Dice tolerance in physical units (mm, or pixels
     without spacing); ``surface: false`` skips HD95 / NSD (they cost distance transforms).
+    ``largest_component`` / ``fill_holes`` post-process every segmentation prediction (keep
+    each foreground class's largest connected component; fill its holes), as nnU-Net's
+    post-processing (:mod:`medbalance.engine.postprocess`).
     """
 
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
@@ -88,6 +91,8 @@ class Evaluation(_Strict):
     empty: Literal["skip", "one", "zero"] = "skip"
     tolerance: float = Field(1.0, gt=0.0)
     surface: bool = True
+    largest_component: bool = False
+    fill_holes: bool = False
 
 
 DEFAULT_FOLDS = 5
