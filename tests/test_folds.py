@@ -378,5 +378,6 @@ def test_fold_all_at_a_target_spacing_divides_the_native_pool(tmp_path):
     (cv,) = (tmp_path / "runs").iterdir()
     folds = read_splits(cv / "splits_final.json")
     test = json.loads((cv / "fold_0" / "splits.json").read_text())["test_names"]
-    assert sorted(n for f in folds for n in f["val"]) == sorted(f"case{i}" for i in range(len(SIZES)) if f"case{i}" not in test)
+    pool = sorted(f"case{i}" for i in range(len(SIZES)) if f"case{i}" not in test)
+    assert sorted(n for f in folds for n in f["val"]) == pool
     assert json.loads((cv / "fold_1" / "splits.json").read_text())["target_spacing"] == [2.0, 2.0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import deque
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from medbalance.engine.postprocess import postprocess_labels
 from medbalance.engine.run import load_run, predict_image
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "onnx.md"
 
 
 def _neighbours(index: tuple[int, ...], shape: tuple[int, ...]):
@@ -86,10 +89,14 @@ def test_equals_a_flood_fill_reference(labels, largest, fill):
 
 
 @settings(max_examples=100, deadline=None)
-@given(mask=st.one_of(
-    arrays(np.int64, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 1)),
-    arrays(np.int64, st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)), elements=st.integers(0, 1)),
-))
+@given(
+    mask=st.one_of(
+        arrays(np.int64, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 1)),
+        arrays(
+            np.int64, st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)), elements=st.integers(0, 1)
+        ),
+    )
+)
 def test_binary_hole_filling_equals_monai(mask):
     theirs = np.asarray(FillHoles(applied_labels=[1], connectivity=1)(torch.from_numpy(mask)[None]))[0]
     np.testing.assert_array_equal(postprocess_labels(mask, fill_holes=True), theirs)
@@ -127,7 +134,9 @@ def test_task_predict_post_processes_binary_and_softmax_logits():
 def test_keys_are_validated_with_a_suggestion(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("evaluation: {largest_componet: true}\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'largest_componet' under 'evaluation'.*did you mean 'largest_component'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'largest_componet' under 'evaluation'.*did you mean 'largest_component'"
+    ):
         load_config(cfg)
     cfg.write_text("evaluation: {fill_holes: maybe}\n")
     with pytest.raises(ConfigError, match=r"evaluation.fill_holes"):
@@ -185,4 +194,17 @@ def test_export_metadata_states_the_post_processing(run, tmp_path):
     assert main(["export", str(folder), "--out", str(out), "--no-check", "-q"]) == 0
     record = json.loads(Path(str(out) + ".json").read_text())
     post = record["metadata"]["postprocessing"]
-    assert post["largest_component"] is True and post["fill_holes"] is True and "binary_fill_holes" in post["label_rule"]
+    assert (
+        post["largest_component"] is True and post["fill_holes"] is True and "binary_fill_holes" in post["label_rule"]
+    )
+
+
+def test_the_onnx_doc_procedure_applies_the_post_processing(run, tmp_path):
+    folder, data = run
+    [code] = re.findall(r"```python\n(.*?)\n```", DOC.read_text(), flags=re.S)
+    doc: dict = {}
+    exec(compile(code, "docs/onnx.md", "exec"), doc)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(folder), "--out", str(out), "-q"]) == 0
+    image = np.asarray(Image.open(data / "images" / "case1.png"))[None]
+    np.testing.assert_array_equal(doc["predict"](out, image), predict_image(load_run(folder), image)[1])

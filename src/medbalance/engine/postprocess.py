@@ -65,7 +65,9 @@ def postprocess_labels(labels: np.ndarray, *, largest_component: bool = False, f
     return out
 
 
-def postprocess_batch(labels: torch.Tensor, *, largest_component: bool = False, fill_holes: bool = False) -> torch.Tensor:
+def postprocess_batch(
+    labels: torch.Tensor, *, largest_component: bool = False, fill_holes: bool = False
+) -> torch.Tensor:
     """:func:`postprocess_labels` on each case of ``(N, *spatial)`` labels; same device and dtype."""
     if not (largest_component or fill_holes):
         return labels
