@@ -19,9 +19,11 @@ from hypothesis.extra.numpy import arrays
 from monai.transforms import FillHoles
 from PIL import Image
 
+from medbalance.api import evaluate
 from medbalance.cli.main import main
 from medbalance.config import load_config
-from medbalance.engine.postprocess import postprocess_labels
+from medbalance.data.build import build_splits
+from medbalance.engine.postprocess import VARIANTS, compare_postprocessing, postprocess_labels
 from medbalance.engine.run import load_run, predict_image
 from medbalance.engine.tasks import SegmentationTask
 from medbalance.errors import ConfigError
@@ -208,3 +210,20 @@ def test_the_onnx_doc_procedure_applies_the_post_processing(run, tmp_path):
     assert main(["export", str(folder), "--out", str(out), "-q"]) == 0
     image = np.asarray(Image.open(data / "images" / "case1.png"))[None]
     np.testing.assert_array_equal(doc["predict"](out, image), predict_image(load_run(folder), image)[1])
+
+
+def test_compare_postprocessing_matches_evaluate_with_each_setting(run):
+    folder, _ = run
+    loaded = load_run(folder)
+    cases = build_splits(loaded.cfg).val  # the run's validation split, as the decision takes it
+    result = compare_postprocessing(loaded, cases)
+    assert result["cases"] == list(cases.names) and (loaded.task.largest_component, loaded.task.fill_holes) == (
+        True,
+        True,
+    )
+    for name, keys in VARIANTS.items():
+        loaded.task.largest_component = keys.get("largest_component", False)
+        loaded.task.fill_holes = keys.get("fill_holes", False)
+        scores = evaluate(loaded, cases)
+        assert result["mean"][name] == pytest.approx(scores["mean_dice_fg"], abs=1e-9), name
+    assert result["mean"]["both"] != result["mean"]["none"]

@@ -28,11 +28,25 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["postprocess_labels", "postprocess_batch"]
+if TYPE_CHECKING:
+    from medbalance.data.datasets import ArrayDataset
+    from medbalance.engine.run import LoadedRun
+
+__all__ = ["postprocess_labels", "postprocess_batch", "compare_postprocessing", "VARIANTS"]
+
+#: The settings :func:`compare_postprocessing` scores, by name.
+VARIANTS = {
+    "none": {},
+    "largest_component": {"largest_component": True},
+    "fill_holes": {"fill_holes": True},
+    "both": {"largest_component": True, "fill_holes": True},
+}
 
 
 def postprocess_labels(labels: np.ndarray, *, largest_component: bool = False, fill_holes: bool = False) -> np.ndarray:
@@ -76,3 +90,48 @@ def postprocess_batch(
         for case in labels.cpu().numpy()
     ]
     return torch.from_numpy(np.stack(cases)).to(labels.device)
+
+
+def compare_postprocessing(run: LoadedRun, data: ArrayDataset) -> dict:
+    """Mean foreground Dice of a native-geometry run's labels on ``data`` with each of :data:`VARIANTS`.
+
+    The decision nnU-Net makes on its cross-validation: score the run's own validation split
+    (or a fold's), never the test split, and set the keys that raise the mean. The run predicts
+    each case once (:func:`medbalance.engine.run.predict_image`, without the run's own
+    post-processing); every variant post-processes those labels.
+
+    Returns:
+        ``{"cases": [names], "dice": {variant: [per case]}, "mean": {variant: mean}}``; a case's
+        Dice is the mean over the foreground classes present in its ground truth (classes absent
+        from it are left out, as ``evaluation.empty: skip``; a case with none is left out).
+    """
+    from medbalance.engine.run import predict_image
+
+    own = run.task.largest_component, run.task.fill_holes
+    run.task.largest_component = run.task.fill_holes = False
+    try:
+        names, dice = [], {name: [] for name in VARIANTS}
+        for i in range(len(data)):
+            target = np.asarray(data.target[i])
+            if data.ignore_index is not None:
+                target = np.where(target == data.ignore_index, -1, target)
+            classes = [c for c in np.unique(target) if c > 0]
+            if not classes:
+                continue
+            _, labels = predict_image(run, data.images[i], spacing=data.spacing_of(i))
+            names.append(data.names[i])
+            for name, settings in VARIANTS.items():
+                pred = postprocess_labels(labels, **settings)
+                scored = target >= 0
+                per_class = [
+                    2 * np.sum((pred == c) & (target == c)) / (np.sum((pred == c) & scored) + np.sum(target == c))
+                    for c in classes
+                ]
+                dice[name].append(float(np.mean(per_class)))
+    finally:
+        run.task.largest_component, run.task.fill_holes = own
+    return {
+        "cases": names,
+        "dice": dice,
+        "mean": {name: float(np.mean(v)) if v else float("nan") for name, v in dice.items()},
+    }
