@@ -24,11 +24,11 @@ from medbalance.errors import ConfigError, DataError
 SIZES = [(40, 52), (48, 48), (36, 44), (44, 40), (52, 36), (40, 40), (48, 36)]
 
 
-def _folder(root: Path) -> Path:
+def _folder(root: Path, sizes: list[tuple[int, int]] = SIZES) -> Path:
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    for i, shape in enumerate(SIZES):
+    for i, shape in enumerate(sizes):
         yy, xx = np.mgrid[: shape[0], : shape[1]]
         mask = ((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 <= (0.25 * min(shape)) ** 2).astype(np.uint8)
         image = np.clip(60 + 120 * mask + rng.normal(0, 20, shape), 0, 255).astype(np.uint8)
@@ -363,3 +363,21 @@ def test_classification_folds_out_of_fold_csv_and_ensemble_of_resized_runs(tmp_p
     np.testing.assert_array_equal(labels, mean.argmax(axis=1))
     scores = evaluate_ensemble(runs, test)
     assert scores["accuracy"] == pytest.approx(np.mean(labels == np.asarray(test.target)))
+
+
+def test_fold_all_at_a_target_spacing_divides_the_native_pool(tmp_path):
+    # the pool was once drawn after the train split was resampled: native val and resampled train images of
+    # one shape (HC18's) did not concatenate
+    data = _folder(tmp_path / "data", sizes=[(40, 48)] * len(SIZES))
+    config = _config(tmp_path, data, folds=2, seed=0)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["spacing"] = [2, 2]
+    cfg["patch_size"] = 16
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(config), "--fold", "all", "--out", str(tmp_path / "runs"), "-q"]) == 0
+    (cv,) = (tmp_path / "runs").iterdir()
+    folds = read_splits(cv / "splits_final.json")
+    test = json.loads((cv / "fold_0" / "splits.json").read_text())["test_names"]
+    pool = sorted(f"case{i}" for i in range(len(SIZES)) if f"case{i}" not in test)
+    assert sorted(n for f in folds for n in f["val"]) == pool
+    assert json.loads((cv / "fold_1" / "splits.json").read_text())["target_spacing"] == [2.0, 2.0]

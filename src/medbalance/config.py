@@ -85,6 +85,9 @@ class Evaluation(_Strict):
     inference copy (BatchNorms folded into the convolutions, on CPU convolutions packed for
     oneDNN with their ReLU fused: the same outputs within float rounding, faster;
     :func:`medbalance.engine.fold.inference_copy`).
+    ``largest_component`` / ``fill_holes`` post-process every segmentation prediction (keep
+    each foreground class's largest connected component; fill its holes), as nnU-Net's
+    post-processing (:mod:`medbalance.engine.postprocess`).
     """
 
     overlap: float = Field(0.5, ge=0.0, lt=1.0)
@@ -93,6 +96,8 @@ class Evaluation(_Strict):
     empty: Literal["skip", "one", "zero"] = "skip"
     tolerance: float = Field(1.0, gt=0.0)
     surface: bool = True
+    largest_component: bool = False
+    fill_holes: bool = False
 
 
 DEFAULT_FOLDS = 5

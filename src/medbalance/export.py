@@ -378,6 +378,16 @@ def inference_spec(run) -> dict:
             "activation": "softmax",
             "rule": "softmax over the channel axis for probabilities; label = argmax over channels (ties: the lowest)",
         }
+    if segmentation:
+        spec["postprocessing"].update(
+            largest_component=bool(cfg.evaluation.largest_component),
+            fill_holes=bool(cfg.evaluation.fill_holes),
+            label_rule="then per case and foreground class c, in increasing order: largest_component keeps only "
+            "the largest face-connected component of label == c (scipy.ndimage.label; ties: the first in C "
+            "order), the rest become 0; fill_holes sets the 0 pixels inside "
+            "scipy.ndimage.binary_fill_holes(label == c) to c; probabilities unchanged "
+            "(medbalance.engine.postprocess)",
+        )
     return spec
 
 

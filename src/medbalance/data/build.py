@@ -18,6 +18,7 @@ from medbalance.errors import ConfigError
 
 __all__ = [
     "build_splits",
+    "source_splits",
     "native_geometry",
     "split_indices",
     "split_groups",
@@ -79,6 +80,17 @@ def native_geometry(cfg: RunConfig) -> bool:
     )
 
 
+def source_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
+    """The splits as the data kind reads them (or ``given``), before any treatment of :func:`build_splits`.
+
+    Cross-validation divides their train + val pool: native images, every training case.
+    """
+    if given is not None:
+        return given
+    check_data_memory(cfg.data)
+    return KINDS[cfg.data.kind].build(cfg.data)
+
+
 def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
     """Build (or read) the datasets a run trains, validates and tests on.
 
@@ -96,9 +108,7 @@ def build_splits(cfg: RunConfig, given: Splits | None = None) -> Splits:
         ConfigError: ``data.classes`` does not list one name per class; ``data.spacing`` with
             ``data.size``, or with another number of values than the images' axes.
     """
-    if given is None:
-        check_data_memory(cfg.data)
-    splits = given if given is not None else KINDS[cfg.data.kind].build(cfg.data)
+    splits = source_splits(cfg, given)
     if cfg.cv is not None and cfg.cv.fold is not None:  # before the normalisation: fitted on the fold's train
         from medbalance.data.folds import fold_splits
 

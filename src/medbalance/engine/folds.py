@@ -27,7 +27,7 @@ import torch
 
 from medbalance._atomic import atomic_write_text
 from medbalance.config import CrossValidation, RunConfig, dump_config, load_config
-from medbalance.data.build import build_splits
+from medbalance.data.build import build_splits, source_splits
 from medbalance.data.datasets import ArrayDataset
 from medbalance.data.folds import cv_pool, is_cv_dir, pool_folds, read_splits, write_splits
 from medbalance.engine.run import (
@@ -88,7 +88,7 @@ def train_cv(cfg: RunConfig, *, out: str | Path = "runs", progress: bool | None 
         raise ConfigError(f"cross-validation trains its folds on one device; got devices: {cfg.devices} (use --fold K)")
     cv = (cfg.cv or CrossValidation()).model_copy(update={"fold": None})
     cfg = cfg.model_copy(update={"cv": cv})
-    pool, groups = cv_pool(build_splits(cfg))
+    pool, groups = cv_pool(source_splits(cfg))  # as fold_splits divides it: native, before resampling
     folds = pool_folds(cv, pool, groups)
     cv_dir = create_run_dir(out, f"{cfg.name}-cv", run=False)
     write_splits(cv_dir / SPLITS_FILE, folds)
@@ -185,10 +185,12 @@ def load_folds(cv_dir: str | Path) -> list[LoadedRun]:
 
 
 def _labels(run: LoadedRun, probs: np.ndarray) -> np.ndarray:
-    """Labels of probabilities ``(N, C, ...)`` as ``run.task.predict`` takes them from logits."""
+    """Labels of probabilities ``(N, C, ...)`` as ``run.task.predict`` takes them from logits, post-processed."""
     if run.task.out_channels == 1:  # sigmoid(x) > t exactly when x > logit(t)
-        return (probs[:, 0] > run.task.threshold).astype(np.int64)
-    return probs.argmax(axis=1).astype(np.int64)
+        labels = (probs[:, 0] > run.task.threshold).astype(np.int64)
+    else:
+        labels = probs.argmax(axis=1).astype(np.int64)
+    return run.task.postprocess(torch.from_numpy(labels)).numpy()
 
 
 def ensemble_image(

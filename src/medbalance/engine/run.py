@@ -287,7 +287,14 @@ def _train(
         raise ConfigError(f"run '{cfg.name}' is a classification run; patch_size applies to segmentation")
     else:
         cfg = cfg.model_copy(update={"patch_size": None})
-    task = make_task(cfg.task, splits.train.num_classes, threshold=cfg.threshold, ignore_index=ignore_index)
+    task = make_task(
+        cfg.task,
+        splits.train.num_classes,
+        threshold=cfg.threshold,
+        ignore_index=ignore_index,
+        largest_component=cfg.evaluation.largest_component,
+        fill_holes=cfg.evaluation.fill_holes,
+    )
     seed_everything(cfg.seed, verbose=False)  # initial weights depend on the seed alone
     model = _build_model(cfg, splits.train.in_channels, task.out_channels)
     if resume is not None:
@@ -580,7 +587,12 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"spacing": list(meta["target_spacing"])})})
     try:
         task = make_task(
-            meta["task"], meta["num_classes"], threshold=cfg.threshold, ignore_index=meta.get("ignore_index")
+            meta["task"],
+            meta["num_classes"],
+            threshold=cfg.threshold,
+            ignore_index=meta.get("ignore_index"),
+            largest_component=cfg.evaluation.largest_component,
+            fill_holes=cfg.evaluation.fill_holes,
         )
         model = _build_model(cfg, meta["in_channels"], meta["out_channels"])
         model.load_state_dict(state["model"])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from medbalance.engine.postprocess import postprocess_batch
 from medbalance.metrics.evaluation import Evaluator, Scorer
 
 __all__ = ["SegmentationTask", "ClassificationTask", "channel_argmax", "make_task"]
@@ -52,6 +53,9 @@ class SegmentationTask:
         threshold: foreground probability threshold for binary outputs.
         ignore_index: target value of pixels left out of the scores (e.g. outside DRIVE's
             field of view).
+        largest_component: keep only the largest connected component of each predicted
+            foreground class (:mod:`medbalance.engine.postprocess`).
+        fill_holes: fill the background holes enclosed by each predicted foreground class.
 
     Scores are computed per image and averaged over images (SPEC 5.7: "mean over test
     images"). A network may return more channels than ``out_channels`` (dual-path's fused
@@ -63,11 +67,21 @@ class SegmentationTask:
     name = "segmentation"
     default_monitor = "mean_dice_fg"
 
-    def __init__(self, num_classes: int, *, threshold: float = 0.5, ignore_index: int | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        threshold: float = 0.5,
+        ignore_index: int | None = None,
+        largest_component: bool = False,
+        fill_holes: bool = False,
+    ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.largest_component = largest_component
+        self.fill_holes = fill_holes
         self.out_channels = 1 if num_classes == 2 else num_classes
         self.threshold = threshold
         self._logit_threshold = math.log(threshold / (1.0 - threshold))
@@ -77,10 +91,16 @@ class SegmentationTask:
         return torch.sigmoid(logits) if self.out_channels == 1 else torch.softmax(logits, dim=1)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
-        """Labels ``(N, *spatial)`` int64 from logits ``(N, C, *spatial)``."""
+        """Labels ``(N, *spatial)`` int64 from logits ``(N, C, *spatial)``, post-processed."""
         if self.out_channels == 1:
-            return (logits[:, 0] > self._logit_threshold).long()
-        return channel_argmax(logits[:, : self.out_channels])
+            labels = (logits[:, 0] > self._logit_threshold).long()
+        else:
+            labels = channel_argmax(logits[:, : self.out_channels])
+        return self.postprocess(labels)
+
+    def postprocess(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` ``(N, *spatial)`` after the task's ``largest_component`` / ``fill_holes``."""
+        return postprocess_batch(labels, largest_component=self.largest_component, fill_holes=self.fill_holes)
 
     def evaluator(self, scorers: Sequence[Callable[[], Scorer]] = ()) -> Evaluator:
         """A fresh accumulator of one evaluation pass: one confusion matrix per image."""
@@ -105,6 +125,10 @@ class ClassificationTask:
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)
 
+    def postprocess(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` unchanged: class labels have no geometry to post-process."""
+        return labels
+
     def evaluator(self, scorers: Sequence[Callable[[], Scorer]] = ()) -> Evaluator:
         """A fresh accumulator of one evaluation pass: accuracy, macro precision / recall / F1 and
         per-class scores of the pooled matrix (:func:`~medbalance.metrics.classification_scores`),
@@ -113,10 +137,22 @@ class ClassificationTask:
 
 
 def make_task(
-    kind: str, num_classes: int, *, threshold: float = 0.5, ignore_index: int | None = None
+    kind: str,
+    num_classes: int,
+    *,
+    threshold: float = 0.5,
+    ignore_index: int | None = None,
+    largest_component: bool = False,
+    fill_holes: bool = False,
 ) -> SegmentationTask | ClassificationTask:
     if kind == "segmentation":
-        return SegmentationTask(num_classes, threshold=threshold, ignore_index=ignore_index)
+        return SegmentationTask(
+            num_classes,
+            threshold=threshold,
+            ignore_index=ignore_index,
+            largest_component=largest_component,
+            fill_holes=fill_holes,
+        )
     if kind == "classification":
         return ClassificationTask(num_classes)
     raise ValueError(f"unknown task '{kind}' (expected 'segmentation' or 'classification')")
