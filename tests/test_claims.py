@@ -149,9 +149,7 @@ def dualpath_claims(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: a second thread only adds synchronisation
     try:
-        return run_experiment(
-            "dualpath", scale="smoke", options=["claims=true"], out=out, progress=False, device="cpu"
-        )
+        return run_experiment("dualpath", scale="smoke", options=["claims=true"], out=out, progress=False, device="cpu")
     finally:
         torch.set_num_threads(threads)
 

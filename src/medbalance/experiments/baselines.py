@@ -61,11 +61,15 @@ class Reference:
 #: Published state of the art per built-in recipe (values as issue 22 states them, with their sources).
 REFERENCES: dict[str, Reference] = {
     "drive": Reference(
-        "dice", 0.83, "state of the art on DRIVE's 20 test images inside the FOV, ~0.83 Dice/F1 (recent vessel papers report 0.82-0.83)"
+        "dice",
+        0.83,
+        "state of the art on DRIVE's 20 test images inside the FOV, ~0.83 Dice (recent vessel papers: 0.82-0.83)",
     ),
     "hc18": Reference("dice", 0.97, "HC18 challenge, ~0.97-0.98 Dice (van den Heuvel et al. 2018 and the leaderboard)"),
     "consep": Reference(
-        "binary_dice", 0.853, "HoVer-Net on CoNSeP, binary nuclear Dice 0.853 (Graham et al. 2019, Medical Image Analysis)"
+        "binary_dice",
+        0.853,
+        "HoVer-Net on CoNSeP, binary nuclear Dice 0.853 (Graham et al. 2019, Medical Image Analysis)",
     ),
     "pneumoniamnist": Reference(
         "accuracy", 0.854, "MedMNIST v2 ResNet-18 (28), ACC 0.854 / AUC 0.944 (Yang et al. 2023)", (("auc", 0.944),)
@@ -129,7 +133,11 @@ def _scores(run_dir: Path, metrics: dict) -> dict[str, float]:
         fp = sum(matrix[0][1:])
         fn = sum(row[0] for row in matrix[1:])
         pooled = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
-    return {"dice": _mean_case_dice(run_dir), "binary_dice": pooled, "mean_dice_fg": float(test.get("mean_dice_fg", math.nan))}
+    return {
+        "dice": _mean_case_dice(run_dir),
+        "binary_dice": pooled,
+        "mean_dice_fg": float(test.get("mean_dice_fg", math.nan)),
+    }
 
 
 def _convergence(run_dir: Path, monitor: str) -> tuple[str, float]:

@@ -235,9 +235,7 @@ def run(ctx: Any) -> dict:
             n = ctx.options["n_resamples"]
             d_bal = paired_difference(balanced, base_balanced, n_resamples=n, seed=0)
             d_tail = paired_difference(tail, base_tail, n_resamples=n, seed=0)
-            lines.append(
-                f"| {row} | {d_bal.text()} | {_verdict(d_bal)} | {d_tail.text()} | {_verdict(d_tail)} |"
-            )
+            lines.append(f"| {row} | {d_bal.text()} | {_verdict(d_bal)} | {d_tail.text()} | {_verdict(d_tail)} |")
             claims.append(
                 {"ir": ir, "method": row, "balanced_accuracy": d_bal.to_dict(), "tail_recall": d_tail.to_dict()}
             )
