@@ -22,9 +22,10 @@ import copy
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -306,6 +307,50 @@ def add_claims(
         **(extra or {}),
     )
     return table
+
+
+def run_claims(
+    ctx,
+    rows: Mapping[str, tuple[str, Callable[[int], Any]]],
+    *,
+    method: str,
+    baselines: Sequence[str],
+    converged: Sequence[str],
+    note: str,
+    extra: Mapping,
+    intro: str,
+) -> dict:
+    """Train every claims row for every seed and rewrite the claims table after each seed, so a
+    stopped experiment still reports the seeds it finished.
+
+    Args:
+        ctx: the experiment context.
+        rows: row label -> (run key under ``runs/claims/``, ``seed -> recipe``), in table order.
+        method, baselines, converged, note, extra: as :func:`add_claims`.
+        intro: the report's first line after "Seeds finished: n of N.".
+
+    Returns:
+        The content of ``results.json`` after the last seed.
+    """
+    runs: dict[str, dict[int, Path]] = {row: {} for row in rows}
+    results: dict = {}
+    for n, seed in enumerate(ctx.seeds):
+        for row, (key, make) in rows.items():
+            ctx.run(f"claims/{key}/seed{seed}", make(seed))
+            runs[row][seed] = ctx.run_dir / "runs" / "claims" / key / f"seed{seed}"
+        ctx.tables.clear()
+        add_claims(
+            ctx,
+            "Claims at equal compute (issue 22)",
+            runs,
+            method=method,
+            baselines=baselines,
+            converged=converged,
+            note=note,
+            extra=extra,
+        )
+        results = ctx.write_report(f"Seeds finished: {n + 1} of {len(ctx.seeds)}. {intro}")
+    return results
 
 
 def _paired(method: np.ndarray, baseline: np.ndarray):

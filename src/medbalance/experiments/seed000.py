@@ -450,26 +450,16 @@ def _claims(ctx: Any, setup: _Setup) -> dict:
         "'nnunet' recipe's loss, deep supervision and foreground sampler on this geometry. Plateau: seeds whose "
         "last quarter of validation epochs improved the best score by less than 0.005."
     )
-    runs: dict[str, dict[int, Path]] = {row: {} for row in rows}
-    results: dict = {}
-    for n, seed in enumerate(ctx.seeds):
-        for row, (key, make) in rows.items():
-            ctx.run(f"claims/{key}/seed{seed}", make(seed))
-            runs[row][seed] = ctx.run_dir / "runs" / "claims" / key / f"seed{seed}"
-        ctx.tables.clear()  # the table of the seeds so far, rewritten after every seed
-        claims.add_claims(
-            ctx,
-            "Claims at equal compute (issue 22)",
-            runs,
-            method="Dual-path",
-            baselines=list(rows)[:3],
-            converged=["U-Net (recipe schedule)"],
-            note=note,
-            extra={"steps": {"dualpath": budget.to_dict(), "equal_epochs": budget.epochs, "recipe_epochs": e}},
-        )
-        intro = f"Seeds finished: {n + 1} of {len(ctx.seeds)}. Dual-path (seed 000) claims on {ctx.data}."
-        results = ctx.write_report(intro)
-    return results
+    return claims.run_claims(
+        ctx,
+        rows,
+        method="Dual-path",
+        baselines=list(rows)[:3],
+        converged=["U-Net (recipe schedule)"],
+        note=note,
+        extra={"steps": {"dualpath": budget.to_dict(), "equal_epochs": budget.epochs, "recipe_epochs": e}},
+        intro=f"Dual-path (seed 000) claims on {ctx.data}.",
+    )
 
 
 def run(ctx: Any) -> dict:

@@ -455,26 +455,16 @@ def _claims(ctx, s: Mapping[str, Any], data: dict) -> dict:
         f"x {steps} = {budget.epochs * steps}; plain (recipe schedule): {e} x {steps} = {e * steps}. Plateau: seeds "
         "whose last quarter of validation epochs improved the best score by less than 0.005."
     )
-    runs: dict[str, dict[int, Path]] = {row: {} for row in rows}
-    results: dict = {}
-    for n, seed in enumerate(ctx.seeds):
-        for row, (key, make) in rows.items():
-            ctx.run(f"claims/{key}/seed{seed}", make(seed))
-            runs[row][seed] = ctx.run_dir / "runs" / "claims" / key / f"seed{seed}"
-        ctx.tables.clear()  # the table of the seeds so far, rewritten after every seed
-        claims.add_claims(
-            ctx,
-            "Claims at equal compute (issue 22)",
-            runs,
-            method="reuse background",
-            baselines=list(rows)[:2],
-            converged=["plain (recipe schedule)"],
-            note=note,
-            extra={"steps": {"reuse": budget.to_dict(), "equal_epochs": budget.epochs, "recipe_epochs": e}},
-        )
-        intro = f"Seeds finished: {n + 1} of {len(ctx.seeds)}. Reuse background (seed 002) claims on {ctx.data}."
-        results = ctx.write_report(intro)
-    return results
+    return claims.run_claims(
+        ctx,
+        rows,
+        method="reuse background",
+        baselines=list(rows)[:2],
+        converged=["plain (recipe schedule)"],
+        note=note,
+        extra={"steps": {"reuse": budget.to_dict(), "equal_epochs": budget.epochs, "recipe_epochs": e}},
+        intro=f"Reuse background (seed 002) claims on {ctx.data}.",
+    )
 
 
 @dataclass(frozen=True)
