@@ -111,8 +111,8 @@ def _volumes(n: int, side: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, masks
 
 
-def _ours(images, masks, patch, items: int) -> Case:
-    ds = PatchDataset(
+def _dataset(images, masks, patch, items: int) -> PatchDataset:
+    return PatchDataset(
         images,
         masks,
         patch_size=patch,
@@ -121,6 +121,10 @@ def _ours(images, masks, patch, items: int) -> Case:
         samples_per_epoch=items,
         foreground_fraction=FRACTION,
     )
+
+
+def _ours(images, masks, patch, items: int) -> Case:
+    ds = _dataset(images, masks, patch, items)
     counter = iter(range(10**12))
 
     def draw() -> dict:
@@ -131,15 +135,7 @@ def _ours(images, masks, patch, items: int) -> Case:
 
 def _ours_items(images, masks, patch, items: int) -> Case:
     """The former item path: one tensor pair per patch, then ``default_collate``."""
-    ds = PatchDataset(
-        images,
-        masks,
-        patch_size=patch,
-        num_classes=2,
-        batch_size=items,
-        samples_per_epoch=items,
-        foreground_fraction=FRACTION,
-    )
+    ds = _dataset(images, masks, patch, items)
     counter = iter(range(10**12))
 
     def draw() -> dict:
