@@ -16,15 +16,18 @@ Scales: ``smoke`` (1 epoch of 2 steps, for tests), ``small`` (the recipes as bui
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medbalance._atomic import atomic_write_text
 from medbalance.errors import ConfigError
+from medbalance.experiments.claims import case_scores, epoch_seconds, validation_curve
+from medbalance.experiments.stats import plateau
 
 __all__ = ["OPTIONS", "REFERENCES", "SCALES", "Reference", "run"]
 
@@ -104,17 +107,10 @@ def _recipe(ctx: Any, name: str, seed: int) -> Any:
 
 def _mean_case_dice(run_dir: Path) -> float:
     """Foreground Dice averaged over the test cases (classes absent from a case skipped)."""
-    path = run_dir / "evaluations" / "test" / "cases.csv"
-    if not path.is_file():
+    if not (run_dir / "evaluations" / "test" / "cases.json").is_file():
         return math.nan
-    with path.open() as f:
-        rows = [r for r in csv.DictReader(f) if r["class_index"] != "0" and r["dice"] not in ("", "nan")]
-    per_case: dict[str, list[float]] = {}
-    for r in rows:
-        per_case.setdefault(r["case"], []).append(float(r["dice"]))
-    if not per_case:
-        return math.nan
-    return sum(sum(v) / len(v) for v in per_case.values()) / len(per_case)
+    per_case = case_scores(run_dir).mean_fg
+    return float(np.nanmean(per_case)) if np.isfinite(per_case).any() else math.nan
 
 
 def _scores(run_dir: Path, metrics: dict) -> dict[str, float]:
@@ -140,22 +136,12 @@ def _scores(run_dir: Path, metrics: dict) -> dict[str, float]:
     }
 
 
-def _convergence(run_dir: Path, monitor: str) -> tuple[str, float]:
-    from medbalance.experiments.stats import plateau
-
-    with (run_dir / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    column = f"val_{monitor}"
-    values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
+def _convergence(run_dir: Path) -> tuple[str, float]:
+    values = validation_curve(run_dir)
     if len(values) < 4:
         return "too short", math.nan
     flat, gain = plateau(values)
     return ("plateaued" if flat else "still rising"), gain
-
-
-def _wall_minutes(run_dir: Path) -> float:
-    with (run_dir / "history.csv").open() as f:
-        return sum(float(r["seconds"]) for r in csv.DictReader(f)) / 60
 
 
 def run(ctx: Any) -> dict:
@@ -191,14 +177,14 @@ def run(ctx: Any) -> dict:
             key = f"{stem}/seed{seed}"
             metrics = ctx.run(key, cfg)
             run_dir = ctx.run_dir / "runs" / key
-            state, gain = _convergence(run_dir, cfg.monitor or "mean_dice_fg")
+            state, gain = _convergence(run_dir)
             per_seed.append(
                 {
                     "seed": seed,
                     "scores": _scores(run_dir, metrics),
                     "convergence": state,
                     "gain": gain,
-                    "wall_minutes": _wall_minutes(run_dir),
+                    "wall_minutes": epoch_seconds(run_dir) / 60,
                     "epochs": cfg.epochs,
                     "steps_per_epoch": cfg.steps_per_epoch,
                 }

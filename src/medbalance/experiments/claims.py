@@ -209,13 +209,13 @@ def _history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _validation_curve(run_dir: Path) -> list[float]:
+def validation_curve(run_dir: Path) -> list[float]:
     """The run's monitored validation score per epoch, from ``history.csv``."""
     monitor = json.loads((run_dir / "metrics.json").read_text())["monitor"]
     return [float(row[f"val_{monitor}"]) for row in _history(run_dir)]
 
 
-def _epoch_seconds(run_dir: Path) -> float:
+def epoch_seconds(run_dir: Path) -> float:
     """Wall seconds of the run's own epochs (training and validation; its parts' not included)."""
     return round(sum(float(row["seconds"]) for row in _history(run_dir)), 1)
 
@@ -289,7 +289,7 @@ def add_claims(
     plateaus: dict[str, dict[int, dict]] = {}
     for row in converged:
         for seed, folder in runs[row].items():
-            curve = _validation_curve(folder)
+            curve = validation_curve(folder)
             flat, gain = plateau(curve) if len(curve) > 1 else (False, math.nan)
             plateaus.setdefault(row, {})[seed] = {"plateaued": flat, "gain": gain, "epochs": len(curve)}
         seeds = plateaus[row].values()
@@ -299,7 +299,7 @@ def add_claims(
             largest = max(s["gain"] for s in seeds)
             flat = sum(s["plateaued"] for s in seeds)
             table.put(row, "plateau", f"{flat} of {len(seeds)} seeds (largest last-quarter gain {largest:+.3f})")
-    seconds = {row: {seed: _epoch_seconds(folder) for seed, folder in seeds.items()} for row, seeds in runs.items()}
+    seconds = {row: {seed: epoch_seconds(folder) for seed, folder in seeds.items()} for row, seeds in runs.items()}
     table.extra.update(
         epoch_seconds=seconds,
         differences=differences,
