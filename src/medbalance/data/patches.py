@@ -74,8 +74,9 @@ class _ItemDraws:
     """The random numbers of one stream item: SplitMix64 (Steele, Lea & Flood, OOPSLA 2014)
     started at ``mix64(key ^ k)``, ``key`` a 64-bit hash of the stream seed.
 
-    A few Python integer operations per draw instead of a NumPy ``Generator`` built per item
-    (~4 us against ~13 us a plan; benchmarks/RESULTS.md, "Patch sampler vs MONAI, 3D"). ``mix64``
+    A few Python integer operations per draw instead of a NumPy ``Generator`` built per item (a
+    plan: 6 us against 21-26 us; benchmarks/RESULTS.md, "Patch sampler vs MONAI: where the time
+    goes"). ``mix64``
     is a bijection, so different ``k`` start at different states; two items' draws overlap only
     if their starts lie a few increments apart (chance ~1e-17 per pair).
 
