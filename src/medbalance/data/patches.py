@@ -75,10 +75,10 @@ class _ItemDraws:
     started at ``mix64(key ^ k)``, ``key`` a 64-bit hash of the stream seed.
 
     A few Python integer operations per draw instead of a NumPy ``Generator`` built per item (a
-    2D plan: 6 us against 21-26 us; benchmarks/RESULTS.md, "Patch sampler vs MONAI: where the time
-    goes"). ``mix64``
-    is a bijection, so different ``k`` start at different states; two items' draws overlap only
-    if their starts lie a few increments apart (chance ~1e-17 per pair).
+    2D plan: 6 us against 21-26 us; benchmarks/RESULTS.md, "Patch sampler vs MONAI: where the
+    time goes"). ``mix64`` is a bijection, so different ``k`` start at different states; two
+    items' draws (at most 4 each) overlap only if their starts lie fewer than 4 increments apart,
+    a chance below 1e-18 per pair.
 
     Example:
         >>> draws = _ItemDraws(0, 5)
