@@ -4,7 +4,7 @@ the data wait of a U-Net training step, and the class coverage of the ``rare_cla
 Usage::
 
     python -m benchmarks patches [--quick] [--threads N] [--repeats 7] [--steps 40] [--skip-speed]
-        [--skip-wait] [--skip-coverage] [--batches 300]
+        [--skip-wait] [--skip-coverage] [--batches 300] [--floor]
     python -m benchmarks --only patches          # the speed groups only
 
 **speed** (round-robin by :func:`benchmarks.harness.run_groups`): one call turns the same stored
@@ -43,6 +43,13 @@ channels_last as the engine's CPU default) for ``--steps`` steps; the time the l
 next batch is reported as a fraction of the step (goal <= 10%; the int64 widening of the target is
 in the step), with 0 workers (patches drawn in the training process) for comparison.
 
+**floor** (``--floor``, 3D only): where the time of one 3D call goes and what memory traffic alone
+costs on this machine, every row timed in CPU time round-robin with the others (so caches are as
+cold as in the speed groups): ours and its parts (plans, the target left in uint8, the target cut
+straight into int64), MONAI's fastest setting with and without the label widening, MONAI's bytes
+alone (the same ``torch.stack`` + ``.float()`` / ``.long()`` on views, none of its bookkeeping),
+the widening alone, and two bandwidth probes (writing an 8 MiB int64 array, copying 64 MiB).
+
 **coverage**: for ``rare_class`` at powers 0, 0.25, 0.5, 0.75, 1 (and ``uniform`` /
 ``foreground`` for reference), batches of 16 patches of 64 x 64 from the CoNSeP train tiles
 (``../shared/data/consep_patches256``, 5 classes) and from 64 nuclei phantoms 256 x 256 (7
@@ -57,6 +64,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +80,7 @@ from medbalance.engine.native import Numbered, StreamBatches
 from medbalance.losses import build_loss
 from medbalance.nets import UNet
 
-__all__ = ["run", "main", "cpu_time_table", "data_wait", "coverage"]
+__all__ = ["run", "main", "cpu_time_table", "floor_table", "data_wait", "coverage"]
 
 log = logging.getLogger("benchmarks")
 
@@ -148,7 +156,9 @@ def _plain(x) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
-def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, track_meta: bool = True) -> Case:
+def _monai(
+    images, masks, patch, items: int, *, cached: bool, per_case: int, track_meta: bool = True, widen: bool = True
+) -> Case:
     from monai.data import set_track_meta
     from monai.transforms import ClassesToIndicesd, RandCropByLabelClassesd
 
@@ -176,7 +186,8 @@ def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, tra
         try:
             crops = [out for _ in range(items // per_case) for out in crop(cases[rng.integers(len(cases))])]
             image = torch.stack([_plain(out["image"]) for out in crops]).float()
-            return image, torch.stack([_plain(out["label"])[0] for out in crops]).long()
+            label = torch.stack([_plain(out["label"])[0] for out in crops])
+            return image, label.long() if widen else label
         finally:
             set_track_meta(True)
 
@@ -185,6 +196,8 @@ def _monai(images, masks, patch, items: int, *, cached: bool, per_case: int, tra
         label = f"cached, {per_case} per case"
     if not track_meta:
         label += ", track_meta off"
+    if not widen:
+        label += ", label left uint8"
     return Case(f"monai.RandCropByLabelClassesd, {label}", draw, items, 0)
 
 
@@ -229,6 +242,70 @@ def cpu_time_table(*, quick: bool, repeats: int) -> str:
         for case, median in zip(group.cases, medians):
             ratio = "-" if case is group.cases[0] else f"{median / medians[0]:.2f}"
             lines.append(f"| {group.name} | {case.impl} | {1e3 * median:.2f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _floor_cases(volumes, balls, patch, items: int) -> list[tuple[Case, float]]:
+    """The ``--floor`` rows: each case with the MiB its call writes (0: not counted)."""
+    ours = _dataset(volumes, balls, patch, items)
+    wide = _dataset(volumes, balls, patch, items)
+    wide.target_dtype = np.dtype(np.int64)  # cut straight into the dtype the step takes
+    counter = iter(range(10**12))
+    rng = np.random.default_rng(2)
+    tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(volumes, balls)]
+
+    def views() -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for _ in range(items):
+            image, label = tensors[rng.integers(len(tensors))]
+            sl = tuple(slice(a, a + p) for a, p in zip(rng.integers(0, np.subtract(label.shape, patch) + 1), patch))
+            out.append((image[(slice(None), *sl)], label[sl]))
+        return out
+
+    def monai_bytes() -> tuple[torch.Tensor, torch.Tensor]:
+        cut = views()
+        return torch.stack([x for x, _ in cut]).float(), torch.stack([y for _, y in cut]).long()
+
+    narrow = [ours.batch(range(i * items, (i + 1) * items))["target"] for i in range(8)]
+    source, copy = np.ones(64 << 20, np.uint8), np.zeros(64 << 20, np.uint8)
+    voxels = items * int(np.prod(patch))
+    image, int64, uint8 = 4 * voxels / 2**20, 8 * voxels / 2**20, voxels / 2**20  # MiB of each batch array
+    # MONAI stacks the crops in their stored dtypes, then casts both batches
+    monai = volumes[0].dtype.itemsize * voxels / 2**20 + image + uint8 + int64
+
+    def draw(source_ds: PatchDataset) -> Callable[[], dict]:
+        return lambda: source_ds.batch([next(counter) for _ in range(items)])
+
+    def row(name: str, fn: Callable[[], object], mib: float) -> tuple[Case, float]:
+        return Case(name, fn, items, 0), mib
+
+    return [
+        (_ours(volumes, balls, patch, items), image + uint8 + int64),
+        row("medbalance, target left uint8", draw(ours), image + uint8),
+        row("medbalance, target cut straight into int64", draw(wide), image + int64),
+        row(f"medbalance, {items} plans alone", lambda: [ours.plan(next(counter)) for _ in range(items)], 0.0),
+        (_monai(volumes, balls, patch, items, cached=True, per_case=1, track_meta=False), monai),
+        (_monai(volumes, balls, patch, items, cached=True, per_case=1, track_meta=False, widen=False), monai - int64),
+        row("MONAI's bytes alone: stack + .float(), stack + .long() of views", monai_bytes, monai),
+        row("widening alone: uint8 batch .long()", lambda: narrow[next(counter) % 8].long(), int64),
+        row("write 8 MiB: np.zeros(2**20, int64)", lambda: np.zeros(2**20, np.int64), 8.0),
+        row("copy 64 MiB: np.copyto", lambda: np.copyto(copy, source), 64.0),
+    ]
+
+
+def floor_table(*, repeats: int) -> str:
+    """The ``--floor`` table: median CPU ms per call of each row, MiB written and the write rate."""
+    volumes, balls = _volumes(4, 128)
+    rows = _floor_cases(volumes, balls, (64,) * 3, 4)
+    group = Group("3D floor", [case for case, _ in rows])
+    times = interleaved_times(group, warmup=2, repeats=repeats, clock=_cpu_clock)
+    lines = ["| 4 x 64^3 from 4 x 128^3 int16 | median CPU ms | IQR ms | MiB written | GB/s written |"]
+    lines.append("|---|---:|---:|---:|---:|")
+    for (case, mib), t in zip(rows, times):
+        median, (low, high) = float(np.median(t)), np.percentile(t, [25, 75])
+        rate = f"{mib * 2**20 / median / 1e9:.1f}" if mib else "-"
+        written = f"{mib:g}" if mib else "-"
+        lines.append(f"| {case.impl} | {1e3 * median:.3f} | {1e3 * (high - low):.3f} | {written} | {rate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -334,8 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-wait", action="store_true")
     parser.add_argument("--skip-coverage", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="only the 3D time breakdown and memory floor")
     args = parser.parse_args(argv)
     start(args.threads)
+    if args.floor:
+        sys.stdout.write(floor_table(repeats=args.repeats or (3 if args.quick else 21)))
+        return 0
     if not args.skip_speed:
         rows = run(quick=args.quick, repeats=args.repeats)
         sys.stdout.write(report(rows) + "\n")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from torch.utils.data import DataLoader
 
-from medbalance.data.patches import PatchDataset, class_locations, target_dtype
+from medbalance.data.patches import PatchDataset, _ItemDraws, class_locations, target_dtype
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -264,6 +264,37 @@ def test_items_are_a_deterministic_function_of_seed_and_k():
     assert any(a.plan(k) != other.plan(k) for k in range(8))
 
 
+def test_item_draws_are_splitmix64():
+    """The per-item generator against the reference outputs of Vigna's splitmix64.c (state 1234567)."""
+    draws = _ItemDraws(0, 0)
+    draws.state = 1234567
+    assert [draws.next64() for _ in range(5)] == [
+        6457827717110365317,
+        3203168211198807973,
+        9817491932198370423,
+        4593380528125082431,
+        16408922859458223821,
+    ]
+
+
+def test_item_draws_are_uniform_and_independent_across_items():
+    """Chi-square / KS tests of the draws a plan takes: first and second draw of consecutive
+    items, bounded ints (an odd bound and a large one) and floats."""
+    key = int(np.random.SeedSequence(3).generate_state(1, np.uint64)[0])
+    items = [_ItemDraws(key, k) for k in range(20_000)]
+    first = np.array([d.below(7) for d in items])
+    second = np.array([d.below(7) for d in items])
+    assert stats.chisquare(np.bincount(first, minlength=7)).pvalue > 1e-4
+    # consecutive items and the two draws of one item: every pair of values equally likely
+    for a, b in [(first[:-1], first[1:]), (first, second)]:
+        assert stats.chisquare(np.bincount(7 * a + b, minlength=49)).pvalue > 1e-4
+    big = np.array([d.below(10**6 + 3) for d in items])
+    assert big.min() >= 0 and big.max() < 10**6 + 3
+    assert stats.kstest(big / (10**6 + 3), "uniform").pvalue > 1e-4
+    floats = np.array([d.random() for d in items])
+    assert floats.min() >= 0.0 and floats.max() < 1.0 and stats.kstest(floats, "uniform").pvalue > 1e-4
+
+
 def test_loader_batches_do_not_depend_on_the_number_of_workers():
     images, targets = _tiny()
     ds = _dataset(images, targets, patch_size=8, sampler="rare_class", samples_per_epoch=12)
@@ -472,5 +503,7 @@ def test_mismatched_cases_are_rejected():
         _dataset(images, [targets[0], targets[0], targets[2]])
     with pytest.raises(ValueError, match="equally long"):
         _dataset(images, targets[:2])
-    with pytest.raises(ValueError, match="k must"):
-        _dataset(images, targets).plan(-1)
+    for k in (-1, 2**64, 1.0):
+        with pytest.raises(ValueError, match=r"k must be an int in \[0, 2\*\*64\)"):
+            _dataset(images, targets).plan(k)
+    assert _dataset(images, targets).plan(2**64 - 1).case in (0, 1, 2)
