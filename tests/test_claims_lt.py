@@ -49,20 +49,24 @@ def test_train_counts_refuse_a_tail_below_the_minimum():
     ]
 
 
-def test_smoke_run_pairs_every_method_with_ce_on_the_whole_test_split(tmp_path, one_thread):
+def test_smoke_run_pairs_every_method_with_ce_and_lskbb_with_the_others(tmp_path, one_thread):
     data = _npz(tmp_path / "toymnist.npz")
     args = ["experiment", "longtail-claims", "--scale", "smoke", "--data", str(data), "--out", str(tmp_path)]
-    opts = ["--set", "methods=LDAM-DRW,BBN", "--set", "irs=5,20", "--set", "min_tail=3", "--set", "n_resamples=200"]
+    opts = ["--set", "methods=LDAM-DRW,LSKBB", "--set", "irs=5,20", "--set", "min_tail=3", "--set", "n_resamples=200"]
     assert main([*args, *opts, "-q"]) == 0
     (folder,) = tmp_path.glob("longtail-claims-*")
     claims = json.loads((folder / "claims.json").read_text())
     # smoke caps the head at 40 images: IR 5 leaves 8 tail images (trained), IR 20 leaves 2 (< 3: refused)
     assert [(p["ir"], p["counts"], p["real"]) for p in claims["plan"]] == [(5.0, [40, 8], True), (20.0, [40, 2], False)]
-    assert [(c["ir"], c["method"]) for c in claims["claims"]] == [(5.0, "LDAM-DRW"), (5.0, "BBN")]
+    assert [(c["ir"], c["method"], c["baseline"]) for c in claims["claims"]] == [
+        (5.0, "LDAM-DRW", "CE"),
+        (5.0, "LSKBB", "CE"),
+        (5.0, "LSKBB", "LDAM-DRW"),
+    ]
     assert not list(folder.glob("runs/*/ir20"))
     # the whole test split (8 + 5 images), the same for every run: the differences are of these images
     test = read_medmnist(data).test
-    for row in ("ce", "ldam_drw", "bbn"):
+    for row in ("ce", "ldam_drw", "lskbb"):
         rows = (folder / "runs" / row / "ir5" / "seed0" / "predictions" / "predictions.csv").read_text()
         assert [r.split(",")[0] for r in rows.splitlines()[1:]] == list(test.names)
     ce = json.loads((folder / "runs" / "ce" / "ir5" / "seed0" / "metrics.json").read_text())["test"]
@@ -71,8 +75,12 @@ def test_smoke_run_pairs_every_method_with_ce_on_the_whole_test_split(tmp_path, 
     assert first["balanced_accuracy"]["mean"] == pytest.approx(ldam["macro_recall"] - ce["macro_recall"])
     assert first["balanced_accuracy"]["n_cases"] == 13 and first["tail_recall"]["n_cases"] == 5
     assert first["tail_recall"]["mean"] == pytest.approx(ldam["recall"][1] - ce["recall"][1])
+    lskbb = json.loads((folder / "runs" / "lskbb" / "ir5" / "seed0" / "metrics.json").read_text())["test"]
+    own = claims["claims"][2]["balanced_accuracy"]
+    assert own["mean"] == pytest.approx(lskbb["macro_recall"] - ldam["macro_recall"])
     results = (folder / "results.md").read_text()
-    assert "## Claims: each method vs plain CE" in results and "| LDAM-DRW |" in results
+    assert "## Claims: each method vs plain CE" in results and "| LDAM-DRW - CE |" in results
+    assert "## Seed 001's claim: LSKBB vs each other long-tail method" in results and "| LSKBB - LDAM-DRW |" in results
     assert "IR 5: test scores (whole test split)" in results and "AUC" in results
     assert "Refused (tail class under 3 images): IR 20 (tail 2)." in results
 

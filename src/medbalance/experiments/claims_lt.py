@@ -15,7 +15,8 @@ BreastMNIST, any MedMNIST ``.npz``) at imbalance ratios 10 / 50 / 100:
   (:data:`medbalance.experiments.seed001.METHODS`), the same networks and SGD schedule;
 - per IR: balanced accuracy, macro-F1, per-class recall, ECE and AUC (mean ± std over seeds), and
   the paired difference of each method minus CE with a 95% percentile-bootstrap interval
-  (:func:`medbalance.experiments.stats.paired_difference`) and a verdict.
+  (:func:`medbalance.experiments.stats.paired_difference`) and a verdict; seed 001's own claim,
+  LSKBB minus each other long-tail method, the same way.
 
 Paired per-case scores. Balanced accuracy is the mean of the per-class recalls, i.e. the mean over
 the test images of ``correct_i * N / (C * n_{y_i})`` (each image weighted by the inverse size of its
@@ -73,6 +74,8 @@ OPTIONS: dict[str, object] = {
 }
 
 BASELINE = "CE"
+#: Seed 001's own method, compared with each other long-tail method as well as with CE.
+PROPOSED = "LSKBB"
 #: Rows: the baseline, then seed 001's long-tail methods.
 ROWS: dict[str, Recipe] = {
     BASELINE: Recipe("resnet32", "ce"),
@@ -169,18 +172,35 @@ class _Claims:
         return self.ctx.run(key, cfg), self.ctx.run_dir / "runs" / key
 
 
-def _verdict(d) -> str:
+def _verdict(d, baseline: str) -> str:
     if d.holds is True:
-        return "holds: better than CE"
+        return f"holds: better than {baseline}"
     if d.holds is False:
-        return "fails: worse than CE"
+        return f"fails: worse than {baseline}"
     return "not shown: the interval contains 0"
+
+
+def _pairs(per_case: dict, pairs: list[tuple[str, str]], *, ir: float, n_resamples: int) -> tuple[list[str], list[dict]]:
+    """Markdown rows and ``claims.json`` entries of each ``(method, baseline)`` pair: the paired
+    differences of balanced accuracy and tail recall with their intervals and verdicts."""
+    from medbalance.experiments.stats import paired_difference
+
+    lines, entries = [], []
+    for method, base in pairs:
+        (balanced, tail), (base_balanced, base_tail) = per_case[method], per_case[base]
+        d_bal = paired_difference(balanced, base_balanced, n_resamples=n_resamples, seed=0)
+        d_tail = paired_difference(tail, base_tail, n_resamples=n_resamples, seed=0)
+        lines.append(
+            f"| {method} - {base} | {d_bal.text()} | {_verdict(d_bal, base)} | {d_tail.text()} | {_verdict(d_tail, base)} |"
+        )
+        entries.append(
+            {"ir": ir, "method": method, "baseline": base, "balanced_accuracy": d_bal.to_dict(), "tail_recall": d_tail.to_dict()}
+        )
+    return lines, entries
 
 
 def run(ctx: Any) -> dict:
     """Train every row at every real ratio and seed, write the tables, the paired differences and the verdicts."""
-    from medbalance.experiments.stats import paired_difference
-
     exp = _Claims(ctx)
     p = exp.preset
     counts, names = exp.source()
@@ -196,7 +216,7 @@ def run(ctx: Any) -> dict:
         cells = {**dict(zip(names, item["counts"])), "tail": item["tail"], "trained": int(item["real"])}
         count_table.add(f"IR {item['ir']:g}", cells, seed=ctx.seeds[0])
 
-    claims, lines = [], []
+    claims, lines, proposed_lines = [], [], []
     for item in (i for i in plan if i["real"]):
         ir = item["ir"]
         tail_class = int(np.argmin([c if c > 0 else np.inf for c in item["counts"]]))
@@ -223,23 +243,21 @@ def run(ctx: Any) -> dict:
                 balanced.append(paired_scores(target, correct, len(names)))
                 tail.append(correct[target == tail_class])
             per_case[row] = (np.stack(balanced), np.stack(tail))
-        lines += [
+        heading = [
             f"### IR {ir:g} (tail '{names[tail_class]}': {item['tail']} training images)",
             "",
-            "| method | Δ balanced accuracy vs CE [95% CI] | verdict | Δ tail recall vs CE [95% CI] | verdict |",
+            "| difference | balanced accuracy [95% CI] | verdict | tail recall [95% CI] | verdict |",
             "|---|---|---|---|---|",
         ]
-        base_balanced, base_tail = per_case[BASELINE]
-        for row in exp.rows[1:]:
-            balanced, tail = per_case[row]
-            n = ctx.options["n_resamples"]
-            d_bal = paired_difference(balanced, base_balanced, n_resamples=n, seed=0)
-            d_tail = paired_difference(tail, base_tail, n_resamples=n, seed=0)
-            lines.append(f"| {row} | {d_bal.text()} | {_verdict(d_bal)} | {d_tail.text()} | {_verdict(d_tail)} |")
-            claims.append(
-                {"ir": ir, "method": row, "balanced_accuracy": d_bal.to_dict(), "tail_recall": d_tail.to_dict()}
-            )
-        lines.append("")
+        n = ctx.options["n_resamples"]
+        rows, entries = _pairs(per_case, [(row, BASELINE) for row in exp.rows[1:]], ir=ir, n_resamples=n)
+        lines += [*heading, *rows, ""]
+        claims += entries
+        others = [row for row in exp.rows[1:] if row != PROPOSED]
+        if PROPOSED in exp.rows and others:
+            rows, entries = _pairs(per_case, [(PROPOSED, row) for row in others], ir=ir, n_resamples=n)
+            proposed_lines += [*heading, *rows, ""]
+            claims += entries
     atomic_write_text(ctx.run_dir / "claims.json", json.dumps({"plan": plan, "claims": claims}, indent=1))
     refused = [f"IR {i['ir']:g} (tail {i['tail']})" for i in plan if not i["real"]]
     cap = f"head class capped at {p['n_max']} images" if p["n_max"] else "head class whole"
@@ -251,10 +269,14 @@ def run(ctx: Any) -> dict:
         f"{ctx.options['lr']:g}, momentum 0.9, weight decay 2e-4, cosine, {p['epochs']} epochs (MiSLAS: + "
         f"{p['classifier_epochs']} classifier epochs), {p['batch_size']} images per batch (per branch for BBN / "
         "LSKBB), no augmentation; the checkpoint of the best balanced validation accuracy is tested.",
-        "Paired differences (method - CE) over the test images, seeds averaged per image, 95% percentile "
+        "Paired differences (method - CE, and LSKBB - each other method) over the test images, seeds averaged per image, 95% percentile "
         f"bootstrap ({ctx.options['n_resamples']} resamples, scipy.stats.bootstrap); balanced accuracy pairs "
         "the class-weighted correctness of each image (its mean is the balanced accuracy), tail recall the "
         "correctness of the tail class's images. A claim holds when the whole interval is above 0.",
     ]
     claims_md = "\n".join(["## Claims: each method vs plain CE", "", *lines])
+    if proposed_lines:
+        claims_md += "\n" + "\n".join(
+            [f"## Seed 001's claim: {PROPOSED} vs each other long-tail method", "", *proposed_lines]
+        )
     return ctx.write_report("\n\n".join(paragraphs) + "\n\n" + claims_md)
