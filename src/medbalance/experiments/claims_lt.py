@@ -180,7 +180,9 @@ def _verdict(d, baseline: str) -> str:
     return "not shown: the interval contains 0"
 
 
-def _pairs(per_case: dict, pairs: list[tuple[str, str]], *, ir: float, n_resamples: int) -> tuple[list[str], list[dict]]:
+def _pairs(
+    per_case: dict, pairs: list[tuple[str, str]], *, ir: float, n_resamples: int
+) -> tuple[list[str], list[dict]]:
     """Markdown rows and ``claims.json`` entries of each ``(method, baseline)`` pair: the paired
     differences of balanced accuracy and tail recall with their intervals and verdicts."""
     from medbalance.experiments.stats import paired_difference
@@ -190,12 +192,10 @@ def _pairs(per_case: dict, pairs: list[tuple[str, str]], *, ir: float, n_resampl
         (balanced, tail), (base_balanced, base_tail) = per_case[method], per_case[base]
         d_bal = paired_difference(balanced, base_balanced, n_resamples=n_resamples, seed=0)
         d_tail = paired_difference(tail, base_tail, n_resamples=n_resamples, seed=0)
-        lines.append(
-            f"| {method} - {base} | {d_bal.text()} | {_verdict(d_bal, base)} | {d_tail.text()} | {_verdict(d_tail, base)} |"
-        )
-        entries.append(
-            {"ir": ir, "method": method, "baseline": base, "balanced_accuracy": d_bal.to_dict(), "tail_recall": d_tail.to_dict()}
-        )
+        cells = [d_bal.text(), _verdict(d_bal, base), d_tail.text(), _verdict(d_tail, base)]
+        lines.append(f"| {method} - {base} | " + " | ".join(cells) + " |")
+        entries.append({"ir": ir, "method": method, "baseline": base})
+        entries[-1].update(balanced_accuracy=d_bal.to_dict(), tail_recall=d_tail.to_dict())
     return lines, entries
 
 
@@ -269,7 +269,8 @@ def run(ctx: Any) -> dict:
         f"{ctx.options['lr']:g}, momentum 0.9, weight decay 2e-4, cosine, {p['epochs']} epochs (MiSLAS: + "
         f"{p['classifier_epochs']} classifier epochs), {p['batch_size']} images per batch (per branch for BBN / "
         "LSKBB), no augmentation; the checkpoint of the best balanced validation accuracy is tested.",
-        "Paired differences (method - CE, and LSKBB - each other method) over the test images, seeds averaged per image, 95% percentile "
+        "Paired differences (method - CE, and LSKBB - each other method) over the test images, seeds averaged "
+        "per image, 95% percentile "
         f"bootstrap ({ctx.options['n_resamples']} resamples, scipy.stats.bootstrap); balanced accuracy pairs "
         "the class-weighted correctness of each image (its mean is the balanced accuracy), tail recall the "
         "correctness of the tail class's images. A claim holds when the whole interval is above 0.",
