@@ -34,6 +34,7 @@ from medbalance.engine.folds import evaluate_ensemble
 from medbalance.engine.run import evaluate_run, load_run, predict_image
 from medbalance.errors import ConfigError
 from medbalance.export import inference_spec
+from medbalance.nets import build_net
 
 # ----------------------------------------------------------------------------- interpolators
 
@@ -303,3 +304,14 @@ def test_hc18_trains_at_spacing_4_and_keeps_validation_and_test_native(shared_da
     assert {splits.train.shape(i) for i in range(len(splits.train))} == {(135, 200)}
     assert {splits.test.shape(i) for i in range(len(splits.test))} == {(540, 800)}
     assert splits.train.images[0].dtype == np.uint8 and set(np.unique(splits.train.target[0])) <= {0, 1}
+
+
+def test_hc18_network_maps_the_whole_resampled_image_to_logits_of_its_size():
+    """The recipe's 5-level U-Net pads 135 x 200 (not a multiple of 2**5) and crops the logits back,
+    so validation and test can infer on the whole resampled image, not only on 128 x 192 patches."""
+    cfg = load_config(Path(__file__).parents[1] / "src" / "medbalance" / "configs" / "hc18.yaml")
+    net = build_net(cfg.model.name, in_channels=1, num_classes=2, **cfg.model.model_extra).eval()
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == cfg.model.model_extra["depth"] == 5
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, 135, 200)).shape == (1, 2, 135, 200)
+        assert net(torch.zeros(1, 1, *cfg.patch_size)).shape == (1, 2, 128, 192)
