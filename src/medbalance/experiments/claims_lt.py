@@ -194,8 +194,15 @@ def _pairs(
         d_tail = paired_difference(tail, base_tail, n_resamples=n_resamples, seed=0)
         cells = [d_bal.text(), _verdict(d_bal, base), d_tail.text(), _verdict(d_tail, base)]
         lines.append(f"| {method} - {base} | " + " | ".join(cells) + " |")
-        entries.append({"ir": ir, "method": method, "baseline": base})
-        entries[-1].update(balanced_accuracy=d_bal.to_dict(), tail_recall=d_tail.to_dict())
+        entries.append(
+            {
+                "ir": ir,
+                "method": method,
+                "baseline": base,
+                "balanced_accuracy": d_bal.to_dict(),
+                "tail_recall": d_tail.to_dict(),
+            }
+        )
     return lines, entries
 
 
