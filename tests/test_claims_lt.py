@@ -9,7 +9,7 @@ import pytest
 
 from medbalance.cli.main import main
 from medbalance.data.readers.classification import read_medmnist
-from medbalance.experiments.claims_lt import paired_scores, train_counts
+from medbalance.experiments.claims_lt import epochs_for, paired_scores, train_counts
 
 
 def _npz(path, *, counts=(60, 12), val=(6, 6), test=(8, 5), side=12):
@@ -49,10 +49,21 @@ def test_train_counts_refuse_a_tail_below_the_minimum():
     ]
 
 
+@pytest.mark.parametrize("n_train", [1, 63, 64, 439, 3_843, 10_000])
+@pytest.mark.parametrize("min_steps", [0, 1, 600])
+def test_epochs_for_gives_the_fewest_epochs_reaching_min_steps(n_train, min_steps):
+    preset = {"epochs": 15, "batch_size": 64, "min_steps": min_steps}
+    epochs = epochs_for(preset, n_train)
+    steps = max(1, n_train // 64)
+    assert epochs >= 15 and epochs * steps >= min_steps
+    assert epochs == 15 or (epochs - 1) * steps < min_steps  # no more than needed
+
+
 def test_smoke_run_pairs_every_method_with_ce_and_lskbb_with_the_others(tmp_path, one_thread):
     data = _npz(tmp_path / "toymnist.npz")
     args = ["experiment", "longtail-claims", "--scale", "smoke", "--data", str(data), "--out", str(tmp_path)]
     opts = ["--set", "methods=LDAM-DRW,LSKBB", "--set", "irs=5,20", "--set", "min_tail=3", "--set", "n_resamples=200"]
+    opts += ["--set", "min_steps=5"]  # 48 images, batch 16: 3 steps an epoch, so 2 epochs instead of smoke's 1
     assert main([*args, *opts, "-q"]) == 0
     (folder,) = tmp_path.glob("longtail-claims-*")
     claims = json.loads((folder / "claims.json").read_text())
@@ -64,6 +75,10 @@ def test_smoke_run_pairs_every_method_with_ce_and_lskbb_with_the_others(tmp_path
         (5.0, "LSKBB", "LDAM-DRW"),
     ]
     assert not list(folder.glob("runs/*/ir20"))
+    assert claims["plan"][0]["epochs"] == 2
+    for row in ("ce", "ldam_drw", "lskbb"):
+        history = (folder / "runs" / row / "ir5" / "seed0" / "history.csv").read_text().splitlines()
+        assert len(history) - 1 == 2, row
     # the whole test split (8 + 5 images), the same for every run: the differences are of these images
     test = read_medmnist(data).test
     for row in ("ce", "ldam_drw", "lskbb"):
