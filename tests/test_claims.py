@@ -48,9 +48,10 @@ def test_dataset_recipes_are_read_at_run_time_and_options_override_them():
     }
 
 
-def _cases_json(folder, rows):
+def _cases_json(folder, rows, means=None):
     folder.mkdir(parents=True)
-    (folder / "cases.json").write_text(json.dumps({"summary": {"empty": "skip"}, "rows": rows}))
+    summary = {"empty": "skip", **({"mean": means} if means is not None else {})}
+    (folder / "cases.json").write_text(json.dumps({"summary": summary, "rows": rows}))
 
 
 def test_case_scores_read_the_runs_table_and_average_the_scored_classes(tmp_path):
@@ -106,12 +107,16 @@ def test_add_claims_pairs_seeds_and_cases_and_leaves_out_unscored_ones(tmp_path)
                 for k, cls in enumerate(("x", "y"))
             ]
             folder = tmp_path / row / str(seed)
-            _cases_json(folder / "evaluations" / "test", rows)
+            means = {"precision": 0.9 - shift, "recall": 0.6 + shift + seed / 10, "hd95": None, "nsd": 0.5}
+            _cases_json(folder / "evaluations" / "test", rows, means)
             (folder / "history.csv").write_text(f"epoch,seconds\n1,{seed + 1.5}\n2,1\n")
             runs.setdefault(row, {})[seed] = folder
     ctx = ExperimentContext("t", "smoke", tmp_path, (0, 1), "phantom", {})
     table = claims.add_claims(ctx, "T", runs, method="method", baselines=["base"])
-    assert table.metrics == ("Dice", "Dice x", "Dice y") and ctx.tables == [table]
+    assert table.metrics == ("Dice", "Dice x", "Dice y", "precision", "recall", "HD95") and ctx.tables == [table]
+    # the evaluation summary's means, as each run wrote them (an undefined HD95 stays NaN)
+    assert table.rows["method"]["recall"] == {0: pytest.approx(0.7), 1: pytest.approx(0.8)}
+    assert table.rows["base"]["precision"][1] == pytest.approx(0.9) and np.isnan(table.rows["base"]["HD95"][0])
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         fg = {key: np.nanmean(v, axis=1) for key, v in dice.items()}  # per-case mean fg Dice, NaN for "c"
     for seed in (0, 1):
@@ -230,7 +235,7 @@ def test_reuse_background_claims_table(tmp_path, one_thread):
     )
     (table,) = json.loads((result.run_dir / "results.json").read_text())["tables"]
     assert list(table["rows"]) == ["plain (recipe schedule)", "plain (equal steps)", "reuse background"]
-    assert table["metrics"][0] == "Dice" and len(table["metrics"]) == 1 + len(table["classes"]) == 7
+    assert table["metrics"][0] == "Dice" and len(table["metrics"]) == 1 + len(table["classes"]) + 3 == 10
     assert table["steps"]["reuse"]["parts"] == {"binary": 1, "multi": 1} and table["steps"]["equal_epochs"] == 2
     reuse = result.run_dir / "runs" / "claims" / "reuse" / "seed0"
     assert (reuse / "parts" / "binary" / "metrics.json").is_file()  # the binary part of the composite run

@@ -23,7 +23,7 @@ import csv
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +142,15 @@ class StepBudget:
 @dataclass(frozen=True)
 class CaseScores:
     """Per-case test Dice of one run: ``dice[i, k]`` is case ``cases[i]``, foreground class ``classes[k]``;
-    NaN where the run's ``empty`` policy (``skip``) leaves a class absent from the case's truth out."""
+    NaN where the run's ``empty`` policy (``skip``) leaves a class absent from the case's truth out.
+    ``means``: the evaluation's own summary (``precision``, ``recall``, ``hd95``, ...: mean over cases,
+    then over classes), which says *how* a row differs (e.g. fewer pixels found)."""
 
     cases: tuple[str, ...]
     classes: tuple[str, ...]
     dice: np.ndarray
     empty: str
+    means: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def mean_fg(self) -> np.ndarray:
@@ -156,6 +159,11 @@ class CaseScores:
         total = np.where(scored, self.dice, 0.0).sum(axis=1)
         count = scored.sum(axis=1)
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+#: The evaluation summary's scores a claims table shows beside Dice (key -> column): where a method
+#: loses or gains (pixels missed or added, far-off fragments).
+SHAPE_SCORES = {"precision": "precision", "recall": "recall", "hd95": "HD95"}
 
 
 def case_scores(run_dir: str | Path, split: str = "test") -> CaseScores:
@@ -178,7 +186,9 @@ def case_scores(run_dir: str | Path, split: str = "test") -> CaseScores:
     at_case, at_class = {c: i for i, c in enumerate(cases)}, {c: k for k, c in enumerate(classes)}
     for r in rows:
         dice[at_case[r["case"]], at_class[r["class"]]] = math.nan if r["dice"] is None else float(r["dice"])
-    return CaseScores(tuple(cases), tuple(classes), dice, document["summary"]["empty"])
+    summary = document["summary"]
+    means = {k: math.nan if v is None else float(v) for k, v in (summary.get("mean") or {}).items()}
+    return CaseScores(tuple(cases), tuple(classes), dice, summary["empty"], means)
 
 
 def keep_cases(table, row: str, seed: int, scores: CaseScores | str | Path) -> CaseScores:
@@ -262,7 +272,7 @@ def add_claims(
                     "the first run; they cannot be paired"
                 )
     multi = len(first.classes) > 1
-    metrics = ("Dice", *((f"Dice {c}" for c in first.classes) if multi else ()))
+    metrics = ("Dice", *((f"Dice {c}" for c in first.classes) if multi else ()), *SHAPE_SCORES.values())
     diff_column = f"{method} - row [95% CI]"
     table = ctx.table(title, metrics, columns=(diff_column, "verdict", "plateau"), note=note)
     for row, seeds in scores.items():
@@ -270,6 +280,7 @@ def add_claims(
             cells = {"Dice": float(np.nanmean(s.mean_fg))}
             for k, c in enumerate(s.classes if multi else ()):
                 cells[f"Dice {c}"] = float(np.nanmean(s.dice[:, k])) if np.isfinite(s.dice[:, k]).any() else math.nan
+            cells.update({label: s.means.get(key, math.nan) for key, label in SHAPE_SCORES.items()})
             table.add(row, cells, seed=seed)
             keep_cases(table, row, seed, s)
 
