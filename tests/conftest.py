@@ -9,6 +9,11 @@ import pytest
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# An empty OMP_NUM_THREADS makes libgomp print a warning into the stderr of every `python -m
+# medbalance` the tests start, which the one-line-error tests would read as the CLI's own output.
+if os.environ.get("OMP_NUM_THREADS") == "":
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
