@@ -55,9 +55,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from medbalance.config import read_yaml
+from medbalance.configs import config_path
 from medbalance.data.longtail import longtail_targets
 from medbalance.engine.sliding_window import window_starts
-from medbalance.experiments import seed000, seed001
+from medbalance.experiments import baselines, rare_class, seed000, seed001
 from medbalance.experiments.seed002 import loss_study, reuse_background
 from medbalance.experiments.seed002.tables import SEED_COMBOS
 from medbalance.methods.dualpath import DualPathNet
@@ -110,6 +112,18 @@ DATA: dict[str, dict] = {
     # Kermany chest X-ray: train 1341 / 3875 + val 8 / 8 (normal / pneumonia); test 234 / 390; 80
     # per class for validation; 224 x 224, one channel (the reader's default)
     "chestxray": {"counts": (1349, 3883), "held_out": 80, "test": 624, "side": 224, "channels": 1},
+}
+
+#: The real sets of ``../shared/data`` as their built-in recipes read them (``build_splits``,
+#: 2026-12-05): images per split, the frame a validation / test image is inferred at (HC18: at the
+#: recipe's spacing 4), channels and classes (with background).
+LOCAL: dict[str, dict] = {
+    "drive": {"train": 16, "val": 4, "test": 20, "frame": (584, 565), "channels": 3, "classes": 2},
+    "hc18": {"train": 105, "val": 13, "test": 32, "frame": (135, 200), "channels": 1, "classes": 2},
+    "isbi": {"train": 18, "val": 6, "test": 6, "frame": (512, 512), "channels": 1, "classes": 2},
+    "consep": {"train": 352, "val": 80, "test": 224, "frame": (256, 256), "channels": 3, "classes": 5},
+    "pneumoniamnist": {"train": 4708, "val": 524, "test": 624, "frame": (28, 28), "channels": 1, "classes": 2},
+    "breastmnist": {"train": 546, "val": 78, "test": 156, "frame": (28, 28), "channels": 1, "classes": 2},
 }
 
 
@@ -285,9 +299,10 @@ def _net(name: str, in_channels: int, num_classes: int, **kwargs) -> tuple[str, 
     return key, functools.partial(build_net, name, in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
-def _windows(frame: Sequence[int], patch: int) -> int:
-    """Sliding windows (overlap 0.5) over a frame: what validation and test infer per image."""
-    return math.prod(len(starts) for starts in window_starts(tuple(frame), (patch,) * len(frame), 0.5))
+def _windows(frame: Sequence[int], patch: int | Sequence[int], overlap: float = 0.5) -> int:
+    """Sliding windows over a frame: what validation and test infer per image."""
+    patch = (patch,) * len(frame) if isinstance(patch, int) else tuple(patch)
+    return math.prod(len(starts) for starts in window_starts(tuple(frame), patch, overlap))
 
 
 def dualpath_work() -> list[Work]:
@@ -508,6 +523,50 @@ def reuse_background_work() -> list[Work]:
     ]
 
 
+def _recipe_work(name: str, part: str, *, runs: int, epochs_factor: int, deep_supervision: bool = False) -> Work:
+    """``runs`` trainings of the built-in recipe ``name`` on its local set (:data:`LOCAL`) at
+    ``epochs_factor`` times its epochs: patch batches and sliding-window validation and test for
+    segmentation, whole images for classification."""
+    raw, d = read_yaml(config_path(name)), LOCAL[name]
+    model = dict(raw["model"])
+    net = model.pop("name")
+    if deep_supervision:
+        model["deep_supervision"] = True
+    key, factory = _net(net, d["channels"], d["classes"], **model)
+    epochs, batch = int(raw["epochs"]) * epochs_factor, int(raw["batch_size"])
+    patch = raw.get("patch_size")
+    if patch is None:  # classification: every training image once per epoch, whole images at inference
+        shape, per_image = (d["channels"], *d["frame"]), 1
+        steps = epochs * max(1, d["train"] // batch)
+    else:
+        overlap = float((raw.get("evaluation") or {}).get("overlap", 0.5))
+        shape, per_image = (d["channels"], *patch), _windows(d["frame"], patch, overlap)
+        steps = epochs * int(raw["steps_per_epoch"])
+    return Work(part, key, factory, shape, batch, steps, runs, (epochs * d["val"] + d["test"]) * per_image)
+
+
+def baselines_work() -> list[Work]:
+    """``experiment baselines --scale paper``: every local set's built-in recipe at 4x its epochs, three seeds."""
+    factor = baselines.SCALES["paper"]["epochs_factor"]
+    return [_recipe_work(name, name, runs=3, epochs_factor=factor) for name in baselines.OPTIONS["sets"]]
+
+
+def rare_class_work() -> list[Work]:
+    """``experiment rare-class --scale paper``: per set, the nnU-Net-style default row (deep
+    supervision) with three seeds, each candidate once (``tune_seeds`` 1) and the selected one on
+    two more seeds, every row at the recipe's geometry and 4x its epochs."""
+    factor = rare_class.SCALES["paper"]["epochs_factor"]
+    tune = int(rare_class.OPTIONS["tune_seeds"])
+    work = []
+    for name in rare_class.OPTIONS["sets"]:
+        multiclass = LOCAL[name]["classes"] > 2
+        candidates = sum(1 for c in rare_class.CANDIDATES.values() if multiclass or not c.multiclass)
+        work.append(_recipe_work(name, f"{name}: default", runs=3, epochs_factor=factor, deep_supervision=True))
+        runs = candidates * tune + 3 - tune  # the selected candidate on the other seeds
+        work.append(_recipe_work(name, f"{name}: {candidates} candidates", runs=runs, epochs_factor=factor))
+    return work
+
+
 def measure_overhead(repeats: int = 20) -> dict[str, tuple[int, float]]:
     """The framework's CPU cost per kernel: CPU seconds of a whole training step (forward, backward,
     Adam) of width-4 copies of three networks on tiny inputs, one thread, where the kernels
@@ -549,6 +608,8 @@ PLANS: dict[str, Callable[[], list[Work]]] = {
     "loss-study": loss_study_work,
     "loss-study-combos": loss_study_combos_work,
     "reuse-background": reuse_background_work,
+    "baselines": baselines_work,
+    "rare-class": rare_class_work,
 }
 
 
@@ -577,15 +638,17 @@ def estimate(name: str, *, gpu: Gpu = H100, bf16: bool = False) -> dict:
 
 
 def _table(result: dict) -> str:
+    # an experiment under an hour (the CPU-sized recipes at 4x their epochs) is given in minutes
+    unit, scale = ("hours", 1) if result["total"]["hours_slow"] >= 1 else ("minutes", 60)
     lines = [
         f"## {result['experiment']} ({result['gpu']}, {result['precision']}; estimate from FLOPs, not measured)",
         "",
-        "| part | runs | training steps | PFLOP | hours (fast - slow) | memory GB (bound) |",
+        f"| part | runs | training steps | PFLOP | {unit} (fast - slow) | memory GB (bound) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for part, r in [*result["parts"].items(), ("**total**", result["total"])]:
-        hours = f"{r['hours_fast']:.1f} - {r['hours_slow']:.1f}"
-        lines.append(f"| {part} | {r['runs']} | {r['steps']:,} | {r['pflop']:,.1f} | {hours} | {r['memory_gb']:.0f} |")
+        span = f"{r['hours_fast'] * scale:.1f} - {r['hours_slow'] * scale:.1f}"
+        lines.append(f"| {part} | {r['runs']} | {r['steps']:,} | {r['pflop']:,.1f} | {span} | {r['memory_gb']:.0f} |")
     return "\n".join(lines)
 
 

@@ -96,6 +96,32 @@ def test_longtail_plan_trains_every_row_once():
     assert runs(est.longtail_work("breakhis")) == (15 + 4 + 9 + 8) * 3
 
 
+def test_baselines_and_rare_class_plans_follow_the_recipes():
+    from medbalance.config import read_yaml
+    from medbalance.configs import config_path
+    from medbalance.experiments import rare_class
+
+    work = {w.part: w for w in est.baselines_work()}
+    assert list(work) == ["drive", "hc18", "isbi", "consep", "pneumoniamnist", "breastmnist"]
+    drive, breast = read_yaml(config_path("drive")), read_yaml(config_path("breastmnist"))
+    assert work["drive"].steps == 4 * drive["epochs"] * drive["steps_per_epoch"] and work["drive"].runs == 3
+    assert work["drive"].shape == (3, 64, 64)
+    # DRIVE's 584 x 565 frames: 18 x 17 windows of 64 at overlap 0.5 (stride 32, the last flush with the
+    # border); 4 validation images per epoch, 20 test
+    assert work["drive"].infer == (4 * drive["epochs"] * 4 + 20) * 18 * 17
+    assert work["hc18"].shape == (1, 128, 192)  # its patch at spacing 4, inferred at overlap 0.25
+    assert work["breastmnist"].steps == 4 * breast["epochs"] * (546 // breast["batch_size"])
+    assert work["breastmnist"].infer == 4 * breast["epochs"] * 78 + 156
+    plan = est.rare_class_work()
+    runs = {w.part: w.runs for w in plan}
+    multi = len(rare_class.CANDIDATES)
+    binary = sum(not c.multiclass for c in rare_class.CANDIDATES.values())
+    assert runs["consep: default"] == 3 and runs[f"consep: {multi} candidates"] == multi + 2
+    assert runs[f"drive: {binary} candidates"] == binary + 2
+    default = next(w for w in plan if w.part == "drive: default")
+    assert "deep_supervision=True" in default.key
+
+
 def test_estimate_sums_parts_into_a_range(monkeypatch):
     conv = lambda: nn.Conv2d(1, 4, 3, padding=1, bias=False)  # noqa: E731
     plan = [
