@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
@@ -110,6 +110,7 @@ def monai_reference(labels, target, num_classes, *, ignore_index, spacing, toler
 
 
 @settings(max_examples=12, deadline=None)
+@example((9, 10, 8), IGNORE, "skip", 922)  # HD95 1.2e-5 from MONAI's float32 percentile (below)
 @given(
     st.sampled_from([(20, 17), (9, 10, 8)]),
     st.sampled_from([None, IGNORE]),
@@ -146,7 +147,10 @@ def test_rows_match_monai_and_torchmetrics(shape, ignore_index, empty, seed):
             assert_same(row["precision"], float(precision[c]))
             assert_same(row["recall"], float(recall[c]))
             assert_same(row["nsd"], float(ref["nsd"][c]))
-            assert_same(row["hd95"], float(ref["hd95"][c]))
+            # MONAI takes the 95th percentile with torch.quantile in float32, whose interpolation
+            # position 0.95 (n - 1) is rounded to float32: up to ~1e-5 relative where the percentile
+            # falls between two far-apart distances (seed 922, (9, 10, 8): 1.2e-5; exact in float64)
+            assert_same(row["hd95"], float(ref["hd95"][c]), rel=1e-4)
         else:
             assert math.isnan(row["hd95"])
             # MONAI's NSD of an empty pair is NaN (both empty) or 0 (predicted): our "one" policy is 1 / 0

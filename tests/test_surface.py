@@ -54,11 +54,11 @@ spacings = st.one_of(
 )
 
 
-def assert_close_or_both_nan(ours: float, ref: float) -> None:
+def assert_close_or_both_nan(ours: float, ref: float, rel: float = 1e-5) -> None:
     if math.isnan(ref):
         assert math.isnan(ours)
     else:
-        assert ours == pytest.approx(ref, rel=1e-5, abs=1e-6)
+        assert ours == pytest.approx(ref, rel=rel, abs=1e-6)
 
 
 @settings(max_examples=50, deadline=None)
@@ -76,8 +76,10 @@ def test_hd95_and_nsd_match_monai(case, spacing, tolerance):
     ref_hd, ref_nsd = monai_scores(pred, target, spacing, tolerance)
     hd = hausdorff_distance(pred, target, spacing=spacing)
     nsd = normalized_surface_dice(pred, target, tolerance=tolerance, spacing=spacing)
-    # with an empty side both are NaN (MONAI's 95th percentile interpolates between infinities)
-    assert_close_or_both_nan(hd, ref_hd)
+    # with an empty side both are NaN (MONAI's 95th percentile interpolates between infinities);
+    # MONAI's torch.quantile runs in float32, whose rounded position 0.95 (n - 1) moves the
+    # percentile by up to ~1e-5 relative between two far-apart distances (tests/test_cases.py)
+    assert_close_or_both_nan(hd, ref_hd, rel=1e-4)
     assert math.isnan(hd) == (not pred.any() or not target.any())
     assert_close_or_both_nan(nsd, ref_nsd)
 
