@@ -40,7 +40,7 @@ import numpy as np
 from medbalance._atomic import atomic_write_text
 from medbalance.experiments.seed001 import METHODS, Recipe, _slug, recipe_config
 
-__all__ = ["OPTIONS", "ROWS", "SCALES", "paired_scores", "run", "train_counts"]
+__all__ = ["OPTIONS", "ROWS", "SCALES", "epochs_for", "paired_scores", "run", "train_counts"]
 
 # fmt: off
 #: Presets per scale: the CIFAR ResNet layout (``widths``, ``blocks`` per stage), epochs (MiSLAS: of
