@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from medbalance.config import load_config
 from medbalance.data.build import build_splits
-from medbalance.engine.run import load_run
 
 
 def structure_counts(truth: np.ndarray, pred: np.ndarray, *, radius: float = 1.0) -> dict[str, int]:
@@ -51,7 +51,7 @@ def structure_counts(truth: np.ndarray, pred: np.ndarray, *, radius: float = 1.0
 
 def thin_recall(run_dir: Path, *, radius: float = 1.0) -> dict[str, float]:
     """Pooled thin / thick recall and the false-positive share of a binary run's test predictions."""
-    test = build_splits(load_run(run_dir).cfg).test
+    test = build_splits(load_config(run_dir / "config.yaml")).test  # the run's split; its masks at native size
     counts = dict.fromkeys(("thin", "thin_found", "thick", "thick_found", "predicted", "outside"), 0)
     for i, name in enumerate(test.names):
         target = np.asarray(test.target[i])
