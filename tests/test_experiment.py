@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from html.parser import HTMLParser
 
 import numpy as np
@@ -157,6 +158,17 @@ def test_run_writes_tables_and_resume_loads_finished_models(toy, tmp_path):
     assert again.run_dir == folder and toy.TRAINED == ["w4/seed1"]  # seed 0 loaded, seed 1 resumed
     assert len((folder / "runs" / "w4/seed1" / "history.csv").read_text().splitlines()) == 2  # no epoch redone
     assert json.loads((folder / "results.json").read_text())["tables"] == res["tables"]
+
+
+def test_experiment_folder_is_absolute_so_it_resumes_from_another_directory(toy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = run_experiment("toy", scale="smoke", seeds=[0], options=["widths=4"], out="exp", progress=False).run_dir
+    assert folder.is_absolute() and folder.parent == tmp_path / "exp"
+    (folder / "runs" / "w4/seed0" / "metrics.json").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = run_experiment("toy", resume=os.path.join("..", "exp", folder.name), progress=False)
+    assert again.run_dir == folder and (folder / "runs" / "w4/seed0" / "metrics.json").is_file()
 
 
 def test_cli_experiment_and_its_errors(toy, tmp_path, capsys):

@@ -381,7 +381,9 @@ def run_experiment(
     With ``resume`` the folder's ``experiment.json`` supplies scale, data, seeds and options.
     """
     if resume is not None:
-        run_dir = Path(resume)
+        # absolute: runs inside keep paths to each other (dual-path's discriminator) that must
+        # still resolve when the experiment is resumed from another directory
+        run_dir = Path(os.path.abspath(resume))
         try:
             asked = json.loads((run_dir / "experiment.json").read_text())
         except (OSError, ValueError):
@@ -398,7 +400,7 @@ def run_experiment(
     if not seeds:
         raise ConfigError("--seeds needs at least one seed")
     if resume is None:
-        run_dir = create_run_dir(out, f"{name}-{scale}")
+        run_dir = create_run_dir(os.path.abspath(out), f"{name}-{scale}")
         for empty in ("checkpoints", "predictions"):  # a run folder's, not an experiment's
             (run_dir / empty).rmdir()
         asked = {"experiment": name, "scale": scale, "data": data, "seeds": list(seeds), "options": options}
