@@ -7,9 +7,13 @@ predicted pixels outside the truth, pooled over the run's test images, read from
 own ``predictions/*.png`` and its test split's masks (pixels at ``ignore_index``, e.g. DRIVE's
 outside of the field of view, are left out of every count). docs/results/dualpath.md uses it.
 
+``--ablation`` takes dual-path runs: it predicts their test split with the run's model and scores
+each of seed 000's ablation outputs (``MaC``, ``MaC+MiC``, the fused ``MaC+MiC+Fusion``, as in
+:func:`medbalance.methods.dualpath.ablation_labels`) the same way, with its mean Dice over images.
+
 Usage::
 
-    python scripts/thin_recall.py RUN_DIR [RUN_DIR ...] [--radius 1]
+    python scripts/thin_recall.py RUN_DIR [RUN_DIR ...] [--radius 1] [--ablation]
 """
 
 from __future__ import annotations
@@ -49,36 +53,86 @@ def structure_counts(truth: np.ndarray, pred: np.ndarray, *, radius: float = 1.0
     }
 
 
-def thin_recall(run_dir: Path, *, radius: float = 1.0) -> dict[str, float]:
-    """Pooled thin / thick recall and the false-positive share of a binary run's test predictions."""
-    test = build_splits(load_config(run_dir / "config.yaml")).test  # the run's split; its masks at native size
-    counts = dict.fromkeys(("thin", "thin_found", "thick", "thick_found", "predicted", "outside"), 0)
-    for i, name in enumerate(test.names):
-        target = np.asarray(test.target[i])
-        scored = target != test.ignore_index if test.ignore_index is not None else np.ones(target.shape, bool)
-        truth = (target > 0) & scored
-        pred = (np.asarray(Image.open(run_dir / "predictions" / f"{Path(name).name}.png")) > 0) & scored
+class _Pooled:
+    """Structure counts and per-image Dice of one prediction row over a test split."""
+
+    def __init__(self, test, radius: float) -> None:
+        self.test, self.radius, self.dice = test, radius, []
+        self.counts = dict.fromkeys(("thin", "thin_found", "thick", "thick_found", "predicted", "outside"), 0)
+
+    def add(self, i: int, pred: np.ndarray, *, source: str) -> None:
+        target = np.asarray(self.test.target[i])
+        scored = target != self.test.ignore_index if self.test.ignore_index is not None else np.ones(target.shape, bool)
+        truth, pred = (target > 0) & scored, (pred > 0) & scored
         if pred.shape != truth.shape:
-            raise ValueError(f"'{run_dir}': prediction of {name} is {pred.shape}, its mask {truth.shape}")
-        for key, value in structure_counts(truth, pred, radius=radius).items():
-            counts[key] += value
-    ratio = lambda a, b: counts[a] / counts[b] if counts[b] else float("nan")  # noqa: E731
-    return {
-        "thin_recall": ratio("thin_found", "thin"),
-        "thick_recall": ratio("thick_found", "thick"),
-        "outside_share": ratio("outside", "predicted"),
-        "thin_share": counts["thin"] / max(counts["thin"] + counts["thick"], 1),
-    }
+            raise ValueError(f"'{source}': prediction of {self.test.names[i]} is {pred.shape}, its mask {truth.shape}")
+        for key, value in structure_counts(truth, pred, radius=self.radius).items():
+            self.counts[key] += value
+        both = int(truth.sum() + pred.sum())
+        self.dice.append(2 * int((truth & pred).sum()) / both if both else 1.0)
+
+    def scores(self) -> dict[str, float]:
+        c = self.counts
+        ratio = lambda a, b: c[a] / c[b] if c[b] else float("nan")  # noqa: E731
+        return {
+            "dice": float(np.mean(self.dice)),
+            "thin_recall": ratio("thin_found", "thin"),
+            "thick_recall": ratio("thick_found", "thick"),
+            "outside_share": ratio("outside", "predicted"),
+            "thin_share": c["thin"] / max(c["thin"] + c["thick"], 1),
+        }
+
+
+def _test_split(run_dir: Path):
+    return build_splits(load_config(run_dir / "config.yaml")).test  # the run's split; its masks at native size
+
+
+def thin_recall(run_dir: Path, *, radius: float = 1.0) -> dict[str, float]:
+    """Pooled thin / thick recall, the false-positive share and the mean Dice of a binary run's
+    test predictions (its ``predictions/*.png``)."""
+    test = _test_split(run_dir)
+    pooled = _Pooled(test, radius)
+    for i, name in enumerate(test.names):
+        pooled.add(i, np.asarray(Image.open(run_dir / "predictions" / f"{Path(name).name}.png")), source=str(run_dir))
+    return pooled.scores()
+
+
+def ablation_recall(run_dir: Path, *, radius: float = 1.0) -> dict[str, dict[str, float]]:
+    """:func:`thin_recall` of each ablation output of a dual-path run, predicted here on its test split
+    (sliding window and normalisation as the run evaluates)."""
+    import torch
+
+    from medbalance.data.normalization import Normalization
+    from medbalance.engine.run import is_native, load_run
+    from medbalance.methods.dualpath import ABLATION_ROWS, ablation_labels
+
+    run, test = load_run(run_dir), _test_split(run_dir)
+    if run.cfg.method.name != "dualpath":
+        raise ValueError(f"'{run_dir}' is a '{run.cfg.method.name}' run; --ablation expects a dual-path run")
+    if is_native(run):
+        test = test.with_normalization(Normalization.from_dict(run.meta["normalization"]))
+    rows = {row: _Pooled(test, radius) for row in ABLATION_ROWS}
+
+    def collect(batch: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        for row, lab in ablation_labels(logits).items():
+            for i, y in zip(batch["index"].tolist(), lab.cpu().numpy()):
+                rows[row].add(i, y, source=str(run_dir))
+
+    run.engine().evaluate(test, on_batch=collect)
+    return {row: pooled.scores() for row, pooled in rows.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished binary run folders")
     parser.add_argument("--radius", type=float, default=1.0, help="thin: distance to the background <= this (px)")
+    parser.add_argument("--ablation", action="store_true", help="dual-path runs: score each ablation output")
     args = parser.parse_args(argv)
     for run in args.runs:
-        scores = {k: round(v, 4) for k, v in thin_recall(run, radius=args.radius).items()}
-        sys.stdout.write(json.dumps({"run": str(run), **scores}) + "\n")
+        rows = ablation_recall(run, radius=args.radius) if args.ablation else {None: thin_recall(run, radius=args.radius)}
+        for row, scores in rows.items():
+            head = {"run": str(run)} if row is None else {"run": str(run), "output": row}
+            sys.stdout.write(json.dumps({**head, **{k: round(v, 4) for k, v in scores.items()}}) + "\n")
     return 0
 
 

@@ -247,3 +247,18 @@ def test_reuse_background_claims_table(tmp_path, one_thread):
         d = table["differences"][base]
         assert set(d) == {"mean_fg", *table["classes"]}
         assert table["texts"][base]["verdict"] in ("holds", "does not hold", "no difference shown", "no scored case")
+
+
+@pytest.mark.slow
+def test_thin_recall_ablation_scores_the_fused_output_as_the_run_saved_it(dualpath_claims):
+    from tests.test_thin_recall import thin_recall
+
+    runs = dualpath_claims.run_dir / "runs" / "claims"
+    dual = runs / "dualpath" / "seed0"
+    rows = thin_recall.ablation_recall(dual)
+    assert list(rows) == ["MaC", "MaC+MiC", "MaC+MiC+Fusion"]
+    # the fused output predicted again equals the run's own predictions and its per-case Dice
+    assert rows["MaC+MiC+Fusion"] == pytest.approx(thin_recall.thin_recall(dual))
+    assert rows["MaC+MiC+Fusion"]["dice"] == pytest.approx(np.mean(list(_cases_csv(dual).values())))
+    with pytest.raises(ValueError, match="expects a dual-path run"):
+        thin_recall.ablation_recall(runs / "unet" / "seed0")
