@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true", help="dual-path runs: score each ablation output")
     args = parser.parse_args(argv)
     for run in args.runs:
-        rows = ablation_recall(run, radius=args.radius) if args.ablation else {None: thin_recall(run, radius=args.radius)}
+        if args.ablation:
+            rows = ablation_recall(run, radius=args.radius)
+        else:
+            rows = {None: thin_recall(run, radius=args.radius)}
         for row, scores in rows.items():
             head = {"run": str(run)} if row is None else {"run": str(run), "output": row}
             sys.stdout.write(json.dumps({**head, **{k: round(v, 4) for k, v in scores.items()}}) + "\n")
