@@ -25,11 +25,19 @@ def test_smoke_run_tables_and_resume_reuses_finished_runs(tmp_path, one_thread):
     md = (folder / "results.md").read_text()
     assert "seed: 3" in (folder / "runs" / "demo" / "seed3" / "config.yaml").read_text()
     assert "| demo (dice) |" in md and "| longtail (accuracy) |" in md
+    assert md.startswith("# baselines (smoke scale, data: demo, longtail)")  # the sets, not --data's default
     metrics = folder / "runs" / "demo" / "seed3" / "metrics.json"
     stamp = metrics.stat().st_mtime_ns
     again = run_experiment("baselines", resume=folder, progress=False)
     assert metrics.stat().st_mtime_ns == stamp  # finished runs are read, not retrained
     assert json.loads((again.run_dir / "baselines.json").read_text()) == summary
+    assert (folder / "results.md").read_text().startswith("# baselines (smoke scale, data: demo, longtail)")
+
+
+def test_data_comes_from_the_sets_option_not_data(tmp_path):
+    with pytest.raises(ConfigError, match="reads its data from its recipes"):
+        run_experiment("baselines", scale="smoke", data="drive", out=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before any folder was made
 
 
 def test_binary_dice_is_pooled_from_the_confusion_matrix(tmp_path):

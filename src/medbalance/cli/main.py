@@ -728,7 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         default="phantom",
         metavar="DATA",
-        help="'phantom' (default, embedded), a dataset name of ../shared/data, or a folder / .npz path",
+        help="'phantom' (default, embedded), a dataset name of ../shared/data, or a folder / .npz path "
+        "(baselines and rare-class read theirs from --set sets=RECIPE,...)",
     )
     p.add_argument("--seeds", type=_seed_list, metavar="0,1,2", help="seeds (default: the scale's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an experiment option")

@@ -395,6 +395,10 @@ def run_experiment(
     if scale not in SCALE_NAMES:
         raise ConfigError(f"unknown scale '{scale}' (expected one of: {', '.join(SCALE_NAMES)})")
     options = parse_options(module.OPTIONS, options)
+    if "sets" in module.OPTIONS:  # its data are the recipes named by `--set sets=...`
+        if resume is None and data != "phantom":
+            raise ConfigError(f"experiment '{name}' reads its data from its recipes (--set sets=...), not --data")
+        data = ", ".join(map(str, options["sets"]))
     preset_seeds = module.SCALES[scale].get("seeds", _DEFAULT_SEEDS[scale])
     seeds = tuple(int(s) for s in (seeds if seeds is not None else preset_seeds))
     if not seeds:
