@@ -54,7 +54,8 @@ def structure_counts(truth: np.ndarray, pred: np.ndarray, *, radius: float = 1.0
 
 
 class _Pooled:
-    """Structure counts and per-image Dice of one prediction row over a test split."""
+    """Structure counts and per-image Dice of one prediction row over a test split (an image whose
+    truth and prediction are both empty scores Dice 1)."""
 
     def __init__(self, test, radius: float) -> None:
         self.test, self.radius, self.dice = test, radius, []
