@@ -7,7 +7,8 @@ import inspect
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -227,8 +228,24 @@ def train(
             The config's data section becomes ``kind: python`` (its ``task`` from the targets);
             a resume needs the same ``data``.
     """
-    with TrainLog() as train_log:
+    with TrainLog() as train_log, _flush_denormals():
         return _train(cfg, out=out, resume=resume, progress=progress, folder=folder, data=data, train_log=train_log)
+
+
+@contextmanager
+def _flush_denormals() -> Iterator[None]:
+    """Float32 subnormals read and written as 0 while training, the caller's setting restored after.
+
+    Weights that weight decay drives below float32's normal range make every CPU convolution 3-4x
+    slower late in a run (benchmarks/RESULTS.md, "Denormal weights"). The setting is process-wide
+    (the CPU's FTZ / DAZ flags), so it is scoped to the run.
+    """
+    was_on = (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0  # 1e-40 is subnormal
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_on)
 
 
 def _given_splits(cfg: RunConfig, data) -> tuple[RunConfig, Splits | None]:
