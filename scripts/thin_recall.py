@@ -67,10 +67,11 @@ class _Pooled:
         truth, pred = (target > 0) & scored, (pred > 0) & scored
         if pred.shape != truth.shape:
             raise ValueError(f"'{source}': prediction of {self.test.names[i]} is {pred.shape}, its mask {truth.shape}")
-        for key, value in structure_counts(truth, pred, radius=self.radius).items():
+        c = structure_counts(truth, pred, radius=self.radius)
+        for key, value in c.items():
             self.counts[key] += value
-        both = int(truth.sum() + pred.sum())
-        self.dice.append(2 * int((truth & pred).sum()) / both if both else 1.0)
+        both = c["thin"] + c["thick"] + c["predicted"]  # |truth| + |pred|
+        self.dice.append(2 * (c["thin_found"] + c["thick_found"]) / both if both else 1.0)
 
     def scores(self) -> dict[str, float]:
         c = self.counts
