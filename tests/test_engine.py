@@ -265,3 +265,29 @@ def test_training_flushes_denormals_and_restores_the_callers_setting(tmp_path, m
         assert flushing() is before
     torch.set_flush_denormal(False)
     assert seen == [True, True]
+
+
+def test_load_run_sets_subnormal_weights_to_zero(tmp_path):
+    # a late checkpoint holds float32 subnormals (slow CPU path); inference loads them as 0
+    from medbalance.engine.checkpoint import save_checkpoint
+    from medbalance.engine.run import load_run, train
+
+    rng = np.random.default_rng(0)
+    pairs = [(rng.random((1, 16, 16), dtype=np.float32), (rng.random((16, 16)) > 0.5).astype(np.uint8)) for _ in range(4)]
+    cfg = parse_config(
+        {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": [16, 16], "progress": False,
+         "model": {"name": "unet", "base_channels": 4, "depth": 2}, "loss": ["dice", "ce"]}
+    )
+    folder = train(cfg, out=tmp_path, data=(pairs[:3], pairs[3:])).run_dir
+    path = folder / "checkpoints" / "best.pt"
+    state = load_checkpoint(path)
+    expected = {k: v.clone() for k, v in state["model"].items()}
+    weights = [k for k, v in expected.items() if v.dtype == torch.float32 and v.numel() > 8]
+    for k in weights:
+        state["model"][k] = state["model"][k].contiguous()  # saved channels_last
+        state["model"][k].view(-1)[:4] = torch.tensor([1e-40, -1e-39, 5e-45, 2e-38])  # 3 subnormals, 1 normal
+        expected[k] = expected[k].contiguous()
+        expected[k].view(-1)[:4] = torch.tensor([0.0, 0.0, 0.0, 2e-38])
+    save_checkpoint(path, state)
+    loaded = load_run(folder).model.state_dict()
+    assert weights and [k for k in expected if not torch.equal(loaded[k], expected[k])] == []
