@@ -291,3 +291,13 @@ def test_load_run_sets_subnormal_weights_to_zero(tmp_path):
     save_checkpoint(path, state)
     loaded = load_run(folder).model.state_dict()
     assert weights and [k for k in expected if not torch.equal(loaded[k], expected[k])] == []
+
+
+def test_each_epoch_sets_subnormal_weights_to_zero(tmp_path):
+    # the flush flag covers the training thread only; what other threads (or no gradient) leave is zeroed
+    model = UNet(1, 1, base_channels=4, depth=2)
+    model.idle = nn.Parameter(torch.tensor([1e-40, -1e-39, 2e-38, 1.0]))  # no gradient reaches it
+    engine = _engine(None, _cfg(epochs=1), model)
+    engine.fit([Stage("train", 1, build_loss("dice_ce"))], _data(8, 0), _data(4, 1))
+    assert model.idle[:2].tolist() == [0.0, 0.0]
+    assert model.idle[2:].tolist() == pytest.approx([2e-38, 1.0], rel=1e-6)  # normal numbers are kept

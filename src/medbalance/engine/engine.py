@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.rundir import HistoryLog
 from medbalance.engine.sliding_window import sliding_window_inference
+from medbalance.engine.subnormals import zero_subnormals_
 from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.dynamic import set_progress
@@ -401,6 +402,8 @@ class Engine:
                 t0 = time.perf_counter()
                 shown = {} if value is None else {f"val_{monitor}": f"{value:.4f}"}  # last epoch's validation score
                 train_loss = self._train_epoch(module, optimizer, scheduler, train_loader, stage, epoch, shown)
+                # the intra-op threads ignore the training thread's flush flag (engine.subnormals)
+                zero_subnormals_([*self.model.parameters(), *_state_tensors(optimizer)])
                 scores = self.evaluate(val_loader, stage=stage)
                 global_epoch += 1
                 if monitor not in scores:
@@ -716,6 +719,12 @@ def _infer_at(
         batch_size=cfg.eval_batch_size or cfg.batch_size,
         flip_axes=tuple(range(image.ndim - 2)) if cfg.evaluation.flip_tta else (),
     )
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    """The optimiser's per-parameter state tensors (Adam's moments, SGD's momentum)."""
+    for state in optimizer.state.values():
+        yield from (v for v in state.values() if isinstance(v, torch.Tensor))
 
 
 def _duration(seconds: float) -> str:

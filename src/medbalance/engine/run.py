@@ -7,8 +7,7 @@ import inspect
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +55,7 @@ from medbalance.engine.engine import (
 from medbalance.engine.hooks import Method
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
+from medbalance.engine.subnormals import flush_denormals, zero_subnormals_
 from medbalance.engine.tasks import make_task
 from medbalance.engine.trainlog import TrainLog
 from medbalance.errors import CheckpointError, ConfigError, DataError
@@ -228,45 +228,8 @@ def train(
             The config's data section becomes ``kind: python`` (its ``task`` from the targets);
             a resume needs the same ``data``.
     """
-    with TrainLog() as train_log, _flush_denormals():
+    with TrainLog() as train_log, flush_denormals():
         return _train(cfg, out=out, resume=resume, progress=progress, folder=folder, data=data, train_log=train_log)
-
-
-@contextmanager
-def _flush_denormals() -> Iterator[None]:
-    """Float32 subnormals read and written as 0 while training, the caller's setting restored after.
-
-    Weights that weight decay drives below float32's normal range make every CPU convolution 3-4x
-    slower late in a run (benchmarks/RESULTS.md, "Denormal weights"). The setting is process-wide
-    (the CPU's FTZ / DAZ flags), so it is scoped to the run.
-    """
-    was_on = (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0  # 1e-40 is subnormal
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(was_on)
-
-
-def zero_subnormals(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with every float32 subnormal entry (0 < |x| < 1.18e-38) set to 0, for inference.
-
-    A late checkpoint can hold many (29 % of a CoNSeP U-Net's weights, benchmarks/RESULTS.md,
-    "Denormal weights"), and CPU convolutions over them take a slow path; set to 0 they change
-    no activation above float32's normal range, without the process-wide flag training uses.
-
-    Example:
-        >>> zero_subnormals({"w": torch.tensor([1e-40, 1.0, -1e-39])})["w"].tolist()
-        [0.0, 1.0, 0.0]
-    """
-    tiny = torch.finfo(torch.float32).tiny
-
-    def flushed(t: torch.Tensor) -> torch.Tensor:
-        if t.dtype != torch.float32:
-            return t
-        return t.masked_fill((t != 0) & (t.abs() < tiny), 0.0)
-
-    return {k: flushed(v) for k, v in state.items()}
 
 
 def _given_splits(cfg: RunConfig, data) -> tuple[RunConfig, Splits | None]:
@@ -633,7 +596,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best.pt") -> LoadedRun:
             fill_holes=cfg.evaluation.fill_holes,
         )
         model = _build_model(cfg, meta["in_channels"], meta["out_channels"])
-        model.load_state_dict(zero_subnormals(state["model"]))
+        zero_subnormals_(state["model"].values())  # a slow CPU path at inference (engine.subnormals)
+        model.load_state_dict(state["model"])
     except KeyError as exc:
         raise CheckpointError(f"checkpoint in '{run_dir}' lacks metadata {exc}") from None
     except RuntimeError as exc:
