@@ -249,22 +249,35 @@ def test_channels_last_follows_the_config_and_the_network():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_training_flushes_denormals_and_restores_the_callers_setting(tmp_path, monkeypatch):
+def _flushing() -> bool:
+    return (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0  # 1e-40 is subnormal
+
+
+class _FlagSpy(nn.Module):
+    """A U-Net noting, at each forward, whether it trains and whether subnormals are flushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = UNet(1, 1, base_channels=4, depth=2)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        self.seen.append((self.training, _flushing()))
+        return self.net(x)
+
+
+def test_training_steps_flush_denormals_evaluation_does_not_and_the_setting_is_restored():
     # weight decay drives dead weights into float32's subnormal range, where CPU convolutions run
-    # 3-4x slower: train() flushes them to zero while it runs, and only then (the flag is process-wide)
-    from medbalance.engine import run
-
-    def flushing() -> bool:
-        return (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0
-
-    seen = []
-    monkeypatch.setattr(run, "_train", lambda cfg, **kw: seen.append(flushing()))
+    # 3-4x slower: the training steps flush them; validation does not, since scipy's KDTree in the
+    # surface metrics overflowed its stack under the flag (and the flag is per thread, not scoped by torch)
     for before in (False, True):
         torch.set_flush_denormal(before)
-        run.train(parse_config({"epochs": 1}), out=tmp_path)
-        assert flushing() is before
+        model = _FlagSpy()
+        _engine(None, _cfg(epochs=1), model).fit([Stage("train", 1, build_loss("dice_ce"))], _data(8, 0), _data(4, 1))
+        assert _flushing() is before
+        assert {flushed for training, flushed in model.seen if training} == {True}
+        assert {flushed for training, flushed in model.seen if not training} == {before}
     torch.set_flush_denormal(False)
-    assert seen == [True, True]
 
 
 def test_load_run_sets_subnormal_weights_to_zero(tmp_path):

@@ -51,7 +51,7 @@ from medbalance.engine.layout import memory_format
 from medbalance.engine.native import AugmentingCollate, StreamBatches
 from medbalance.engine.rundir import HistoryLog
 from medbalance.engine.sliding_window import sliding_window_inference
-from medbalance.engine.subnormals import zero_subnormals_
+from medbalance.engine.subnormals import flush_denormals, zero_subnormals_
 from medbalance.engine.trainlog import log_epoch, per_class_columns
 from medbalance.errors import ConfigError, TrainingError
 from medbalance.losses.dynamic import set_progress
@@ -536,11 +536,12 @@ class Engine:
             if tracks_progress:  # T / T_max for losses that change over training (DFLCE, LDAM-DRW)
                 set_progress(stage.loss, (epoch * len(loader) + step) / (stage.epochs * max(1, len(loader))))
             batch = self.augment(widen_target(batch))
-            with self.fabric.autocast():
-                outputs = self.forward(module, batch)
-            loss = self.compute_loss(stage, outputs, batch)
-            self.fabric.backward(loss)
-            optimizer.step()
+            with flush_denormals():  # the step only: scipy code misbehaves under the flag (engine.subnormals)
+                with self.fabric.autocast():
+                    outputs = self.forward(module, batch)
+                loss = self.compute_loss(stage, outputs, batch)
+                self.fabric.backward(loss)
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()

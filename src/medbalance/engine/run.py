@@ -55,7 +55,7 @@ from medbalance.engine.engine import (
 from medbalance.engine.hooks import Method
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
-from medbalance.engine.subnormals import flush_denormals, zero_subnormals_
+from medbalance.engine.subnormals import zero_subnormals_
 from medbalance.engine.tasks import make_task
 from medbalance.engine.trainlog import TrainLog
 from medbalance.errors import CheckpointError, ConfigError, DataError
@@ -228,7 +228,7 @@ def train(
             The config's data section becomes ``kind: python`` (its ``task`` from the targets);
             a resume needs the same ``data``.
     """
-    with TrainLog() as train_log, flush_denormals():
+    with TrainLog() as train_log:
         return _train(cfg, out=out, resume=resume, progress=progress, folder=folder, data=data, train_log=train_log)
 
 

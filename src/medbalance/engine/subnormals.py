@@ -21,10 +21,12 @@ __all__ = ["flush_denormals", "zero_subnormals_"]
 def flush_denormals() -> Iterator[None]:
     """Subnormals read and written as 0 on this thread while the block runs, the caller's setting restored.
 
-    The flag (the CPU's FTZ / DAZ bits, ``torch.set_flush_denormal``) is per thread and left on
-    would change every later float computation of the process (it broke hypothesis's float
-    strategies), hence the scope. The threads of an intra-op pool started earlier keep their own
-    setting: :func:`zero_subnormals_` covers what they write.
+    The engine wraps each training step (forward, loss, backward, optimiser step) and nothing
+    else: the flag (the CPU's FTZ / DAZ bits, ``torch.set_flush_denormal``) changes every float
+    computation of the thread, and third-party code is not written for it. Under it, scipy
+    1.17's ``KDTree`` overflowed the stack (a segfault) building the tree of some CoNSeP nuclei
+    borders in the per-case surface metrics, and hypothesis's float strategies broke. The threads
+    of an intra-op pool keep their own setting: :func:`zero_subnormals_` covers what they write.
     """
     was_on = (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0  # 1e-40 is subnormal
     torch.set_flush_denormal(True)
