@@ -286,10 +286,19 @@ def test_load_run_sets_subnormal_weights_to_zero(tmp_path):
     from medbalance.engine.run import load_run, train
 
     rng = np.random.default_rng(0)
-    pairs = [(rng.random((1, 16, 16), dtype=np.float32), (rng.random((16, 16)) > 0.5).astype(np.uint8)) for _ in range(4)]
+    pairs = [
+        (rng.random((1, 16, 16), dtype=np.float32), (rng.random((16, 16)) > 0.5).astype(np.uint8)) for _ in range(4)
+    ]
     cfg = parse_config(
-        {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": [16, 16], "progress": False,
-         "model": {"name": "unet", "base_channels": 4, "depth": 2}, "loss": ["dice", "ce"]}
+        {
+            "epochs": 1,
+            "steps_per_epoch": 1,
+            "batch_size": 2,
+            "patch_size": [16, 16],
+            "progress": False,
+            "model": {"name": "unet", "base_channels": 4, "depth": 2},
+            "loss": ["dice", "ce"],
+        }
     )
     folder = train(cfg, out=tmp_path, data=(pairs[:3], pairs[3:])).run_dir
     path = folder / "checkpoints" / "best.pt"
