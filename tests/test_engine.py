@@ -266,17 +266,23 @@ class _FlagSpy(nn.Module):
         return self.net(x)
 
 
-def test_training_steps_flush_denormals_evaluation_does_not_and_the_setting_is_restored():
-    # weight decay drives dead weights into float32's subnormal range, where CPU convolutions run
-    # 3-4x slower: the training steps flush them; validation does not, since scipy's KDTree in the
-    # surface metrics overflowed its stack under the flag (and the flag is per thread, not scoped by torch)
+def test_network_forwards_flush_denormals_scoring_does_not_and_the_setting_is_restored():
+    # weight decay drives dead weights towards float32's subnormal range, where CPU convolutions run
+    # 3-4x slower: training steps and inference forwards flush subnormals; scoring does not, since
+    # scipy's KDTree in the surface metrics overflowed its stack under the flag (a per-thread CPU mode)
     for before in (False, True):
         torch.set_flush_denormal(before)
         model = _FlagSpy()
-        _engine(None, _cfg(epochs=1), model).fit([Stage("train", 1, build_loss("dice_ce"))], _data(8, 0), _data(4, 1))
+        engine = _engine(None, _cfg(epochs=1), model)
+        engine.fit([Stage("train", 1, build_loss("dice_ce"))], _data(8, 0), _data(4, 1))
         assert _flushing() is before
-        assert {flushed for training, flushed in model.seen if training} == {True}
-        assert {flushed for training, flushed in model.seen if not training} == {before}
+        assert {flushed for _, flushed in model.seen} == {True} and {training for training, _ in model.seen} == {
+            True,
+            False,
+        }
+        scoring = []
+        engine.evaluate(_data(4, 1), on_batch=lambda *_: scoring.append(_flushing()))  # where metrics are computed
+        assert scoring and set(scoring) == {before}
     torch.set_flush_denormal(False)
 
 

@@ -536,7 +536,7 @@ class Engine:
             if tracks_progress:  # T / T_max for losses that change over training (DFLCE, LDAM-DRW)
                 set_progress(stage.loss, (epoch * len(loader) + step) / (stage.epochs * max(1, len(loader))))
             batch = self.augment(widen_target(batch))
-            with flush_denormals():  # the step only: scipy code misbehaves under the flag (engine.subnormals)
+            with flush_denormals():  # torch code only: scipy misbehaves under the flag (engine.subnormals)
                 with self.fabric.autocast():
                     outputs = self.forward(module, batch)
                 loss = self.compute_loss(stage, outputs, batch)
@@ -688,7 +688,8 @@ def infer_logits(
     model = inference_model(model, cfg)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return model(x) if forward is None else forward(model, x)
+        with flush_denormals():  # the network only: resampling and scoring (scipy) run outside
+            return model(x) if forward is None else forward(model, x)
 
     target = target_spacing(cfg)
     if target is None:

@@ -21,11 +21,14 @@ __all__ = ["flush_denormals", "zero_subnormals_"]
 def flush_denormals() -> Iterator[None]:
     """Subnormals read and written as 0 on this thread while the block runs, the caller's setting restored.
 
-    The engine wraps each training step (forward, loss, backward, optimiser step) and nothing
+    The engine wraps each training step (forward, loss, backward, optimiser step) and each
+    network forward of inference (:func:`~medbalance.engine.engine.infer_logits`), and nothing
     else: the flag (the CPU's FTZ / DAZ bits, ``torch.set_flush_denormal``) changes every float
     computation of the thread, and third-party code is not written for it. Under it, scipy
     1.17's ``KDTree`` overflowed the stack (a segfault) building the tree of some CoNSeP nuclei
-    borders in the per-case surface metrics, and hypothesis's float strategies broke. The threads
+    borders in the per-case surface metrics, and hypothesis's float strategies broke. Inference
+    needs it even without subnormal weights: late in a run most dead weights sit just above the
+    normal range (|w| < 1e-30), and their products with activations are subnormal. The threads
     of an intra-op pool keep their own setting: :func:`zero_subnormals_` covers what they write.
     """
     was_on = (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0  # 1e-40 is subnormal
