@@ -55,7 +55,7 @@ from medbalance.engine.engine import (
 from medbalance.engine.hooks import Method
 from medbalance.engine.native import CaseNormalizer, Numbered, resolve_patch_size
 from medbalance.engine.rundir import create_run_dir
-from medbalance.engine.subnormals import zero_subnormals_
+from medbalance.engine.subnormals import flush_denormals, zero_subnormals_
 from medbalance.engine.tasks import make_task
 from medbalance.engine.trainlog import TrainLog
 from medbalance.errors import CheckpointError, ConfigError, DataError
@@ -757,10 +757,11 @@ def predict_arrays(run: LoadedRun, images: np.ndarray) -> tuple[np.ndarray, np.n
         x = x.contiguous(memory_format=layout)
     size = getattr(run.cfg.data, "size", None)  # every data kind that resizes (or generates) at a size
     with torch.inference_mode():
-        if size is None or x.shape[-2:] == (size, size):
-            logits = run.model(x)
-        else:
-            logits = run.model(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
-            if logits.ndim == 4:
-                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        with flush_denormals():  # the network only, as infer_logits (post-processing may run scipy)
+            if size is None or x.shape[-2:] == (size, size):
+                logits = run.model(x)
+            else:
+                logits = run.model(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+                if logits.ndim == 4:
+                    logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return run.task.probabilities(logits).contiguous().numpy(), run.task.predict(logits).contiguous().numpy()
