@@ -183,3 +183,6 @@ def test_cli_experiment_and_its_errors(toy, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["experiment", "toy", "--seeds", "a,b"])
     assert exit_info.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "toy", "--jobs", "0"])
+    assert exit_info.value.code == 2 and "expected a whole number >= 1, got '0'" in capsys.readouterr().err

@@ -101,6 +101,41 @@ def test_smoke_rows_share_the_budget_and_the_report_states_the_policy(tiny_exper
     assert "empty = 1 if none predicted" in md
 
 
+def _history(path):
+    """history.csv without its wall-clock column."""
+    lines = [line.split(",") for line in path.read_text().splitlines()]
+    keep = [i for i, name in enumerate(lines[0]) if name != "seconds"]
+    return [[row[i] for i in keep] for row in lines]
+
+
+def test_jobs_train_the_independent_runs_in_workers_with_the_same_results(tiny_experiment, tmp_path, caplog):
+    import logging
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the fixture's thread count, so the workers get it too
+    try:
+        with caplog.at_level(logging.INFO, logger="medbalance.experiment"):
+            result = run_experiment(
+                "rare-class",
+                scale="smoke",
+                options=[f"sets={tiny_experiment.parent.parent / 'tiny.yaml'}", "candidates=dice_focal,tversky_ce"],
+                out=tmp_path,
+                progress=False,
+                jobs=2,
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert "training 3 runs, 2 at a time (1 thread(s) each)" in caplog.text  # the tuning runs, in workers
+    for row in ("default", "dice_focal", "tversky_ce"):
+        ours, theirs = (f / "runs" / "tiny" / row / "seed0" / "history.csv" for f in (result.run_dir, tiny_experiment))
+        assert _history(ours) == _history(theirs), row  # bitwise the same losses and validation scores
+    assert "jobs" not in json.loads((result.run_dir / "experiment.json").read_text())
+    with pytest.raises(ConfigError, match="jobs must be a whole number >= 1, got 0"):
+        run_experiment("rare-class", scale="smoke", out=tmp_path, progress=False, jobs=0)
+
+
 def test_selection_is_the_validation_argmax_and_reads_no_test_score(tiny_experiment):
     folder = tiny_experiment
     c = json.loads((folder / "rare_class.json").read_text())["tiny"]["rarest_class"]["index"]

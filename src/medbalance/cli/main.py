@@ -442,6 +442,16 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got '{text}'") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    return value
+
+
 def cmd_experiment(args: argparse.Namespace) -> None:
     from medbalance.experiments import run_experiment
 
@@ -457,6 +467,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
             progress=not args.quiet,
             device=args.device,
             command=" ".join(["medbalance", *sys.argv[1:]]) if sys.argv[1:2] == ["experiment"] else "",
+            jobs=args.jobs,
         )
     print(f"experiment folder: {result.run_dir}")
     print(f"tables: {result.run_dir / 'results.md'}")
@@ -736,6 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="parent folder of the experiment folder (default: runs)")
     p.add_argument("--resume", metavar="EXP_DIR", help="continue an interrupted experiment in its folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"], help="device")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train up to N independent runs at once, in worker processes (default: 1)",
+    )
     p.set_defaults(func=cmd_experiment)
 
     from medbalance.cli.combine import add_parser as add_combine_parser

@@ -172,11 +172,10 @@ def run(ctx: Any) -> dict:
         stem = Path(name).stem
         ref = REFERENCES.get(stem)
         per_seed: list[dict] = []
-        for seed in ctx.seeds:
-            cfg = _recipe(ctx, name, seed)
-            key = f"{stem}/seed{seed}"
-            metrics = ctx.run(key, cfg)
-            run_dir = ctx.run_dir / "runs" / key
+        configs = {seed: _recipe(ctx, name, seed) for seed in ctx.seeds}
+        all_metrics = ctx.run_many([(f"{stem}/seed{seed}", cfg) for seed, cfg in configs.items()])
+        for (seed, cfg), metrics in zip(configs.items(), all_metrics):
+            run_dir = ctx.run_dir / "runs" / f"{stem}/seed{seed}"
             state, gain = _convergence(run_dir)
             per_seed.append(
                 {

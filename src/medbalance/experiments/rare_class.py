@@ -352,25 +352,25 @@ def run(ctx: Any) -> dict:
                 "the multi-class candidates skip it)"
             )
 
-        def train(label: str, seed: int) -> tuple[Path, dict]:
-            key = f"{stem}/{label}/seed{seed}"
-            metrics = ctx.run(key, _config(ctx, recipes[label], f"{stem}-{label}", seed))
-            return ctx.run_dir / "runs" / key, metrics
+        def train(pairs: list[tuple[str, int]]) -> list[tuple[Path, dict]]:
+            """The runs of ``(label, seed)`` pairs, independent of each other (``--jobs`` at a time)."""
+            keys = [f"{stem}/{label}/seed{seed}" for label, seed in pairs]
+            configs = [_config(ctx, recipes[label], f"{stem}-{label}", seed) for label, seed in pairs]
+            metrics = ctx.run_many(list(zip(keys, configs)))
+            return [(ctx.run_dir / "runs" / key, m) for key, m in zip(keys, metrics)]
 
         validation: dict[str, list[float]] = {}
-        for label in recipes:
-            for seed in tune_seeds:
-                _, metrics = train(label, seed)
-                score = _validation(metrics, c)
-                validation.setdefault(label, []).append(score)
-                tuning.add(f"{stem} / {label}", {"validation Dice": score}, seed=seed)
+        pairs = [(label, seed) for label in recipes for seed in tune_seeds]
+        for (label, seed), (_, metrics) in zip(pairs, train(pairs)):
+            score = _validation(metrics, c)
+            validation.setdefault(label, []).append(score)
+            tuning.add(f"{stem} / {label}", {"validation Dice": score}, seed=seed)
         selected = select({k: v for k, v in validation.items() if k != DEFAULT})
         # the test split is read only from here on, for the default and the selected candidate
         arms = {DEFAULT: _Arm(), selected: _Arm()}
-        for label, arm in arms.items():
-            for seed in ctx.seeds:
-                run_dir, metrics = train(label, seed)
-                arm.add(seed, run_dir, metrics, c)
+        pairs = [(label, seed) for label in arms for seed in ctx.seeds]
+        for (label, seed), (run_dir, metrics) in zip(pairs, train(pairs)):
+            arms[label].add(seed, run_dir, metrics, c)
         first = arms[DEFAULT].cases[ctx.seeds[0]]
         cases = sorted(first)
         present = [n for n in cases if first[n][0] > 0]

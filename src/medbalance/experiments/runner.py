@@ -17,7 +17,9 @@ Layout of an experiment folder::
                           report.{html,md}        the tables, every model's curves, the figures
 
 ``--resume EXP_DIR`` re-runs the experiment in its folder: finished models are loaded, an
-interrupted one continues from its ``last.pt``. Every model is a recipe trained by
+interrupted one continues from its ``last.pt``. Runs an experiment declares independent
+(:meth:`ExperimentContext.run_many`) train ``jobs`` at a time in worker processes
+(``--jobs N``); the others one after another. Every model is a recipe trained by
 :meth:`ExperimentContext.run`, i.e. :func:`medbalance.engine.run.train` (the one writer of run
 folders; finished: ``metrics.json``), so each run folder predicts, evaluates, exports and
 reports like any other.
@@ -231,6 +233,7 @@ class ExperimentContext:
     progress: bool = True
     device: str = "auto"
     command: str = ""
+    jobs: int = 1
     log: logging.Logger = field(default=log, repr=False)
     tables: list[ResultTable] = field(default_factory=list, repr=False)
 
@@ -281,6 +284,48 @@ class ExperimentContext:
         folder = self.run_dir / "runs" / key
         ensure_trained(folder, cfg, progress=self.progress)
         return json.loads((folder / "metrics.json").read_text())
+
+    def run_many(self, items: Sequence[tuple[str, RunConfig]]) -> list[dict]:
+        """:meth:`run` for runs that do not depend on each other, ``jobs`` at a time.
+
+        With ``jobs`` > 1 the unfinished runs train in ``spawn``-ed worker processes (fresh
+        interpreters: no forked torch thread pools), each with ``torch.get_num_threads() // jobs``
+        threads (at least 1) and no progress bar. Every run is seeded and writes only its own
+        folder, so the folders are those of :meth:`run` one after another (bitwise on CPU at the
+        same thread count). A failed run cancels the runs not yet started, lets the running ones
+        finish and raises its error; ``--resume`` trains the rest.
+
+        Args:
+            items: ``(key, cfg)`` pairs as :meth:`run` takes them.
+
+        Returns:
+            The runs' ``metrics.json`` contents, in the order of ``items``.
+        """
+        from medbalance.engine.run import ensure_trained
+
+        folders = [self.run_dir / "runs" / key for key, _ in items]
+        todo = [(f, cfg) for f, (_, cfg) in zip(folders, items) if not (f / "metrics.json").is_file()]
+        if self.jobs > 1 and len(todo) > 1:
+            import multiprocessing
+            from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+            workers = min(self.jobs, len(todo))
+            threads = max(1, torch.get_num_threads() // self.jobs)
+            self.log.info("training %d runs, %d at a time (%d thread(s) each)", len(todo), workers, threads)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                level = logging.getLogger("medbalance").getEffectiveLevel()
+                futures = [pool.submit(_train_worker, str(f), cfg, threads, level) for f, cfg in todo]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    for future in futures:
+                        future.cancel()
+                    raise failed[0].exception()
+        else:  # in this process, with its progress bar
+            for folder, cfg in todo:
+                ensure_trained(folder, cfg, progress=self.progress)
+        return [json.loads((f / "metrics.json").read_text()) for f in folders]
 
     # ------------------------------------------------------------------ outputs
     def artefacts(self, *parts: str) -> Path:
@@ -351,6 +396,15 @@ class ExperimentContext:
         return content
 
 
+def _train_worker(folder: str, cfg: RunConfig, threads: int, level: int) -> None:
+    """One run of :meth:`ExperimentContext.run_many` in a worker process."""
+    from medbalance.engine.run import ensure_trained
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(message)s")
+    ensure_trained(Path(folder), cfg, progress=False)
+
+
 @dataclass
 class ExperimentResult:
     run_dir: Path
@@ -375,11 +429,16 @@ def run_experiment(
     progress: bool = True,
     device: str = "auto",
     command: str = "",
+    jobs: int = 1,
 ) -> ExperimentResult:
     """Run experiment ``name`` in a new folder under ``out`` (or continue ``resume``).
 
     With ``resume`` the folder's ``experiment.json`` supplies scale, data, seeds and options.
+    ``jobs`` runs that many independent runs at once (:meth:`ExperimentContext.run_many`); it
+    changes how long the experiment takes, not what it computes, and is not stored.
     """
+    if int(jobs) != jobs or jobs < 1:
+        raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
     if resume is not None:
         # absolute: runs inside keep paths to each other (dual-path's discriminator) that must
         # still resolve when the experiment is resumed from another directory
@@ -419,6 +478,7 @@ def run_experiment(
         progress=progress,
         device=device,
         command=command,
+        jobs=int(jobs),
     )
     t0 = time.perf_counter()
     results = module.run(ctx)
