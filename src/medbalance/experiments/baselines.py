@@ -172,10 +172,11 @@ def run(ctx: Any) -> dict:
         stem = Path(name).stem
         ref = REFERENCES.get(stem)
         per_seed: list[dict] = []
+        keys = {seed: f"{stem}/seed{seed}" for seed in ctx.seeds}
         configs = {seed: _recipe(ctx, name, seed) for seed in ctx.seeds}
-        all_metrics = ctx.run_many([(f"{stem}/seed{seed}", cfg) for seed, cfg in configs.items()])
-        for (seed, cfg), metrics in zip(configs.items(), all_metrics):
-            run_dir = ctx.run_dir / "runs" / f"{stem}/seed{seed}"
+        all_metrics = ctx.run_many([(keys[seed], configs[seed]) for seed in ctx.seeds])
+        for seed, metrics in zip(ctx.seeds, all_metrics):
+            cfg, run_dir = configs[seed], ctx.run_dir / "runs" / keys[seed]
             state, gain = _convergence(run_dir)
             per_seed.append(
                 {

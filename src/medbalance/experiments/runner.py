@@ -279,11 +279,7 @@ class ExperimentContext:
         Returns:
             The run's ``metrics.json`` content (``val``, ``test`` scores, ``best_epoch``...).
         """
-        from medbalance.engine.run import ensure_trained
-
-        folder = self.run_dir / "runs" / key
-        ensure_trained(folder, cfg, progress=self.progress)
-        return json.loads((folder / "metrics.json").read_text())
+        return self.run_many([(key, cfg)])[0]
 
     def run_many(self, items: Sequence[tuple[str, RunConfig]]) -> list[dict]:
         """:meth:`run` for runs that do not depend on each other, ``jobs`` at a time.
